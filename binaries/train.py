@@ -1,0 +1,164 @@
+r"""Federated training of the paper's models on TFF.
+
+Example:
+
+  python -m binaries.train --dataset=fashion_mnist --partition=non_iid \
+    --classes_per_client=2 --num_clients=10 --clients_per_round=10 \
+    --total_rounds=10 --algorithm=fedavg --root_output_dir=/tmp/fl \
+    --experiment_name=fedavg
+
+Outputs go to {root_output_dir}/checkpoints|results|logdir/{experiment_name}.
+Running the same command again resumes from the latest checkpoint.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+from binaries import flag_utils
+from tff_sparsify import algorithms
+from tff_sparsify import data
+from tff_sparsify import execution
+from tff_sparsify import models
+from tff_sparsify import training
+
+_DATASET = flags.DEFINE_enum(
+    'dataset', 'fashion_mnist', ['fashion_mnist', 'cifar10'], 'Dataset.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None,
+    'Directory holding the four FashionMNIST IDX .gz files (default: '
+    '/usr/share/datasets/fashion-mnist, else TFDS); for cifar10, the TFDS '
+    'data directory.')
+_PARTITION = flags.DEFINE_enum(
+    'partition', 'non_iid', ['iid', 'non_iid', 'dirichlet'],
+    'How the training examples are split over clients.')
+_CLASSES_PER_CLIENT = flags.DEFINE_integer(
+    'classes_per_client', 2, 'Classes per client for --partition=non_iid.')
+_DIRICHLET_ALPHA = flags.DEFINE_float(
+    'dirichlet_alpha', 0.5, 'Concentration for --partition=dirichlet.')
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Number of clients.')
+_CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', 10, 'Clients sampled (uniformly) each round.')
+_TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 200, 'Federated rounds.')
+_CLIENT_EPOCHS = flags.DEFINE_integer(
+    'client_epochs_per_round', 4, 'Local epochs per round.')
+_CLIENT_BATCH_SIZE = flags.DEFINE_integer(
+    'client_batch_size', 32, 'Local batch size.')
+_CLIENT_LR = flags.DEFINE_float(
+    'client_learning_rate', 0.02, 'Client SGD learning rate.')
+_CLIENT_MOMENTUM = flags.DEFINE_float(
+    'client_momentum', None,
+    'Client SGD momentum; default 0 (fedavg, fedprox) or 0.75 '
+    '(fedavg_momentum, the paper\'s MFL).')
+_SERVER_LR = flags.DEFINE_float(
+    'server_learning_rate', 1.0, 'Server SGD learning rate (1.0: FedAvg).')
+_ALGORITHM = flags.DEFINE_enum(
+    'algorithm', 'fedavg', ['fedavg', 'fedavg_momentum', 'fedprox'],
+    'Federated algorithm.')
+_PROXIMAL_STRENGTH = flags.DEFINE_float(
+    'proximal_strength', 0.001, 'FedProx mu, for --algorithm=fedprox.')
+_SEED = flags.DEFINE_integer('seed', 1990, 'Seed of data split, model '
+                             'initialization, sampling and shuffling.')
+_ROOT_OUTPUT_DIR = flags.DEFINE_string(
+    'root_output_dir', 'output', 'Root directory of all outputs.')
+_EXPERIMENT_NAME = flags.DEFINE_string(
+    'experiment_name', None, 'Name of this run\'s output subdirectories '
+    '(default: {algorithm}_{dataset}_{partition}).')
+_ROUNDS_PER_EVAL = flags.DEFINE_integer(
+    'rounds_per_eval', 1, 'Evaluate on the test set every this many rounds.')
+_ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
+    'rounds_per_checkpoint', 1, 'Save program state every this many rounds.')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+
+
+def _validate_flags():
+  flag_utils.check_positive(
+      _NUM_CLIENTS, _CLIENTS_PER_ROUND, _TOTAL_ROUNDS, _CLIENT_EPOCHS,
+      _CLIENT_BATCH_SIZE, _ROUNDS_PER_EVAL, _ROUNDS_PER_CHECKPOINT,
+      _CLIENT_LR, _SERVER_LR, _DIRICHLET_ALPHA, _PROXIMAL_STRENGTH,
+  )
+  if _CLIENTS_PER_ROUND.value > _NUM_CLIENTS.value:
+    flag_utils.fail(
+        _CLIENTS_PER_ROUND,
+        f'must be at most --num_clients ({_NUM_CLIENTS.value})')
+  if not 1 <= _CLASSES_PER_CLIENT.value <= 10:
+    flag_utils.fail(_CLASSES_PER_CLIENT, 'must be in [1, 10]')
+  if _CLIENT_MOMENTUM.value is not None and not 0 <= _CLIENT_MOMENTUM.value < 1:
+    flag_utils.fail(_CLIENT_MOMENTUM, 'must be in [0, 1)')
+  if _ALGORITHM.value == 'fedavg_momentum' and _CLIENT_MOMENTUM.value == 0:
+    flag_utils.fail(_CLIENT_MOMENTUM, 'must be > 0 for --algorithm=fedavg_momentum')
+  if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
+    flag_utils.fail(_DATA_DIR, 'is not a directory')
+  if not _EXPERIMENT_NAME.value is None and (
+      not _EXPERIMENT_NAME.value or os.sep in _EXPERIMENT_NAME.value):
+    flag_utils.fail(_EXPERIMENT_NAME, 'must be a non-empty name without "/"')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  _validate_flags()
+  logging.set_verbosity(logging.WARNING)
+
+  execution.handle_termination_signals()
+  tf.keras.utils.set_random_seed(_SEED.value)
+  tf.config.experimental.enable_op_determinism()
+  experiment = _EXPERIMENT_NAME.value or (
+      f'{_ALGORITHM.value}_{_DATASET.value}_{_PARTITION.value}')
+
+  try:
+    federated = data.load_federated(
+        _DATASET.value, partition_type=_PARTITION.value,
+        num_clients=_NUM_CLIENTS.value, seed=_SEED.value,
+        classes_per_client=_CLASSES_PER_CLIENT.value,
+        dirichlet_alpha=_DIRICHLET_ALPHA.value, data_dir=_DATA_DIR.value,
+    )
+  except data.DataError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+
+  model_fn = algorithms.build_model_fn(_DATASET.value, seed=_SEED.value)
+  process = algorithms.build_algorithm(
+      _ALGORITHM.value, model_fn, client_learning_rate=_CLIENT_LR.value,
+      server_learning_rate=_SERVER_LR.value,
+      client_momentum=_CLIENT_MOMENTUM.value,
+      proximal_strength=_PROXIMAL_STRENGTH.value,
+  )
+  dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)
+  os.makedirs(dirs.logdir, exist_ok=True)
+  with execution.local_cpp_execution_context(
+      log_path=os.path.join(dirs.logdir, 'worker_binary.log')):
+    result = training.run_federated_training(
+        process, federated.train,
+        keras_model=models.create_model(_DATASET.value, seed=_SEED.value),
+        test_data=data.test_dataset(federated.test_images, federated.test_labels),
+        total_rounds=_TOTAL_ROUNDS.value,
+        clients_per_round=_CLIENTS_PER_ROUND.value,
+        client_batch_size=_CLIENT_BATCH_SIZE.value,
+        client_epochs_per_round=_CLIENT_EPOCHS.value, seed=_SEED.value,
+        root_output_dir=_ROOT_OUTPUT_DIR.value, experiment_name=experiment,
+        rounds_per_eval=_ROUNDS_PER_EVAL.value,
+        rounds_per_checkpoint=_ROUNDS_PER_CHECKPOINT.value,
+        show_progress=_PROGRESS.value,
+        run_config=flag_utils.flag_values_dict(sys.modules[__name__]),
+    )
+  m = result.final_metrics
+  print(
+      f'done: {experiment}: {m["total_rounds"]} rounds, test accuracy '
+      f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}; outputs in '
+      f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
+      flush=True,
+  )
+
+
+def run():
+  flag_utils.run_main(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,185 @@
+"""A TFF C++ execution context whose `worker_binary` this process owns.
+
+`tff.backends.native.set_sync_local_cpp_execution_context` (TFF 0.87) starts
+the worker with the parent's stdout and only stops it from a `__del__` that
+fails at interpreter shutdown; measured here, the worker outlives its parent
+and keeps the parent's stdout open (`python train.py | tee log` never ends).
+
+`local_cpp_execution_context` builds the same context from TFF's public
+framework pieces (`RemoteExecutor` over gRPC to the worker, inside a
+`ResourceManagingExecutorFactory` and `SyncExecutionContext`) but starts the
+worker itself:
+
+- in its own session, so a terminal's Ctrl-C reaches only the Python process,
+  which then stops the worker in order;
+- with `PR_SET_PDEATHSIG`, so the kernel kills the worker if the Python
+  process dies without cleaning up (SIGKILL);
+- with stdout/stderr sent to a log file or /dev/null, never the parent's.
+
+`handle_termination_signals` turns SIGTERM/SIGHUP into `SystemExit`, so
+`finally` blocks (and the context manager) run on those signals too.
+"""
+
+import atexit
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from typing import Iterator, Optional
+
+import grpc
+import portpicker
+import tensorflow_federated as tff
+
+_PR_SET_PDEATHSIG = 1
+_GRPC_CHANNEL_OPTIONS = [
+    ('grpc.max_message_length', 2_000_000_000),
+    ('grpc.max_receive_message_length', 2_000_000_000),
+    ('grpc.max_send_message_length', 2_000_000_000),
+]
+_live_workers: set[subprocess.Popen] = set()
+
+
+def worker_binary_path() -> str:
+  path = os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
+  if not os.path.isfile(path):
+    raise RuntimeError(f'TFF worker binary not found at {path}')
+  return path
+
+
+def _die_with_parent(parent_pid: int):
+  libc = ctypes.CDLL('libc.so.6', use_errno=True)
+  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  if os.getppid() != parent_pid:  # The parent died before prctl took effect.
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def start_worker(
+    port: int, *, max_concurrent_computation_calls: int = -1,
+    log_path: Optional[str] = None,
+) -> subprocess.Popen:
+  """Starts a TFF `worker_binary` serving on `port`, bound to this process."""
+  parent_pid = os.getpid()
+  args = [
+      worker_binary_path(), f'--port={port}',
+      f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
+  ]
+  with contextlib.ExitStack() as stack:
+    if log_path:
+      out = stack.enter_context(open(log_path, 'ab'))
+    else:
+      out = subprocess.DEVNULL
+    process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
+        args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: _die_with_parent(parent_pid),
+    )
+  _live_workers.add(process)
+  return process
+
+
+def stop_worker(process: subprocess.Popen, timeout: float = 10.0):
+  """Stops a worker: SIGINT, then SIGKILL if it has not exited in `timeout`."""
+  if process.poll() is None:
+    process.send_signal(signal.SIGINT)
+    try:
+      process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+  _live_workers.discard(process)
+
+
+@atexit.register
+def _stop_all_workers():
+  for process in list(_live_workers):
+    stop_worker(process)
+
+
+def _wait_until_ready(
+    stub: tff.framework.RemoteExecutorGrpcStub, process: subprocess.Popen,
+    timeout: float,
+):
+  deadline = time.monotonic() + timeout
+  while not stub.is_ready:
+    if process.poll() is not None:
+      raise RuntimeError(
+          f'TFF worker_binary exited with code {process.returncode} at start'
+      )
+    if time.monotonic() > deadline:
+      raise RuntimeError(f'TFF worker_binary not ready after {timeout} s')
+    time.sleep(0.05)
+
+
+def create_remote_context(
+    channels: list[grpc.Channel], *, default_num_clients: int = 0,
+    stream_structs: bool = False,
+) -> tff.framework.SyncExecutionContext:
+  """A sync TFF context that runs computations on workers behind `channels`.
+
+  With one channel this is TFF's local C++ context; with several, clients are
+  sharded across the workers (TFF's remote executor).
+  """
+  stubs = [tff.framework.RemoteExecutorGrpcStub(c) for c in channels]
+  if len(stubs) != 1:
+    raise NotImplementedError('only one worker is supported for now')
+
+  def stack_fn(cardinalities):
+    if cardinalities.get(tff.CLIENTS) is None:
+      cardinalities[tff.CLIENTS] = default_num_clients
+    executor = tff.framework.RemoteExecutor(
+        stubs[0], stream_structs=stream_structs
+    )
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return tff.framework.SyncExecutionContext(
+      executor_fn=tff.framework.ResourceManagingExecutorFactory(stack_fn),
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+@contextlib.contextmanager
+def local_cpp_execution_context(
+    *, max_concurrent_computation_calls: int = -1,
+    log_path: Optional[str] = None, default_num_clients: int = 0,
+    start_timeout: float = 60.0,
+) -> Iterator[subprocess.Popen]:
+  """Installs a TFF C++ context on an owned worker; stops it on exit.
+
+  Yields:
+    The worker's `subprocess.Popen`.
+  """
+  port = portpicker.pick_unused_port()
+  process = start_worker(
+      port, max_concurrent_computation_calls=max_concurrent_computation_calls,
+      log_path=log_path,
+  )
+  try:
+    channel = grpc.insecure_channel(f'localhost:{port}', _GRPC_CHANNEL_OPTIONS)
+    with contextlib.closing(channel):
+      context = create_remote_context(
+          [channel], default_num_clients=default_num_clients
+      )
+      _wait_until_ready(
+          tff.framework.RemoteExecutorGrpcStub(channel), process, start_timeout
+      )
+      with tff.framework.get_context_stack().install(context):
+        yield process
+  finally:
+    stop_worker(process)
+
+
+def _raise_system_exit(signum, frame):
+  del frame
+  raise SystemExit(128 + signum)
+
+
+def handle_termination_signals():
+  """SIGTERM and SIGHUP raise `SystemExit(128 + signum)` in the main thread."""
+  for signum in (signal.SIGTERM, signal.SIGHUP):
+    signal.signal(signum, _raise_system_exit)

@@ -1,0 +1,246 @@
+"""The federated round loop, on TFF's program and simulation utilities.
+
+`run_federated_training` drives `tff.simulation.run_training_process` with:
+- `tff.program.FileProgramStateManager` under `checkpoints/{experiment}`:
+  program state is written atomically (temporary directory, then rename) every
+  `rounds_per_checkpoint` rounds, and a new run of the same experiment resumes
+  from the latest one;
+- `tff.program.CSVFileReleaseManager` (`results/{experiment}/metrics.csv`) and
+  `tff.program.TensorBoardReleaseManager` (`logdir/{experiment}`), plus a
+  progress bar written as a release manager;
+- `tff.simulation.build_uniform_sampling_fn` for client sampling, so that the
+  clients of round t depend only on (seed, t), and client shuffling seeded by
+  (seed, t, client): a resumed run trains on exactly the same data as an
+  uninterrupted one.
+
+Evaluation is centralized: the global model is copied into a Keras model and
+evaluated on the test set.
+"""
+
+import collections
+import dataclasses
+import json
+import os
+import sys
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+import tqdm
+
+from tff_sparsify import data as data_lib
+
+TRAIN_LOSS_KEY = 'client_work/train/loss'
+TEST_ACCURACY_KEY = 'evaluation/accuracy'
+TEST_LOSS_KEY = 'evaluation/loss'
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDirs:
+  checkpoints: str
+  results: str
+  logdir: str
+
+
+def output_dirs(root_output_dir: str, experiment_name: str) -> OutputDirs:
+  return OutputDirs(
+      checkpoints=os.path.join(root_output_dir, 'checkpoints', experiment_name),
+      results=os.path.join(root_output_dir, 'results', experiment_name),
+      logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
+  )
+
+
+def flatten_metrics(metrics, prefix: str = '') -> collections.OrderedDict:
+  """Flattens nested metrics to 'a/b/c' keys, as TFF's CSV manager does."""
+  flat = collections.OrderedDict()
+  for key, value in metrics.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, collections.abc.Mapping):
+      flat.update(flatten_metrics(value, f'{name}/'))
+    else:
+      flat[name] = value
+  return flat
+
+
+class ProgressReleaseManager(tff.program.ReleaseManager):
+  """Shows a tqdm bar over rounds with the latest train loss and test accuracy."""
+
+  def __init__(self, total_rounds: int, file=None, disable: bool = False):
+    self._bar = tqdm.tqdm(
+        total=total_rounds, unit='round', file=file or sys.stderr,
+        disable=disable, dynamic_ncols=True,
+    )
+    self._postfix = collections.OrderedDict()
+
+  async def release(self, value, key) -> None:
+    flat = flatten_metrics(value)
+    if TRAIN_LOSS_KEY in flat:
+      self._postfix['train_loss'] = f'{float(flat[TRAIN_LOSS_KEY]):.4f}'
+    if TEST_ACCURACY_KEY in flat:
+      self._postfix['test_acc'] = f'{float(flat[TEST_ACCURACY_KEY]):.4f}'
+    self._bar.n = int(key)
+    self._bar.set_postfix(collections.OrderedDict(round=int(key), **self._postfix))
+    self._bar.refresh()
+
+  def close(self):
+    self._bar.close()
+
+
+def client_shuffle_seed(seed: int, round_num: int, client_index: int) -> int:
+  return int((seed * 1_000_003 + round_num * 10_007 + client_index) % (2**31 - 1))
+
+
+def build_training_selection_fn(
+    client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
+    batch_size: int, epochs: int, seed: int,
+) -> Callable[[int], list[tf.data.Dataset]]:
+  """Returns `round_num -> [preprocessed dataset of each sampled client]`."""
+  client_ids = list(client_data.client_ids)
+  if not 1 <= clients_per_round <= len(client_ids):
+    raise ValueError(
+        f'clients_per_round must be in [1, {len(client_ids)}], got '
+        f'{clients_per_round}'
+    )
+  sample = tff.simulation.build_uniform_sampling_fn(
+      client_ids, replace=False, random_seed=seed
+  )
+  index = {cid: i for i, cid in enumerate(client_ids)}
+
+  def selection_fn(round_num: int) -> list[tf.data.Dataset]:
+    return [
+        data_lib.preprocess_client_dataset(
+            client_data.create_tf_dataset_for_client(cid),
+            batch_size=batch_size, epochs=epochs,
+            seed=client_shuffle_seed(seed, round_num, index[cid]),
+        )
+        for cid in sample(round_num, clients_per_round)
+    ]
+
+  return selection_fn
+
+
+def build_centralized_evaluation_fn(
+    process: tff.learning.templates.LearningProcess,
+    keras_model: tf.keras.Model, test_data: tf.data.Dataset,
+) -> Callable[..., collections.OrderedDict]:
+  """Returns `(state, unused) -> OrderedDict(loss, accuracy)` on `test_data`."""
+  keras_model.compile(
+      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')],
+  )
+
+  def evaluation_fn(state, unused_data=None):
+    del unused_data
+    process.get_model_weights(state).assign_weights_to(keras_model)
+    loss, accuracy = keras_model.evaluate(test_data, verbose=0)
+    return collections.OrderedDict(loss=loss, accuracy=accuracy)
+
+  return evaluation_fn
+
+
+@dataclasses.dataclass
+class TrainingResult:
+  state: object
+  final_metrics: dict
+  dirs: OutputDirs
+
+
+def run_federated_training(
+    process: tff.learning.templates.LearningProcess,
+    client_data: tff.simulation.datasets.ClientData,
+    *,
+    keras_model: tf.keras.Model,
+    test_data: tf.data.Dataset,
+    total_rounds: int,
+    clients_per_round: int,
+    client_batch_size: int,
+    client_epochs_per_round: int,
+    seed: int,
+    root_output_dir: str,
+    experiment_name: str,
+    rounds_per_eval: int = 1,
+    rounds_per_checkpoint: int = 1,
+    show_progress: bool = True,
+    run_config: Optional[dict] = None,
+) -> TrainingResult:
+  """Trains `process` for `total_rounds`, resuming from the latest checkpoint.
+
+  Args:
+    process: the learning process to run.
+    client_data: the clients' training data (`OrderedDict(x, y)` elements).
+    keras_model: a Keras model of the same architecture, used for evaluation.
+    test_data: batched `(x, y)` centralized test set.
+    total_rounds: number of rounds to reach (>= 1).
+    clients_per_round: clients sampled each round.
+    client_batch_size: local batch size.
+    client_epochs_per_round: local epochs.
+    seed: seeds client sampling and shuffling.
+    root_output_dir: root of `checkpoints/`, `results/` and `logdir/`.
+    experiment_name: name of this run's subdirectories.
+    rounds_per_eval: evaluate on the test set every this many rounds; the last
+      round is always evaluated.
+    rounds_per_checkpoint: save program state every this many rounds.
+    show_progress: show a progress bar on stderr.
+    run_config: written to `results/{experiment}/config.json`.
+
+  Returns:
+    A `TrainingResult` with the final state and metrics.
+  """
+  for name, value in (
+      ('total_rounds', total_rounds), ('client_batch_size', client_batch_size),
+      ('client_epochs_per_round', client_epochs_per_round),
+      ('rounds_per_eval', rounds_per_eval),
+      ('rounds_per_checkpoint', rounds_per_checkpoint),
+  ):
+    if value < 1:
+      raise ValueError(f'{name} must be a positive integer, got {value}')
+  dirs = output_dirs(root_output_dir, experiment_name)
+  for d in (dirs.checkpoints, dirs.results, dirs.logdir):
+    os.makedirs(d, exist_ok=True)
+  if run_config is not None:
+    with open(os.path.join(dirs.results, 'config.json'), 'w') as f:
+      json.dump(run_config, f, indent=2, sort_keys=True)
+
+  selection_fn = build_training_selection_fn(
+      client_data, clients_per_round=clients_per_round,
+      batch_size=client_batch_size, epochs=client_epochs_per_round, seed=seed,
+  )
+  evaluation_fn = build_centralized_evaluation_fn(process, keras_model, test_data)
+  state_manager = tff.program.FileProgramStateManager(
+      dirs.checkpoints, keep_total=3, keep_first=False
+  )
+  progress = ProgressReleaseManager(total_rounds, disable=not show_progress)
+  metrics_managers = [
+      tff.program.CSVFileReleaseManager(
+          os.path.join(dirs.results, 'metrics.csv'), key_fieldname='round_num'
+      ),
+      tff.program.TensorBoardReleaseManager(dirs.logdir),
+      progress,
+  ]
+  try:
+    state = tff.simulation.run_training_process(
+        process, training_selection_fn=selection_fn, total_rounds=total_rounds,
+        evaluation_fn=evaluation_fn,
+        evaluation_selection_fn=lambda round_num: None,
+        rounds_per_evaluation=rounds_per_eval,
+        program_state_manager=state_manager,
+        rounds_per_saving_program_state=rounds_per_checkpoint,
+        metrics_managers=metrics_managers,
+    )
+  finally:
+    progress.close()
+
+  final = evaluation_fn(state)
+  final_metrics = collections.OrderedDict(
+      total_rounds=total_rounds,
+      test_accuracy=float(final['accuracy']),
+      test_loss=float(final['loss']),
+  )
+  with open(os.path.join(dirs.results, 'summary.json'), 'w') as f:
+    json.dump(final_metrics, f, indent=2)
+  np.savez(
+      os.path.join(dirs.results, 'final_weights.npz'),
+      *[np.asarray(w) for w in keras_model.get_weights()],
+  )
+  return TrainingResult(state=state, final_metrics=final_metrics, dirs=dirs)
