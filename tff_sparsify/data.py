@@ -135,10 +135,14 @@ def load_tfds(name: str, data_dir: Optional[str] = None) -> CentralizedData:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   splits = tfds.load(
-      name, split=['train', 'test'], as_supervised=True, batch_size=-1,
-      data_dir=data_dir,
+      name, split=['train', 'test'], as_supervised=True, data_dir=data_dir
   )
-  (train_x, train_y), (test_x, test_y) = tfds.as_numpy(splits)
+
+  def to_numpy(ds):
+    xs, ys = zip(*tfds.as_numpy(ds.batch(10_000)))
+    return np.concatenate(xs), np.concatenate(ys)
+
+  (train_x, train_y), (test_x, test_y) = map(to_numpy, splits)
   if name == 'fashion_mnist':
     train_x, test_x = train_x[..., 0], test_x[..., 0]
   return CentralizedData(
@@ -188,10 +192,12 @@ def partition_by_classes(
 ) -> list[np.ndarray]:
   """Non-IID split: each client holds examples of `classes_per_client` classes.
 
-  Classes are taken in a seeded random order and client `i` receives classes
-  `order[(i * k + j) mod C]`, `j < k`, so classes are spread as evenly as
-  possible (10 clients x 2 of 10 classes: every class at exactly one client).
-  The examples of a class are split evenly among the clients holding it.
+  Classes are taken in a seeded random order and client `i` receives the k
+  consecutive classes `order[(s_i + j) mod C]`, `j < k`, with
+  `s_i = i * k + floor(i * k / C)`: each pass over the classes is shifted by
+  one, so classes are spread evenly and clients differ (10 clients x 2 of 10
+  classes: every class at exactly 2 clients, 10 distinct pairs). The examples
+  of a class are split evenly among the clients holding it.
   """
   _check_positive('num_clients', num_clients)
   num_classes = int(labels.max()) + 1 if len(labels) else 0
@@ -209,8 +215,10 @@ def partition_by_classes(
   class_order = rng.permutation(num_classes)
   holders = collections.defaultdict(list)
   for client in range(num_clients):
+    start = client * classes_per_client
+    start += start // num_classes
     for j in range(classes_per_client):
-      holders[class_order[(client * classes_per_client + j) % num_classes]].append(client)
+      holders[class_order[(start + j) % num_classes]].append(client)
   shards = [[] for _ in range(num_clients)]
   for label, clients in holders.items():
     examples = rng.permutation(np.flatnonzero(labels == label))

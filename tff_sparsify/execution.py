@@ -183,3 +183,15 @@ def handle_termination_signals():
   """SIGTERM and SIGHUP raise `SystemExit(128 + signum)` in the main thread."""
   for signum in (signal.SIGTERM, signal.SIGHUP):
     signal.signal(signum, _raise_system_exit)
+
+
+def drop_import_time_default_context():
+  """Replaces the C++ context that `import tensorflow_federated` installs.
+
+  That context would start a worker this process does not own, and its
+  `__del__` fails at interpreter shutdown ("'NoneType' object has no attribute
+  'Popen'"). After this call, computations run only inside
+  `local_cpp_execution_context` (or a context the caller installs).
+  """
+  from tensorflow_federated.python.core.impl.context_stack import set_default_context  # pylint: disable=g-import-not-at-top
+  set_default_context.set_no_default_context()

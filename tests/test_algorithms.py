@@ -1,0 +1,68 @@
+"""Tests for tff_sparsify.algorithms: the baselines on TFF."""
+
+import collections
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import algorithms
+from tff_sparsify import execution
+
+
+def _client_datasets(num_clients=2, n=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return [
+      tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+          x=rng.random((n, 28, 28), dtype=np.float32),
+          y=rng.integers(0, 10, n).astype(np.int32),
+      )).batch(4)
+      for _ in range(num_clients)
+  ]
+
+
+class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters('fedavg', 'fedavg_momentum', 'fedprox')
+  def test_one_round_changes_weights_and_counts_examples(self, name):
+    process = algorithms.build_algorithm(
+        name, algorithms.build_model_fn('fashion_mnist', seed=1),
+        client_learning_rate=0.1)
+    with execution.local_cpp_execution_context():
+      state = process.initialize()
+      before = process.get_model_weights(state).trainable
+      out = process.next(state, _client_datasets())
+      after = process.get_model_weights(out.state).trainable
+    self.assertEqual(out.metrics['client_work']['train']['num_examples'], 16)
+    self.assertFalse(np.allclose(before[0], after[0]))
+
+  def test_mfl_is_fedavg_with_the_papers_momentum(self):
+    def one_round(name, **kwargs):
+      process = algorithms.build_algorithm(
+          name, algorithms.build_model_fn('fashion_mnist', seed=1),
+          client_learning_rate=0.1, **kwargs)
+      with execution.local_cpp_execution_context():
+        out = process.next(process.initialize(), _client_datasets())
+        return process.get_model_weights(out.state).trainable
+
+    mfl = one_round('fedavg_momentum')
+    fedavg_075 = one_round('fedavg', client_momentum=0.75)
+    plain = one_round('fedavg')
+    self.assertAllClose(mfl, fedavg_075, atol=1e-7)
+    self.assertFalse(np.allclose(mfl[0], plain[0]))
+
+  @parameterized.named_parameters(
+      ('unknown', dict(name='fedsgd'), "algorithm must be one of .*'fedsgd'"),
+      ('lr', dict(client_learning_rate=0.0), 'client_learning_rate must be a positive number, got 0.0'),
+      ('server_lr', dict(server_learning_rate=-1.0), 'server_learning_rate must be a positive number, got -1.0'),
+      ('momentum', dict(client_momentum=1.0), r'client_momentum must be in \[0, 1\), got 1.0'),
+      ('mfl_zero', dict(name='fedavg_momentum', client_momentum=0.0), 'client_momentum must be > 0 for fedavg_momentum'),
+      ('mu', dict(name='fedprox', proximal_strength=0.0), 'proximal_strength must be a positive number, got 0.0'),
+  )
+  def test_bad_arguments(self, overrides, regex):
+    kwargs = dict(name='fedavg', client_learning_rate=0.1)
+    kwargs.update(overrides)
+    name = kwargs.pop('name')
+    with self.assertRaisesRegex(ValueError, regex):
+      algorithms.build_algorithm(
+          name, algorithms.build_model_fn('fashion_mnist'), **kwargs)

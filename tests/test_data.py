@@ -1,0 +1,180 @@
+"""Tests for tff_sparsify.data."""
+
+import collections
+import gzip
+import os
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tests import fixtures
+from tff_sparsify import data
+
+
+class IdxLoaderTest(tf.test.TestCase, parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
+
+  def test_loads_valid_files(self):
+    d = data.load_fashion_mnist_idx(self.dir)
+    self.assertEqual(d.train_images.shape, (400, 28, 28))
+    self.assertEqual(d.test_images.shape, (100, 28, 28))
+    self.assertEqual(d.train_images.dtype, np.uint8)
+    self.assertCountEqual(np.unique(d.train_labels), range(10))
+
+  def _path(self, key):
+    return os.path.join(self.dir, fixtures.FILES[key])
+
+  def test_truncated_file_names_file(self):
+    path = self._path('train_images')
+    with gzip.open(path, 'rb') as f:
+      raw = f.read()
+    fixtures.write_gz(path, raw[:-100])
+    with self.assertRaisesRegex(data.DataError, 'train-images.*truncated'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_not_gzip(self):
+    with open(self._path('test_labels'), 'wb') as f:
+      f.write(b'not gzip at all')
+    with self.assertRaisesRegex(data.DataError, 't10k-labels.*gzip'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_bad_magic(self):
+    fixtures.write_gz(self._path('train_labels'),
+                      fixtures.idx_bytes(np.zeros(400), 2051))
+    with self.assertRaisesRegex(data.DataError, 'train-labels.*magic number 2051'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_label_out_of_range(self):
+    fixtures.write_gz(self._path('test_labels'),
+                      fixtures.idx_bytes(np.full(100, 12), 2049))
+    with self.assertRaisesRegex(data.DataError, r't10k-labels.*label 12 outside \[0, 10\)'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_wrong_image_size(self):
+    fixtures.write_gz(self._path('test_images'),
+                      fixtures.idx_bytes(np.zeros((100, 32, 32)), 2051))
+    with self.assertRaisesRegex(data.DataError, r't10k-images.*\(32, 32\), expected \(28, 28\)'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_count_mismatch(self):
+    fixtures.write_gz(self._path('train_labels'),
+                      fixtures.idx_bytes(np.zeros(399), 2049))
+    with self.assertRaisesRegex(data.DataError, '400 images but 399 labels'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_missing_file(self):
+    os.remove(self._path('train_images'))
+    with self.assertRaisesRegex(data.DataError, 'train-images-idx3-ubyte.gz: file not found'):
+      data.load_fashion_mnist_idx(self.dir)
+
+  def test_missing_directory_says_how_to_install(self):
+    with self.assertRaisesRegex(data.DataError, 'apt-get install -y dataset-fashion-mnist'):
+      data.load_fashion_mnist_idx(os.path.join(self.dir, 'nope'))
+
+  @parameterized.parameters(
+      ('fashion_mnist', (28, 28)), ('cifar10', (32, 32, 3)))
+  def test_tfds_with_mock_data(self, name, shape):
+    with tfds.testing.mock_data(num_examples=20):
+      d = data.load_tfds(name)
+    self.assertEqual(d.train_images.shape[1:], shape)
+    self.assertEqual(len(d.train_images), len(d.train_labels))
+    self.assertTrue(np.all((d.test_labels >= 0) & (d.test_labels < 10)))
+
+  def test_unknown_dataset(self):
+    with self.assertRaisesRegex(data.DataError, "dataset must be one of .*'mnist'"):
+      data.load_centralized('mnist')
+
+
+class PartitionTest(tf.test.TestCase, parameterized.TestCase):
+
+  labels = np.repeat(np.arange(10), 30)  # 300 examples, 30 per class.
+
+  def test_iid_covers_everything_once(self):
+    shards = data.partition_iid(self.labels, 7, seed=3)
+    self.assertLen(shards, 7)
+    all_idx = np.concatenate(shards)
+    self.assertCountEqual(all_idx, range(300))
+    self.assertLessEqual(max(map(len, shards)) - min(map(len, shards)), 1)
+
+  @parameterized.parameters('iid', 'non_iid', 'dirichlet')
+  def test_deterministic_by_seed(self, partition_type):
+    a = data.partition(self.labels, partition_type=partition_type,
+                       num_clients=5, seed=1)
+    b = data.partition(self.labels, partition_type=partition_type,
+                       num_clients=5, seed=1)
+    c = data.partition(self.labels, partition_type=partition_type,
+                       num_clients=5, seed=2)
+    for x, y in zip(a, b):
+      self.assertAllEqual(x, y)
+    self.assertFalse(all(np.array_equal(x, y) for x, y in zip(a, c)))
+
+  @parameterized.parameters((10, 2), (100, 2), (10, 5), (3, 4))
+  def test_non_iid_classes_per_client(self, num_clients, k):
+    labels = np.repeat(np.arange(10), 200)
+    shards = data.partition_by_classes(labels, num_clients, k, seed=1990)
+    for shard in shards:
+      self.assertLen(np.unique(labels[shard]), k)
+    flat = np.concatenate(shards)
+    self.assertLen(np.unique(flat), len(flat))  # No example twice.
+    if num_clients * k % 10 == 0:
+      self.assertLen(flat, len(labels))  # Every class is used.
+
+  def test_non_iid_ten_clients_two_classes_spread_evenly(self):
+    shards = data.partition_by_classes(self.labels, 10, 2, seed=1990)
+    classes = [frozenset(self.labels[s]) for s in shards]
+    self.assertLen(set(classes), 10)  # No two clients hold the same pair.
+    holders = collections.Counter(c for pair in classes for c in pair)
+    self.assertEqual(set(holders.values()), {2})
+    self.assertEqual({len(s) for s in shards}, {30})
+
+  def test_dirichlet_large_alpha_is_near_uniform(self):
+    labels = np.repeat(np.arange(10), 1000)
+    shards = data.partition_dirichlet(labels, 10, alpha=1000.0, seed=0)
+    sizes = np.array([len(s) for s in shards])
+    self.assertAllClose(sizes / sizes.sum(), np.full(10, 0.1), atol=0.01)
+    self.assertLen(np.concatenate(shards), 10000)
+
+  @parameterized.named_parameters(
+      ('k_too_big', dict(partition_type='non_iid', classes_per_client=11),
+       r'classes_per_client must be in \[1, 10\], got 11'),
+      ('k_zero', dict(partition_type='non_iid', classes_per_client=0),
+       r'classes_per_client must be in \[1, 10\], got 0'),
+      ('alpha_zero', dict(partition_type='dirichlet', dirichlet_alpha=0.0),
+       'dirichlet_alpha must be > 0, got 0.0'),
+      ('alpha_negative', dict(partition_type='dirichlet', dirichlet_alpha=-1.0),
+       'dirichlet_alpha must be > 0, got -1.0'),
+      ('unknown', dict(partition_type='shards'),
+       "partition must be one of .* got 'shards'"),
+  )
+  def test_impossible_requests(self, kwargs, regex):
+    with self.assertRaisesRegex(data.DataError, regex):
+      data.partition(self.labels, num_clients=5, seed=0, **kwargs)
+
+  @parameterized.parameters('iid', 'non_iid', 'dirichlet')
+  def test_more_clients_than_examples(self, partition_type):
+    with self.assertRaisesRegex(data.DataError, r'num_clients \(301\) exceeds the number of examples \(300\)'):
+      data.partition(self.labels, partition_type=partition_type,
+                     num_clients=301, seed=0)
+
+  def test_client_data_and_preprocessing(self):
+    images = np.arange(300 * 28 * 28, dtype=np.int64).reshape(300, 28, 28) % 256
+    shards = data.partition_iid(self.labels, 3, seed=0)
+    cd = data.to_client_data(images.astype(np.uint8), self.labels, shards)
+    self.assertEqual(cd.client_ids, ['client_0000', 'client_0001', 'client_0002'])
+    ds = data.preprocess_client_dataset(
+        cd.create_tf_dataset_for_client('client_0001'), batch_size=32,
+        epochs=2, seed=5)
+    batches = list(ds)
+    self.assertEqual(sum(len(b['y']) for b in batches), 2 * len(shards[1]))
+    x = batches[0]['x']
+    self.assertEqual(x.dtype, tf.float32)
+    self.assertAllInRange(x, 0.0, 1.0)
+    again = list(data.preprocess_client_dataset(
+        cd.create_tf_dataset_for_client('client_0001'), batch_size=32,
+        epochs=2, seed=5))
+    self.assertAllEqual(batches[0]['y'], again[0]['y'])

@@ -1,0 +1,213 @@
+"""Tests for binaries/train.py: smoke, bad flags, crash safety, no orphans."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from absl.testing import flagsaver
+from absl.testing import parameterized
+import psutil
+import tensorflow as tf
+
+from binaries import flag_utils
+from binaries import train
+from tests import fixtures
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_FLAGS = dict(
+    dataset='fashion_mnist', partition='non_iid', classes_per_client=2,
+    num_clients=4, clients_per_round=3, client_epochs_per_round=1,
+    client_batch_size=16, client_learning_rate=0.05, seed=7, progress=False,
+)
+
+
+def _argv(data_dir, out_dir, **overrides):
+  values = dict(TINY_FLAGS, data_dir=data_dir, root_output_dir=out_dir,
+                experiment_name='exp', total_rounds=2)
+  values.update(overrides)
+  return ['train'] + [f'--{k}={v}' for k, v in values.items()]
+
+
+def _run_in_process(argv):
+  """Runs the binary's entry point; returns (exit code, stderr)."""
+  err = io.StringIO()
+  code = 0
+  with flagsaver.flagsaver(), contextlib.redirect_stderr(err):
+    old_argv = sys.argv
+    sys.argv = argv
+    try:
+      train.run()
+    except SystemExit as e:
+      code = e.code
+    finally:
+      sys.argv = old_argv
+  return code, err.getvalue()
+
+
+class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = fixtures.write_fashion_mnist_like(
+        os.path.join(tf.compat.v1.test.get_temp_dir(), 'fmnist'))
+
+  def test_two_rounds_write_outputs_and_resume_is_a_no_op(self):
+    out = self.create_tempdir().full_path
+    code, _ = _run_in_process(_argv(self.data_dir, out))
+    self.assertIn(code, (0, None))
+    results = os.path.join(out, 'results', 'exp')
+    with open(os.path.join(results, 'metrics.csv')) as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual([r['round_num'] for r in rows], ['0', '1', '2'])
+    self.assertGreater(float(rows[2]['evaluation/accuracy']), 0.0)
+    self.assertNotEmpty(rows[2]['client_work/train/loss'])
+    with open(os.path.join(results, 'summary.json')) as f:
+      summary = json.load(f)
+    self.assertEqual(summary['total_rounds'], 2)
+    self.assertTrue(os.path.isdir(os.path.join(out, 'checkpoints', 'exp', 'program_state_2')))
+    self.assertNotEmpty(os.listdir(os.path.join(out, 'logdir', 'exp')))
+    with open(os.path.join(results, 'config.json')) as f:
+      self.assertEqual(json.load(f)['num_clients'], 4)
+    # Same command again: already at total_rounds, same final accuracy.
+    code, _ = _run_in_process(_argv(self.data_dir, out))
+    self.assertIn(code, (0, None))
+    with open(os.path.join(results, 'summary.json')) as f:
+      self.assertEqual(json.load(f), summary)
+
+  @parameterized.named_parameters(
+      ('num_clients', dict(num_clients=0), "--num_clients=0: must be positive"),
+      ('total_rounds', dict(total_rounds=-3), "--total_rounds=-3: must be positive"),
+      ('batch', dict(client_batch_size=0), "--client_batch_size=0: must be positive"),
+      ('lr', dict(client_learning_rate=0.0), "--client_learning_rate=0.0: must be positive"),
+      ('cpr', dict(clients_per_round=5), r"--clients_per_round=5: must be at most --num_clients \(4\)"),
+      ('k', dict(classes_per_client=11), r"--classes_per_client=11: must be in \[1, 10\]"),
+      ('momentum', dict(client_momentum=1.5), r"--client_momentum=1.5: must be in \[0, 1\)"),
+      ('dataset', dict(dataset='mnist'), "flag --dataset=mnist: value should be one of"),
+      ('data_dir', dict(data_dir='/nonexistent/fmnist'), "--data_dir='/nonexistent/fmnist': is not a directory"),
+      ('not_int', dict(num_clients='ten'), "flag --num_clients=ten: invalid literal"),
+  )
+  def test_bad_flag_is_one_line_error(self, overrides, regex):
+    out = self.create_tempdir().full_path
+    overrides = dict(overrides)
+    data_dir = overrides.pop('data_dir', self.data_dir)
+    code, err = _run_in_process(_argv(data_dir, out, **overrides))
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, regex)
+    self.assertLen(err.strip().splitlines(), 1, err)
+    self.assertEmpty(os.listdir(out))  # Nothing written.
+
+  def test_missing_data_names_the_file(self):
+    empty = self.create_tempdir().full_path
+    out = self.create_tempdir().full_path
+    code, err = _run_in_process(_argv(empty, out))
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, 'train-images-idx3-ubyte.gz: file not found')
+    self.assertLen(err.strip().splitlines(), 1, err)
+
+  def test_extra_argv_rejected(self):
+    code, _ = _run_in_process(_argv(self.data_dir, self.create_tempdir().full_path) + ['extra'])
+    self.assertEqual(code, 1)  # absl's UsageError exit code.
+
+
+def _start(argv, **kwargs):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+  return subprocess.Popen(
+      [sys.executable, '-m', 'binaries.train'] + argv[1:], cwd=REPO, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _worker_pids(pid, timeout=120.0, checkpoint_dir=None, version=None):
+  """Waits for the run's worker (and a checkpoint), returns the worker pids."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    try:
+      workers = [c.pid for c in psutil.Process(pid).children(recursive=True)
+                 if c.name() == 'worker_binary']
+    except psutil.NoSuchProcess:
+      return []
+    ready = checkpoint_dir is None or os.path.isdir(
+        os.path.join(checkpoint_dir, f'program_state_{version}'))
+    if workers and ready:
+      return workers
+    time.sleep(0.05)
+  raise AssertionError('run did not start its worker in time')
+
+
+def _assert_gone(test, pids, timeout=10.0):
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    if not alive:
+      return
+    time.sleep(0.1)
+  test.fail(f'worker_binary processes left behind: {alive}')
+
+
+def _final_accuracy(out):
+  with open(os.path.join(out, 'results', 'exp', 'summary.json')) as f:
+    return json.load(f)['test_accuracy']
+
+
+class TrainProcessTest(tf.test.TestCase):
+  """Real processes: signals, SIGKILL and resume, pipes that must close."""
+
+  ROUNDS = 8
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = fixtures.write_fashion_mnist_like(
+        os.path.join(tf.compat.v1.test.get_temp_dir(), 'fmnist_proc'))
+
+  def _argv(self, out):
+    return _argv(self.data_dir, out, total_rounds=self.ROUNDS)
+
+  def test_sigkill_then_resume_equals_uninterrupted_run(self):
+    reference_out = self.create_tempdir().full_path
+    proc = _start(self._argv(reference_out))
+    workers = _worker_pids(proc.pid)
+    # communicate() returns only when every holder of the pipes has closed
+    # them: a worker that kept the parent's stdout would hang it.
+    stdout, stderr = proc.communicate(timeout=300)
+    self.assertEqual(proc.returncode, 0, stderr.decode()[-2000:])
+    self.assertIn(b'done: exp: 8 rounds', stdout)
+    _assert_gone(self, workers)
+
+    out = self.create_tempdir().full_path
+    ckpt = os.path.join(out, 'checkpoints', 'exp')
+    proc = _start(self._argv(out))
+    workers = _worker_pids(proc.pid, checkpoint_dir=ckpt, version=3)
+    proc.kill()
+    proc.communicate(timeout=60)
+    self.assertEqual(proc.returncode, -signal.SIGKILL)
+    _assert_gone(self, workers)
+    self.assertFalse(os.path.exists(os.path.join(out, 'results', 'exp', 'summary.json')))
+
+    proc = _start(self._argv(out))
+    stdout, stderr = proc.communicate(timeout=300)
+    self.assertEqual(proc.returncode, 0, stderr.decode()[-2000:])
+    self.assertNear(_final_accuracy(out), _final_accuracy(reference_out), 1e-6)
+    with open(os.path.join(out, 'results', 'exp', 'metrics.csv')) as f:
+      rounds = [int(line.split(',')[0]) for line in f.readlines()[1:]]
+    self.assertEqual(rounds, list(range(self.ROUNDS + 1)))
+
+  def test_sigterm_and_sigint_leave_no_worker(self):
+    for signum, code in ((signal.SIGTERM, 128 + signal.SIGTERM),
+                         (signal.SIGINT, flag_utils.INTERRUPTED_EXIT_CODE)):
+      out = self.create_tempdir().full_path
+      proc = _start(self._argv(out))
+      workers = _worker_pids(
+          proc.pid, checkpoint_dir=os.path.join(out, 'checkpoints', 'exp'),
+          version=1)
+      proc.send_signal(signum)
+      _, stderr = proc.communicate(timeout=120)
+      self.assertEqual(proc.returncode, code, stderr.decode()[-2000:])
+      _assert_gone(self, workers)
