@@ -1,0 +1,165 @@
+r"""Time per round: the TFF learning process against plain Keras, side by side.
+
+Same model (the paper's FashionMNIST FC), same clients, same local training
+(1 epoch of SGD, batch 32, per client, then a weighted average): once as a TFF
+FedAvg round on the owned C++ worker, once as `model.fit` per client in this
+process followed by a NumPy average. Each variant runs `--warmup_rounds`
+untimed rounds, then `--rounds` timed ones; the median is reported. Variants
+are interleaved round by round so that machine noise hits them alike.
+
+  python -m benchmarks.round_time --rounds=5
+
+Results: benchmarks/results/round_time.{json,md}.
+"""
+
+import collections
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import algorithms
+from tff_sparsify import data
+from tff_sparsify import execution
+from tff_sparsify import models
+from tff_sparsify import training
+
+_ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per variant.')
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Clients (all train).')
+_BATCH_SIZE = flags.DEFINE_integer('client_batch_size', 32, 'Batch size.')
+_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs.')
+_LR = flags.DEFINE_float('client_learning_rate', 0.02, 'Client SGD lr.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['keras', 'tff_reduce', 'tff_iterator'],
+    'Which to time: keras, tff_reduce (TFF default dataset.reduce loop), '
+    'tff_iterator (iterator loop).')
+_OUTPUT = flags.DEFINE_string(
+    'output', os.path.join(os.path.dirname(__file__), 'results', 'round_time'),
+    'Output path prefix (.json and .md are appended).')
+SEED = 1990
+
+
+class KerasRound:
+  """FedAvg round in plain Keras: fit each client from the global weights."""
+
+  def __init__(self):
+    self.model = models.create_model('fashion_mnist', seed=SEED)
+    self.model.compile(
+        optimizer=tf.keras.optimizers.SGD(_LR.value),
+        loss=algorithms.loss_fn())
+    self.weights = self.model.get_weights()
+
+  def __call__(self, datasets):
+    total, summed = 0, None
+    for ds in datasets:
+      self.model.set_weights(self.weights)
+      self.model.fit(ds.map(lambda e: (e['x'], e['y'])), epochs=1, verbose=0)
+      local = self.model.get_weights()
+      count = self._counts[id(ds)]
+      summed = ([w * count for w in local] if summed is None
+                else [s + w * count for s, w in zip(summed, local)])
+      total += count
+    self.weights = [s / total for s in summed]
+
+  def set_counts(self, datasets, counts):
+    self._counts = {id(ds): c for ds, c in zip(datasets, counts)}
+
+
+class TffRound:
+
+  def __init__(self, loop):
+    self.process = algorithms.build_algorithm(
+        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=SEED),
+        client_learning_rate=_LR.value, loop_implementation=loop)
+    self.state = self.process.initialize()
+
+  def __call__(self, datasets):
+    self.state = self.process.next(self.state, datasets).state
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  tf.keras.utils.set_random_seed(SEED)
+  execution.drop_import_time_default_context()
+  federated = data.load_federated(
+      'fashion_mnist', partition_type='non_iid', num_clients=_NUM_CLIENTS.value,
+      seed=SEED, classes_per_client=2, data_dir=_DATA_DIR.value)
+  selection_fn = training.build_training_selection_fn(
+      federated.train, clients_per_round=_NUM_CLIENTS.value,
+      batch_size=_BATCH_SIZE.value, epochs=_EPOCHS.value, seed=SEED)
+  counts = [len(s) * _EPOCHS.value for s in federated.partition]
+
+  loops = {
+      'tff_reduce': tff.learning.LoopImplementation.DATASET_REDUCE,
+      'tff_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR,
+  }
+  times = collections.defaultdict(list)
+  with execution.local_cpp_execution_context():
+    runners = {}
+    for name in _VARIANTS.value:
+      if name == 'keras':
+        runners[name] = KerasRound()
+      elif name in loops:
+        runners[name] = TffRound(loops[name])
+      else:
+        raise app.UsageError(f'--variants: unknown variant {name!r}')
+    total_rounds = _WARMUP_ROUNDS.value + _ROUNDS.value
+    for round_num in range(1, total_rounds + 1):
+      datasets = selection_fn(round_num)
+      sampled = [int(c.split('_')[1]) for c in
+                 tff.simulation.build_uniform_sampling_fn(
+                     federated.train.client_ids, random_seed=SEED)(
+                         round_num, _NUM_CLIENTS.value)]
+      for name, runner in runners.items():
+        if name == 'keras':
+          runner.set_counts(datasets, [counts[i] for i in sampled])
+        start = time.perf_counter()
+        runner(datasets)
+        elapsed = time.perf_counter() - start
+        if round_num > _WARMUP_ROUNDS.value:
+          times[name].append(elapsed)
+        print(f'round {round_num} {name}: {elapsed:.3f} s', flush=True)
+
+  medians = {name: statistics.median(t) for name, t in times.items()}
+  result = collections.OrderedDict(
+      command='python -m benchmarks.round_time ' + ' '.join(sys.argv[1:]),
+      setup=dict(model='fashion_mnist_fc', num_clients=_NUM_CLIENTS.value,
+                 batch_size=_BATCH_SIZE.value, epochs=_EPOCHS.value,
+                 examples_per_round=int(sum(counts)),
+                 machine=f'{platform.machine()}, {os.cpu_count()} cores'),
+      seconds_per_round=times, median_seconds=medians,
+      ratio_to_keras={n: medians[n] / medians['keras'] for n in medians}
+      if 'keras' in medians else {},
+  )
+  os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+  with open(_OUTPUT.value + '.json', 'w') as f:
+    json.dump(result, f, indent=2)
+  lines = [
+      '# Time per round, TFF vs plain Keras', '',
+      f'Command: `{result["command"]}`', '',
+      f'Setup: {json.dumps(result["setup"])}', '',
+      '| variant | median s/round | ratio to keras |', '|---|---|---|',
+  ]
+  for name, median in medians.items():
+    ratio = result['ratio_to_keras'].get(name, float('nan'))
+    lines.append(f'| {name} | {median:.3f} | {ratio:.2f} |')
+  with open(_OUTPUT.value + '.md', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
