@@ -108,14 +108,14 @@ def main(argv):
   }
   times = collections.defaultdict(list)
   with execution.local_cpp_execution_context():
-    runners = {}
-    for name in _VARIANTS.value:
-      if name == 'keras':
-        runners[name] = KerasRound()
-      elif name in loops:
-        runners[name] = TffRound(loops[name])
-      else:
-        raise app.UsageError(f'--variants: unknown variant {name!r}')
+    unknown = set(_VARIANTS.value) - set(loops) - {'keras'}
+    if unknown:
+      raise app.UsageError(f'--variants: unknown variants {sorted(unknown)}')
+    # TFF traces its models in graphs; a Keras model built before that
+    # tracing is left in an invalid state for `fit`, so Keras comes last.
+    runners = {n: TffRound(loops[n]) for n in _VARIANTS.value if n in loops}
+    if 'keras' in _VARIANTS.value:
+      runners['keras'] = KerasRound()
     total_rounds = _WARMUP_ROUNDS.value + _ROUNDS.value
     for round_num in range(1, total_rounds + 1):
       datasets = selection_fn(round_num)
