@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 OUTPUT ?= output
 export NM_DISABLE_ANALYTICS := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_CPP_MIN_LOG_LEVEL := 3
 
 .PHONY: all setup data test demo lock bench-round-time clean
 

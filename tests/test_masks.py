@@ -1,0 +1,78 @@
+"""Tests for tff_sparsify.masks on small hand-computed fixtures."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import masks
+
+
+class MagnitudeMasksTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_global_ranking_across_tensors(self):
+    weights = [np.array([[0.5, -0.1], [0.3, 2.0]]), np.array([-0.2, 0.05, 1.0])]
+    result = masks.magnitude_masks(weights, 3 / 7)
+    # Smallest three |w|: 0.05, 0.1, 0.2 (in both tensors).
+    self.assertAllEqual(result[0], [[1, 0], [1, 1]])
+    self.assertAllEqual(result[1], [0, 0, 1])
+
+  def test_ties_broken_by_position(self):
+    result = masks.magnitude_masks([np.ones(4), np.ones(2)], 0.5)
+    self.assertAllEqual(result[0], [0, 0, 0, 1])
+    self.assertAllEqual(result[1], [1, 1])
+
+  @parameterized.parameters(0.0, 0.1, 0.5, 0.8, 0.9, 0.95, 0.99)
+  def test_exact_zero_count(self, s):
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(31, 17)), rng.normal(size=(17,)), rng.normal(size=(17, 5))]
+    n = sum(w.size for w in weights)
+    pruned = masks.apply_masks([tf.constant(w) for w in weights], masks.magnitude_masks(weights, s))
+    zeros = sum(int(np.sum(np.asarray(p) == 0)) for p in pruned)
+    self.assertEqual(zeros, int(np.floor(s * n + 0.5)))
+    self.assertAllClose(masks.sparsity(pruned), zeros / n)
+
+  def test_pruned_weights_stay_pruned_as_sparsity_grows(self):
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=(50,))]
+    first = masks.magnitude_masks(weights, 0.3)
+    pruned = masks.apply_masks(weights, first)
+    # Later weights grow elsewhere; zeros rank first, so they stay pruned.
+    second = masks.magnitude_masks([pruned[0] * 3.0], 0.6)
+    self.assertTrue(np.all(np.asarray(second[0])[np.asarray(first[0]) == 0] == 0))
+
+
+class RandomMasksTest(tf.test.TestCase):
+
+  def test_random_keeps_pruned_and_counts(self):
+    current = [np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 0], np.float32)]
+    result = masks.random_masks(current, 0.5, seed=[1, 2])
+    self.assertEqual(int(np.sum(np.asarray(result[0]) == 0)), 5)
+    self.assertEqual(float(result[0][0]), 0.0)
+    self.assertEqual(float(result[0][9]), 0.0)
+    again = masks.random_masks(current, 0.5, seed=[1, 2])
+    self.assertAllEqual(result[0], again[0])
+
+
+class MajorityVoteTest(tf.test.TestCase):
+
+  def test_three_clients(self):
+    client_masks = [[np.array([1, 1, 0, 0])], [np.array([1, 0, 1, 0])], [np.array([1, 0, 0, 1])]]
+    # Kept counts 3, 1, 1, 1 of 3: only the first reaches half.
+    self.assertAllEqual(masks.majority_vote(client_masks)[0], [1, 0, 0, 0])
+
+  def test_tie_at_exactly_half_keeps(self):
+    client_masks = [[np.array([1, 0, 1])], [np.array([0, 0, 1])]]
+    self.assertAllEqual(masks.majority_vote(client_masks)[0], [1, 0, 1])
+
+  def test_four_clients_two_tensors(self):
+    a = [np.array([[1, 1], [0, 0]]), np.array([1, 0])]
+    b = [np.array([[1, 0], [1, 0]]), np.array([1, 0])]
+    c = [np.array([[0, 0], [1, 0]]), np.array([0, 1])]
+    d = [np.array([[0, 1], [1, 0]]), np.array([0, 0])]
+    merged = masks.majority_vote([a, b, c, d])
+    self.assertAllEqual(merged[0], [[1, 1], [1, 0]])  # counts 2,2,3,0 of 4
+    self.assertAllEqual(merged[1], [1, 0])  # counts 2,1 of 4
+
+
+if __name__ == '__main__':
+  tf.test.main()

@@ -1,0 +1,86 @@
+"""Pruning-mask math, free of TFF (Stripelis et al., Section 3).
+
+- Magnitude masks: rank all prunable weights together by |w| and zero the
+  smallest round(s * n) of them (global, unstructured). Ties are broken by
+  position (stable sort over the concatenation), so the count is exact and
+  the result deterministic. Already-zero weights rank first, so pruned
+  weights stay pruned while the sparsity grows.
+- Majority vote (Eq. 2): a weight is kept iff at least half of the N
+  participating clients kept it (`2 * kept >= N`; a tie at N/2 keeps it).
+
+Functions take and return lists of tensors (NumPy arrays work) and use only
+TensorFlow ops, so they run eagerly in tests and inside TFF computations.
+"""
+
+from typing import Sequence
+
+import tensorflow as tf
+
+
+def _flat_abs(weights: Sequence[tf.Tensor]) -> tf.Tensor:
+  return tf.concat([tf.reshape(tf.abs(tf.cast(w, tf.float32)), [-1]) for w in weights], 0)
+
+
+def _split_like(flat: tf.Tensor, weights: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
+  sizes = [tf.size(w) for w in weights]
+  parts = tf.split(flat, sizes) if len(weights) > 1 else [flat]
+  return [tf.cast(tf.reshape(p, tf.shape(w)), dtype) for p, w in zip(parts, weights)]
+
+
+def num_to_prune(sparsity, n):
+  """round(sparsity * n), halves rounded up."""
+  return tf.cast(tf.floor(tf.cast(sparsity, tf.float64) * tf.cast(n, tf.float64) + 0.5), tf.int32)
+
+
+def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) -> list[tf.Tensor]:
+  """Global magnitude masks with exactly round(sparsity * n) zeros."""
+  flat = _flat_abs(weights)
+  n = tf.size(flat)
+  k = num_to_prune(sparsity, n)
+  order = tf.argsort(flat, stable=True)
+  pruned = tf.scatter_nd(
+      tf.expand_dims(order[:k], 1), tf.ones([k], tf.bool), tf.expand_dims(n, 0))
+  return _split_like(tf.logical_not(pruned), weights, dtype)
+
+
+def random_masks(
+    masks: Sequence[tf.Tensor], sparsity, seed, dtype=tf.float32
+) -> list[tf.Tensor]:
+  """Prunes uniformly at random among kept weights up to round(sparsity * n) zeros.
+
+  Args:
+    masks: current masks (1 = kept); pruned weights stay pruned.
+    sparsity: target fraction of zeros.
+    seed: shape [2] int seed of the stateless random draw.
+    dtype: dtype of the returned masks.
+  """
+  flat_kept = tf.concat([tf.reshape(tf.cast(m, tf.float32), [-1]) for m in masks], 0)
+  n = tf.size(flat_kept)
+  k = num_to_prune(sparsity, n)
+  noise = tf.random.stateless_uniform([n], seed=seed)
+  # Pruned weights get -1 so they rank first; the rest in random order.
+  score = tf.where(flat_kept > 0, noise, -tf.ones_like(noise))
+  order = tf.argsort(score, stable=True)
+  pruned = tf.scatter_nd(
+      tf.expand_dims(order[:k], 1), tf.ones([k], tf.bool), tf.expand_dims(n, 0))
+  return _split_like(tf.logical_not(pruned), masks, dtype)
+
+
+def majority_vote(client_masks: Sequence[Sequence[tf.Tensor]], dtype=tf.float32) -> list[tf.Tensor]:
+  """Eq. 2: keep a weight iff at least half of the clients kept it."""
+  num_clients = len(client_masks)
+  merged = []
+  for per_client in zip(*client_masks):
+    kept = tf.add_n([tf.cast(m, tf.float32) for m in per_client])
+    merged.append(tf.cast(2.0 * kept >= float(num_clients), dtype))
+  return merged
+
+
+def apply_masks(weights: Sequence[tf.Tensor], masks: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+  return [w * tf.cast(m, w.dtype) for w, m in zip(weights, masks)]
+
+
+def sparsity(weights: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Fraction of exact zeros over all entries of `weights`."""
+  flat = tf.concat([tf.reshape(w, [-1]) for w in weights], 0)
+  return 1.0 - tf.math.count_nonzero(flat, dtype=tf.float64) / tf.cast(tf.size(flat), tf.float64)
