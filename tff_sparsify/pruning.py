@@ -1,0 +1,78 @@
+"""tfmot glue: masks live in `prune_low_magnitude` wrappers' mask variables.
+
+FedSparsify decides masks at the server (or by majority vote), not inside
+Keras, so the wrappers are given `ServerControlledSchedule`, which never asks
+tfmot to recompute a mask: in training the wrapper then only multiplies each
+prunable weight by its mask (`weight * mask`) before the forward pass.
+Two tfmot behaviours the learning process must handle (see BUILD_NOTES.md):
+- the wrapper asserts `pruning_step >= 1` in training and TFF runs no Keras
+  callbacks, so the server sets the step itself (`set_pruning_step`);
+- the mask is applied before each forward pass, so the weights are dense
+  again after the last optimizer step: apply the masks once more
+  (`apply_wrapper_masks`) before a model leaves the client.
+"""
+
+from typing import Sequence
+
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # pylint: disable=g-direct-tensorflow-import
+
+# tfmot 0.7.5 does not export the wrapper class in its public API.
+_PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+
+
+class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):
+  """A tfmot schedule that never prunes: masks are set from outside."""
+
+  def __call__(self, step):
+    return tf.constant(False), tf.constant(0.0)
+
+  def get_config(self):
+    return {'class_name': self.__class__.__name__, 'config': {}}
+
+
+def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
+  """Wraps every prunable layer of `model` in `prune_low_magnitude`."""
+  return tfmot.sparsity.keras.prune_low_magnitude(
+      model, pruning_schedule=ServerControlledSchedule())
+
+
+def wrappers(model: tf.keras.Model) -> list[_PruneLowMagnitude]:
+  return [layer for layer in model.layers if isinstance(layer, _PruneLowMagnitude)]
+
+
+def prunable_weights(model: tf.keras.Model) -> list[tf.Variable]:
+  return [w for layer in wrappers(model) for w, _, _ in layer.pruning_vars]
+
+
+def mask_variables(model: tf.keras.Model) -> list[tf.Variable]:
+  return [m for layer in wrappers(model) for _, m, _ in layer.pruning_vars]
+
+
+def set_masks(model: tf.keras.Model, masks: Sequence[tf.Tensor]):
+  variables = mask_variables(model)
+  if len(variables) != len(masks):
+    raise ValueError(
+        f'masks must have one tensor per prunable weight ({len(variables)}), '
+        f'got {len(masks)}')
+  for variable, mask in zip(variables, masks):
+    variable.assign(tf.cast(mask, variable.dtype))
+
+
+def set_pruning_step(model: tf.keras.Model, step: int):
+  """Sets every wrapper's `pruning_step` (tfmot requires >= 1 in training)."""
+  for layer in wrappers(model):
+    layer.pruning_step.assign(tf.cast(step, tf.int64))
+
+
+def apply_wrapper_masks(model: tf.keras.Model):
+  """weight <- weight * mask for every prunable weight."""
+  for layer in wrappers(model):
+    for weight, mask, _ in layer.pruning_vars:
+      weight.assign(weight * mask)
+
+
+def strip(model: tf.keras.Model) -> tf.keras.Model:
+  """A plain Keras model with the wrappers removed (tfmot `strip_pruning`)."""
+  return tfmot.sparsity.keras.strip_pruning(model)
