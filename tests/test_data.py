@@ -37,34 +37,27 @@ class IdxLoaderTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(data.DataError, 'train-images.*truncated'):
       data.load_fashion_mnist_idx(self.dir)
 
-  def test_not_gzip(self):
-    with open(self._path('test_labels'), 'wb') as f:
-      f.write(b'not gzip at all')
-    with self.assertRaisesRegex(data.DataError, 't10k-labels.*gzip'):
-      data.load_fashion_mnist_idx(self.dir)
-
-  def test_bad_magic(self):
-    fixtures.write_gz(self._path('train_labels'),
-                      fixtures.idx_bytes(np.zeros(400), 2051))
-    with self.assertRaisesRegex(data.DataError, 'train-labels.*magic number 2051'):
-      data.load_fashion_mnist_idx(self.dir)
-
-  def test_label_out_of_range(self):
-    fixtures.write_gz(self._path('test_labels'),
-                      fixtures.idx_bytes(np.full(100, 12), 2049))
-    with self.assertRaisesRegex(data.DataError, r't10k-labels.*label 12 outside \[0, 10\)'):
-      data.load_fashion_mnist_idx(self.dir)
-
-  def test_wrong_image_size(self):
-    fixtures.write_gz(self._path('test_images'),
-                      fixtures.idx_bytes(np.zeros((100, 32, 32)), 2051))
-    with self.assertRaisesRegex(data.DataError, r't10k-images.*\(32, 32\), expected \(28, 28\)'):
-      data.load_fashion_mnist_idx(self.dir)
-
-  def test_count_mismatch(self):
-    fixtures.write_gz(self._path('train_labels'),
-                      fixtures.idx_bytes(np.zeros(399), 2049))
-    with self.assertRaisesRegex(data.DataError, '400 images but 399 labels'):
+  @parameterized.named_parameters(
+      ('not_gzip', 'test_labels', b'not gzip at all', False,
+       't10k-labels.*gzip'),
+      ('bad_magic', 'train_labels', fixtures.idx_bytes(np.zeros(400), 2051),
+       True, 'train-labels.*magic number 2051'),
+      ('label_out_of_range', 'test_labels',
+       fixtures.idx_bytes(np.full(100, 12), 2049), True,
+       r't10k-labels.*label 12 outside \[0, 10\)'),
+      ('wrong_image_size', 'test_images',
+       fixtures.idx_bytes(np.zeros((100, 32, 32)), 2051), True,
+       r't10k-images.*\(32, 32\), expected \(28, 28\)'),
+      ('count_mismatch', 'train_labels', fixtures.idx_bytes(np.zeros(399), 2049),
+       True, '400 images but 399 labels'),
+  )
+  def test_bad_file_names_file_and_fault(self, key, payload, gzipped, regex):
+    if gzipped:
+      fixtures.write_gz(self._path(key), payload)
+    else:
+      with open(self._path(key), 'wb') as f:
+        f.write(payload)
+    with self.assertRaisesRegex(data.DataError, regex):
       data.load_fashion_mnist_idx(self.dir)
 
   def test_missing_file(self):

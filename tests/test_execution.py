@@ -1,5 +1,7 @@
 """Tests for tff_sparsify.execution: the owned TFF worker."""
 
+import os
+
 import numpy as np
 import psutil
 import tensorflow as tf
@@ -36,5 +38,4 @@ class LocalCppExecutionContextTest(tf.test.TestCase):
   def test_worker_in_its_own_session(self):
     with execution.local_cpp_execution_context() as worker:
       self.assertEqual(psutil.Process(worker.pid).ppid(), psutil.Process().pid)
-      import os  # pylint: disable=g-import-not-at-top
       self.assertNotEqual(os.getpgid(worker.pid), os.getpgid(0))

@@ -52,6 +52,12 @@ class RandomMasksTest(tf.test.TestCase):
     again = masks.random_masks(current, 0.5, seed=[1, 2])
     self.assertAllEqual(result[0], again[0])
 
+  def test_random_never_regrows_below_current_sparsity(self):
+    current = [np.array([0, 0, 0, 1, 1], np.float32), np.array([0, 1], np.float32)]
+    result = masks.random_masks(current, 0.25, seed=[3, 4])  # Target 2 of 7 zeros.
+    self.assertAllEqual(result[0], [0, 0, 0, 1, 1])
+    self.assertAllEqual(result[1], [0, 1])
+
 
 class MajorityVoteTest(tf.test.TestCase):
 
@@ -72,7 +78,3 @@ class MajorityVoteTest(tf.test.TestCase):
     merged = masks.majority_vote([a, b, c, d])
     self.assertAllEqual(merged[0], [[1, 1], [1, 0]])  # counts 2,2,3,0 of 4
     self.assertAllEqual(merged[1], [1, 0])  # counts 2,1 of 4
-
-
-if __name__ == '__main__':
-  tf.test.main()

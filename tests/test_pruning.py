@@ -2,6 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import masks
 from tff_sparsify import models
@@ -41,7 +42,7 @@ class PruningTest(tf.test.TestCase):
     self.assertEqual(zeros, int(np.floor(0.9 * n + 0.5)))
     for w, m in zip(weights, target):
       self.assertTrue(np.all(w.numpy()[np.asarray(m) == 0] == 0))
-    stripped = pruning.strip(self.model)
+    stripped = tfmot.sparsity.keras.strip_pruning(self.model)
     kernels = [l.kernel.numpy() for l in stripped.layers if hasattr(l, 'kernel')]
     self.assertEqual(sum(int(np.sum(k == 0)) for k in kernels), zeros)
     self.assertAllClose(stripped(x), self.model(x))

@@ -17,14 +17,8 @@ from typing import Sequence
 import tensorflow as tf
 
 
-def _flat_abs(weights: Sequence[tf.Tensor]) -> tf.Tensor:
-  return tf.concat([tf.reshape(tf.abs(tf.cast(w, tf.float32)), [-1]) for w in weights], 0)
-
-
-def _split_like(flat: tf.Tensor, weights: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
-  sizes = [tf.size(w) for w in weights]
-  parts = tf.split(flat, sizes) if len(weights) > 1 else [flat]
-  return [tf.cast(tf.reshape(p, tf.shape(w)), dtype) for p, w in zip(parts, weights)]
+def _flat(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+  return tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tensors], 0)
 
 
 def num_to_prune(sparsity, n):
@@ -32,38 +26,45 @@ def num_to_prune(sparsity, n):
   return tf.cast(tf.floor(tf.cast(sparsity, tf.float64) * tf.cast(n, tf.float64) + 0.5), tf.int32)
 
 
+def _prune_lowest(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
+  """Masks (shaped as `like`) zeroing the round(sparsity * n) lowest scores.
+
+  Ties go to the earlier position (stable sort), so the count is exact.
+  """
+  n = tf.size(scores)
+  k = num_to_prune(sparsity, n)
+  lowest = tf.argsort(scores, stable=True)[:k]
+  pruned = tf.scatter_nd(
+      tf.expand_dims(lowest, 1), tf.ones([k], tf.bool), tf.expand_dims(n, 0))
+  parts = tf.split(tf.logical_not(pruned), [tf.size(t) for t in like])
+  return [tf.cast(tf.reshape(p, tf.shape(t)), dtype) for p, t in zip(parts, like)]
+
+
 def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) -> list[tf.Tensor]:
   """Global magnitude masks with exactly round(sparsity * n) zeros."""
-  flat = _flat_abs(weights)
-  n = tf.size(flat)
-  k = num_to_prune(sparsity, n)
-  order = tf.argsort(flat, stable=True)
-  pruned = tf.scatter_nd(
-      tf.expand_dims(order[:k], 1), tf.ones([k], tf.bool), tf.expand_dims(n, 0))
-  return _split_like(tf.logical_not(pruned), weights, dtype)
+  return _prune_lowest(tf.abs(_flat(weights)), sparsity, weights, dtype)
 
 
 def random_masks(
     masks: Sequence[tf.Tensor], sparsity, seed, dtype=tf.float32
 ) -> list[tf.Tensor]:
-  """Prunes uniformly at random among kept weights up to round(sparsity * n) zeros.
+  """Prunes uniformly at random among kept weights to round(sparsity * n) zeros.
+
+  Pruned weights stay pruned: if `masks` already has more zeros than the
+  target, they are all kept as zeros.
 
   Args:
-    masks: current masks (1 = kept); pruned weights stay pruned.
+    masks: current masks (1 = kept).
     sparsity: target fraction of zeros.
     seed: shape [2] int seed of the stateless random draw.
     dtype: dtype of the returned masks.
   """
-  flat_kept = tf.concat([tf.reshape(tf.cast(m, tf.float32), [-1]) for m in masks], 0)
-  n = tf.size(flat_kept)
-  k = num_to_prune(sparsity, n)
-  noise = tf.random.stateless_uniform([n], seed=seed)
-  # Pruned weights get -1 so they rank first; the rest in random order.
-  score = tf.where(flat_kept > 0, noise, -tf.ones_like(noise))
-  order = tf.argsort(score, stable=True)
-  pruned = tf.scatter_nd(
-      tf.expand_dims(order[:k], 1), tf.ones([k], tf.bool), tf.expand_dims(n, 0))
-  return _split_like(tf.logical_not(pruned), masks, dtype)
+  kept = _flat(masks) > 0
+  noise = tf.random.stateless_uniform(tf.shape(kept), seed=seed)
+  # Pruned weights score -1 so they are chosen first; the rest at random.
+  new = _prune_lowest(tf.where(kept, noise, -tf.ones_like(noise)), sparsity, masks, tf.float32)
+  return [tf.cast(m * tf.cast(tf.cast(old, tf.bool), tf.float32), dtype)
+          for m, old in zip(new, masks)]
 
 
 def majority_vote(client_masks: Sequence[Sequence[tf.Tensor]], dtype=tf.float32) -> list[tf.Tensor]:

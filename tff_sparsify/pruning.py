@@ -67,12 +67,6 @@ def set_pruning_step(model: tf.keras.Model, step: int):
 
 
 def apply_wrapper_masks(model: tf.keras.Model):
-  """weight <- weight * mask for every prunable weight."""
+  """weight <- weight * mask, with tfmot's own op (as `UpdatePruningStep`)."""
   for layer in wrappers(model):
-    for weight, mask, _ in layer.pruning_vars:
-      weight.assign(weight * mask)
-
-
-def strip(model: tf.keras.Model) -> tf.keras.Model:
-  """A plain Keras model with the wrappers removed (tfmot `strip_pruning`)."""
-  return tfmot.sparsity.keras.strip_pruning(model)
+    layer.pruning_obj.weight_mask_op()
