@@ -4,11 +4,13 @@ Example:
 
   python -m binaries.train --dataset=fashion_mnist --partition=non_iid \
     --classes_per_client=2 --num_clients=10 --clients_per_round=10 \
-    --total_rounds=10 --algorithm=fedavg --root_output_dir=/tmp/fl \
-    --experiment_name=fedavg
+    --total_rounds=10 --algorithm=fedsparsify_global --final_sparsity=0.9 \
+    --root_output_dir=/tmp/fl --experiment_name=global_090
 
 Outputs go to {root_output_dir}/checkpoints|results|logdir/{experiment_name}.
-Running the same command again resumes from the latest checkpoint.
+Running the same command again resumes from the latest checkpoint. The
+results hold metrics.csv (per round: sparsity, parameters exchanged, ...),
+summary.json and final_model.keras (stripped of pruning wrappers).
 """
 
 import os
@@ -25,7 +27,7 @@ from binaries import flag_utils
 from tff_sparsify import algorithms
 from tff_sparsify import data
 from tff_sparsify import execution
-from tff_sparsify import models
+from tff_sparsify import schedules
 from tff_sparsify import training
 
 _DATASET = flags.DEFINE_enum(
@@ -59,8 +61,25 @@ _CLIENT_MOMENTUM = flags.DEFINE_float(
 _SERVER_LR = flags.DEFINE_float(
     'server_learning_rate', 1.0, 'Server SGD learning rate (1.0: FedAvg).')
 _ALGORITHM = flags.DEFINE_enum(
-    'algorithm', 'fedavg', ['fedavg', 'fedavg_momentum', 'fedprox'],
-    'Federated algorithm.')
+    'algorithm', 'fedavg', list(algorithms.ALGORITHMS),
+    'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at '
+    'the server (global) or at the clients merged by mask voting (local), '
+    'progressive random pruning, or one-shot pruning at --sparsify_start_round.')
+_FINAL_SPARSITY = flags.DEFINE_float(
+    'final_sparsity', 0.9, 'S_T: sparsity reached at --total_rounds (pruning '
+    'algorithms).')
+_INITIAL_SPARSITY = flags.DEFINE_float(
+    'initial_sparsity', 0.0, 'S_0: sparsity at --sparsify_start_round.')
+_SPARSIFY_START_ROUND = flags.DEFINE_integer(
+    'sparsify_start_round', 1, 't_0: first round that prunes.')
+_SPARSIFY_FREQUENCY = flags.DEFINE_integer(
+    'sparsify_frequency', 1, 'F: prune every F rounds.')
+_SPARSIFY_EXPONENT = flags.DEFINE_float(
+    'sparsify_exponent', 3.0, 'n: exponent of the schedule (Eq. 1).')
+_MASK_AGGREGATION = flags.DEFINE_enum(
+    'mask_aggregation', 'majority_vote', ['majority_vote', 'mean'],
+    'How --algorithm=fedsparsify_local merges client masks: majority vote '
+    '(Eq. 2) or plain average (keep what any client kept).')
 _PROXIMAL_STRENGTH = flags.DEFINE_float(
     'proximal_strength', 0.001, 'FedProx mu, for --algorithm=fedprox.')
 _SEED = flags.DEFINE_integer('seed', 1990, 'Seed of data split, model '
@@ -75,6 +94,23 @@ _ROUNDS_PER_EVAL = flags.DEFINE_integer(
 _ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
     'rounds_per_checkpoint', 1, 'Save program state every this many rounds.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+
+
+def _schedule() -> schedules.FedSparsifySchedule:
+  """The schedule of the flags; a bad value fails naming its flag."""
+  holders = dict(
+      final_sparsity=_FINAL_SPARSITY, initial_sparsity=_INITIAL_SPARSITY,
+      sparsify_start_round=_SPARSIFY_START_ROUND,
+      sparsify_frequency=_SPARSIFY_FREQUENCY,
+      sparsify_exponent=_SPARSIFY_EXPONENT, total_rounds=_TOTAL_ROUNDS)
+  kwargs = {name: holder.value for name, holder in holders.items()}
+  if _ALGORITHM.value == 'oneshot_pruning':
+    kwargs['initial_sparsity'] = kwargs['final_sparsity']
+  try:
+    return schedules.FedSparsifySchedule(**kwargs)
+  except ValueError as e:
+    name = str(e).split(' ', 1)[0]
+    flag_utils.fail(holders[name], str(e).split(' ', 1)[1])
 
 
 def _validate_flags():
@@ -93,6 +129,8 @@ def _validate_flags():
     flag_utils.fail(_CLIENT_MOMENTUM, 'must be in [0, 1)')
   if _ALGORITHM.value == 'fedavg_momentum' and _CLIENT_MOMENTUM.value == 0:
     flag_utils.fail(_CLIENT_MOMENTUM, 'must be > 0 for --algorithm=fedavg_momentum')
+  if _ALGORITHM.value in algorithms.SPARSIFYING:
+    _schedule()
   if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
   if not _EXPERIMENT_NAME.value is None and (
@@ -122,12 +160,16 @@ def main(argv):
   except data.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
 
-  model_fn = algorithms.build_model_fn(_DATASET.value, seed=_SEED.value)
+  prunable = _ALGORITHM.value in algorithms.SPARSIFYING
+  model_fn = algorithms.build_model_fn(
+      _DATASET.value, seed=_SEED.value, prunable=prunable)
   process = algorithms.build_algorithm(
       _ALGORITHM.value, model_fn, client_learning_rate=_CLIENT_LR.value,
       server_learning_rate=_SERVER_LR.value,
       client_momentum=_CLIENT_MOMENTUM.value,
       proximal_strength=_PROXIMAL_STRENGTH.value,
+      schedule=_schedule() if prunable else None,
+      mask_aggregation=_MASK_AGGREGATION.value, seed=_SEED.value,
   )
   dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)
   os.makedirs(dirs.logdir, exist_ok=True)
@@ -135,7 +177,10 @@ def main(argv):
       log_path=os.path.join(dirs.logdir, 'worker_binary.log')):
     result = training.run_federated_training(
         process, federated.train,
-        keras_model=models.create_model(_DATASET.value, seed=_SEED.value),
+        # Built after the process: see BUILD_NOTES (Keras models built
+        # before TFF traces model_fn cannot train afterwards).
+        keras_model=algorithms.create_keras_model(
+            _DATASET.value, seed=_SEED.value, prunable=prunable),
         test_data=data.test_dataset(federated.test_images, federated.test_labels),
         total_rounds=_TOTAL_ROUNDS.value,
         clients_per_round=_CLIENTS_PER_ROUND.value,
@@ -148,9 +193,11 @@ def main(argv):
         run_config=flag_utils.flag_values_dict(sys.modules[__name__]),
     )
   m = result.final_metrics
+  sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
   print(
       f'done: {experiment}: {m["total_rounds"]} rounds, test accuracy '
-      f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}; outputs in '
+      f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}{sparsity}, '
+      f'{m["nonzero_params"]} non-zero parameters; outputs in '
       f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
       flush=True,
   )

@@ -28,6 +28,17 @@ class FedSparsifyScheduleTest(tf.test.TestCase, parameterized.TestCase):
     if total % f == 0:  # Eq. 1 reaches S_T at the last multiple of F.
       self.assertAlmostEqual(sched.sparsity(total), s_final, places=12)
 
+  @parameterized.parameters(
+      (0.9, 0.0, 1, 20, 1, 3), (0.8, 0.2, 4, 30, 3, 2), (0.5, 0.5, 2, 9, 1, 3))
+  def test_tf_call_equals_python(self, s_final, s_0, t0, total, f, n):
+    sched = schedules.FedSparsifySchedule(
+        s_final, total, initial_sparsity=s_0, sparsify_start_round=t0,
+        sparsify_frequency=f, sparsify_exponent=n)
+    for t in range(0, total + 3):
+      should_prune, sparsity = sched.tf_call(tf.constant(t, tf.int32))
+      self.assertEqual(bool(should_prune), sched(t)[0], msg=f'round {t}')
+      self.assertAlmostEqual(float(sparsity), sched(t)[1], places=12, msg=f'round {t}')
+
   def test_hand_computed_values(self):
     sched = schedules.FedSparsifySchedule(0.9, 11)  # t0=1, F=1, n=3.
     # t=1: 0.9 - 0.9 * 1^3 = 0; t=6: 0.9 - 0.9 * 0.5^3 = 0.7875.

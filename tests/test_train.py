@@ -12,6 +12,7 @@ import time
 
 from absl.testing import flagsaver
 from absl.testing import parameterized
+import numpy as np
 import psutil
 import tensorflow as tf
 
@@ -81,7 +82,42 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     with open(os.path.join(results, 'summary.json')) as f:
       self.assertEqual(json.load(f), summary)
 
+  def test_fedsparsify_writes_sparsity_and_a_stripped_model(self):
+    out = self.create_tempdir().full_path
+    code, _ = _run_in_process(_argv(
+        self.data_dir, out, algorithm='fedsparsify_global', final_sparsity=0.8,
+        total_rounds=3))
+    self.assertIn(code, (0, None))
+    results = os.path.join(out, 'results', 'exp')
+    with open(os.path.join(results, 'metrics.csv')) as f:
+      rows = list(csv.DictReader(f))
+    # Eq. 1 with S_T=0.8, T=3: s_1 = 0, s_2 = 0.8 - 0.8 / 8 = 0.7, s_3 = 0.8.
+    for row, target in zip(rows[1:], (0.0, 0.7, 0.8)):
+      self.assertAlmostEqual(float(row['finalizer/target_sparsity']), target, places=6)
+      self.assertAlmostEqual(float(row['finalizer/sparsity']), target, places=4)
+      self.assertGreater(float(row['client_work/communication/transmission_mbits']), 0)
+    with open(os.path.join(results, 'summary.json')) as f:
+      summary = json.load(f)
+    self.assertAlmostEqual(summary['sparsity'], 0.8, places=4)
+    model = tf.keras.models.load_model(os.path.join(results, 'final_model.keras'))
+    kernels = [layer.kernel.numpy() for layer in model.layers if hasattr(layer, 'kernel')]
+    self.assertLen(kernels, 3)  # Plain Dense layers: the wrappers are stripped.
+    zeros = sum(int((k == 0).sum()) for k in kernels)
+    self.assertEqual(zeros, round(0.8 * sum(k.size for k in kernels)))
+    self.assertEqual(summary['nonzero_params'],
+                     sum(int((w != 0).sum()) for w in model.get_weights()))
+
   @parameterized.named_parameters(
+      ('final_sparsity', dict(algorithm='fedsparsify_global', final_sparsity=1.0),
+       r"--final_sparsity=1.0: must be in \[0, 1\), got 1.0"),
+      ('initial_sparsity', dict(algorithm='fedsparsify_local', initial_sparsity=0.95),
+       r"--initial_sparsity=0.95: must be in \[0, final_sparsity=0.9\], got 0.95"),
+      ('frequency', dict(algorithm='random_pruning', sparsify_frequency=0),
+       "--sparsify_frequency=0: must be >= 1, got 0"),
+      ('start', dict(algorithm='oneshot_pruning', sparsify_start_round=2),
+       "--total_rounds=2: must be > sparsify_start_round=2, got 2"),
+      ('aggregation', dict(mask_aggregation='median'),
+       "flag --mask_aggregation=median: value should be one of"),
       ('num_clients', dict(num_clients=0), "--num_clients=0: must be positive"),
       ('total_rounds', dict(total_rounds=-3), "--total_rounds=-3: must be positive"),
       ('batch', dict(client_batch_size=0), "--client_batch_size=0: must be positive"),
@@ -151,9 +187,14 @@ def _assert_gone(test, pids, timeout=10.0):
   test.fail(f'worker_binary processes left behind: {alive}')
 
 
-def _final_accuracy(out):
+def _summary(out):
   with open(os.path.join(out, 'results', 'exp', 'summary.json')) as f:
-    return json.load(f)['test_accuracy']
+    return json.load(f)
+
+
+def _final_weights(out):
+  with np.load(os.path.join(out, 'results', 'exp', 'final_weights.npz')) as f:
+    return [f[k] for k in sorted(f.files, key=lambda k: int(k.split('_')[1]))]
 
 
 class TrainProcessTest(tf.test.TestCase):
@@ -168,7 +209,9 @@ class TrainProcessTest(tf.test.TestCase):
         os.path.join(tf.compat.v1.test.get_temp_dir(), 'fmnist_proc'))
 
   def _argv(self, out):
-    return _argv(self.data_dir, out, total_rounds=self.ROUNDS)
+    # FedSparsify-Local: its state (masks, both round counters) must resume.
+    return _argv(self.data_dir, out, total_rounds=self.ROUNDS,
+                 algorithm='fedsparsify_local', final_sparsity=0.8)
 
   def test_sigkill_then_resume_equals_uninterrupted_run(self):
     reference_out = self.create_tempdir().full_path
@@ -194,7 +237,11 @@ class TrainProcessTest(tf.test.TestCase):
     proc = _start(self._argv(out))
     stdout, stderr = proc.communicate(timeout=300)
     self.assertEqual(proc.returncode, 0, stderr.decode()[-2000:])
-    self.assertNear(_final_accuracy(out), _final_accuracy(reference_out), 1e-6)
+    resumed, reference = _summary(out), _summary(reference_out)
+    self.assertNear(resumed['test_accuracy'], reference['test_accuracy'], 1e-6)
+    self.assertEqual(resumed['sparsity'], reference['sparsity'])
+    self.assertGreater(resumed['sparsity'], 0.7)
+    self.assertAllClose(_final_weights(out), _final_weights(reference_out), atol=1e-6)
     with open(os.path.join(out, 'results', 'exp', 'metrics.csv')) as f:
       rounds = [int(line.split(',')[0]) for line in f.readlines()[1:]]
     self.assertEqual(rounds, list(range(self.ROUNDS + 1)))

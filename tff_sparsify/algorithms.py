@@ -1,8 +1,11 @@
-"""The no-pruning baselines of the paper, built from `tff.learning` algorithms.
+"""The algorithms of the paper by name, for binaries and benchmarks.
 
-Stripelis et al., Section 4: FedAvg with vanilla SGD (McMahan et al. 2017),
-FedAvg with momentum SGD at the clients ("MFL", Liu et al. 2020; momentum 0.75
-in the paper's Appendix C) and FedProx (Li et al. 2020, mu = 0.001).
+Stripelis et al., Section 4. No-pruning baselines from `tff.learning`: FedAvg
+with vanilla SGD (McMahan et al. 2017), FedAvg with momentum SGD at the
+clients ("MFL", Liu et al. 2020; momentum 0.75 in the paper's Appendix C) and
+FedProx (Li et al. 2020, mu = 0.001). Pruning ones from `fed_sparsify`:
+FedSparsify-Global and -Local, progressive random pruning (the paper's
+Random) and one-shot pruning (S_0 = S_T at t_0).
 """
 
 import collections
@@ -12,9 +15,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import fed_sparsify
 from tff_sparsify import models
+from tff_sparsify import pruning
+from tff_sparsify import schedules
 
-ALGORITHMS = ('fedavg', 'fedavg_momentum', 'fedprox')
+BASELINES = ('fedavg', 'fedavg_momentum', 'fedprox')
+SPARSIFYING = ('fedsparsify_global', 'fedsparsify_local', 'random_pruning', 'oneshot_pruning')
+ALGORITHMS = BASELINES + SPARSIFYING
 MFL_DEFAULT_MOMENTUM = 0.75
 FEDPROX_DEFAULT_STRENGTH = 0.001
 
@@ -35,13 +43,25 @@ def loss_fn() -> tf.keras.losses.Loss:
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def create_keras_model(dataset: str, seed: int = 0, *, prunable: bool = False) -> tf.keras.Model:
+  """The paper's model for `dataset`, wrapped for pruning if `prunable`."""
+  model = models.create_model(dataset, seed)
+  return pruning.wrap_for_pruning(model) if prunable else model
+
+
 def build_model_fn(
     dataset: str, seed: int = 0,
     keras_model_fn: Optional[Callable[[], tf.keras.Model]] = None,
+    *, prunable: bool = False,
 ) -> Callable[[], tff.learning.models.VariableModel]:
-  """A no-arg `model_fn` wrapping the paper's Keras model for `dataset`."""
+  """A no-arg `model_fn` wrapping the paper's Keras model for `dataset`.
+
+  `prunable=True` wraps it in tfmot's `prune_low_magnitude`, as the
+  `SPARSIFYING` algorithms need.
+  """
   spec = input_spec(dataset)
-  keras_model_fn = keras_model_fn or (lambda: models.create_model(dataset, seed))
+  keras_model_fn = keras_model_fn or (
+      lambda: create_keras_model(dataset, seed, prunable=prunable))
 
   def model_fn():
     return tff.learning.models.from_keras_model(
@@ -62,18 +82,28 @@ def build_algorithm(
     client_learning_rate: float, server_learning_rate: float = 1.0,
     client_momentum: Optional[float] = None,
     proximal_strength: float = FEDPROX_DEFAULT_STRENGTH,
+    schedule: Optional[schedules.FedSparsifySchedule] = None,
+    mask_aggregation: str = 'majority_vote',
+    seed: int = 0,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
-  """Builds a weighted (by examples) learning process for a baseline.
+  """Builds a weighted (by examples) learning process by name.
 
   Args:
     name: one of `ALGORITHMS`.
-    model_fn: no-arg callable returning a `tff.learning.models.VariableModel`.
+    model_fn: no-arg callable returning a `tff.learning.models.VariableModel`
+      (for `SPARSIFYING` ones, of a model wrapped for pruning:
+      `build_model_fn(..., prunable=True)`).
     client_learning_rate: client SGD learning rate (> 0).
     server_learning_rate: server SGD learning rate (> 0); 1.0 is plain FedAvg.
     client_momentum: client SGD momentum in [0, 1). `None` means 0 for
       'fedavg' and 'fedprox' and 0.75 (the paper's) for 'fedavg_momentum'.
     proximal_strength: FedProx's mu (> 0), used by 'fedprox' only.
+    schedule: the sparsity schedule of the `SPARSIFYING` algorithms; for
+      'oneshot_pruning' it prunes once, to its `final_sparsity` at its
+      `sparsify_start_round`.
+    mask_aggregation: 'fedsparsify_local' only: 'majority_vote' or 'mean'.
+    seed: seed of 'random_pruning'.
     loop_implementation: how clients iterate over their datasets.
 
   Returns:
@@ -93,6 +123,19 @@ def build_algorithm(
       client_learning_rate, momentum=client_momentum or None
   )
   server_optimizer = tff.learning.optimizers.build_sgdm(server_learning_rate)
+  if name in SPARSIFYING:
+    if schedule is None:
+      raise ValueError(f'schedule is required for {name}, got None')
+    if name == 'oneshot_pruning':
+      schedule = schedules.FedSparsifySchedule.one_shot(
+          schedule.final_sparsity, schedule.total_rounds,
+          sparsify_start_round=schedule.sparsify_start_round)
+    return fed_sparsify.build_weighted_fed_sparsify(
+        model_fn, client_optimizer, server_optimizer, schedule=schedule,
+        mode='local' if name == 'fedsparsify_local' else 'global',
+        mask_aggregation=mask_aggregation,
+        pruning_method='random' if name == 'random_pruning' else 'magnitude',
+        seed=seed, loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(

@@ -15,6 +15,8 @@ validated in `__init__`, `__call__(round_num) -> (should_prune, sparsity)`,
 
 import math
 
+import tensorflow as tf
+
 
 class FedSparsifySchedule:
   """Eq. 1 of the paper; one-shot pruning is `initial_sparsity=final_sparsity`."""
@@ -50,6 +52,13 @@ class FedSparsifySchedule:
     self.sparsify_frequency = sparsify_frequency
     self.sparsify_exponent = sparsify_exponent
 
+  @classmethod
+  def one_shot(cls, final_sparsity: float, total_rounds: int, *,
+               sparsify_start_round: int = 1) -> 'FedSparsifySchedule':
+    """Prunes once, to `final_sparsity` at `sparsify_start_round` (S_0 = S_T)."""
+    return cls(final_sparsity, total_rounds, initial_sparsity=final_sparsity,
+               sparsify_start_round=sparsify_start_round)
+
   def sparsity(self, round_num: int) -> float:
     """s_t of Eq. 1 (0 before the start round), clipped to [S_0, S_T]."""
     if round_num < self.sparsify_start_round:
@@ -65,6 +74,31 @@ class FedSparsifySchedule:
     should_prune = (round_num >= self.sparsify_start_round
                     and round_num % self.sparsify_frequency == 0)
     return should_prune, self.sparsity(round_num)
+
+  def tf_call(self, round_num) -> tuple[tf.Tensor, tf.Tensor]:
+    """`__call__` in TensorFlow ops, for use inside TFF computations.
+
+    Args:
+      round_num: integer scalar tensor, the round t (first round is 1).
+
+    Returns:
+      (should_prune: bool scalar, sparsity: float64 scalar, so that the zero
+      count round(sparsity * n) matches `sparsity` exactly).
+    """
+    t = tf.cast(round_num, tf.float64)
+    t0 = float(self.sparsify_start_round)
+    f = float(self.sparsify_frequency)
+    progress = (f * tf.floor(t / f) - t0) / (self.total_rounds - t0)
+    progress = tf.clip_by_value(progress, 0.0, 1.0)
+    s = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (
+        1.0 - progress) ** self.sparsify_exponent
+    s = tf.clip_by_value(s, self.initial_sparsity, self.final_sparsity)
+    started = t >= t0
+    s = tf.where(started, s, tf.constant(0.0, tf.float64))
+    should_prune = tf.logical_and(
+        started, tf.equal(tf.math.floormod(tf.cast(round_num, tf.int64),
+                                           self.sparsify_frequency), 0))
+    return should_prune, s
 
   def get_config(self) -> dict:
     return dict(

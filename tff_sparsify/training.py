@@ -14,7 +14,10 @@
   uninterrupted one.
 
 Evaluation is centralized: the global model is copied into a Keras model and
-evaluated on the test set.
+evaluated on the test set. At the end the final model is saved as
+`results/{experiment}/final_model.keras`, stripped of its pruning wrappers
+(`tfmot.sparsity.keras.strip_pruning`), and `summary.json` records its test
+accuracy, non-zero parameters and sparsity.
 """
 
 import collections
@@ -27,9 +30,12 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+import tensorflow_model_optimization as tfmot
 import tqdm
 
 from tff_sparsify import data as data_lib
+from tff_sparsify import masks as masks_lib
+from tff_sparsify import pruning
 
 TRAIN_LOSS_KEY = 'client_work/train/loss'
 TEST_ACCURACY_KEY = 'evaluation/accuracy'
@@ -169,7 +175,8 @@ def run_federated_training(
   Args:
     process: the learning process to run.
     client_data: the clients' training data (`OrderedDict(x, y)` elements).
-    keras_model: a Keras model of the same architecture, used for evaluation.
+    keras_model: a Keras model of the same architecture (wrapped for pruning if
+      the process prunes), used for evaluation and saved at the end.
     test_data: batched `(x, y)` centralized test set.
     total_rounds: number of rounds to reach (>= 1).
     clients_per_round: clients sampled each round.
@@ -236,7 +243,14 @@ def run_federated_training(
       total_rounds=total_rounds,
       test_accuracy=float(final['accuracy']),
       test_loss=float(final['loss']),
+      nonzero_params=int(sum(np.count_nonzero(w) for w in keras_model.trainable_weights)),
+      total_params=int(sum(np.size(w) for w in keras_model.trainable_weights)),
   )
+  final_model = keras_model
+  if pruning.wrappers(keras_model):
+    final_metrics['sparsity'] = float(masks_lib.sparsity(pruning.prunable_weights(keras_model)))
+    final_model = tfmot.sparsity.keras.strip_pruning(keras_model)
+  final_model.save(os.path.join(dirs.results, 'final_model.keras'))
   with open(os.path.join(dirs.results, 'summary.json'), 'w') as f:
     json.dump(final_metrics, f, indent=2)
   np.savez(

@@ -1,0 +1,304 @@
+"""Tests for FedSparsify as a TFF learning process (fed_sparsify.py and parts).
+
+The linear-model tests compare the process with a NumPy re-implementation of
+Algorithm 1 (client SGD under the mask, weighted average, global magnitude
+purge or majority vote), so every number is computed independently of TF.
+"""
+
+import collections
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+import tensorflow_model_optimization as tfmot
+
+from tff_sparsify import aggregators
+from tff_sparsify import algorithms
+from tff_sparsify import client_work
+from tff_sparsify import execution
+from tff_sparsify import fed_sparsify
+from tff_sparsify import pruning
+from tff_sparsify import schedules
+
+LR = 0.1
+BATCH = 2
+LINEAR_SPEC = collections.OrderedDict(
+    x=tf.TensorSpec((None, 3), tf.float32), y=tf.TensorSpec((None, 2), tf.float32))
+W0 = np.array([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], np.float32)
+
+
+def linear_model_fn(wrap=True):
+  def model_fn():
+    keras_model = tf.keras.Sequential([tf.keras.layers.Dense(
+        2, use_bias=False, input_shape=(3,),
+        kernel_initializer=tf.keras.initializers.Constant(W0))])
+    if wrap:
+      keras_model = pruning.wrap_for_pruning(keras_model)
+    return tff.learning.models.from_keras_model(
+        keras_model, loss=tf.keras.losses.MeanSquaredError(), input_spec=LINEAR_SPEC)
+  return model_fn
+
+
+LINEAR_LAYOUT = client_work.layout_from_model_fn(linear_model_fn())
+
+
+def linear_clients(sizes, seed=0, identical=False):
+  rng = np.random.default_rng(seed)
+  clients = []
+  for n in sizes:
+    if not identical or not clients:
+      x = rng.normal(size=(n, 3)).astype(np.float32)
+      y = rng.normal(size=(n, 2)).astype(np.float32)
+    clients.append((x, y))
+  return clients
+
+
+def as_datasets(clients):
+  return [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(BATCH)
+          for x, y in clients]
+
+
+def np_purge(w, s):
+  """Zeros the round(s * n) smallest |w|, ties to the earlier position."""
+  k = int(np.floor(s * w.size + 0.5))
+  mask = np.ones(w.size, np.float32)
+  mask[np.argsort(np.abs(w).ravel(), kind='stable')[:k]] = 0.0
+  return mask.reshape(w.shape)
+
+
+def np_client(w, mask, x, y):
+  w = w.astype(np.float64)
+  for start in range(0, len(x), BATCH):
+    xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+    grad = 2.0 / yb.size * xb.T @ (xb @ w - yb)
+    w = (w - LR * grad * mask) * mask
+  return w
+
+
+def np_round(w, mask, clients, s, mode):
+  """One round of Algorithm 1 on the linear model (server SGD, lr 1)."""
+  trained = [np_client(w, mask, x, y) for x, y in clients]
+  sizes = np.array([len(x) for x, _ in clients], np.float64)
+  if mode == 'local':
+    client_masks = [np_purge(t, s) * mask for t in trained]
+    trained = [t * m for t, m in zip(trained, client_masks)]
+    votes = np.sum(client_masks, axis=0)
+    new_mask = (2 * votes >= len(clients)).astype(np.float32) * mask
+  average = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
+  if mode == 'global':
+    new_mask = np_purge(average * mask, s) * mask
+  return average * new_mask, new_mask
+
+
+def run_rounds(process, datasets, rounds):
+  """Model weights and metrics after each round."""
+  history = []
+  with execution.local_cpp_execution_context():
+    state = process.initialize()
+    for _ in range(rounds):
+      output = process.next(state, datasets)
+      state = output.state
+      history.append((process.get_model_weights(state), output.metrics))
+  return history
+
+
+class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
+  """The process against the NumPy Algorithm 1, round by round."""
+
+  @parameterized.parameters('global', 'local')
+  def test_matches_numpy_algorithm(self, mode):
+    schedule = schedules.FedSparsifySchedule(0.5, 3, initial_sparsity=0.2)
+    clients = linear_clients([4, 6, 2])
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
+        schedule=schedule, mode=mode)
+    history = run_rounds(process, as_datasets(clients), 3)
+    w, mask = W0.astype(np.float64), np.ones_like(W0)
+    for round_num, (weights, metrics) in enumerate(history, start=1):
+      w, mask = np_round(w, mask, clients, schedule.sparsity(round_num), mode)
+      self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
+      self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask,
+                          msg=f'round {round_num}')
+      finalizer = metrics['finalizer']
+      self.assertEqual(finalizer['round_num'], round_num)
+      self.assertAlmostEqual(finalizer['target_sparsity'], schedule.sparsity(round_num), places=6)
+      self.assertAlmostEqual(finalizer['sparsity'], np.mean(mask == 0), places=6)
+      if mode == 'global':  # Exactly round(s_t * 6) zeros: 1, 3, 3.
+        self.assertEqual(int(np.sum(weights.trainable[0] == 0)), [1, 3, 3][round_num - 1])
+    if mode == 'local':
+      self.assertLess(history[1][1]['aggregator']['mask_agreement'], 1.0)
+
+  def test_no_pruning_equals_tff_fed_avg(self):
+    clients = as_datasets(linear_clients([4, 6, 3], seed=1))
+    optimizer = tff.learning.optimizers.build_sgdm(LR, momentum=0.9)
+    server = tff.learning.optimizers.build_sgdm(1.0, momentum=0.5)
+    ours = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), optimizer, server, schedule=schedules.FedSparsifySchedule(0.0, 3))
+    fed_avg = tff.learning.algorithms.build_weighted_fed_avg(
+        linear_model_fn(wrap=False), optimizer, server)
+    for (a, _), (b, _) in zip(run_rounds(ours, clients, 3), run_rounds(fed_avg, clients, 3)):
+      self.assertAllClose(a.trainable, b.trainable, atol=1e-6, rtol=0)
+    self.assertNotAllClose(a.trainable[0], W0)
+
+  def test_local_with_identical_clients_equals_global(self):
+    clients = as_datasets(linear_clients([4, 4, 4], identical=True))
+    schedule = schedules.FedSparsifySchedule(0.6, 3, initial_sparsity=0.3)
+    runs = {}
+    for mode in ('global', 'local'):
+      process = fed_sparsify.build_weighted_fed_sparsify(
+          linear_model_fn(), tff.learning.optimizers.build_sgdm(LR, momentum=0.5),
+          schedule=schedule, mode=mode)
+      runs[mode] = run_rounds(process, clients, 3)
+    for (g, _), (l, metrics) in zip(runs['global'], runs['local']):
+      self.assertAllClose(g.trainable, l.trainable, atol=1e-6)
+      self.assertAllEqual(LINEAR_LAYOUT.mask_list(g.non_trainable),
+                          LINEAR_LAYOUT.mask_list(l.non_trainable))
+      self.assertEqual(metrics['aggregator']['mask_agreement'], 1.0)
+
+
+def fc_model_fn():
+  def keras_model_fn():
+    tf.keras.utils.set_random_seed(7)
+    return pruning.wrap_for_pruning(tf.keras.Sequential([
+        tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(16, activation='relu'), tf.keras.layers.Dense(10)]))
+  return algorithms.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
+
+
+def image_clients(num_clients=3, n=12, seed=0):
+  rng = np.random.default_rng(seed)
+  return [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+      x=rng.random((n, 28, 28), dtype=np.float32),
+      y=rng.integers(0, 10, n).astype(np.int32))).batch(4)
+          for _ in range(num_clients)]
+
+
+class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
+  """Zero counts, no regrowth and measurements on a two-layer ReLU net."""
+
+  @parameterized.named_parameters(
+      ('global', dict(mode='global')),
+      ('local', dict(mode='local')),
+      ('random', dict(pruning_method='random', seed=5)),
+  )
+  def test_exact_zeros_no_regrowth_and_counts(self, kwargs):
+    schedule = schedules.FedSparsifySchedule(0.9, 4)
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5, momentum=0.9),
+        tff.learning.optimizers.build_sgdm(1.0, momentum=0.9),
+        schedule=schedule, **kwargs)
+    history = run_rounds(process, image_clients(), 4)
+    prunable = 784 * 16 + 16 * 10
+    previous_zeros = None
+    downloaded = prunable  # Keras biases start at zero.
+    kept_at_start = prunable
+    layout = client_work.layout_from_model_fn(fc_model_fn())
+    for round_num, (weights, metrics) in enumerate(history, start=1):
+      kernels = layout.prunable_list(weights.trainable)
+      zeros = np.concatenate([k.ravel() == 0 for k in kernels])
+      if kwargs.get('mode') != 'local':
+        self.assertEqual(zeros.sum(), int(np.floor(schedule.sparsity(round_num) * prunable + 0.5)))
+      masks = layout.mask_list(weights.non_trainable)
+      self.assertAllEqual(np.concatenate([m.ravel() == 0 for m in masks]), zeros)
+      if previous_zeros is not None:
+        self.assertTrue(np.all(zeros[previous_zeros]), msg=f'regrowth at round {round_num}')
+      previous_zeros = zeros
+      nonzero = sum(int(np.count_nonzero(t)) for t in weights.trainable)
+      self.assertEqual(metrics['finalizer']['nonzero_params'], nonzero)
+      communication = metrics['client_work']['communication']
+      self.assertEqual(communication['params_downloaded'], 3 * downloaded)
+      self.assertEqual(communication['mask_bits_uploaded'],
+                       3 * prunable if kwargs.get('mode') == 'local' else 0)
+      if kwargs.get('mode') != 'local':  # Clients keep the global mask.
+        self.assertLessEqual(communication['params_uploaded'], 3 * (kept_at_start + 26))
+      downloaded, kept_at_start = nonzero, int(np.sum(~zeros))
+    self.assertGreater(previous_zeros.mean(), 0.85)
+
+  def test_random_differs_from_magnitude(self):
+    results = {}
+    for method in ('magnitude', 'random'):
+      process = fed_sparsify.build_weighted_fed_sparsify(
+          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.1),
+          schedule=schedules.FedSparsifySchedule.one_shot(0.5, 2), pruning_method=method)
+      weights, metrics = run_rounds(process, image_clients(), 1)[0]
+      self.assertEqual(metrics['finalizer']['sparsity'], 0.5)
+      results[method] = np.concatenate([m.ravel() for m in weights.non_trainable])
+    self.assertNotAllEqual(results['magnitude'], results['random'])
+
+  def test_final_model_strips_to_plain_sparse_keras(self):
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        fc_model_fn(), tff.learning.optimizers.build_sgdm(0.1),
+        schedule=schedules.FedSparsifySchedule.one_shot(0.8, 2))
+    weights, _ = run_rounds(process, image_clients(), 1)[0]
+    keras_model = pruning.wrap_for_pruning(tf.keras.Sequential([
+        tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(16, activation='relu'), tf.keras.layers.Dense(10)]))
+    weights.assign_weights_to(keras_model)
+    stripped = tfmot.sparsity.keras.strip_pruning(keras_model)
+    self.assertFalse(pruning.wrappers(stripped))
+    kernels = [stripped.layers[1].kernel.numpy(), stripped.layers[2].kernel.numpy()]
+    zeros = sum(int(np.sum(k == 0)) for k in kernels)
+    self.assertEqual(zeros, int(np.floor(0.8 * (784 * 16 + 160) + 0.5)))
+
+
+class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(
+      # votes out of N=4: keep iff 2 * votes >= 4; a tie at 2 keeps.
+      ('majority_vote', 4, [0, 1, 2, 3, 4], [0, 0, 1, 1, 1], (4 + 3 + 2 + 3 + 4) / 20),
+      ('majority_vote', 3, [0, 1, 2, 3], [0, 0, 1, 1], (3 + 2 + 2 + 3) / 12),
+      ('mean', 3, [0, 1, 2, 3], [0, 1, 1, 1], (3 + 1 + 2 + 3) / 12),
+  )
+  def test_merge_votes(self, aggregation, n, votes, expected, agreement):
+    merged, found = aggregators.merge_votes(
+        [tf.constant(votes, tf.float32)], n, aggregation)
+    self.assertAllEqual(merged[0], expected)
+    self.assertAlmostEqual(float(found), agreement, places=6)
+
+  def test_factory_on_two_clients_with_a_tie(self):
+    value_type = tff.StructWithPythonType([
+        ('model_delta', tff.StructWithPythonType([tff.TensorType(np.float32, [3])], tuple)),
+        ('mask', tff.StructWithPythonType([tff.TensorType(np.float32, [3])], tuple)),
+    ], collections.OrderedDict)
+    process = aggregators.MaskMergingFactory().create(value_type, tff.TensorType(np.float32))
+    values = [
+        collections.OrderedDict(model_delta=(np.array([1., 2., 0.], np.float32),),
+                                mask=(np.array([1., 1., 0.], np.float32),)),
+        collections.OrderedDict(model_delta=(np.array([4., 0., 0.], np.float32),),
+                                mask=(np.array([1., 0., 0.], np.float32),)),
+    ]
+    with execution.local_cpp_execution_context():
+      output = process.next(process.initialize(), values, [1.0, 2.0])
+    self.assertAllClose(output.result['model_delta'][0], [3.0, 2 / 3, 0.0])
+    self.assertAllEqual(output.result['mask'][0], [1.0, 1.0, 0.0])
+    self.assertAlmostEqual(output.measurements['mask_agreement'], 5 / 6, places=6)
+
+
+class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ('mode', dict(mode='server'), ValueError, "mode must be one of .*'server'"),
+      ('aggregation', dict(mask_aggregation='median'), ValueError,
+       "mask_aggregation must be one of .*'median'"),
+      ('method', dict(pruning_method='gradient'), ValueError,
+       "pruning_method must be one of .*'gradient'"),
+      ('local_random', dict(mode='local', pruning_method='random'), ValueError,
+       "pruning_method must be 'magnitude' in local mode"),
+      ('schedule', dict(schedule=0.9), TypeError, 'schedule must be a FedSparsifySchedule'),
+      ('optimizer', dict(client_optimizer_fn=tf.keras.optimizers.SGD), TypeError,
+       'client_optimizer_fn must be a tff.learning.optimizers.Optimizer'),
+  )
+  def test_bad_arguments(self, overrides, error, regex):
+    kwargs = dict(model_fn=linear_model_fn(),
+                  client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
+                  schedule=schedules.FedSparsifySchedule(0.5, 3))
+    kwargs.update(overrides)
+    with self.assertRaisesRegex(error, regex):
+      fed_sparsify.build_weighted_fed_sparsify(**kwargs)
+
+  def test_model_without_wrappers(self):
+    with self.assertRaisesRegex(ValueError, 'wrap_for_pruning'):
+      fed_sparsify.build_weighted_fed_sparsify(
+          linear_model_fn(wrap=False), tff.learning.optimizers.build_sgdm(LR),
+          schedule=schedules.FedSparsifySchedule(0.5, 3))

@@ -1,0 +1,108 @@
+"""Merging FedSparsify-Local client masks (Stripelis et al., Eq. 2).
+
+    [m]_i = 1  if  sum_k [m_k]_i >= N / 2  else 0
+    w = m (.) sum_k |D_k| / |D| w_k
+
+The clients' updates are `OrderedDict(model_delta=..., mask=...)`. The deltas
+go through any weighted TFF aggregator (default `tff.aggregators.MeanFactory`,
+i.e. FedAvg); the masks are counted with an unweighted `federated_sum` and
+merged by majority vote, or, for `mask_aggregation='mean'` (the plain-average
+variant of the paper's Figure 4), kept wherever any client kept the weight:
+a weighted average of pruned models is zero only where every client pruned.
+The merged mask is applied by the finalizer, after the server optimizer step.
+
+Measurement `mask_agreement`: over all prunable positions, the mean fraction
+of participating clients whose mask agrees with the merged one (1.0 when all
+clients send the same mask).
+"""
+
+import collections
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+MASK_AGGREGATIONS = ('majority_vote', 'mean')
+
+
+def merge_votes(votes, num_clients, mask_aggregation: str):
+  """Merged masks and agreement from per-position keep counts (TF, no TFF).
+
+  Args:
+    votes: per prunable tensor, how many clients kept each position.
+    num_clients: number of participating clients N.
+    mask_aggregation: 'majority_vote' (keep iff 2 * votes >= N) or 'mean'
+      (keep iff votes > 0).
+
+  Returns:
+    (merged masks as float32, mask agreement as float32 scalar).
+  """
+  n = tf.cast(num_clients, tf.float32)
+  votes = [tf.cast(v, tf.float32) for v in votes]
+  if mask_aggregation == 'majority_vote':
+    kept = [2.0 * v >= n for v in votes]
+  else:
+    kept = [v > 0.0 for v in votes]
+  agreeing = tf.add_n([tf.reduce_sum(tf.where(k, v, n - v)) for k, v in zip(kept, votes)])
+  size = tf.cast(tf.add_n([tf.size(v) for v in votes]), tf.float32)
+  agreement = tf.math.divide_no_nan(agreeing, n * size)
+  return [tf.cast(k, tf.float32) for k in kept], agreement
+
+
+class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
+  """Aggregates `OrderedDict(model_delta, mask)` client updates (Eq. 2)."""
+
+  def __init__(
+      self, mask_aggregation: str = 'majority_vote',
+      model_delta_factory: Optional[tff.aggregators.WeightedAggregationFactory] = None,
+  ):
+    """Initializes the factory.
+
+    Args:
+      mask_aggregation: one of `MASK_AGGREGATIONS`.
+      model_delta_factory: weighted aggregation of the model deltas; default
+        `tff.aggregators.MeanFactory()`.
+    """
+    if mask_aggregation not in MASK_AGGREGATIONS:
+      raise ValueError(
+          f'mask_aggregation must be one of {MASK_AGGREGATIONS}, got {mask_aggregation!r}')
+    if model_delta_factory is None:
+      model_delta_factory = tff.aggregators.MeanFactory()
+    if not isinstance(model_delta_factory, tff.aggregators.WeightedAggregationFactory):
+      raise TypeError(
+          'model_aggregator must be a tff.aggregators.WeightedAggregationFactory, '
+          f'got {type(model_delta_factory).__name__}')
+    self._mask_aggregation = mask_aggregation
+    self._model_delta_factory = model_delta_factory
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)
+    mask_type = value_type.mask
+    mask_aggregation = self._mask_aggregation
+
+    @tff.tensorflow.computation(mask_type, np.int32)
+    def merge(votes, num_clients):
+      merged, agreement = merge_votes(list(votes), num_clients, mask_aggregation)
+      return tuple(merged), agreement
+
+    @tff.federated_computation
+    def init_fn():
+      return delta_process.initialize()
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(value_type, tff.CLIENTS),
+        tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      delta_output = delta_process.next(state, value.model_delta, weight)
+      votes = tff.federated_sum(value.mask)
+      num_clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
+      merged, agreement = tff.federated_map(merge, (votes, num_clients))
+      result = tff.federated_zip(
+          collections.OrderedDict(model_delta=delta_output.result, mask=merged))
+      measurements = tff.federated_zip(collections.OrderedDict(
+          model_delta=delta_output.measurements, mask_agreement=agreement))
+      return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)

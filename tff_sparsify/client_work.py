@@ -1,0 +1,275 @@
+"""FedSparsify client work: Tune under the global mask, optionally Purge locally.
+
+Stripelis et al., Algorithm 1, procedure Client(w, m, E, s_t):
+
+    w_k^(i+1) = w_k^(i) - eta * g_k^(i) (.) m        for every local step
+    m_k = purging_mask(w_k^(S), s_t)                  FedSparsify-Local only
+
+Shaped like TFF's `model_delta_client_work`: clients send the model delta
+`initial - trained`, weighted by their example count (zero weight and zero
+delta if it is not finite). The gradient is masked before every optimizer step
+and the weights after it, so a pruned weight is zero after every client step,
+client momentum included (the tfmot wrapper alone re-zeroes it only before the
+next forward pass). In local mode the client prunes its trained model to s_t
+by global magnitude (already pruned weights stay pruned) and sends its mask
+beside the delta: `OrderedDict(model_delta=..., mask=...)`.
+
+Measurements (Appendix E of the paper, in parameters): `params_downloaded`,
+the non-zero trainable parameters the clients received; `params_uploaded`,
+the non-zero trainable parameters of the models they trained (the paper's
+w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
+masks travel (local mode); `transmission_mbits`, the paper's transmission
+cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. All are
+summed over the round's clients.
+"""
+
+import collections
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import masks as masks_lib
+from tff_sparsify import pruning
+from tff_sparsify import schedules
+
+MODES = ('global', 'local')
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningLayout:
+  """Where the tfmot pruning variables sit in `tff.learning.models.ModelWeights`.
+
+  Attributes:
+    num_trainable: number of trainable tensors.
+    prunable: indices in `trainable` of the weights the wrappers prune.
+    masks: indices in `non_trainable` of their masks (same order).
+    steps: indices in `non_trainable` of the wrappers' `pruning_step`.
+  """
+  num_trainable: int
+  prunable: tuple[int, ...]
+  masks: tuple[int, ...]
+  steps: tuple[int, ...]
+
+  def masks_by_trainable(self, non_trainable) -> list:
+    """Per trainable tensor, its mask taken from `non_trainable`, or None."""
+    by_index = dict(zip(self.prunable, self.masks))
+    return [non_trainable[by_index[i]] if i in by_index else None
+            for i in range(self.num_trainable)]
+
+  def mask_list(self, non_trainable) -> list:
+    return [non_trainable[i] for i in self.masks]
+
+  def prunable_list(self, trainable) -> list:
+    return [trainable[i] for i in self.prunable]
+
+
+def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
+  """Finds the tfmot wrappers' variables in a `from_keras_model` model.
+
+  Raises:
+    TypeError: if `model` does not wrap a Keras model.
+    ValueError: if the Keras model has no `prune_low_magnitude` layer.
+  """
+  # TFF 0.87 keeps the wrapped Keras model in a private attribute only.
+  keras_model = getattr(model, '_keras_model', None)
+  if not isinstance(keras_model, tf.keras.Model):
+    raise TypeError(
+        'model_fn must return tff.learning.models.from_keras_model(...) of a '
+        f'Keras model, got {type(model).__name__}')
+  layers = pruning.wrappers(keras_model)
+  if not layers:
+    raise ValueError(
+        'model_fn must return a model whose Keras layers are wrapped for '
+        'pruning (tff_sparsify.pruning.wrap_for_pruning); found no '
+        'prune_low_magnitude layer')
+  trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+  non_trainable = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
+  return PruningLayout(
+      num_trainable=len(model.trainable_variables),
+      prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
+      masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
+      steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers))
+
+
+def layout_from_model_fn(model_fn) -> PruningLayout:
+  # A throwaway graph keeps the probe model's variables out of the default one.
+  with tf.Graph().as_default():
+    return pruning_layout(model_fn())
+
+
+def num_nonzero(tensors) -> tf.Tensor:
+  return tf.add_n([tf.math.count_nonzero(t, dtype=tf.int64) for t in tensors])
+
+
+def _reduce_loop(loop_implementation):
+  if loop_implementation == tff.learning.LoopImplementation.DATASET_REDUCE:
+    return lambda fn, data, init: data.reduce(init(), fn)
+
+  def iterate(fn, data, init):
+    state = init()
+    for batch in iter(data):
+      state = fn(state, batch)
+    return state
+  return iterate
+
+
+def _zero_all_if_any_non_finite(structure):
+  """As TFF's `tensor_utils.zero_all_if_any_non_finite` (not public in 0.87)."""
+  flat = tf.nest.flatten(structure)
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
+  zeroed = [tf.where(finite, t, tf.zeros_like(t)) for t in flat]
+  return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
+
+
+def _build_client_update(model_fn, optimizer, mode, loop_implementation):
+  """The per-client `tf.function`, as TFF's model delta client update."""
+  model = model_fn()
+  layout = pruning_layout(model)
+  reduce_loop = _reduce_loop(loop_implementation)
+
+  @tf.function
+  def client_update(initial_weights, data, should_prune, sparsity):
+    weights = tff.learning.models.ModelWeights.from_model(model)
+    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+    # The wrapper asserts pruning_step >= 1 in training, which tfmot's
+    # UpdatePruningStep callback would ensure; TFF runs no Keras callbacks.
+    for i in layout.steps:
+      step = weights.non_trainable[i]
+      step.assign(tf.maximum(step, tf.ones_like(step)))
+    trainable = list(weights.trainable)
+    masks = layout.masks_by_trainable(initial_weights.non_trainable)
+
+    def reduce_fn(state, batch):
+      num_examples, optimizer_state = state
+      with tf.GradientTape() as tape:
+        output = model.forward_pass(batch, training=True)
+      gradients = tape.gradient(output.loss, trainable)
+      gradients = tuple(g if m is None else g * m for g, m in zip(gradients, masks))
+      optimizer_state, updated = optimizer.next(
+          optimizer_state, tuple(trainable), gradients)
+      for variable, value, mask in zip(trainable, updated, masks):
+        variable.assign(value if mask is None else value * mask)
+      if output.num_examples is None:
+        num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
+      else:
+        num_examples += tf.cast(output.num_examples, tf.int64)
+      return num_examples, optimizer_state
+
+    def initial_state():
+      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+      return tf.zeros([], tf.int64), optimizer.initialize(specs)
+
+    num_examples, _ = reduce_loop(reduce_fn, data, initial_state)
+    trained = [tf.identity(v) for v in trainable]
+    global_masks = layout.mask_list(initial_weights.non_trainable)
+    if mode == 'local':
+      def purge():
+        new = masks_lib.magnitude_masks(layout.prunable_list(trained), sparsity)
+        return [n * old for n, old in zip(new, global_masks)]
+      local_masks = tf.cond(should_prune, purge, lambda: list(global_masks))
+      for i, mask in zip(layout.prunable, local_masks):
+        trained[i] = trained[i] * mask
+
+    delta = tuple(a - b for a, b in zip(initial_weights.trainable, trained))
+    delta, non_finite = _zero_all_if_any_non_finite(delta)
+    if non_finite:
+      model.reset_metrics()
+    client_weight = tf.where(
+        non_finite, 0.0, tf.cast(num_examples, tf.float32))
+    if mode == 'local':
+      update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
+      mask_bits = tf.constant(
+          sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
+    else:
+      update = delta
+      mask_bits = tf.constant(0, tf.int64)
+    downloaded = num_nonzero(initial_weights.trainable)
+    uploaded = num_nonzero(trained)
+    communication = collections.OrderedDict(
+        params_downloaded=downloaded, params_uploaded=uploaded,
+        mask_bits_uploaded=mask_bits,
+        transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6)
+    return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
+            model.report_local_unfinalized_metrics(), communication)
+
+  return client_update
+
+
+def build_fed_sparsify_client_work(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    optimizer: tff.learning.optimizers.Optimizer,
+    schedule: schedules.FedSparsifySchedule,
+    *,
+    mode: str = 'global',
+    metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
+    loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
+) -> tff.learning.templates.ClientWorkProcess:
+  """A `ClientWorkProcess` that trains under the global mask.
+
+  Args:
+    model_fn: no-arg callable returning `tff.learning.models.from_keras_model`
+      of a Keras model wrapped by `tff_sparsify.pruning.wrap_for_pruning`.
+    optimizer: a `tff.learning.optimizers.Optimizer` for the clients.
+    schedule: the sparsity schedule; its target s_t is what clients prune to
+      in local mode.
+    mode: 'global' (clients keep the server's mask) or 'local' (clients prune
+      to s_t after training and send their masks).
+    metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
+    loop_implementation: how clients iterate over their data.
+
+  Returns:
+    A `tff.learning.templates.ClientWorkProcess` whose state is the round
+    number, with measurements `train` (the model's metrics) and the
+    parameter counts of the module docstring.
+  """
+  if mode not in MODES:
+    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
+    raise TypeError(
+        'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
+        f'{type(optimizer).__name__}')
+  metrics_aggregator = metrics_aggregator or tff.learning.metrics.sum_then_finalize
+  with tf.Graph().as_default():
+    model = model_fn()
+    pruning_layout(model)
+    metrics_aggregation_fn = metrics_aggregator(model.metric_finalizers())
+  data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
+  weights_type = tff.learning.models.weights_type_from_model(model)
+
+  @tff.federated_computation
+  def init_fn():
+    return tff.federated_value(np.int32(0), tff.SERVER)
+
+  @tff.tensorflow.computation(np.int32)
+  def schedule_fn(round_num):
+    return schedule.tf_call(round_num)
+
+  @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
+  def client_update_computation(initial_weights, dataset, should_prune, sparsity):
+    client_update = _build_client_update(model_fn, optimizer, mode, loop_implementation)
+    return client_update(initial_weights, dataset, should_prune, sparsity)
+
+  @tff.tensorflow.computation(np.int32)
+  def increment(round_num):
+    return round_num + 1
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(state, weights, client_data):
+    round_num = tff.federated_map(increment, state)
+    should_prune, sparsity = tff.federated_map(schedule_fn, round_num)
+    client_result, model_outputs, communication = tff.federated_map(
+        client_update_computation,
+        (weights, client_data, tff.federated_broadcast(should_prune),
+         tff.federated_broadcast(sparsity)))
+    measurements = tff.federated_zip(collections.OrderedDict(
+        train=metrics_aggregation_fn(model_outputs),
+        communication=tff.federated_sum(communication)))
+    return tff.templates.MeasuredProcessOutput(round_num, client_result, measurements)
+
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)
