@@ -1,4 +1,4 @@
-r"""Time per round: the TFF learning process against plain Keras, side by side.
+r"""Time per round: TFF FedAvg against plain Keras and against FedSparsify.
 
 Same model (the paper's FashionMNIST FC), same clients, same local training
 (1 epoch of SGD, batch 32, per client, then a weighted average): once as a TFF
@@ -9,7 +9,14 @@ are interleaved round by round so that machine noise hits them alike.
 
   python -m benchmarks.round_time --rounds=5
 
-Results: benchmarks/results/round_time.{json,md}.
+FedSparsify-Global and -Local (S_T = 0.9 over the warm-up plus timed rounds,
+so they prune every round) against TFF's FedAvg, same clients, same rounds:
+
+  python -m benchmarks.round_time --rounds=7 \
+    --variants=tff_reduce,fedsparsify_global,fedsparsify_local \
+    --output=benchmarks/results/round_time_fedsparsify
+
+Results: benchmarks/results/round_time{,_fedsparsify}.{json,md}.
 """
 
 import collections
@@ -32,6 +39,7 @@ from tff_sparsify import algorithms
 from tff_sparsify import data
 from tff_sparsify import execution
 from tff_sparsify import models
+from tff_sparsify import schedules
 from tff_sparsify import training
 
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per variant.')
@@ -43,8 +51,9 @@ _LR = flags.DEFINE_float('client_learning_rate', 0.02, 'Client SGD lr.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
 _VARIANTS = flags.DEFINE_list(
     'variants', ['keras', 'tff_reduce', 'tff_iterator'],
-    'Which to time: keras, tff_reduce (TFF default dataset.reduce loop), '
-    'tff_iterator (iterator loop).')
+    'Which to time: keras, tff_reduce (TFF FedAvg, default dataset.reduce '
+    'loop), tff_iterator (iterator loop), fedsparsify_global, '
+    'fedsparsify_local (S_T=0.9).')
 _OUTPUT = flags.DEFINE_string(
     'output', os.path.join(os.path.dirname(__file__), 'results', 'round_time'),
     'Output path prefix (.json and .md are appended).')
@@ -73,10 +82,13 @@ class KerasRound:
 
 class TffRound:
 
-  def __init__(self, loop):
+  def __init__(self, name, loop=tff.learning.LoopImplementation.DATASET_REDUCE):
+    prunable = name in algorithms.SPARSIFYING
+    total_rounds = _WARMUP_ROUNDS.value + _ROUNDS.value
     self.process = algorithms.build_algorithm(
-        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=SEED),
-        client_learning_rate=_LR.value, loop_implementation=loop)
+        name, algorithms.build_model_fn('fashion_mnist', seed=SEED, prunable=prunable),
+        client_learning_rate=_LR.value, loop_implementation=loop,
+        schedule=schedules.FedSparsifySchedule(0.9, total_rounds) if prunable else None)
     self.state = self.process.initialize()
 
   def __call__(self, datasets, counts):
@@ -100,18 +112,20 @@ def main(argv):
       federated.train, clients_per_round=_NUM_CLIENTS.value,
       batch_size=_BATCH_SIZE.value, epochs=_EPOCHS.value, seed=SEED)
 
-  loops = {
-      'tff_reduce': tff.learning.LoopImplementation.DATASET_REDUCE,
-      'tff_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR,
+  tff_variants = {
+      'tff_reduce': ('fedavg', tff.learning.LoopImplementation.DATASET_REDUCE),
+      'tff_iterator': ('fedavg', tff.learning.LoopImplementation.DATASET_ITERATOR),
+      'fedsparsify_global': ('fedsparsify_global',),
+      'fedsparsify_local': ('fedsparsify_local',),
   }
   times = collections.defaultdict(list)
   with execution.local_cpp_execution_context():
-    unknown = set(_VARIANTS.value) - set(loops) - {'keras'}
+    unknown = set(_VARIANTS.value) - set(tff_variants) - {'keras'}
     if unknown:
       raise app.UsageError(f'--variants: unknown variants {sorted(unknown)}')
     # TFF traces its models in graphs; a Keras model built before that
     # tracing is left in an invalid state for `fit`, so Keras comes last.
-    runners = {n: TffRound(loops[n]) for n in _VARIANTS.value if n in loops}
+    runners = {n: TffRound(*tff_variants[n]) for n in _VARIANTS.value if n in tff_variants}
     if 'keras' in _VARIANTS.value:
       runners['keras'] = KerasRound()
     total_rounds = _WARMUP_ROUNDS.value + _ROUNDS.value
@@ -136,19 +150,23 @@ def main(argv):
       seconds_per_round=times, median_seconds=medians,
       ratio_to_keras={n: medians[n] / medians['keras'] for n in medians}
       if 'keras' in medians else {},
+      ratio_to_tff_fedavg={n: medians[n] / medians['tff_reduce'] for n in medians}
+      if 'tff_reduce' in medians else {},
   )
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
   with open(_OUTPUT.value + '.json', 'w') as f:
     json.dump(result, f, indent=2)
   lines = [
-      '# Time per round, TFF vs plain Keras', '',
+      '# Time per round', '',
       f'Command: `{result["command"]}`', '',
       f'Setup: {json.dumps(result["setup"])}', '',
-      '| variant | median s/round | ratio to keras |', '|---|---|---|',
+      '| variant | median s/round | ratio to keras | ratio to TFF FedAvg |',
+      '|---|---|---|---|',
   ]
   for name, median in medians.items():
-    ratio = result['ratio_to_keras'].get(name, float('nan'))
-    lines.append(f'| {name} | {median:.3f} | {ratio:.2f} |')
+    to_keras = result['ratio_to_keras'].get(name, float('nan'))
+    to_fedavg = result['ratio_to_tff_fedavg'].get(name, float('nan'))
+    lines.append(f'| {name} | {median:.3f} | {to_keras:.2f} | {to_fedavg:.2f} |')
   with open(_OUTPUT.value + '.md', 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))

@@ -50,6 +50,25 @@ def merge_votes(votes, num_clients, mask_aggregation: str):
   return [tf.cast(k, tf.float32) for k in kept], agreement
 
 
+def check_mask_aggregation(mask_aggregation: str):
+  if mask_aggregation not in MASK_AGGREGATIONS:
+    raise ValueError(
+        f'mask_aggregation must be one of {MASK_AGGREGATIONS}, got {mask_aggregation!r}')
+
+
+def weighted_factory_or_mean(
+    factory: Optional[tff.aggregators.WeightedAggregationFactory],
+) -> tff.aggregators.WeightedAggregationFactory:
+  """`factory`, checked, or TFF's weighted `MeanFactory` (FedAvg) if None."""
+  if factory is None:
+    return tff.aggregators.MeanFactory()
+  if not isinstance(factory, tff.aggregators.WeightedAggregationFactory):
+    raise TypeError(
+        'model_aggregator must be a tff.aggregators.WeightedAggregationFactory, '
+        f'got {type(factory).__name__}')
+  return factory
+
+
 class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
   """Aggregates `OrderedDict(model_delta, mask)` client updates (Eq. 2)."""
 
@@ -64,17 +83,9 @@ class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
       model_delta_factory: weighted aggregation of the model deltas; default
         `tff.aggregators.MeanFactory()`.
     """
-    if mask_aggregation not in MASK_AGGREGATIONS:
-      raise ValueError(
-          f'mask_aggregation must be one of {MASK_AGGREGATIONS}, got {mask_aggregation!r}')
-    if model_delta_factory is None:
-      model_delta_factory = tff.aggregators.MeanFactory()
-    if not isinstance(model_delta_factory, tff.aggregators.WeightedAggregationFactory):
-      raise TypeError(
-          'model_aggregator must be a tff.aggregators.WeightedAggregationFactory, '
-          f'got {type(model_delta_factory).__name__}')
+    check_mask_aggregation(mask_aggregation)
     self._mask_aggregation = mask_aggregation
-    self._model_delta_factory = model_delta_factory
+    self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)

@@ -124,18 +124,9 @@ def build_weighted_fed_sparsify(
   if not isinstance(schedule, schedules.FedSparsifySchedule):
     raise TypeError(
         f'schedule must be a FedSparsifySchedule, got {type(schedule).__name__}')
-  if mode not in client_work_lib.MODES:
-    raise ValueError(f'mode must be one of {client_work_lib.MODES}, got {mode!r}')
-  if mask_aggregation not in aggregators.MASK_AGGREGATIONS:
-    raise ValueError(
-        f'mask_aggregation must be one of {aggregators.MASK_AGGREGATIONS}, '
-        f'got {mask_aggregation!r}')
-  if pruning_method not in finalizers.PRUNING_METHODS:
-    raise ValueError(
-        f'pruning_method must be one of {finalizers.PRUNING_METHODS}, got {pruning_method!r}')
-  if mode == 'local' and pruning_method != 'magnitude':
-    raise ValueError(
-        f"pruning_method must be 'magnitude' in local mode, got {pruning_method!r}")
+  finalizers.check_pruning_method(mode, pruning_method)
+  aggregators.check_mask_aggregation(mask_aggregation)
+  model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   if server_optimizer_fn is None:
     server_optimizer_fn = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
   layout = client_work_lib.layout_from_model_fn(model_fn)
@@ -143,12 +134,6 @@ def build_weighted_fed_sparsify(
   model_weights_type = initial_weights_fn.type_signature.result
   if model_distributor is None:
     model_distributor = tff.learning.templates.build_broadcast_process(model_weights_type)
-  if model_aggregator is None:
-    model_aggregator = tff.aggregators.MeanFactory()
-  if not isinstance(model_aggregator, tff.aggregators.WeightedAggregationFactory):
-    raise TypeError(
-        'model_aggregator must be a tff.aggregators.WeightedAggregationFactory, '
-        f'got {type(model_aggregator).__name__}')
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, schedule, mode=mode,

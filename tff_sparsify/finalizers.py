@@ -33,6 +33,17 @@ from tff_sparsify import schedules
 PRUNING_METHODS = ('magnitude', 'random')
 
 
+def check_pruning_method(mode: str, pruning_method: str):
+  if mode not in client_work_lib.MODES:
+    raise ValueError(f'mode must be one of {client_work_lib.MODES}, got {mode!r}')
+  if pruning_method not in PRUNING_METHODS:
+    raise ValueError(
+        f'pruning_method must be one of {PRUNING_METHODS}, got {pruning_method!r}')
+  if mode == 'local' and pruning_method != 'magnitude':
+    raise ValueError(
+        f"pruning_method must be 'magnitude' in local mode, got {pruning_method!r}")
+
+
 def _apply_masks(trainable, masks_by_trainable):
   return [w if m is None else w * m for w, m in zip(trainable, masks_by_trainable)]
 
@@ -62,14 +73,7 @@ def build_fed_sparsify_finalizer(
   Returns:
     A `tff.learning.templates.FinalizerProcess`.
   """
-  if mode not in client_work_lib.MODES:
-    raise ValueError(f'mode must be one of {client_work_lib.MODES}, got {mode!r}')
-  if pruning_method not in PRUNING_METHODS:
-    raise ValueError(
-        f'pruning_method must be one of {PRUNING_METHODS}, got {pruning_method!r}')
-  if mode == 'local' and pruning_method != 'magnitude':
-    raise ValueError(
-        f"pruning_method must be 'magnitude' in local mode, got {pruning_method!r}")
+  check_pruning_method(mode, pruning_method)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
