@@ -1,0 +1,99 @@
+"""Tests for tff_sparsify.comm: lossless round trips, sizes, entropy bound."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import comm
+
+
+def sparse_tensor(sparsity, shape=(61, 37), seed=0, dtype=np.float32):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=shape).astype(dtype)
+  x[rng.random(shape) < sparsity] = 0
+  return x
+
+
+class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.product(
+      sparsity=[0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0], method=comm.LOSSLESS)
+  def test_every_method_is_bit_exact(self, sparsity, method):
+    x = sparse_tensor(sparsity)
+    message = comm.encode(x, methods=[method])
+    self.assertEqual(comm.method_of(message), method)
+    y = comm.decode(message)
+    self.assertEqual((y.dtype, y.shape), (x.dtype, x.shape))
+    self.assertEqual(y.tobytes(), x.tobytes())
+
+  @parameterized.named_parameters(
+      ('empty', np.zeros((0,), np.float32)),
+      ('empty_2d', np.zeros((3, 0), np.float64)),
+      ('scalar', np.float32(-2.5)),
+      ('zero_scalar', np.float32(0.0)),
+      ('special', np.array([np.nan, -0.0, np.inf, 0.0, -np.inf, 1e-45], np.float32)),
+      ('nan_payload', np.array([0, 0x7FC00123, 0x80000000], np.uint32).view(np.float32)),
+      ('int64', np.arange(-5, 400, dtype=np.int64)),
+      ('uint8_big', np.repeat(np.array([0, 7], np.uint8), 40_000)),
+  )
+  def test_edge_cases(self, x):
+    for method in comm.LOSSLESS:
+      y = comm.decode(comm.encode(x, methods=[method]))
+      self.assertEqual((y.dtype, y.shape), (np.asarray(x).dtype, np.shape(x)), method)
+      self.assertEqual(y.tobytes(), np.asarray(x).tobytes(), method)
+
+  def test_negative_zero_counts_as_non_zero(self):
+    x = np.array([0.0, -0.0, 0.0, 0.0], np.float32)
+    message = comm.encode(x, methods=['indices'])
+    # Header 1+1+1+1 (dim 4), count 1, one uint8 index, one float32.
+    self.assertLen(message, 4 + 1 + 1 + 4)
+    self.assertEqual(comm.decode(message).tobytes(), x.tobytes())
+
+
+class SizeTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_sizes_by_hand(self):
+    x = np.zeros(300, np.float32)
+    x[[3, 10, 299]] = [1.0, -2.0, 3.0]
+    header = 3 + 2  # method, dtype, ndim, varint(300) = 2 bytes.
+    self.assertLen(comm.encode(x, methods=['dense']), header + 1200)
+    # count (1) + bitmap ceil(300 / 8) = 38 + 3 values.
+    self.assertLen(comm.encode(x, methods=['bitmap']), header + 1 + 38 + 12)
+    # 300 needs uint16 indices.
+    self.assertLen(comm.encode(x, methods=['indices']), header + 1 + 6 + 12)
+    self.assertEqual(comm.method_of(comm.encode(x, methods=['dense', 'bitmap', 'indices'])),
+                     'indices')
+
+  @parameterized.parameters(0.0, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+  def test_within_ten_percent_of_entropy_bound(self, sparsity):
+    tensors = [sparse_tensor(sparsity, (784, 128), seed=1),
+               sparse_tensor(sparsity, (128,), seed=2),
+               sparse_tensor(sparsity, (128, 10), seed=3)]
+    size = comm.encoded_size(tensors)
+    self.assertLessEqual(size, 1.1 * comm.entropy_bound_bytes(tensors))
+
+  def test_bitmap_alone_misses_the_bound_at_099(self):
+    x = sparse_tensor(0.99, (784, 128))
+    bitmap = len(comm.encode(x, methods=['bitmap']))
+    self.assertGreater(bitmap, 2 * comm.entropy_bound_bytes([x]))
+
+  def test_float16_is_lossy_and_says_so(self):
+    x = sparse_tensor(0.5, (64, 64))
+    message = comm.encode(x, float16=True)
+    self.assertEndsWith(comm.method_of(message), '(float16)')
+    y = comm.decode(message)
+    self.assertEqual(y.dtype, np.float16)
+    self.assertAllClose(y.astype(np.float32), x, rtol=1e-3, atol=1e-4)
+    self.assertLess(len(message), 0.6 * len(comm.encode(x)))
+
+  @parameterized.named_parameters(
+      ('method', dict(methods=['huffman']), r"methods must be a non-empty subset of .*'huffman'"),
+      ('no_method', dict(methods=[]), 'methods must be a non-empty subset'),
+  )
+  def test_bad_arguments(self, kwargs, regex):
+    with self.assertRaisesRegex(ValueError, regex):
+      comm.encode(np.ones(3, np.float32), **kwargs)
+
+  def test_bad_dtype(self):
+    with self.assertRaisesRegex(ValueError, 'x.dtype must be one of .*complex64'):
+      comm.encode(np.ones(3, np.complex64))

@@ -1,0 +1,219 @@
+"""Encodings of model tensors for the wire, and their real sizes in bytes.
+
+Each tensor is encoded by every method asked for and the shortest result is
+kept. Lossless methods (decode(encode(x)) == x bit for bit, NaN payloads and
+-0.0 included; a "zero" is an element whose bytes are all zero):
+
+- `dense`: the raw elements;
+- `bitmap`: one bit per element saying non-zero, then the non-zero elements;
+- `indices`: the positions of the non-zeros as unsigned integers of the
+  smallest width (1, 2 or 4 bytes) that holds them, then the elements;
+- `golomb`: the gaps between non-zero positions, Golomb-Rice coded with the
+  best power-of-two parameter, then the elements. For positions drawn at
+  random with density d this comes within a few percent of the entropy
+  n * H(d) bits, where a bitmap always takes n bits;
+- each of them followed by zlib (`*_zlib`), which catches the structure of
+  magnitude masks (e.g. whole input pixels pruned).
+
+`float16=True` stores float values as float16 (lossy, and the header says
+so). A message starts with a small header (method, dtype, shape, non-zero
+count, as LEB128 varints), so it is self-describing.
+"""
+
+import zlib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+METHODS = ('dense', 'bitmap', 'indices', 'golomb')
+LOSSLESS = METHODS + tuple(f'{m}_zlib' for m in METHODS)
+_DTYPES = (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32,
+           np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+_ZLIB_FLAG = 0x10
+_FLOAT16_FLAG = 0x20
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while True:
+    byte = value & 0x7F
+    value >>= 7
+    if value:
+      out.append(byte | 0x80)
+    else:
+      out.append(byte)
+      return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+  value, shift = 0, 0
+  while True:
+    byte = data[pos]
+    pos += 1
+    value |= (byte & 0x7F) << shift
+    shift += 7
+    if not byte & 0x80:
+      return value, pos
+
+
+def _nonzero(x: np.ndarray) -> np.ndarray:
+  """Positions whose bytes are not all zero (so -0.0 and NaN count)."""
+  flat = np.ascontiguousarray(x).reshape(-1)
+  raw = flat.view(np.uint8).reshape(flat.size, flat.itemsize)
+  return np.flatnonzero(raw.any(axis=1))
+
+
+def _index_width(n: int) -> np.dtype:
+  for dtype in (np.uint8, np.uint16, np.uint32):
+    if n - 1 <= np.iinfo(dtype).max:
+      return np.dtype(dtype)
+  return np.dtype(np.uint64)
+
+
+def _rice_bits(gaps: np.ndarray, k: int) -> int:
+  return int(np.sum(gaps >> k)) + gaps.size * (1 + k)
+
+
+def _rice_encode(gaps: np.ndarray) -> bytes:
+  """Golomb-Rice code of non-negative gaps: [k][bits], unary quotient then k bits."""
+  if gaps.size == 0:
+    return bytes([0])
+  mean = float(np.mean(gaps))
+  guess = max(0, int(np.log2(max(mean * np.log(2), 1.0))))
+  k = min(range(max(0, guess - 2), min(guess + 3, 63)), key=lambda k: _rice_bits(gaps, k))
+  quotients = gaps >> k
+  lengths = quotients + 1 + k
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  bits = np.zeros(int(lengths.sum()), np.uint8)
+  # Unary part: q ones, then the zero already in place.
+  ones = np.repeat(starts, quotients) + (
+      np.arange(int(quotients.sum())) - np.repeat(np.cumsum(quotients) - quotients, quotients))
+  bits[ones] = 1
+  for j in range(k):  # Remainder, most significant bit first.
+    bits[starts + quotients + 1 + j] = (gaps >> (k - 1 - j)) & 1
+  return bytes([k]) + np.packbits(bits).tobytes()
+
+
+def _rice_decode(data: bytes, count: int) -> np.ndarray:
+  k = data[0]
+  bits = np.unpackbits(np.frombuffer(data, np.uint8, offset=1))
+  zeros = np.flatnonzero(bits == 0)
+  gaps = np.empty(count, np.int64)
+  pos = 0
+  for i in range(count):
+    end = zeros[np.searchsorted(zeros, pos)]  # The zero closing the unary part.
+    quotient = end - pos
+    remainder = 0
+    for bit in bits[end + 1:end + 1 + k]:
+      remainder = (remainder << 1) | int(bit)
+    gaps[i] = (quotient << k) | remainder
+    pos = end + 1 + k
+  return gaps
+
+
+def _payload(method: str, flat: np.ndarray, positions: np.ndarray) -> bytes:
+  if method == 'dense':
+    return flat.tobytes()
+  values = flat[positions].tobytes()
+  if method == 'bitmap':
+    present = np.zeros(flat.size, np.uint8)
+    present[positions] = 1
+    return np.packbits(present).tobytes() + values
+  if method == 'indices':
+    return positions.astype(_index_width(flat.size)).tobytes() + values
+  gaps = np.diff(positions, prepend=-1) - 1
+  return _rice_encode(gaps.astype(np.int64)) + values
+
+
+def encode(x, *, methods: Sequence[str] = LOSSLESS, float16: bool = False) -> bytes:
+  """Encodes one tensor with the shortest of `methods`.
+
+  Args:
+    x: a NumPy array (or anything `np.asarray` takes) of a dtype in `_DTYPES`.
+    methods: names from `LOSSLESS`.
+    float16: store float values as float16 (lossy).
+
+  Returns:
+    The message: header then payload.
+  """
+  x = np.asarray(x)
+  unknown = [m for m in methods if m not in LOSSLESS]
+  if unknown or not methods:
+    raise ValueError(f'methods must be a non-empty subset of {LOSSLESS}, got {list(methods)}')
+  if x.dtype.type not in _DTYPES:
+    raise ValueError(f'x.dtype must be one of {[np.dtype(d).name for d in _DTYPES]}, got {x.dtype}')
+  flags = 0
+  if float16 and x.dtype.kind == 'f' and x.dtype != np.float16:
+    x = x.astype(np.float16)
+    flags |= _FLOAT16_FLAG
+  flat = np.ascontiguousarray(x).reshape(-1)
+  positions = _nonzero(flat)
+  header_tail = bytes([_DTYPES.index(x.dtype.type), x.ndim]) + b''.join(
+      _varint(d) for d in x.shape)
+  best = None
+  for name in methods:
+    method, _, compressed = name.partition('_')
+    payload = _payload(method, flat, positions)
+    if method != 'dense':
+      payload = _varint(positions.size) + payload
+    if compressed:
+      payload = zlib.compress(payload, 9)
+    first = METHODS.index(method) | flags | (_ZLIB_FLAG if compressed else 0)
+    message = bytes([first]) + header_tail + payload
+    if best is None or len(message) < len(best):
+      best = message
+  return best
+
+
+def decode(message: bytes) -> np.ndarray:
+  """Inverse of `encode` (float16 messages decode to float16)."""
+  first, dtype_code, ndim = message[0], message[1], message[2]
+  method = METHODS[first & 0x0F]
+  dtype = np.dtype(_DTYPES[dtype_code])
+  pos = 3
+  shape = []
+  for _ in range(ndim):
+    dim, pos = _read_varint(message, pos)
+    shape.append(dim)
+  payload = message[pos:]
+  if first & _ZLIB_FLAG:
+    payload = zlib.decompress(payload)
+  n = int(np.prod(shape, dtype=np.int64))
+  if method == 'dense':
+    return np.frombuffer(payload, dtype, count=n).reshape(shape).copy()
+  count, pos = _read_varint(payload, 0)
+  values_size = count * dtype.itemsize
+  positions_part, values = payload[pos:len(payload) - values_size], payload[len(payload) - values_size:]
+  if method == 'bitmap':
+    present = np.unpackbits(np.frombuffer(positions_part, np.uint8), count=n)
+    positions = np.flatnonzero(present)
+  elif method == 'indices':
+    positions = np.frombuffer(positions_part, _index_width(n), count=count).astype(np.int64)
+  else:
+    positions = np.cumsum(_rice_decode(positions_part, count) + 1) - 1
+  flat = np.zeros(n, dtype)
+  flat[positions] = np.frombuffer(values, dtype, count=count)
+  return flat.reshape(shape)
+
+
+def method_of(message: bytes) -> str:
+  first = message[0]
+  name = METHODS[first & 0x0F] + ('_zlib' if first & _ZLIB_FLAG else '')
+  return name + (' (float16)' if first & _FLOAT16_FLAG else '')
+
+
+def encoded_size(tensors: Iterable, **kwargs) -> int:
+  """Total bytes of the encodings of `tensors`."""
+  return sum(len(encode(t, **kwargs)) for t in tensors)
+
+
+def entropy_bound_bytes(tensors: Iterable) -> float:
+  """4 * nnz + n * H(d) / 8 over all tensors (d = fraction non-zero)."""
+  tensors = [np.asarray(t) for t in tensors]
+  n = sum(t.size for t in tensors)
+  nnz = sum(_nonzero(t).size for t in tensors)
+  if n == 0:
+    return 0.0
+  d = nnz / n
+  entropy = 0.0 if d in (0.0, 1.0) else -(d * np.log2(d) + (1 - d) * np.log2(1 - d))
+  return 4.0 * nnz + n * entropy / 8.0
