@@ -97,3 +97,18 @@ class SizeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_dtype(self):
     with self.assertRaisesRegex(ValueError, 'x.dtype must be one of .*complex64'):
       comm.encode(np.ones(3, np.complex64))
+
+
+class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(0.0, 0.2, 0.5, 0.9, 0.99, 0.9999, 1.0)
+  def test_equals_the_encoders_output(self, sparsity):
+    for shape in [(784, 128), (300,), (3, 5), (1,)]:
+      x = sparse_tensor(sparsity, shape, seed=len(shape))
+      expected = len(comm.encode(x, methods=comm.METHODS))
+      self.assertEqual(int(comm.tf_encoded_size(tf.constant(x))), expected, (sparsity, shape))
+
+  def test_inside_tf_function_with_special_values(self):
+    x = np.array([[np.nan, -0.0], [0.0, 1.0]], np.float32)
+    size = tf.function(comm.tf_encoded_size)(tf.constant(x))
+    self.assertEqual(int(size), len(comm.encode(x, methods=comm.METHODS)))

@@ -24,11 +24,13 @@ import zlib
 from typing import Iterable, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 METHODS = ('dense', 'bitmap', 'indices', 'golomb')
 LOSSLESS = METHODS + tuple(f'{m}_zlib' for m in METHODS)
 _DTYPES = (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32,
            np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+_MAX_RICE_K = 32  # Gaps of tensors below 2**32 elements.
 _ZLIB_FLAG = 0x10
 _FLOAT16_FLAG = 0x20
 
@@ -78,9 +80,7 @@ def _rice_encode(gaps: np.ndarray) -> bytes:
   """Golomb-Rice code of non-negative gaps: [k][bits], unary quotient then k bits."""
   if gaps.size == 0:
     return bytes([0])
-  mean = float(np.mean(gaps))
-  guess = max(0, int(np.log2(max(mean * np.log(2), 1.0))))
-  k = min(range(max(0, guess - 2), min(guess + 3, 63)), key=lambda k: _rice_bits(gaps, k))
+  k = min(range(_MAX_RICE_K), key=lambda k: _rice_bits(gaps, k))
   quotients = gaps >> k
   lengths = quotients + 1 + k
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
@@ -200,6 +200,45 @@ def method_of(message: bytes) -> str:
   first = message[0]
   name = METHODS[first & 0x0F] + ('_zlib' if first & _ZLIB_FLAG else '')
   return name + (' (float16)' if first & _FLOAT16_FLAG else '')
+
+
+def _tf_varint_bytes(value):
+  value = tf.cast(value, tf.int64)
+  groups = tf.constant(1, tf.int64)
+  for shift in range(7, 63, 7):
+    groups += tf.cast(value >= (1 << shift), tf.int64)
+  return groups
+
+
+def tf_encoded_size(x: tf.Tensor) -> tf.Tensor:
+  """Bytes of `encode(x, methods=METHODS)`, in TensorFlow ops (int64 scalar).
+
+  The same arithmetic as the encoder for its non-zlib methods, so it can run
+  inside TFF computations (where the NumPy encoder cannot); zlib output
+  cannot be predicted without running zlib. float32 tensors only.
+  """
+  if x.dtype != tf.float32:
+    raise ValueError(f'x.dtype must be float32, got {x.dtype.name}')
+  flat = tf.reshape(x, [-1])
+  n = tf.size(flat, out_type=tf.int64)
+  present = tf.not_equal(tf.bitcast(flat, tf.int32), 0)
+  nnz = tf.math.count_nonzero(present, dtype=tf.int64)
+  header = 3 + sum(_tf_varint_bytes(d) for d in x.shape.as_list())
+  header = tf.cast(header, tf.int64)
+  values = 4 * nnz
+  sparse_header = _tf_varint_bytes(nnz)
+  dense = 4 * n
+  bitmap = sparse_header + (n + 7) // 8 + values
+  width = tf.where(n - 1 <= 255, 1, tf.where(n - 1 <= 65535, 2, tf.where(n - 1 <= 2**32 - 1, 4, 8)))
+  indices = sparse_header + tf.cast(width, tf.int64) * nnz + values
+  positions = tf.where(present)[:, 0]
+  gaps = positions - tf.concat([[-1], positions[:-1]], 0) - 1
+  rice_bits = tf.reduce_min(tf.stack([
+      tf.reduce_sum(tf.bitwise.right_shift(gaps, k)) + nnz * (1 + k)
+      for k in range(_MAX_RICE_K)]))
+  rice_bits = tf.where(nnz > 0, rice_bits, 0)
+  golomb = sparse_header + 1 + (rice_bits + 7) // 8 + values
+  return header + tf.reduce_min(tf.stack([dense, bitmap, indices, golomb]))
 
 
 def encoded_size(tensors: Iterable, **kwargs) -> int:
