@@ -112,3 +112,20 @@ class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
     x = np.array([[np.nan, -0.0], [0.0, 1.0]], np.float32)
     size = tf.function(comm.tf_encoded_size)(tf.constant(x))
     self.assertEqual(int(size), len(comm.encode(x, methods=comm.METHODS)))
+
+
+class MaskTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.product(sparsity=[0.0, 0.5, 0.9, 0.999, 1.0], method=comm.SPARSE_METHODS)
+  def test_round_trip_and_tf_size(self, sparsity, method):
+    mask = (sparse_tensor(sparsity, (97, 31)) != 0).astype(np.float32)
+    message = comm.encode_mask(mask, methods=[method])
+    self.assertTrue(comm.method_of(message).endswith('(mask)'))
+    self.assertAllEqual(comm.decode_mask(message), mask != 0)
+    best = comm.encode_mask(mask, methods=comm.METHODS)
+    self.assertEqual(int(comm.tf_mask_size(tf.constant(mask))), len(best))
+
+  def test_mask_costs_no_values(self):
+    mask = np.zeros(800, np.float32)
+    mask[::2] = 1
+    self.assertLen(comm.encode_mask(mask, methods=['bitmap']), 3 + 2 + 2 + 100)

@@ -33,6 +33,8 @@ _DTYPES = (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32,
 _MAX_RICE_K = 32  # Gaps of tensors below 2**32 elements.
 _ZLIB_FLAG = 0x10
 _FLOAT16_FLAG = 0x20
+_MASK_FLAG = 0x40
+SPARSE_METHODS = METHODS[1:]
 
 
 def _varint(value: int) -> bytes:
@@ -111,10 +113,10 @@ def _rice_decode(data: bytes, count: int) -> np.ndarray:
   return gaps
 
 
-def _payload(method: str, flat: np.ndarray, positions: np.ndarray) -> bytes:
+def _payload(method: str, flat: np.ndarray, positions: np.ndarray, mask: bool) -> bytes:
   if method == 'dense':
     return flat.tobytes()
-  values = flat[positions].tobytes()
+  values = b'' if mask else flat[positions].tobytes()
   if method == 'bitmap':
     present = np.zeros(flat.size, np.uint8)
     present[positions] = 1
@@ -136,13 +138,30 @@ def encode(x, *, methods: Sequence[str] = LOSSLESS, float16: bool = False) -> by
   Returns:
     The message: header then payload.
   """
+  return _encode(x, methods, float16, mask=False)
+
+
+def encode_mask(mask, *, methods: Sequence[str] = LOSSLESS) -> bytes:
+  """Encodes which entries of `mask` are non-zero (positions only, no values)."""
+  methods = [m for m in methods if not m.startswith('dense')]
+  return _encode(np.asarray(mask) != 0, methods, False, mask=True)
+
+
+def decode_mask(message: bytes) -> np.ndarray:
+  """Inverse of `encode_mask`: a bool array."""
+  return decode(message)
+
+
+def _encode(x, methods, float16, mask) -> bytes:
   x = np.asarray(x)
+  if mask:
+    x = x.astype(np.uint8)
   unknown = [m for m in methods if m not in LOSSLESS]
   if unknown or not methods:
     raise ValueError(f'methods must be a non-empty subset of {LOSSLESS}, got {list(methods)}')
   if x.dtype.type not in _DTYPES:
     raise ValueError(f'x.dtype must be one of {[np.dtype(d).name for d in _DTYPES]}, got {x.dtype}')
-  flags = 0
+  flags = _MASK_FLAG if mask else 0
   if float16 and x.dtype.kind == 'f' and x.dtype != np.float16:
     x = x.astype(np.float16)
     flags |= _FLOAT16_FLAG
@@ -153,7 +172,7 @@ def encode(x, *, methods: Sequence[str] = LOSSLESS, float16: bool = False) -> by
   best = None
   for name in methods:
     method, _, compressed = name.partition('_')
-    payload = _payload(method, flat, positions)
+    payload = _payload(method, flat, positions, mask)
     if method != 'dense':
       payload = _varint(positions.size) + payload
     if compressed:
@@ -182,7 +201,8 @@ def decode(message: bytes) -> np.ndarray:
   if method == 'dense':
     return np.frombuffer(payload, dtype, count=n).reshape(shape).copy()
   count, pos = _read_varint(payload, 0)
-  values_size = count * dtype.itemsize
+  mask = bool(first & _MASK_FLAG)
+  values_size = 0 if mask else count * dtype.itemsize
   positions_part, values = payload[pos:len(payload) - values_size], payload[len(payload) - values_size:]
   if method == 'bitmap':
     present = np.unpackbits(np.frombuffer(positions_part, np.uint8), count=n)
@@ -191,6 +211,10 @@ def decode(message: bytes) -> np.ndarray:
     positions = np.frombuffer(positions_part, _index_width(n), count=count).astype(np.int64)
   else:
     positions = np.cumsum(_rice_decode(positions_part, count) + 1) - 1
+  if mask:
+    flat = np.zeros(n, bool)
+    flat[positions] = True
+    return flat.reshape(shape)
   flat = np.zeros(n, dtype)
   flat[positions] = np.frombuffer(values, dtype, count=count)
   return flat.reshape(shape)
@@ -199,7 +223,8 @@ def decode(message: bytes) -> np.ndarray:
 def method_of(message: bytes) -> str:
   first = message[0]
   name = METHODS[first & 0x0F] + ('_zlib' if first & _ZLIB_FLAG else '')
-  return name + (' (float16)' if first & _FLOAT16_FLAG else '')
+  return name + (' (float16)' if first & _FLOAT16_FLAG else '') + (
+      ' (mask)' if first & _MASK_FLAG else '')
 
 
 def _tf_varint_bytes(value):
@@ -210,24 +235,19 @@ def _tf_varint_bytes(value):
   return groups
 
 
-def tf_encoded_size(x: tf.Tensor) -> tf.Tensor:
-  """Bytes of `encode(x, methods=METHODS)`, in TensorFlow ops (int64 scalar).
-
-  The same arithmetic as the encoder for its non-zlib methods, so it can run
-  inside TFF computations (where the NumPy encoder cannot); zlib output
-  cannot be predicted without running zlib. float32 tensors only.
-  """
-  if x.dtype != tf.float32:
-    raise ValueError(f'x.dtype must be float32, got {x.dtype.name}')
+def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
   flat = tf.reshape(x, [-1])
   n = tf.size(flat, out_type=tf.int64)
-  present = tf.not_equal(tf.bitcast(flat, tf.int32), 0)
+  if mask:
+    present = tf.not_equal(flat, 0)
+  else:
+    if x.dtype != tf.float32:
+      raise ValueError(f'x.dtype must be float32, got {x.dtype.name}')
+    present = tf.not_equal(tf.bitcast(flat, tf.int32), 0)
   nnz = tf.math.count_nonzero(present, dtype=tf.int64)
-  header = 3 + sum(_tf_varint_bytes(d) for d in x.shape.as_list())
-  header = tf.cast(header, tf.int64)
-  values = 4 * nnz
+  header = tf.cast(3 + sum(_tf_varint_bytes(d) for d in x.shape.as_list()), tf.int64)
+  values = tf.zeros([], tf.int64) if mask else 4 * nnz
   sparse_header = _tf_varint_bytes(nnz)
-  dense = 4 * n
   bitmap = sparse_header + (n + 7) // 8 + values
   width = tf.where(n - 1 <= 255, 1, tf.where(n - 1 <= 65535, 2, tf.where(n - 1 <= 2**32 - 1, 4, 8)))
   indices = sparse_header + tf.cast(width, tf.int64) * nnz + values
@@ -238,7 +258,23 @@ def tf_encoded_size(x: tf.Tensor) -> tf.Tensor:
       for k in range(_MAX_RICE_K)]))
   rice_bits = tf.where(nnz > 0, rice_bits, 0)
   golomb = sparse_header + 1 + (rice_bits + 7) // 8 + values
-  return header + tf.reduce_min(tf.stack([dense, bitmap, indices, golomb]))
+  candidates = [bitmap, indices, golomb] + ([] if mask else [4 * n])
+  return header + tf.reduce_min(tf.stack(candidates))
+
+
+def tf_encoded_size(x: tf.Tensor) -> tf.Tensor:
+  """Bytes of `encode(x, methods=METHODS)`, in TensorFlow ops (int64 scalar).
+
+  The same arithmetic as the encoder for its non-zlib methods, so it can run
+  inside TFF computations (where the NumPy encoder cannot); zlib output
+  cannot be predicted without running zlib. float32 tensors only.
+  """
+  return _tf_size(x, mask=False)
+
+
+def tf_mask_size(mask: tf.Tensor) -> tf.Tensor:
+  """Bytes of `encode_mask(mask, methods=METHODS)`, in TensorFlow ops."""
+  return _tf_size(mask, mask=True)
 
 
 def encoded_size(tensors: Iterable, **kwargs) -> int:
