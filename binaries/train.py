@@ -96,6 +96,16 @@ _ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
 
 
+_CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
+    'client_message_prune_rate', 0.0,
+    'Message compression of arXiv 2310.14693: fraction of the uploaded '
+    'weights (smallest by magnitude) the clients zero before sending, in '
+    '[0, 1). For fedavg, fedavg_momentum and the pruning algorithms.')
+_SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
+    'server_message_prune_rate', 0.0,
+    'The same for the model the server broadcasts.')
+
+
 def _schedule() -> schedules.FedSparsifySchedule:
   """The schedule of the flags; a bad value fails naming its flag."""
   holders = dict(
@@ -131,6 +141,11 @@ def _validate_flags():
     flag_utils.fail(_CLIENT_MOMENTUM, 'must be > 0 for --algorithm=fedavg_momentum')
   if _ALGORITHM.value in algorithms.SPARSIFYING:
     _schedule()
+  for holder in (_CLIENT_MESSAGE_PRUNE_RATE, _SERVER_MESSAGE_PRUNE_RATE):
+    if not 0 <= holder.value < 1:
+      flag_utils.fail(holder, 'must be in [0, 1)')
+    if holder.value and _ALGORITHM.value == 'fedprox':
+      flag_utils.fail(holder, 'must be 0 for --algorithm=fedprox')
   if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
   if not _EXPERIMENT_NAME.value is None and (
@@ -160,7 +175,8 @@ def main(argv):
   except data.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
 
-  prunable = _ALGORITHM.value in algorithms.SPARSIFYING
+  prunable = algorithms.uses_fed_sparsify(
+      _ALGORITHM.value, _CLIENT_MESSAGE_PRUNE_RATE.value, _SERVER_MESSAGE_PRUNE_RATE.value)
   model_fn = algorithms.build_model_fn(
       _DATASET.value, seed=_SEED.value, prunable=prunable)
   process = algorithms.build_algorithm(
@@ -168,7 +184,9 @@ def main(argv):
       server_learning_rate=_SERVER_LR.value,
       client_momentum=_CLIENT_MOMENTUM.value,
       proximal_strength=_PROXIMAL_STRENGTH.value,
-      schedule=_schedule() if prunable else None,
+      schedule=_schedule() if _ALGORITHM.value in algorithms.SPARSIFYING else None,
+      client_message_prune_rate=_CLIENT_MESSAGE_PRUNE_RATE.value,
+      server_message_prune_rate=_SERVER_MESSAGE_PRUNE_RATE.value,
       mask_aggregation=_MASK_AGGREGATION.value, seed=_SEED.value,
   )
   dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)

@@ -66,3 +66,29 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, regex):
       algorithms.build_algorithm(
           name, algorithms.build_model_fn('fashion_mnist'), **kwargs)
+
+
+class MessagePruningTest(tf.test.TestCase):
+
+  def test_fedavg_with_message_pruning_halves_the_upload(self):
+    self.assertTrue(algorithms.uses_fed_sparsify('fedavg', 0.5))
+    self.assertFalse(algorithms.uses_fed_sparsify('fedavg'))
+    process = algorithms.build_algorithm(
+        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
+        client_learning_rate=0.1, client_message_prune_rate=0.5,
+        server_message_prune_rate=0.75)
+    with execution.local_cpp_execution_context():
+      out = process.next(process.initialize(), _client_datasets())
+      weights = process.get_model_weights(out.state).trainable
+    communication = out.metrics['client_work']['communication']
+    n = 118_282
+    self.assertEqual(communication['params_uploaded'], 2 * (n - round(0.5 * n)))
+    self.assertLess(communication['bytes_uploaded'], 0.55 * 2 * 4 * n)
+    zeros = sum(int(np.sum(w == 0)) for w in weights)
+    self.assertEqual(zeros, round(0.75 * n))
+
+  def test_fedprox_rejects_message_pruning(self):
+    with self.assertRaisesRegex(ValueError, 'message pruning rates must be 0 for fedprox'):
+      algorithms.build_algorithm(
+          'fedprox', algorithms.build_model_fn('fashion_mnist', prunable=True),
+          client_learning_rate=0.1, client_message_prune_rate=0.5)

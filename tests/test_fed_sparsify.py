@@ -16,6 +16,7 @@ import tensorflow_model_optimization as tfmot
 from tff_sparsify import aggregators
 from tff_sparsify import algorithms
 from tff_sparsify import client_work
+from tff_sparsify import comm
 from tff_sparsify import execution
 from tff_sparsify import fed_sparsify
 from tff_sparsify import pruning
@@ -76,8 +77,11 @@ def np_client(w, mask, x, y):
   return w
 
 
-def np_round(w, mask, clients, s, mode):
-  """One round of Algorithm 1 on the linear model (server SGD, lr 1)."""
+def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
+  """One round of Algorithm 1 on the linear model (server SGD, lr 1).
+
+  `client_rate` / `server_rate`: message pruning of arXiv 2310.14693.
+  """
   trained = [np_client(w, mask, x, y) for x, y in clients]
   sizes = np.array([len(x) for x, _ in clients], np.float64)
   if mode == 'local':
@@ -85,10 +89,12 @@ def np_round(w, mask, clients, s, mode):
     trained = [t * m for t, m in zip(trained, client_masks)]
     votes = np.sum(client_masks, axis=0)
     new_mask = (2 * votes >= len(clients)).astype(np.float32) * mask
+  trained = [t * np_purge(t, client_rate) for t in trained]
   average = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
   if mode == 'global':
     new_mask = np_purge(average * mask, s) * mask
-  return average * new_mask, new_mask
+  average = average * new_mask
+  return average * np_purge(average, server_rate), new_mask
 
 
 def run_rounds(process, datasets, rounds):
@@ -106,26 +112,35 @@ def run_rounds(process, datasets, rounds):
 class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
   """The process against the NumPy Algorithm 1, round by round."""
 
-  @parameterized.parameters('global', 'local')
-  def test_matches_numpy_algorithm(self, mode):
+  @parameterized.parameters(('global', 0.0, 0.0), ('local', 0.0, 0.0), ('global', 0.5, 0.7))
+  def test_matches_numpy_algorithm(self, mode, client_rate, server_rate):
     schedule = schedules.FedSparsifySchedule(0.5, 3, initial_sparsity=0.2)
     clients = linear_clients([4, 6, 2])
     process = fed_sparsify.build_weighted_fed_sparsify(
         linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
-        schedule=schedule, mode=mode)
+        schedule=schedule, mode=mode, client_message_prune_rate=client_rate,
+        server_message_prune_rate=server_rate)
     history = run_rounds(process, as_datasets(clients), 3)
     w, mask = W0.astype(np.float64), np.ones_like(W0)
     for round_num, (weights, metrics) in enumerate(history, start=1):
-      w, mask = np_round(w, mask, clients, schedule.sparsity(round_num), mode)
+      previous_w = w
+      w, mask = np_round(w, mask, clients, schedule.sparsity(round_num), mode,
+                         client_rate, server_rate)
       self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
       self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask,
                           msg=f'round {round_num}')
       finalizer = metrics['finalizer']
       self.assertEqual(finalizer['round_num'], round_num)
       self.assertAlmostEqual(finalizer['target_sparsity'], schedule.sparsity(round_num), places=6)
-      self.assertAlmostEqual(finalizer['sparsity'], np.mean(mask == 0), places=6)
-      if mode == 'global':  # Exactly round(s_t * 6) zeros: 1, 3, 3.
+      self.assertAlmostEqual(finalizer['sparsity'], np.mean(w == 0), places=6)
+      if mode == 'global' and not server_rate:  # Exactly round(s_t * 6) zeros: 1, 3, 3.
         self.assertEqual(int(np.sum(weights.trainable[0] == 0)), [1, 3, 3][round_num - 1])
+      if server_rate:  # round(0.7 * 6) = 4 zeros, of which round(s_t * 6) masked.
+        self.assertEqual(int(np.sum(weights.trainable[0] == 0)), 4)
+      # + 0.0 turns NumPy's -0.0 (from products) into the +0.0 the process sends.
+      downloaded = len(comm.encode((previous_w + 0.0).astype(np.float32), methods=comm.METHODS))
+      self.assertEqual(metrics['client_work']['communication']['bytes_downloaded'],
+                       3 * downloaded)
     if mode == 'local':
       self.assertLess(history[1][1]['aggregator']['mask_agreement'], 1.0)
 

@@ -43,6 +43,18 @@ def loss_fn() -> tf.keras.losses.Loss:
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def uses_fed_sparsify(name: str, client_message_prune_rate: float = 0.0,
+                      server_message_prune_rate: float = 0.0) -> bool:
+  """Whether `build_algorithm` builds it with `fed_sparsify` (a prunable model).
+
+  FedAvg with message pruning is FedSparsify with S_T = 0 (which equals TFF's
+  FedAvg when the rates are 0, tested).
+  """
+  return name in SPARSIFYING or (
+      name in ('fedavg', 'fedavg_momentum')
+      and (client_message_prune_rate > 0 or server_message_prune_rate > 0))
+
+
 def create_keras_model(dataset: str, seed: int = 0, *, prunable: bool = False) -> tf.keras.Model:
   """The paper's model for `dataset`, wrapped for pruning if `prunable`."""
   model = models.create_model(dataset, seed)
@@ -85,6 +97,8 @@ def build_algorithm(
     schedule: Optional[schedules.FedSparsifySchedule] = None,
     mask_aggregation: str = 'majority_vote',
     seed: int = 0,
+    client_message_prune_rate: float = 0.0,
+    server_message_prune_rate: float = 0.0,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
   """Builds a weighted (by examples) learning process by name.
@@ -104,6 +118,9 @@ def build_algorithm(
       `sparsify_start_round`.
     mask_aggregation: 'fedsparsify_local' only: 'majority_vote' or 'mean'.
     seed: seed of 'random_pruning'.
+    client_message_prune_rate: message pruning of arXiv 2310.14693 at the
+      clients (fedavg, fedavg_momentum and the `SPARSIFYING` algorithms).
+    server_message_prune_rate: the same for the server's broadcast.
     loop_implementation: how clients iterate over their datasets.
 
   Returns:
@@ -123,7 +140,12 @@ def build_algorithm(
       client_learning_rate, momentum=client_momentum or None
   )
   server_optimizer = tff.learning.optimizers.build_sgdm(server_learning_rate)
-  if name in SPARSIFYING:
+  if name == 'fedprox' and (client_message_prune_rate or server_message_prune_rate):
+    raise ValueError('message pruning rates must be 0 for fedprox, got '
+                     f'{client_message_prune_rate}, {server_message_prune_rate}')
+  if uses_fed_sparsify(name, client_message_prune_rate, server_message_prune_rate):
+    if name not in SPARSIFYING:
+      schedule = schedules.FedSparsifySchedule(0.0, 2)  # Never prunes.
     if schedule is None:
       raise ValueError(f'schedule is required for {name}, got None')
     if name == 'oneshot_pruning':
@@ -135,7 +157,9 @@ def build_algorithm(
         mode='local' if name == 'fedsparsify_local' else 'global',
         mask_aggregation=mask_aggregation,
         pruning_method='random' if name == 'random_pruning' else 'magnitude',
-        seed=seed, loop_implementation=loop_implementation)
+        seed=seed, client_message_prune_rate=client_message_prune_rate,
+        server_message_prune_rate=server_message_prune_rate,
+        loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(

@@ -19,8 +19,15 @@ the non-zero trainable parameters the clients received; `params_uploaded`,
 the non-zero trainable parameters of the models they trained (the paper's
 w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
 masks travel (local mode); `transmission_mbits`, the paper's transmission
-cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. All are
-summed over the round's clients.
+cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
+bytes of the encodings of `comm.py` (the smallest lossless non-zlib one per
+tensor): `bytes_downloaded`, the global model's trainable weights each
+client receives (the global mask is their non-zero pattern), and
+`bytes_uploaded`, the weights the client trained (plus its mask, encoded as
+positions, in local mode). All are summed over the round's clients.
+
+Optionally the upload is pruned as in arXiv 2310.14693: the smallest
+`message_prune_rate` of the trained weights are zeroed before sending.
 """
 
 import collections
@@ -31,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import comm
 from tff_sparsify import masks as masks_lib
 from tff_sparsify import pruning
 from tff_sparsify import schedules
@@ -124,7 +132,12 @@ def _zero_all_if_any_non_finite(structure):
   return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
 
 
-def _build_client_update(model_fn, optimizer, mode, loop_implementation):
+def check_message_prune_rate(name: str, rate: float):
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'{name} must be in [0, 1), got {rate}')
+
+
+def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate):
   """The per-client `tf.function`, as TFF's model delta client update."""
   model = model_fn()
   layout = pruning_layout(model)
@@ -147,11 +160,12 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation):
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       gradients = tape.gradient(output.loss, trainable)
-      gradients = tuple(g if m is None else g * m for g, m in zip(gradients, masks))
+      gradients = tuple(g if m is None else masks_lib.mask_tensor(g, m)
+                        for g, m in zip(gradients, masks))
       optimizer_state, updated = optimizer.next(
           optimizer_state, tuple(trainable), gradients)
       for variable, value, mask in zip(trainable, updated, masks):
-        variable.assign(value if mask is None else value * mask)
+        variable.assign(value if mask is None else masks_lib.mask_tensor(value, mask))
       if output.num_examples is None:
         num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
       else:
@@ -171,7 +185,11 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation):
         return [n * old for n, old in zip(new, global_masks)]
       local_masks = tf.cond(should_prune, purge, lambda: list(global_masks))
       for i, mask in zip(layout.prunable, local_masks):
-        trained[i] = trained[i] * mask
+        trained[i] = masks_lib.mask_tensor(trained[i], mask)
+    if message_prune_rate > 0:
+      # 2310.14693: the smallest weights of the upload, no persistent mask.
+      trained = masks_lib.apply_masks(
+          trained, masks_lib.magnitude_masks(trained, message_prune_rate))
 
     delta = tuple(a - b for a, b in zip(initial_weights.trainable, trained))
     delta, non_finite = _zero_all_if_any_non_finite(delta)
@@ -179,10 +197,12 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation):
       model.reset_metrics()
     client_weight = tf.where(
         non_finite, 0.0, tf.cast(num_examples, tf.float32))
+    bytes_uploaded = tf.add_n([comm.tf_encoded_size(t) for t in trained])
     if mode == 'local':
       update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
       mask_bits = tf.constant(
           sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
+      bytes_uploaded += tf.add_n([comm.tf_mask_size(m) for m in local_masks])
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)
@@ -191,7 +211,10 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation):
     communication = collections.OrderedDict(
         params_downloaded=downloaded, params_uploaded=uploaded,
         mask_bits_uploaded=mask_bits,
-        transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6)
+        transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
+        bytes_downloaded=tf.add_n(
+            [comm.tf_encoded_size(t) for t in initial_weights.trainable]),
+        bytes_uploaded=bytes_uploaded)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
             model.report_local_unfinalized_metrics(), communication)
 
@@ -204,6 +227,7 @@ def build_fed_sparsify_client_work(
     schedule: schedules.FedSparsifySchedule,
     *,
     mode: str = 'global',
+    message_prune_rate: float = 0.0,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.ClientWorkProcess:
@@ -217,6 +241,9 @@ def build_fed_sparsify_client_work(
       in local mode.
     mode: 'global' (clients keep the server's mask) or 'local' (clients prune
       to s_t after training and send their masks).
+    message_prune_rate: fraction of the uploaded weights, the smallest by
+      magnitude over all trainable tensors, that clients zero before sending
+      (message compression of arXiv 2310.14693); no persistent mask.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
@@ -227,6 +254,7 @@ def build_fed_sparsify_client_work(
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
+  check_message_prune_rate('client_message_prune_rate', message_prune_rate)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
@@ -249,7 +277,8 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
-    client_update = _build_client_update(model_fn, optimizer, mode, loop_implementation)
+    client_update = _build_client_update(
+        model_fn, optimizer, mode, loop_implementation, message_prune_rate)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   @tff.tensorflow.computation(np.int32)

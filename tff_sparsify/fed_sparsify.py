@@ -59,6 +59,8 @@ def build_weighted_fed_sparsify(
     mask_aggregation: str = 'majority_vote',
     pruning_method: str = 'magnitude',
     seed: int = 0,
+    client_message_prune_rate: float = 0.0,
+    server_message_prune_rate: float = 0.0,
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
@@ -108,6 +110,10 @@ def build_weighted_fed_sparsify(
       weight that any client kept, the paper's plain-average variant).
     pruning_method: global mode: 'magnitude' or 'random'.
     seed: seed of random pruning.
+    client_message_prune_rate: message compression of arXiv 2310.14693 at
+      the clients: the fraction of the uploaded weights, smallest by
+      magnitude, zeroed before sending (no persistent mask), in [0, 1).
+    server_message_prune_rate: the same for the server's broadcast.
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`. In local mode it is wrapped by
@@ -125,6 +131,8 @@ def build_weighted_fed_sparsify(
     raise TypeError(
         f'schedule must be a FedSparsifySchedule, got {type(schedule).__name__}')
   finalizers.check_pruning_method(mode, pruning_method)
+  client_work_lib.check_message_prune_rate('client_message_prune_rate', client_message_prune_rate)
+  client_work_lib.check_message_prune_rate('server_message_prune_rate', server_message_prune_rate)
   aggregators.check_mask_aggregation(mask_aggregation)
   model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   if server_optimizer_fn is None:
@@ -137,6 +145,7 @@ def build_weighted_fed_sparsify(
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, schedule, mode=mode,
+      message_prune_rate=client_message_prune_rate,
       metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation)
   update_type = client_work.next.type_signature.result.result.member.update
   if mode == 'local':
@@ -145,6 +154,7 @@ def build_weighted_fed_sparsify(
   aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
   finalizer = finalizers.build_fed_sparsify_finalizer(
       server_optimizer_fn, model_weights_type, layout, schedule,
-      mode=mode, pruning_method=pruning_method, seed=seed)
+      mode=mode, pruning_method=pruning_method, seed=seed,
+      message_prune_rate=server_message_prune_rate)
   return tff.learning.templates.compose_learning_process(
       initial_weights_fn, model_distributor, client_work, aggregator, finalizer)

@@ -45,7 +45,8 @@ def check_pruning_method(mode: str, pruning_method: str):
 
 
 def _apply_masks(trainable, masks_by_trainable):
-  return [w if m is None else w * m for w, m in zip(trainable, masks_by_trainable)]
+  return [w if m is None else masks_lib.mask_tensor(w, m)
+          for w, m in zip(trainable, masks_by_trainable)]
 
 
 def build_fed_sparsify_finalizer(
@@ -57,6 +58,7 @@ def build_fed_sparsify_finalizer(
     mode: str = 'global',
     pruning_method: str = 'magnitude',
     seed: int = 0,
+    message_prune_rate: float = 0.0,
 ) -> tff.learning.templates.FinalizerProcess:
   """A `FinalizerProcess` applying the server optimizer and the pruning.
 
@@ -69,11 +71,16 @@ def build_fed_sparsify_finalizer(
       the clients' merged mask: `OrderedDict(model_delta=..., mask=...)`).
     pruning_method: one of `PRUNING_METHODS` (global mode).
     seed: seed of the random pruning.
+    message_prune_rate: fraction of the new global model's weights, the
+      smallest by magnitude over all trainable tensors, zeroed before it is
+      broadcast (arXiv 2310.14693, server side); the masks are left as they
+      are, so these weights may grow back.
 
   Returns:
     A `tff.learning.templates.FinalizerProcess`.
   """
   check_pruning_method(mode, pruning_method)
+  client_work_lib.check_message_prune_rate('server_message_prune_rate', message_prune_rate)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
@@ -127,6 +134,9 @@ def build_fed_sparsify_finalizer(
     for i in layout.steps:
       non_trainable[i] = tf.cast(round_num + 1, tf.int64)
     trainable = _apply_masks(trainable, layout.masks_by_trainable(non_trainable))
+    if message_prune_rate > 0:
+      trainable = masks_lib.apply_masks(
+          trainable, masks_lib.magnitude_masks(trainable, message_prune_rate))
     prunable = layout.prunable_list(trainable)
     measurements = collections.OrderedDict(
         round_num=round_num,

@@ -77,8 +77,17 @@ def majority_vote(client_masks: Sequence[Sequence[tf.Tensor]], dtype=tf.float32)
   return merged
 
 
+def mask_tensor(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """`weight` where `mask` is non-zero, else +0.0.
+
+  Not `weight * mask`: that leaves -0.0 for negative weights, which a
+  bit-exact encoder has to send as a value.
+  """
+  return tf.where(tf.not_equal(mask, 0), weight, tf.zeros_like(weight))
+
+
 def apply_masks(weights: Sequence[tf.Tensor], masks: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-  return [w * tf.cast(m, w.dtype) for w, m in zip(weights, masks)]
+  return [mask_tensor(w, m) for w, m in zip(weights, masks)]
 
 
 def sparsity(weights: Sequence[tf.Tensor]) -> tf.Tensor:

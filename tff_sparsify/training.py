@@ -34,6 +34,7 @@ import tensorflow_model_optimization as tfmot
 import tqdm
 
 from tff_sparsify import data as data_lib
+from tff_sparsify import execution
 from tff_sparsify import masks as masks_lib
 from tff_sparsify import pruning
 
@@ -114,6 +115,9 @@ def build_training_selection_fn(
   index = {cid: i for i, cid in enumerate(client_ids)}
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
+    # Before each round: a termination signal must end the run even if its
+    # exception was raised, and dropped, inside a finalizer.
+    execution.raise_if_signalled()
     return [
         data_lib.preprocess_client_dataset(
             client_data.create_tf_dataset_for_client(cid),
