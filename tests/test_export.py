@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import export
+from tff_sparsify import inference
 from tff_sparsify import masks
 from tff_sparsify import pruning
 
@@ -62,3 +63,41 @@ class ExportTest(tf.test.TestCase):
       export.load_run_model(corrupt)
 
 
+
+
+class InferenceTest(tf.test.TestCase):
+
+  def test_time_runner_counts_and_validates(self):
+    calls = []
+    timing = inference.time_runner(calls.append, np.zeros((4, 2), np.float32),
+                                   budget_seconds=0.05, warmup_seconds=0.0, runtime='fake')
+    self.assertEqual(timing.iterations + 1, len(calls))  # One warm-up call.
+    self.assertEqual(timing.batch_size, 4)
+    self.assertLessEqual(timing.ms_median, timing.ms_p99)
+    self.assertAlmostEqual(timing.items_per_second, 4 * timing.iterations / timing.seconds)
+    with self.assertRaisesRegex(ValueError, 'budget_seconds must be > 0, got 0'):
+      inference.time_runner(calls.append, np.zeros(1), budget_seconds=0, warmup_seconds=0)
+    with self.assertRaisesRegex(ValueError, 'warmup_seconds must be >= 0, got -1'):
+      inference.time_runner(calls.append, np.zeros(1), budget_seconds=1, warmup_seconds=-1)
+
+  def test_all_runtimes_on_an_exported_model(self):
+    out = self.create_tempdir().full_path
+    report = export.export_model(small_pruned_model(), out)
+    results = inference.benchmark(
+        report.onnx_path, saved_model_dir=report.saved_model_dir, batch_size=8,
+        input_shape=(6, 6, 1), budget_seconds=0.2, warmup_seconds=0.05)
+    self.assertEqual([r.runtime for r in results], list(inference.RUNTIMES))
+    for r in results:
+      if r.unavailable:  # Only DeepSparse may be missing, with a one-line reason.
+        self.assertEqual(r.runtime, 'deepsparse')
+        self.assertLen(r.unavailable.splitlines(), 1)
+      else:
+        self.assertGreater(r.iterations, 0)
+        self.assertGreater(r.items_per_second, 0)
+    with self.assertRaisesRegex(ValueError, 'batch_size must be >= 1, got 0'):
+      inference.benchmark(report.onnx_path, batch_size=0, input_shape=(6, 6, 1))
+
+  def test_deepsparse_on_a_missing_file_is_one_line(self):
+    with self.assertRaisesRegex(inference.RuntimeUnavailable, '^deepsparse: '):
+      inference.build_runner('deepsparse', onnx_path='/nonexistent.onnx',
+                             saved_model_dir=None, batch_size=1)

@@ -1,0 +1,140 @@
+"""Inference speed of an exported model on DeepSparse, ONNX Runtime and TensorFlow.
+
+The paper's method (Stripelis et al., Section 4, Tables 1-2): run batches
+back to back for a fixed time budget after a warm-up (60 s and 10 s there),
+batch 128 for CIFAR-10 and 32 for FashionMNIST, and report ms per batch,
+iterations and items per second. Every runtime gets the same input batch.
+
+DeepSparse (Neural Magic) needs an x86 CPU with AVX2/AVX-512 (or ARMv8.2) on
+Linux, and its licence allows evaluation only; where it cannot run the result
+says why in one line and the other runtimes still run. `NM_DISABLE_ANALYTICS`
+is set before DeepSparse is imported.
+"""
+
+import dataclasses
+import os
+import statistics
+import time
+from typing import Callable, Optional
+
+import numpy as np
+
+RUNTIMES = ('deepsparse', 'onnxruntime', 'tensorflow')
+DEFAULT_BATCH_SIZES = {'cifar10': 128, 'fashion_mnist': 32}
+
+
+class RuntimeUnavailable(RuntimeError):
+  """A runtime that cannot run here; the message says why, in one line."""
+
+
+@dataclasses.dataclass
+class Timing:
+  runtime: str
+  batch_size: int
+  iterations: int = 0
+  seconds: float = 0.0
+  ms_mean: float = float('nan')
+  ms_median: float = float('nan')
+  ms_p90: float = float('nan')
+  ms_p99: float = float('nan')
+  items_per_second: float = float('nan')
+  unavailable: Optional[str] = None
+
+
+def _deepsparse_runner(onnx_path: str, batch_size: int, num_threads: Optional[int]):
+  os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
+  try:
+    import deepsparse  # pylint: disable=g-import-not-at-top
+    engine = deepsparse.Engine(model=onnx_path, batch_size=batch_size,
+                               num_cores=num_threads)
+  except Exception as e:  # ImportError, unsupported CPU/OS, bad model.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise RuntimeUnavailable(f'deepsparse: {first_line}') from e
+  return lambda x: engine.run([x])
+
+
+def _onnxruntime_runner(onnx_path: str, num_threads: Optional[int]):
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  options = ort.SessionOptions()
+  if num_threads:
+    options.intra_op_num_threads = num_threads
+  session = ort.InferenceSession(onnx_path, options, providers=['CPUExecutionProvider'])
+  name = session.get_inputs()[0].name
+  return lambda x: session.run(None, {name: x})
+
+
+def _tensorflow_runner(saved_model_dir: str):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  loaded = tf.saved_model.load(saved_model_dir)
+  serve = loaded.signatures['serving_default']
+  name = list(serve.structured_input_signature[1])[0]
+  return lambda x: serve(**{name: tf.constant(x)})
+
+
+def build_runner(runtime: str, *, onnx_path: str, saved_model_dir: Optional[str],
+                 batch_size: int, num_threads: Optional[int] = None) -> Callable:
+  """A callable running one batch on `runtime`.
+
+  Raises:
+    ValueError: unknown runtime, or tensorflow without a SavedModel.
+    RuntimeUnavailable: the runtime cannot run here (DeepSparse).
+  """
+  if runtime == 'deepsparse':
+    return _deepsparse_runner(onnx_path, batch_size, num_threads)
+  if runtime == 'onnxruntime':
+    return _onnxruntime_runner(onnx_path, num_threads)
+  if runtime == 'tensorflow':
+    if not saved_model_dir:
+      raise ValueError('tensorflow needs saved_model_dir, got None')
+    return _tensorflow_runner(saved_model_dir)
+  raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
+
+
+def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
+                warmup_seconds: float, runtime: str = '') -> Timing:
+  """Runs `run(batch)` for `warmup_seconds` untimed, then `budget_seconds`."""
+  if not budget_seconds > 0:
+    raise ValueError(f'budget_seconds must be > 0, got {budget_seconds}')
+  if not warmup_seconds >= 0:
+    raise ValueError(f'warmup_seconds must be >= 0, got {warmup_seconds}')
+  end = time.perf_counter() + warmup_seconds
+  run(batch)  # At least one warm-up batch.
+  while time.perf_counter() < end:
+    run(batch)
+  latencies = []
+  start = time.perf_counter()
+  end = start + budget_seconds
+  while True:
+    t = time.perf_counter()
+    if t >= end and latencies:
+      break
+    run(batch)
+    latencies.append(time.perf_counter() - t)
+  seconds = time.perf_counter() - start
+  ms = np.array(latencies) * 1e3
+  return Timing(
+      runtime=runtime, batch_size=len(batch), iterations=len(latencies), seconds=seconds,
+      ms_mean=float(ms.mean()), ms_median=float(statistics.median(ms)),
+      ms_p90=float(np.percentile(ms, 90)), ms_p99=float(np.percentile(ms, 99)),
+      items_per_second=len(batch) * len(latencies) / seconds)
+
+
+def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
+              runtimes=RUNTIMES, batch_size: int, input_shape: tuple,
+              budget_seconds: float = 60.0, warmup_seconds: float = 10.0,
+              num_threads: Optional[int] = None, seed: int = 0) -> list[Timing]:
+  """Times the model on each runtime, on the same random batch."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+  batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
+  results = []
+  for runtime in runtimes:
+    try:
+      run = build_runner(runtime, onnx_path=onnx_path, saved_model_dir=saved_model_dir,
+                         batch_size=batch_size, num_threads=num_threads)
+    except RuntimeUnavailable as e:
+      results.append(Timing(runtime=runtime, batch_size=batch_size, unavailable=str(e)))
+      continue
+    results.append(time_runner(run, batch, budget_seconds=budget_seconds,
+                               warmup_seconds=warmup_seconds, runtime=runtime))
+  return results
