@@ -1,0 +1,98 @@
+r"""Times ONNX models on DeepSparse, ONNX Runtime and TensorFlow, side by side.
+
+  python -m binaries.benchmark_inference \
+    --onnx=output/results/dense/export/model.onnx,output/results/global_090/export/model.onnx \
+    --budget_seconds=60 --warmup_seconds=10 --output=/tmp/inference
+
+TensorFlow runs the `saved_model/` next to each `model.onnx` when there is
+one. The batch size defaults to the paper's: 32 for 28x28 inputs
+(FashionMNIST), 128 otherwise (CIFAR-10). Writes {output}.json and .md.
+"""
+
+import dataclasses
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+import onnx
+import tensorflow as tf  # pylint: disable=unused-import
+
+from binaries import flag_utils
+from tff_sparsify import inference
+
+_ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
+_RUNTIMES = flags.DEFINE_multi_enum(
+    'runtime', list(inference.RUNTIMES), list(inference.RUNTIMES), 'Runtimes to time.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', None, 'Batch size (default: the paper\'s).')
+_BUDGET = flags.DEFINE_float('budget_seconds', 60.0, 'Timed seconds per model and runtime.')
+_WARMUP = flags.DEFINE_float('warmup_seconds', 10.0, 'Untimed warm-up seconds.')
+_NUM_THREADS = flags.DEFINE_integer('num_threads', None, 'Threads (default: all cores).')
+_OUTPUT = flags.DEFINE_string('output', 'inference', 'Output path prefix (.json, .md).')
+
+
+def _input_shape(path: str) -> tuple:
+  """The model's input shape without the batch dimension; fails on a bad file."""
+  if not os.path.isfile(path):
+    flag_utils.fail(_ONNX, f'{path!r} does not exist')
+  try:
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+  except Exception as e:  # onnx raises DecodeError, ValidationError, ...
+    flag_utils.fail(_ONNX, f'{path!r} is not a valid ONNX model ({type(e).__name__})')
+  dims = model.graph.input[0].type.tensor_type.shape.dim[1:]
+  return tuple(d.dim_value for d in dims)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)
+  if not _ONNX.value:
+    flag_utils.fail(_ONNX, 'give at least one ONNX model')
+  if _BATCH_SIZE.value is not None and _BATCH_SIZE.value < 1:
+    flag_utils.fail(_BATCH_SIZE, 'must be >= 1')
+  if not _BUDGET.value > 0:
+    flag_utils.fail(_BUDGET, 'must be > 0')
+  if not _WARMUP.value >= 0:
+    flag_utils.fail(_WARMUP, 'must be >= 0')
+  shapes = [_input_shape(path) for path in _ONNX.value]
+  rows = []
+  for path, shape in zip(_ONNX.value, shapes):
+    batch_size = _BATCH_SIZE.value or (
+        inference.DEFAULT_BATCH_SIZES['fashion_mnist'] if shape == (28, 28)
+        else inference.DEFAULT_BATCH_SIZES['cifar10'])
+    saved_model = os.path.join(os.path.dirname(path), 'saved_model')
+    timings = inference.benchmark(
+        path, saved_model_dir=saved_model if os.path.isdir(saved_model) else None,
+        runtimes=[r for r in _RUNTIMES.value if r != 'tensorflow' or os.path.isdir(saved_model)],
+        batch_size=batch_size, input_shape=shape, budget_seconds=_BUDGET.value,
+        warmup_seconds=_WARMUP.value, num_threads=_NUM_THREADS.value)
+    for t in timings:
+      rows.append(dict(model=path, **dataclasses.asdict(t)))
+      status = t.unavailable or (f'{t.ms_median:.3f} ms/batch median, {t.iterations} '
+                                 f'iterations, {t.items_per_second:.0f} items/s')
+      print(f'{path} [{t.runtime}, batch {t.batch_size}]: {status}', flush=True)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+  with open(_OUTPUT.value + '.json', 'w') as f:
+    json.dump(rows, f, indent=2)
+  header = ['model', 'runtime', 'batch_size', 'ms_mean', 'ms_median', 'ms_p90', 'ms_p99',
+            'iterations', 'items_per_second', 'unavailable']
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  for row in rows:
+    lines.append('| ' + ' | '.join(
+        f'{row[k]:.3f}' if isinstance(row[k], float) else str(row[k]) for k in header) + ' |')
+  with open(_OUTPUT.value + '.md', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
+def run():
+  flag_utils.run_main(main)
+
+
+if __name__ == '__main__':
+  run()

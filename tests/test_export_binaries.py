@@ -1,0 +1,97 @@
+"""Tests for binaries/export.py and binaries/benchmark_inference.py."""
+
+import contextlib
+import io
+import json
+import os
+import sys
+
+from absl.testing import flagsaver
+from absl.testing import parameterized
+import tensorflow as tf
+import tensorflow_model_optimization as tfmot
+
+from binaries import benchmark_inference
+from binaries import export as export_binary
+from binaries import flag_utils
+from tests import test_export
+
+
+def _run(module, argv):
+  """Runs a binary's entry point in process; returns (exit code, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  code = 0
+  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    old_argv = sys.argv
+    sys.argv = [module.__name__] + argv
+    try:
+      module.run()
+    except SystemExit as e:
+      code = e.code
+    finally:
+      sys.argv = old_argv
+  return code or 0, out.getvalue(), err.getvalue()
+
+
+class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.run_dir = os.path.join(tf.compat.v1.test.get_temp_dir(), 'run')
+    os.makedirs(cls.run_dir, exist_ok=True)
+    model = tfmot.sparsity.keras.strip_pruning(test_export.small_pruned_model(0.9))
+    model.save(os.path.join(cls.run_dir, 'final_model.keras'))
+
+  def test_export_then_benchmark(self):
+    out = self.create_tempdir().full_path
+    code, stdout, _ = _run(export_binary, [f'--run_dir={self.run_dir}', f'--output_dir={out}'])
+    self.assertEqual(code, 0)
+    self.assertIn('exported:', stdout)
+    with open(os.path.join(out, 'export_report.json')) as f:
+      report = json.load(f)
+    self.assertAlmostEqual(report['sparsity'], round(0.9 * 1476) / 1476)
+    self.assertTrue(os.path.isfile(os.path.join(out, 'export_report.md')))
+
+    prefix = os.path.join(self.create_tempdir().full_path, 'timings')
+    code, stdout, _ = _run(benchmark_inference, [
+        f'--onnx={os.path.join(out, "model.onnx")}', '--batch_size=4',
+        '--budget_seconds=0.1', '--warmup_seconds=0', f'--output={prefix}',
+        '--runtime=onnxruntime', '--runtime=tensorflow'])
+    self.assertEqual(code, 0)
+    with open(prefix + '.json') as f:
+      rows = json.load(f)
+    self.assertEqual([r['runtime'] for r in rows], ['onnxruntime', 'tensorflow'])
+    self.assertTrue(all(r['iterations'] > 0 for r in rows))
+    self.assertTrue(os.path.isfile(prefix + '.md'))
+
+  @parameterized.named_parameters(
+      ('no_run_dir', export_binary, [], '--run_dir=None: is required'),
+      ('missing_run', export_binary, ['--run_dir=/nonexistent/run'],
+       "--run_dir='/nonexistent/run': no final_model.keras at '/nonexistent/run'"),
+      ('missing_onnx', benchmark_inference, ['--onnx=/nonexistent.onnx'],
+       "--onnx=\\['/nonexistent.onnx'\\]: '/nonexistent.onnx' does not exist"),
+      ('batch', benchmark_inference, ['--onnx=x.onnx', '--batch_size=0'],
+       '--batch_size=0: must be >= 1'),
+      ('budget', benchmark_inference, ['--onnx=x.onnx', '--budget_seconds=0'],
+       '--budget_seconds=0.0: must be > 0'),
+  )
+  def test_bad_input_is_one_line(self, module, argv, regex):
+    out = self.create_tempdir().full_path
+    extra = [f'--output={os.path.join(out, "t")}'] if module is benchmark_inference else [
+        f'--output_dir={os.path.join(out, "e")}']
+    code, _, err = _run(module, argv + extra)
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, regex)
+    self.assertLen(err.strip().splitlines(), 1, err)
+    self.assertEmpty(os.listdir(out))
+
+  def test_corrupt_onnx(self):
+    out = self.create_tempdir().full_path
+    bad = os.path.join(out, 'bad.onnx')
+    with open(bad, 'wb') as f:
+      f.write(b'\x00garbage')
+    code, _, err = _run(benchmark_inference, [f'--onnx={bad}', f'--output={out}/t'])
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, 'is not a valid ONNX model')
+    self.assertEqual(os.listdir(out), ['bad.onnx'])
