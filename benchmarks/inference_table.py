@@ -1,0 +1,150 @@
+r"""The paper's inference tables (Table 1 CIFAR-10 CNN, Table 2 FashionMNIST FC).
+
+For each model and sparsity (0, 0.8, 0.85, 0.9, 0.95, 0.99): globally
+magnitude-pruned weights (random init, seed 1990, or the trained models of
+`--run_dirs`), stripped, exported to ONNX and timed on DeepSparse, ONNX
+Runtime and TensorFlow with the paper's method (fixed budget after a warm-up;
+batch 128 for CIFAR-10, 32 for FashionMNIST). Speed-ups are against the
+dense model on the same runtime and against dense ONNX Runtime, measured in
+the same run. Where the FashionMNIST test set is at hand, the exported
+model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
+
+  python -m benchmarks.inference_table --budget_seconds=60 --warmup_seconds=10
+
+Results: benchmarks/results/inference_{model}.{csv,md} and
+inference_speedup.png.
+"""
+
+import collections
+import csv
+import os
+import platform
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tensorflow as tf
+
+from tff_sparsify import data
+from tff_sparsify import execution
+from tff_sparsify import export
+from tff_sparsify import inference
+from tff_sparsify import masks
+from tff_sparsify import models
+from tff_sparsify import pruning
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, 'benchmarks', 'results')
+SEED = 1990
+
+_DATASETS = flags.DEFINE_list('datasets', ['cifar10', 'fashion_mnist'], 'Models to time.')
+_SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.8', '0.85', '0.9', '0.95', '0.99'],
+                                'Global magnitude sparsities.')
+_RUNTIMES = flags.DEFINE_list('runtimes', list(inference.RUNTIMES), 'Runtimes.')
+_BUDGET = flags.DEFINE_float('budget_seconds', 60.0, 'Timed seconds per model and runtime.')
+_WARMUP = flags.DEFINE_float('warmup_seconds', 10.0, 'Warm-up seconds.')
+_WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'inference'),
+                                'Where the exported models go.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
+
+
+def _pruned_model(dataset: str, sparsity: float) -> tf.keras.Model:
+  model = pruning.wrap_for_pruning(models.create_model(dataset, seed=SEED))
+  weights = pruning.prunable_weights(model)
+  pruning.set_masks(model, masks.magnitude_masks([w.numpy() for w in weights], sparsity))
+  pruning.apply_wrapper_masks(model)
+  return model
+
+
+def _accuracy_check(report: export.ExportReport, keras_model, images, labels):
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  x = images.astype(np.float32) / 255.0
+  keras_accuracy = float(np.mean(np.argmax(keras_model.predict(x, verbose=0), 1) == labels))
+  session = ort.InferenceSession(report.onnx_path, providers=['CPUExecutionProvider'])
+  logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+  onnx_accuracy = float(np.mean(np.argmax(logits, 1) == labels))
+  if abs(onnx_accuracy - keras_accuracy) > 1e-4:
+    raise AssertionError(f'{report.onnx_path}: ONNX accuracy {onnx_accuracy} != Keras '
+                         f'{keras_accuracy}')
+  return onnx_accuracy
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  execution.drop_import_time_default_context()
+  test_set = None
+  try:
+    centralized = data.load_centralized('fashion_mnist', data_dir=_DATA_DIR.value)
+    test_set = (centralized.test_images, centralized.test_labels)
+  except data.DataError as e:
+    print(f'no FashionMNIST test set ({e}); accuracy check skipped', flush=True)
+  os.makedirs(RESULTS, exist_ok=True)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for dataset in _DATASETS.value:
+    batch_size = inference.DEFAULT_BATCH_SIZES[dataset]
+    rows = []
+    for s in _SPARSITIES.value:
+      model = _pruned_model(dataset, float(s))
+      report = export.export_model(model, os.path.join(_WORK_DIR.value, f'{dataset}_{s}'))
+      accuracy = None
+      if dataset == 'fashion_mnist' and test_set is not None:
+        accuracy = _accuracy_check(report, model, *test_set)
+      for t in inference.benchmark(
+          report.onnx_path, saved_model_dir=report.saved_model_dir, runtimes=_RUNTIMES.value,
+          batch_size=batch_size, input_shape=models.INPUT_SHAPES[dataset],
+          budget_seconds=_BUDGET.value, warmup_seconds=_WARMUP.value):
+        rows.append(collections.OrderedDict(
+            sparsity=float(s), runtime=t.runtime, params=report.total_params,
+            nonzero_params=report.nonzero_params, gzip_mb=report.onnx_gzip_bytes / 1e6,
+            ms_per_batch_mean=t.ms_mean, ms_per_batch_median=t.ms_median, ms_p90=t.ms_p90,
+            ms_p99=t.ms_p99, iterations=t.iterations, items_per_second=t.items_per_second,
+            onnx_accuracy=accuracy, unavailable=t.unavailable))
+        print(f'{dataset} s={s} {t.runtime}: {t.unavailable or f"{t.ms_median:.3f} ms/batch"}',
+              flush=True)
+    dense = {r['runtime']: r for r in rows if r['sparsity'] == 0.0}
+    for r in rows:
+      base = dense.get(r['runtime'])
+      r['gzip_reduction'] = dense[r['runtime']]['gzip_mb'] / r['gzip_mb'] if base else None
+      r['speedup_vs_dense_same_runtime'] = (
+          r['items_per_second'] / base['items_per_second'] if base else None)
+      r['speedup_vs_dense_onnxruntime'] = (
+          r['items_per_second'] / dense['onnxruntime']['items_per_second']
+          if 'onnxruntime' in dense else None)
+    stem = os.path.join(RESULTS, f'inference_{dataset}')
+    with open(stem + '.csv', 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+      writer.writeheader()
+      writer.writerows(rows)
+    header = list(rows[0])
+    fmt = lambda v: f'{v:.3f}' if isinstance(v, float) else str(v)
+    lines = [f'# Inference, {dataset} (batch {batch_size})', '',
+             f'Command: `python -m benchmarks.inference_table --datasets={dataset} '
+             f'--budget_seconds={_BUDGET.value} --warmup_seconds={_WARMUP.value}`; '
+             f'{platform.machine()}, {os.cpu_count()} CPUs; random-init weights, seed {SEED}, '
+             'global magnitude pruning.', '',
+             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+             *['| ' + ' | '.join(fmt(r[k]) for k in header) + ' |' for r in rows]]
+    with open(stem + '.md', 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+    for runtime in _RUNTIMES.value:
+      points = [(r['sparsity'], r['speedup_vs_dense_same_runtime']) for r in rows
+                if r['runtime'] == runtime and r['speedup_vs_dense_same_runtime']]
+      if points:
+        ax.plot(*zip(*points), marker='o', label=f'{dataset} {runtime}')
+  ax.set_xlabel('sparsity')
+  ax.set_ylabel('throughput speed-up over dense (same runtime)')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(RESULTS, 'inference_speedup.png'), dpi=120)
+
+
+if __name__ == '__main__':
+  app.run(main)
