@@ -1,6 +1,7 @@
 r"""Exports a training run's final model to SavedModel and ONNX, with checks.
 
   python -m binaries.export --run_dir=output/results/global_090
+  python -m binaries.export --checkpoint=output/checkpoints/global_090/program_state_100
 
 Writes {output_dir}/saved_model/, {output_dir}/model.onnx and
 {output_dir}/export_report.{json,md} (default output_dir: {run_dir}/export).
@@ -19,13 +20,18 @@ from absl import logging
 import tensorflow as tf  # pylint: disable=unused-import
 
 from binaries import flag_utils
+from tff_sparsify import execution
 from tff_sparsify import export
 
 _RUN_DIR = flags.DEFINE_string(
     'run_dir', None, 'A run\'s results directory ({root_output_dir}/results/'
     '{experiment}) holding final_model.keras, or the .keras file itself.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'Instead of --run_dir: a training checkpoint, '
+    '{root_output_dir}/checkpoints/{experiment}[/program_state_N] (latest if no N).')
 _OUTPUT_DIR = flags.DEFINE_string(
-    'output_dir', None, 'Where to write; default {run_dir}/export.')
+    'output_dir', None, 'Where to write; default {run_dir}/export, or '
+    '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
 _OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset.')
 
 
@@ -51,16 +57,30 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
-  if not _RUN_DIR.value:
-    flag_utils.fail(_RUN_DIR, 'is required')
+  execution.drop_import_time_default_context()
+  if bool(_RUN_DIR.value) == bool(_CHECKPOINT.value):
+    flag_utils.fail(_RUN_DIR, 'give exactly one of --run_dir and --checkpoint')
   if _OPSET.value < 9:
     flag_utils.fail(_OPSET, 'must be >= 9')
-  try:
-    model = export.load_run_model(_RUN_DIR.value)
-  except export.ExportError as e:
-    flag_utils.fail(_RUN_DIR, str(e))
-  run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
-  output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
+  if _RUN_DIR.value:
+    try:
+      model = export.load_run_model(_RUN_DIR.value)
+    except export.ExportError as e:
+      flag_utils.fail(_RUN_DIR, str(e))
+    run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
+    output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
+  else:
+    try:
+      model = export.load_checkpoint_model(_CHECKPOINT.value)
+    except export.ExportError as e:
+      flag_utils.fail(_CHECKPOINT, str(e))
+    checkpoint = os.path.normpath(_CHECKPOINT.value)
+    name = os.path.basename(checkpoint)
+    experiment_dir = os.path.dirname(checkpoint) if name.startswith('program_state_') else checkpoint
+    root = os.path.dirname(os.path.dirname(experiment_dir))
+    output_dir = _OUTPUT_DIR.value or os.path.join(
+        root, 'results', os.path.basename(experiment_dir),
+        'export_' + (name[len('program_state_'):] if name.startswith('program_state_') else 'latest'))
   try:
     report = export.export_model(model, output_dir, opset=_OPSET.value)
   except export.ExportError as e:

@@ -175,20 +175,8 @@ def main(argv):
   except data.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
 
-  prunable = algorithms.uses_fed_sparsify(
-      _ALGORITHM.value, _CLIENT_MESSAGE_PRUNE_RATE.value, _SERVER_MESSAGE_PRUNE_RATE.value)
-  model_fn = algorithms.build_model_fn(
-      _DATASET.value, seed=_SEED.value, prunable=prunable)
-  process = algorithms.build_algorithm(
-      _ALGORITHM.value, model_fn, client_learning_rate=_CLIENT_LR.value,
-      server_learning_rate=_SERVER_LR.value,
-      client_momentum=_CLIENT_MOMENTUM.value,
-      proximal_strength=_PROXIMAL_STRENGTH.value,
-      schedule=_schedule() if _ALGORITHM.value in algorithms.SPARSIFYING else None,
-      client_message_prune_rate=_CLIENT_MESSAGE_PRUNE_RATE.value,
-      server_message_prune_rate=_SERVER_MESSAGE_PRUNE_RATE.value,
-      mask_aggregation=_MASK_AGGREGATION.value, seed=_SEED.value,
-  )
+  process, keras_model_fn = algorithms.build_from_config(
+      flag_utils.flag_values_dict(sys.modules[__name__]))
   dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)
   os.makedirs(dirs.logdir, exist_ok=True)
   with execution.local_cpp_execution_context(
@@ -197,8 +185,7 @@ def main(argv):
         process, federated.train,
         # Built after the process: see BUILD_NOTES (Keras models built
         # before TFF traces model_fn cannot train afterwards).
-        keras_model=algorithms.create_keras_model(
-            _DATASET.value, seed=_SEED.value, prunable=prunable),
+        keras_model=keras_model_fn(),
         test_data=data.test_dataset(federated.test_images, federated.test_labels),
         total_rounds=_TOTAL_ROUNDS.value,
         clients_per_round=_CLIENTS_PER_ROUND.value,

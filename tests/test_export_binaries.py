@@ -66,7 +66,11 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(os.path.isfile(prefix + '.md'))
 
   @parameterized.named_parameters(
-      ('no_run_dir', export_binary, [], '--run_dir=None: is required'),
+      ('no_run_dir', export_binary, [], '--run_dir=None: give exactly one of --run_dir and --checkpoint'),
+      ('both', export_binary, ['--run_dir=a', '--checkpoint=b'], 'give exactly one of'),
+      ('not_checkpoint', export_binary, ['--checkpoint=/nonexistent/program_state_3'],
+       "--checkpoint='/nonexistent/program_state_3': '/nonexistent/program_state_3' is not a "
+       'checkpoint of a training run'),
       ('missing_run', export_binary, ['--run_dir=/nonexistent/run'],
        "--run_dir='/nonexistent/run': no final_model.keras at '/nonexistent/run'"),
       ('missing_onnx', benchmark_inference, ['--onnx=/nonexistent.onnx'],
@@ -85,6 +89,15 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(err, regex)
     self.assertLen(err.strip().splitlines(), 1, err)
     self.assertEmpty(os.listdir(out))
+
+  def test_checkpoint_without_config(self):
+    root = self.create_tempdir().full_path
+    state = os.path.join(root, 'checkpoints', 'exp', 'program_state_2')
+    os.makedirs(state)
+    code, _, err = _run(export_binary, [f'--checkpoint={state}'])
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, 'cannot read the run configuration .*results/exp/config.json')
+    self.assertLen(err.strip().splitlines(), 1, err)
 
   def test_corrupt_onnx(self):
     out = self.create_tempdir().full_path

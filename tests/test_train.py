@@ -16,6 +16,7 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
+from binaries import export as export_binary
 from binaries import flag_utils
 from binaries import train
 from tests import fixtures
@@ -106,6 +107,20 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(zeros, round(0.8 * sum(k.size for k in kernels)))
     self.assertEqual(summary['nonzero_params'],
                      sum(int((w != 0).sum()) for w in model.get_weights()))
+    # The last checkpoint exports to the same model.
+    err = io.StringIO()
+    with flagsaver.flagsaver(), contextlib.redirect_stderr(err):
+      old_argv, sys.argv = sys.argv, [
+          'export', f'--checkpoint={os.path.join(out, "checkpoints", "exp", "program_state_3")}']
+      try:
+        export_binary.run()
+      except SystemExit as e:
+        self.assertIn(e.code, (0, None), err.getvalue())
+      finally:
+        sys.argv = old_argv
+    with open(os.path.join(results, 'export_3', 'export_report.json')) as f:
+      report = json.load(f)
+    self.assertEqual(report['nonzero_params'], summary['nonzero_params'])
 
   @parameterized.named_parameters(
       ('final_sparsity', dict(algorithm='fedsparsify_global', final_sparsity=1.0),

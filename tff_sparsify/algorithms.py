@@ -173,3 +173,38 @@ def build_algorithm(
       server_optimizer_fn=server_optimizer,
       loop_implementation=loop_implementation,
   )
+
+
+def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProcess, Callable[[], tf.keras.Model]]:
+  """The process and Keras model of a training run, from its `config.json`.
+
+  Args:
+    config: the flag values `binaries/train.py` records (dataset, algorithm,
+      learning rates, schedule, message pruning, seed).
+
+  Returns:
+    (the learning process, a no-arg function building the matching Keras
+    model, wrapped for pruning when the process prunes).
+  """
+  name = config['algorithm']
+  client_rate = config.get('client_message_prune_rate', 0.0)
+  server_rate = config.get('server_message_prune_rate', 0.0)
+  prunable = uses_fed_sparsify(name, client_rate, server_rate)
+  schedule = None
+  if name in SPARSIFYING:
+    schedule = schedules.FedSparsifySchedule(
+        config['final_sparsity'], config['total_rounds'],
+        initial_sparsity=(config['final_sparsity'] if name == 'oneshot_pruning'
+                          else config['initial_sparsity']),
+        sparsify_start_round=config['sparsify_start_round'],
+        sparsify_frequency=config['sparsify_frequency'],
+        sparsify_exponent=config['sparsify_exponent'])
+  process = build_algorithm(
+      name, build_model_fn(config['dataset'], seed=config['seed'], prunable=prunable),
+      client_learning_rate=config['client_learning_rate'],
+      server_learning_rate=config['server_learning_rate'],
+      client_momentum=config['client_momentum'],
+      proximal_strength=config['proximal_strength'], schedule=schedule,
+      mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
+      client_message_prune_rate=client_rate, server_message_prune_rate=server_rate)
+  return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)

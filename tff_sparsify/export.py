@@ -13,8 +13,10 @@ and reports the raw and gzip'd ONNX size (zeros do not shrink a file, gzip
 shows the gain; the paper's "Model Size") and the non-zero parameter count.
 """
 
+import asyncio
 import dataclasses
 import gzip
+import json
 import os
 from typing import Optional
 
@@ -90,6 +92,69 @@ def load_run_model(path: str) -> tf.keras.Model:
     return tf.keras.models.load_model(candidate, compile=False)
   except Exception as e:  # Keras raises many types for a corrupt file.
     raise ExportError(f'cannot read the Keras model {candidate!r}: {e}') from e
+
+
+def load_checkpoint_model(path: str) -> tf.keras.Model:
+  """The global model of a training checkpoint, as a Keras model.
+
+  Args:
+    path: `{root_output_dir}/checkpoints/{experiment}/program_state_N`, or
+      `{root_output_dir}/checkpoints/{experiment}` for its latest version.
+      The run's `results/{experiment}/config.json` rebuilds the process.
+
+  Raises:
+    ExportError: naming the path, if it is not such a checkpoint or cannot be
+      read.
+  """
+  from tensorflow_federated import program as tff_program  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import algorithms  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import execution  # pylint: disable=g-import-not-at-top
+
+  path = os.path.normpath(path)
+  version = None
+  experiment_dir = path
+  if os.path.basename(path).startswith('program_state_'):
+    experiment_dir = os.path.dirname(path)
+    try:
+      version = int(os.path.basename(path)[len('program_state_'):])
+    except ValueError:
+      raise ExportError(f'{path!r} is not a program_state_N directory') from None
+  checkpoints_dir = os.path.dirname(experiment_dir)
+  if not os.path.isdir(path) or os.path.basename(checkpoints_dir) != 'checkpoints':
+    raise ExportError(f'{path!r} is not a checkpoint of a training run '
+                      '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
+  experiment = os.path.basename(experiment_dir)
+  config_path = os.path.join(os.path.dirname(checkpoints_dir), 'results', experiment, 'config.json')
+  try:
+    with open(config_path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ExportError(f'cannot read the run configuration {config_path!r}: {e}') from e
+  process, keras_model_fn = algorithms.build_from_config(config)
+  manager = tff_program.FileProgramStateManager(experiment_dir)
+  # Not asyncio.run: it leaves no current event loop behind, and TFF's
+  # training loop (`asyncio.get_event_loop()`) then fails in this thread.
+  loop = asyncio.new_event_loop()
+  try:
+    with execution.local_cpp_execution_context():
+      structure = process.initialize()
+      if version is None:
+        versions = loop.run_until_complete(manager.get_versions())
+        if not versions:
+          raise ExportError(f'no program_state_N in {path!r}')
+        version = max(versions)
+      state = loop.run_until_complete(manager.load(version, structure))
+      weights = process.get_model_weights(state)
+  except ExportError:
+    raise
+  except Exception as e:  # TFF and TF raise many types for a corrupt state.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ExportError(f'cannot load checkpoint {path!r}: {first_line}') from e
+  finally:
+    loop.close()
+  model = keras_model_fn()
+  weights.assign_weights_to(model)
+  return model
 
 
 def _strip(model: tf.keras.Model) -> tf.keras.Model:
