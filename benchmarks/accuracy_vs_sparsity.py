@@ -223,7 +223,11 @@ def main(argv):
       '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
       *['| ' + ' | '.join(str(s[k]) for k in header) + ' |' for s in summaries],
       '', "Paper's Table 2 (200 rounds x 4 epochs): FedAvg 0.7489; Global 0.74 / 0.749 / "
-      '0.735 / 0.687 at 0.8 / 0.9 / 0.95 / 0.99.', '', 'Targets (paper protocol):',
+      '0.735 / 0.687 at 0.8 / 0.9 / 0.95 / 0.99.', '',
+      'median_round_seconds comes from runs made one after the other on a shared '
+      'machine (other benchmarks ran beside some of them): it is not a side-by-side '
+      'comparison; see round_time_fedsparsify.md for that.', '',
+      'Targets (set for the paper protocol; checked here on this run):',
       *_targets({s['config']: s for s in summaries}),
   ]
   with open(stem + '.md', 'w') as f:
