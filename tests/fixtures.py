@@ -1,9 +1,13 @@
-"""Small, learnable FashionMNIST-format IDX files for tests."""
+"""Test fixtures: small FashionMNIST-format IDX files, running binaries in process."""
 
+import contextlib
 import gzip
+import io
 import os
 import struct
+import sys
 
+from absl.testing import flagsaver
 import numpy as np
 
 FILES = dict(
@@ -46,3 +50,22 @@ def write_fashion_mnist_like(
     write_gz(os.path.join(directory, FILES[f'{split}_labels']),
              idx_bytes(labels, 2049))
   return directory
+
+
+def run_binary(module, argv):
+  """Runs a binary's `run()` in this process with `argv` (after the program name).
+
+  Returns (exit code, stdout, stderr); flags are restored afterwards.
+  """
+  out, err = io.StringIO(), io.StringIO()
+  code = 0
+  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    old_argv = sys.argv
+    sys.argv = [module.__name__.rsplit('.', 1)[-1]] + list(argv)
+    try:
+      module.run()
+    except SystemExit as e:
+      code = e.code
+    finally:
+      sys.argv = old_argv
+  return code or 0, out.getvalue(), err.getvalue()

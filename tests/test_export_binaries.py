@@ -1,12 +1,8 @@
 """Tests for binaries/export.py and binaries/benchmark_inference.py."""
 
-import contextlib
-import io
 import json
 import os
-import sys
 
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -14,23 +10,8 @@ import tensorflow_model_optimization as tfmot
 from binaries import benchmark_inference
 from binaries import export as export_binary
 from binaries import flag_utils
+from tests import fixtures
 from tests import test_export
-
-
-def _run(module, argv):
-  """Runs a binary's entry point in process; returns (exit code, stdout, stderr)."""
-  out, err = io.StringIO(), io.StringIO()
-  code = 0
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-    old_argv = sys.argv
-    sys.argv = [module.__name__] + argv
-    try:
-      module.run()
-    except SystemExit as e:
-      code = e.code
-    finally:
-      sys.argv = old_argv
-  return code or 0, out.getvalue(), err.getvalue()
 
 
 class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
@@ -45,7 +26,7 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_export_then_benchmark(self):
     out = self.create_tempdir().full_path
-    code, stdout, _ = _run(export_binary, [f'--run_dir={self.run_dir}', f'--output_dir={out}'])
+    code, stdout, _ = fixtures.run_binary(export_binary, [f'--run_dir={self.run_dir}', f'--output_dir={out}'])
     self.assertEqual(code, 0)
     self.assertIn('exported:', stdout)
     with open(os.path.join(out, 'export_report.json')) as f:
@@ -54,7 +35,7 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(os.path.isfile(os.path.join(out, 'export_report.md')))
 
     prefix = os.path.join(self.create_tempdir().full_path, 'timings')
-    code, stdout, _ = _run(benchmark_inference, [
+    code, stdout, _ = fixtures.run_binary(benchmark_inference, [
         f'--onnx={os.path.join(out, "model.onnx")}', '--batch_size=4',
         '--budget_seconds=0.1', '--warmup_seconds=0', f'--output={prefix}',
         '--runtime=onnxruntime', '--runtime=tensorflow'])
@@ -84,7 +65,7 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     out = self.create_tempdir().full_path
     extra = [f'--output={os.path.join(out, "t")}'] if module is benchmark_inference else [
         f'--output_dir={os.path.join(out, "e")}']
-    code, _, err = _run(module, argv + extra)
+    code, _, err = fixtures.run_binary(module, argv + extra)
     self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
     self.assertRegex(err, regex)
     self.assertLen(err.strip().splitlines(), 1, err)
@@ -94,7 +75,7 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     root = self.create_tempdir().full_path
     state = os.path.join(root, 'checkpoints', 'exp', 'program_state_2')
     os.makedirs(state)
-    code, _, err = _run(export_binary, [f'--checkpoint={state}'])
+    code, _, err = fixtures.run_binary(export_binary, [f'--checkpoint={state}'])
     self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
     self.assertRegex(err, 'cannot read the run configuration .*results/exp/config.json')
     self.assertLen(err.strip().splitlines(), 1, err)
@@ -104,7 +85,7 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     bad = os.path.join(out, 'bad.onnx')
     with open(bad, 'wb') as f:
       f.write(b'\x00garbage')
-    code, _, err = _run(benchmark_inference, [f'--onnx={bad}', f'--output={out}/t'])
+    code, _, err = fixtures.run_binary(benchmark_inference, [f'--onnx={bad}', f'--output={out}/t'])
     self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
     self.assertRegex(err, 'is not a valid ONNX model')
     self.assertEqual(os.listdir(out), ['bad.onnx'])

@@ -1,8 +1,6 @@
 """Tests for binaries/train.py: smoke, bad flags, crash safety, no orphans."""
 
-import contextlib
 import csv
-import io
 import json
 import os
 import signal
@@ -10,7 +8,6 @@ import subprocess
 import sys
 import time
 
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 import psutil
@@ -37,19 +34,9 @@ def _argv(data_dir, out_dir, **overrides):
 
 
 def _run_in_process(argv):
-  """Runs the binary's entry point; returns (exit code, stderr)."""
-  err = io.StringIO()
-  code = 0
-  with flagsaver.flagsaver(), contextlib.redirect_stderr(err):
-    old_argv = sys.argv
-    sys.argv = argv
-    try:
-      train.run()
-    except SystemExit as e:
-      code = e.code
-    finally:
-      sys.argv = old_argv
-  return code, err.getvalue()
+  """Runs the training binary in process; returns (exit code, stderr)."""
+  code, _, err = fixtures.run_binary(train, argv[1:])
+  return code, err
 
 
 class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
@@ -108,16 +95,9 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(summary['nonzero_params'],
                      sum(int((w != 0).sum()) for w in model.get_weights()))
     # The last checkpoint exports to the same model.
-    err = io.StringIO()
-    with flagsaver.flagsaver(), contextlib.redirect_stderr(err):
-      old_argv, sys.argv = sys.argv, [
-          'export', f'--checkpoint={os.path.join(out, "checkpoints", "exp", "program_state_3")}']
-      try:
-        export_binary.run()
-      except SystemExit as e:
-        self.assertIn(e.code, (0, None), err.getvalue())
-      finally:
-        sys.argv = old_argv
+    code, _, err = fixtures.run_binary(export_binary, [
+        f'--checkpoint={os.path.join(out, "checkpoints", "exp", "program_state_3")}'])
+    self.assertEqual(code, 0, err)
     with open(os.path.join(results, 'export_3', 'export_report.json')) as f:
       report = json.load(f)
     self.assertEqual(report['nonzero_params'], summary['nonzero_params'])
