@@ -27,7 +27,6 @@ from binaries import flag_utils
 from tff_sparsify import algorithms
 from tff_sparsify import data
 from tff_sparsify import execution
-from tff_sparsify import schedules
 from tff_sparsify import training
 
 _DATASET = flags.DEFINE_enum(
@@ -106,21 +105,13 @@ _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'The same for the model the server broadcasts.')
 
 
-def _schedule() -> schedules.FedSparsifySchedule:
-  """The schedule of the flags; a bad value fails naming its flag."""
-  holders = dict(
-      final_sparsity=_FINAL_SPARSITY, initial_sparsity=_INITIAL_SPARSITY,
-      sparsify_start_round=_SPARSIFY_START_ROUND,
-      sparsify_frequency=_SPARSIFY_FREQUENCY,
-      sparsify_exponent=_SPARSIFY_EXPONENT, total_rounds=_TOTAL_ROUNDS)
-  kwargs = {name: holder.value for name, holder in holders.items()}
-  if _ALGORITHM.value == 'oneshot_pruning':
-    kwargs['initial_sparsity'] = kwargs['final_sparsity']
+def _check_schedule_flags():
+  """Builds the schedule of the flags once; a bad value fails naming its flag."""
   try:
-    return schedules.FedSparsifySchedule(**kwargs)
+    algorithms.schedule_from_config(flag_utils.flag_values_dict(sys.modules[__name__]))
   except ValueError as e:
-    name = str(e).split(' ', 1)[0]
-    flag_utils.fail(holders[name], str(e).split(' ', 1)[1])
+    name, reason = str(e).split(' ', 1)
+    flag_utils.fail(flags.FLAGS[name], reason)
 
 
 def _validate_flags():
@@ -140,7 +131,7 @@ def _validate_flags():
   if _ALGORITHM.value == 'fedavg_momentum' and _CLIENT_MOMENTUM.value == 0:
     flag_utils.fail(_CLIENT_MOMENTUM, 'must be > 0 for --algorithm=fedavg_momentum')
   if _ALGORITHM.value in algorithms.SPARSIFYING:
-    _schedule()
+    _check_schedule_flags()
   for holder in (_CLIENT_MESSAGE_PRUNE_RATE, _SERVER_MESSAGE_PRUNE_RATE):
     if not 0 <= holder.value < 1:
       flag_utils.fail(holder, 'must be in [0, 1)')

@@ -175,6 +175,21 @@ def build_algorithm(
   )
 
 
+def schedule_from_config(config: dict) -> schedules.FedSparsifySchedule:
+  """The sparsity schedule of a run's flag values (`oneshot_pruning`: S_0 = S_T).
+
+  Raises:
+    ValueError: naming the schedule argument (= flag) that is out of range.
+  """
+  final = config['final_sparsity']
+  return schedules.FedSparsifySchedule(
+      final, config['total_rounds'],
+      initial_sparsity=final if config['algorithm'] == 'oneshot_pruning' else config['initial_sparsity'],
+      sparsify_start_round=config['sparsify_start_round'],
+      sparsify_frequency=config['sparsify_frequency'],
+      sparsify_exponent=config['sparsify_exponent'])
+
+
 def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProcess, Callable[[], tf.keras.Model]]:
   """The process and Keras model of a training run, from its `config.json`.
 
@@ -190,15 +205,7 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
   client_rate = config.get('client_message_prune_rate', 0.0)
   server_rate = config.get('server_message_prune_rate', 0.0)
   prunable = uses_fed_sparsify(name, client_rate, server_rate)
-  schedule = None
-  if name in SPARSIFYING:
-    schedule = schedules.FedSparsifySchedule(
-        config['final_sparsity'], config['total_rounds'],
-        initial_sparsity=(config['final_sparsity'] if name == 'oneshot_pruning'
-                          else config['initial_sparsity']),
-        sparsify_start_round=config['sparsify_start_round'],
-        sparsify_frequency=config['sparsify_frequency'],
-        sparsify_exponent=config['sparsify_exponent'])
+  schedule = schedule_from_config(config) if name in SPARSIFYING else None
   process = build_algorithm(
       name, build_model_fn(config['dataset'], seed=config['seed'], prunable=prunable),
       client_learning_rate=config['client_learning_rate'],
