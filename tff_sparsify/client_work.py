@@ -7,10 +7,11 @@ Stripelis et al., Algorithm 1, procedure Client(w, m, E, s_t):
 
 Shaped like TFF's `model_delta_client_work`: clients send the model delta
 `initial - trained`, weighted by their example count (zero weight and zero
-delta if it is not finite). The gradient is masked before every optimizer step
-and the weights after it, so a pruned weight is zero after every client step,
-client momentum included (the tfmot wrapper alone re-zeroes it only before the
-next forward pass). In local mode the client prunes its trained model to s_t
+delta if it is not finite). The weights are masked after every optimizer
+step, so a pruned weight is zero after every client step, client momentum
+included (the tfmot wrapper alone re-zeroes it only before the next forward
+pass). The gradient itself is not masked: TFF's optimizers are element-wise,
+so optimizer state at a pruned position never reaches a kept one. In local mode the client prunes its trained model to s_t
 by global magnitude (already pruned weights stay pruned) and sends its mask
 beside the delta: `OrderedDict(model_delta=..., mask=...)`.
 
@@ -160,10 +161,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       with tf.GradientTape() as tape:
         output = model.forward_pass(batch, training=True)
       gradients = tape.gradient(output.loss, trainable)
-      gradients = tuple(g if m is None else masks_lib.mask_tensor(g, m)
-                        for g, m in zip(gradients, masks))
       optimizer_state, updated = optimizer.next(
-          optimizer_state, tuple(trainable), gradients)
+          optimizer_state, tuple(trainable), tuple(gradients))
       for variable, value, mask in zip(trainable, updated, masks):
         variable.assign(value if mask is None else masks_lib.mask_tensor(value, mask))
       if output.num_examples is None:
