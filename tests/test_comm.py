@@ -108,6 +108,21 @@ class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
       expected = len(comm.encode(x, methods=comm.METHODS))
       self.assertEqual(int(comm.tf_encoded_size(tf.constant(x))), expected, (sparsity, shape))
 
+  def test_rice_bisection_equals_exhaustive_search(self):
+    rng = np.random.default_rng(7)
+    cases = [
+        np.zeros(50, np.int64),  # Dense: every gap 0.
+        rng.geometric(0.01, 5000) - 1,
+        rng.geometric(0.5, 300) - 1,
+        np.concatenate([np.zeros(1000, np.int64), [2**30]]),  # One huge gap.
+        np.concatenate([rng.integers(0, 3, 200), rng.integers(2**20, 2**21, 200)]),
+        np.array([2**31 - 1], np.int64),
+    ] + [rng.integers(0, 2**rng.integers(1, 31), rng.integers(1, 500)) for _ in range(30)]
+    for gaps in cases:
+      expected = min(comm._rice_bits(gaps, k) for k in range(comm._MAX_RICE_K))
+      got = comm._tf_min_rice_bits(tf.constant(gaps, tf.int64), tf.constant(gaps.size, tf.int64))
+      self.assertEqual(int(got), expected, gaps[:5])
+
   def test_inside_tf_function_with_special_values(self):
     x = np.array([[np.nan, -0.0], [0.0, 1.0]], np.float32)
     size = tf.function(comm.tf_encoded_size)(tf.constant(x))

@@ -41,6 +41,27 @@ class MagnitudeMasksTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(np.all(np.asarray(second[0])[np.asarray(first[0]) == 0] == 0))
 
 
+  @parameterized.parameters(0.0, 0.3, 0.5, 0.9, 0.999, 1.0)
+  def test_equals_a_stable_sort_with_many_ties(self, s):
+    rng = np.random.default_rng(int(s * 1000))
+    # Few distinct magnitudes, zeros and -0.0 among them: ties everywhere.
+    weights = [np.round(rng.normal(size=(40, 30)), 1).astype(np.float32),
+               np.round(rng.normal(size=(333,)), 1).astype(np.float32) * -1.0]
+    flat = np.abs(np.concatenate([w.ravel() for w in weights]))
+    k = int(np.floor(s * flat.size + 0.5))
+    expected = np.ones(flat.size, np.float32)
+    expected[np.argsort(flat, kind='stable')[:k]] = 0
+    got = np.concatenate([np.ravel(m) for m in masks.magnitude_masks(weights, s)])
+    self.assertAllEqual(got, expected)
+
+  def test_order_keys_follow_float_order(self):
+    x = np.array([3.0, -np.inf, -2.5, -0.0, 0.0, 1e-45, -1e-45, np.inf, -1.0, 7.0],
+                 np.float32)
+    keys = np.asarray(masks._order_keys(tf.constant(x)))
+    self.assertAllEqual(np.argsort(keys, kind='stable'), np.argsort(x, kind='stable'))
+    self.assertLess(keys[3], keys[4])  # -0.0 ranks before +0.0.
+
+
 class RandomMasksTest(tf.test.TestCase):
 
   def test_random_keeps_pruned_and_counts(self):

@@ -7,13 +7,16 @@ Stripelis et al., Algorithm 1, procedure Client(w, m, E, s_t):
 
 Shaped like TFF's `model_delta_client_work`: clients send the model delta
 `initial - trained`, weighted by their example count (zero weight and zero
-delta if it is not finite). The weights are masked after every optimizer
-step, so a pruned weight is zero after every client step, client momentum
-included (the tfmot wrapper alone re-zeroes it only before the next forward
-pass). The gradient itself is not masked: TFF's optimizers are element-wise,
-so optimizer state at a pruned position never reaches a kept one. In local mode the client prunes its trained model to s_t
-by global magnitude (already pruned weights stay pruned) and sends its mask
-beside the delta: `OrderedDict(model_delta=..., mask=...)`.
+delta if it is not finite). The weights are masked when they arrive and
+after every optimizer step, so a pruned weight is zero after every client
+step, client momentum included. The tfmot wrappers' own per-step work
+(`weight * mask` before each forward pass, step increment, assert, schedule
+cond) is then redundant and skipped (`pruning.skip_wrapper_updates`): it
+doubled the local training time. The gradient itself is not masked: TFF's
+optimizers are element-wise, so optimizer state at a pruned position never
+reaches a kept one. In local mode the client prunes its trained model to
+s_t by global magnitude (already pruned weights stay pruned) and sends its
+mask beside the delta: `OrderedDict(model_delta=..., mask=...)`.
 
 Measurements (Appendix E of the paper, in parameters): `params_downloaded`,
 the non-zero trainable parameters the clients received; `params_uploaded`,
@@ -142,19 +145,27 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
   """The per-client `tf.function`, as TFF's model delta client update."""
   model = model_fn()
   layout = pruning_layout(model)
+  # The weights are masked below after every step, so the wrappers' own
+  # per-step work is redundant (and costs as much as the training itself).
+  pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
   reduce_loop = _reduce_loop(loop_implementation)
 
   @tf.function
   def client_update(initial_weights, data, should_prune, sparsity):
     weights = tff.learning.models.ModelWeights.from_model(model)
     tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
-    # The wrapper asserts pruning_step >= 1 in training, which tfmot's
-    # UpdatePruningStep callback would ensure; TFF runs no Keras callbacks.
-    for i in layout.steps:
-      step = weights.non_trainable[i]
-      step.assign(tf.maximum(step, tf.ones_like(step)))
     trainable = list(weights.trainable)
-    masks = layout.masks_by_trainable(initial_weights.non_trainable)
+    keep = [None if m is None else tf.not_equal(m, 0)
+            for m in layout.masks_by_trainable(initial_weights.non_trainable)]
+
+    def masked(value, kept):
+      # As masks_lib.mask_tensor (+0.0 where pruned), the comparison hoisted.
+      return value if kept is None else tf.where(kept, value, 0.0)
+
+    # What the wrappers would do before the first forward pass; a global
+    # model from the server is already masked, one set by the user may not be.
+    for variable, kept in zip(trainable, keep):
+      variable.assign(masked(variable, kept))
 
     def reduce_fn(state, batch):
       num_examples, optimizer_state = state
@@ -163,8 +174,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       gradients = tape.gradient(output.loss, trainable)
       optimizer_state, updated = optimizer.next(
           optimizer_state, tuple(trainable), tuple(gradients))
-      for variable, value, mask in zip(trainable, updated, masks):
-        variable.assign(value if mask is None else masks_lib.mask_tensor(value, mask))
+      for variable, value, kept in zip(trainable, updated, keep):
+        variable.assign(masked(value, kept))
       if output.num_examples is None:
         num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
       else:

@@ -235,6 +235,26 @@ def _tf_varint_bytes(value):
   return groups
 
 
+def _tf_min_rice_bits(gaps, nnz):
+  """min over k in [0, _MAX_RICE_K) of the Rice code length, by bisection.
+
+  The length f(k) = sum(g >> k) + nnz * (1 + k) is convex in k: f(k+1) -
+  f(k) = nnz - sum(ceil((g >> k) / 2)), and g >> k, hence its halved
+  ceiling, does not grow with k. So bisecting on the sign of that
+  difference finds the minimum the encoder's exhaustive search finds, with
+  5 passes over the gaps instead of 32 (this runs for every client's tensors
+  every round).
+  """
+  lo = tf.constant(0, tf.int64)
+  hi = tf.constant(_MAX_RICE_K - 1, tf.int64)
+  for _ in range((_MAX_RICE_K - 1).bit_length()):
+    mid = (lo + hi) // 2
+    shifted = tf.bitwise.right_shift(gaps, mid)
+    rising = nnz >= tf.reduce_sum(shifted - tf.bitwise.right_shift(shifted, 1))
+    lo, hi = tf.where(rising, lo, mid + 1), tf.where(rising, mid, hi)
+  return tf.reduce_sum(tf.bitwise.right_shift(gaps, lo)) + nnz * (1 + lo)
+
+
 def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
   flat = tf.reshape(x, [-1])
   n = tf.size(flat, out_type=tf.int64)
@@ -253,10 +273,7 @@ def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
   indices = sparse_header + tf.cast(width, tf.int64) * nnz + values
   positions = tf.where(present)[:, 0]
   gaps = positions - tf.concat([[-1], positions[:-1]], 0) - 1
-  rice_bits = tf.reduce_min(tf.stack([
-      tf.reduce_sum(tf.bitwise.right_shift(gaps, k)) + nnz * (1 + k)
-      for k in range(_MAX_RICE_K)]))
-  rice_bits = tf.where(nnz > 0, rice_bits, 0)
+  rice_bits = tf.where(nnz > 0, _tf_min_rice_bits(gaps, nnz), 0)
   golomb = sparse_header + 1 + (rice_bits + 7) // 8 + values
   candidates = [bitmap, indices, golomb] + ([] if mask else [4 * n])
   return header + tf.reduce_min(tf.stack(candidates))

@@ -10,7 +10,15 @@ Two tfmot behaviours the learning process must handle (see BUILD_NOTES.md):
 - the mask is applied before each forward pass, so the weights are dense
   again after the last optimizer step: apply the masks once more
   (`apply_wrapper_masks`) before a model leaves the client.
+
+A wrapper in training also runs, at every step, a step increment, that
+assert, a `tf.cond` over the schedule and the `weight * mask` assignment:
+on the FashionMNIST FC that doubles the time of a client's local epoch
+(BUILD_NOTES.md). A training loop that masks the weights itself after every
+optimizer step needs none of it and can call `skip_wrapper_updates`.
 """
+
+import inspect
 
 from typing import Sequence
 
@@ -64,6 +72,28 @@ def set_pruning_step(model: tf.keras.Model, step: int):
   """Sets every wrapper's `pruning_step` (tfmot requires >= 1 in training)."""
   for layer in wrappers(model):
     layer.pruning_step.assign(tf.cast(step, tf.int64))
+
+
+def skip_wrapper_updates(model: tf.keras.Model):
+  """Makes the wrappers of `model` call their layer without per-step updates.
+
+  The wrappers then run only the wrapped layer's own `call` (passing on
+  `training` where it takes it), in training too: no step increment, no
+  assert, no schedule `tf.cond`, no `weight * mask` assignment. The caller
+  takes over the masking: the weights must already be masked before each
+  forward pass (as FedSparsify's client work does after every optimizer
+  step). Only this model instance is changed; masks and steps stay variables.
+  """
+  for layer in wrappers(model):
+    inner = layer.layer
+    takes_training = 'training' in inspect.getfullargspec(inner.call).args
+
+    def call(inputs, training=None, _inner=inner, _takes=takes_training, **kwargs):
+      if _takes:
+        kwargs['training'] = training
+      return _inner.call(inputs, **kwargs)
+
+    layer.call = call
 
 
 def apply_wrapper_masks(model: tf.keras.Model):
