@@ -103,6 +103,12 @@ _CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
 _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'server_message_prune_rate', 0.0,
     'The same for the model the server broadcasts.')
+_QUANTIZE_BITS = flags.DEFINE_integer(
+    'quantize_bits', 0,
+    'If not 0, the uploaded model deltas are aggregated with TFF\'s uniform '
+    'quantization at this many bits, in [1, 16] (tff.aggregators.'
+    'EncodedSumFactory.quantize_above_threshold, tensors over 20000 '
+    'elements), stackable with the message prune rates. Not with fedprox.')
 
 
 def _check_schedule_flags():
@@ -137,6 +143,11 @@ def _validate_flags():
       flag_utils.fail(holder, 'must be in [0, 1)')
     if holder.value and _ALGORITHM.value == 'fedprox':
       flag_utils.fail(holder, 'must be 0 for --algorithm=fedprox')
+  if _QUANTIZE_BITS.value and _ALGORITHM.value == 'fedprox':
+    flag_utils.fail(_QUANTIZE_BITS, 'must be 0 for --algorithm=fedprox')
+  if _QUANTIZE_BITS.value != 0 and not 1 <= _QUANTIZE_BITS.value <= 16:
+    flag_utils.fail(_QUANTIZE_BITS, 'must be 0 (off) or in [1, 16], what TFF\'s '
+                    'uniform quantization supports')
   if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
   if not _EXPERIMENT_NAME.value is None and (

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify import algorithms
+from tff_sparsify import comm
 from tff_sparsify import execution
 
 
@@ -92,3 +93,45 @@ class MessagePruningTest(tf.test.TestCase):
       algorithms.build_algorithm(
           'fedprox', algorithms.build_model_fn('fashion_mnist', prunable=True),
           client_learning_rate=0.1, client_message_prune_rate=0.5)
+
+
+class QuantizationTest(tf.test.TestCase):
+
+  def test_stacked_with_message_pruning_counts_what_tff_sends(self):
+    self.assertTrue(algorithms.uses_fed_sparsify('fedavg', quantize_bits=8))
+    process = algorithms.build_algorithm(
+        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
+        client_learning_rate=0.1, client_message_prune_rate=0.5, quantize_bits=8)
+    with execution.local_cpp_execution_context():
+      state = process.initialize()
+      before = process.get_model_weights(state).trainable
+      rounds = []
+      for _ in range(2):
+        out = process.next(state, _client_datasets())
+        state = out.state
+        rounds.append(out.metrics['client_work'])
+      after = process.get_model_weights(state).trainable
+    self.assertFalse(np.allclose(before[0], after[0]))
+    # The 784x128 kernel (over TFF's 20000-element threshold) goes as 8-bit
+    # levels, zeros included; the other tensors in their lossless encoding.
+    kernel = comm.quantized_size(784 * 128, 8)
+    self.assertEqual(kernel, 8 + 4 * -(-784 * 128 * 8 // 28))
+    for metrics in rounds:
+      uploaded = metrics['communication']['bytes_uploaded']
+      self.assertGreater(uploaded, 2 * kernel)
+      self.assertLess(uploaded, 2 * (kernel + 4 * (118_282 - 784 * 128) + 200))
+    cumulative = rounds[1]['cumulative']
+    for key in ('bytes_uploaded', 'bytes_downloaded', 'transmission_mbits'):
+      self.assertAllClose(cumulative[key], sum(r['communication'][key] for r in rounds))
+
+  def test_bad_bits(self):
+    for bits in (17, -1, 8.0, True):
+      with self.assertRaisesRegex(
+          ValueError, r'quantize_bits must be 0 \(no quantization\) or an integer in \[1, 16\]'):
+        algorithms.build_algorithm(
+            'fedavg', algorithms.build_model_fn('fashion_mnist', prunable=True),
+            client_learning_rate=0.1, quantize_bits=bits)
+    with self.assertRaisesRegex(ValueError, 'quantize_bits must be 0 for fedprox'):
+      algorithms.build_algorithm(
+          'fedprox', algorithms.build_model_fn('fashion_mnist'),
+          client_learning_rate=0.1, quantize_bits=8)

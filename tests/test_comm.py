@@ -3,6 +3,7 @@
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
+from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # pylint: disable=g-direct-tensorflow-import
 
 from tff_sparsify import comm
 
@@ -144,3 +145,28 @@ class MaskTest(tf.test.TestCase, parameterized.TestCase):
     mask = np.zeros(800, np.float32)
     mask[::2] = 1
     self.assertLen(comm.encode_mask(mask, methods=['bitmap']), 3 + 2 + 2 + 100)
+
+
+class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.product(bits=[1, 7, 8, 16], n=[20001, 100352])
+  def test_equals_tffs_encoder_output(self, bits, n):
+    x = tf.constant(np.random.default_rng(bits).normal(size=n).astype(np.float32))
+    encoder = te.encoders.as_simple_encoder(
+        te.encoders.uniform_quantization(bits), tf.TensorSpec(x.shape, x.dtype))
+    encoded, _ = encoder.encode(x, encoder.initial_state())
+    written = sum(t.dtype.size * t.shape.num_elements() for t in tf.nest.flatten(encoded))
+    self.assertEqual(comm.quantized_size(n, bits), written)
+
+  def test_upload_size_quantizes_above_the_threshold_only(self):
+    small = tf.zeros([comm.QUANTIZATION_THRESHOLD], tf.float32)
+    big = tf.zeros([comm.QUANTIZATION_THRESHOLD + 1], tf.float32)
+    self.assertEqual(int(comm.tf_upload_size(small, 8)), int(comm.tf_encoded_size(small)))
+    self.assertEqual(int(comm.tf_upload_size(big, 8)),
+                     comm.quantized_size(comm.QUANTIZATION_THRESHOLD + 1, 8))
+    self.assertEqual(int(comm.tf_upload_size(big, 0)), int(comm.tf_encoded_size(big)))
+
+  @parameterized.parameters(17, -1, 2.5, True, '8')
+  def test_bad_bits(self, bits):
+    with self.assertRaisesRegex(ValueError, r'quantize_bits must be 0 .* got'):
+      comm.check_quantize_bits(bits)

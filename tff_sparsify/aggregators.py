@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import comm
+
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 
 
@@ -54,6 +56,25 @@ def check_mask_aggregation(mask_aggregation: str):
   if mask_aggregation not in MASK_AGGREGATIONS:
     raise ValueError(
         f'mask_aggregation must be one of {MASK_AGGREGATIONS}, got {mask_aggregation!r}')
+
+
+def quantized_mean_factory(
+    quantize_bits: int, threshold: int = comm.QUANTIZATION_THRESHOLD,
+) -> tff.aggregators.WeightedAggregationFactory:
+  """TFF's weighted mean with the clients' values uniformly quantized.
+
+  `tff.aggregators.MeanFactory` over
+  `tff.aggregators.EncodedSumFactory.quantize_above_threshold`: each tensor
+  with more than `threshold` elements is sent as `quantize_bits`-bit levels
+  between its minimum and maximum (stochastic rounding), as in
+  `tff.learning.compression_aggregator`. `comm.quantized_size` is its size.
+  """
+  comm.check_quantize_bits(quantize_bits)
+  if quantize_bits == 0:
+    raise ValueError('quantize_bits must be in [1, 16] to quantize, got 0')
+  return tff.aggregators.MeanFactory(
+      tff.aggregators.EncodedSumFactory.quantize_above_threshold(
+          quantization_bits=int(quantize_bits), threshold=threshold))
 
 
 def weighted_factory_or_mean(

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import comm
 from tff_sparsify import fed_sparsify
 from tff_sparsify import models
 from tff_sparsify import pruning
@@ -44,15 +45,18 @@ def loss_fn() -> tf.keras.losses.Loss:
 
 
 def uses_fed_sparsify(name: str, client_message_prune_rate: float = 0.0,
-                      server_message_prune_rate: float = 0.0) -> bool:
+                      server_message_prune_rate: float = 0.0,
+                      quantize_bits: int = 0) -> bool:
   """Whether `build_algorithm` builds it with `fed_sparsify` (a prunable model).
 
-  FedAvg with message pruning is FedSparsify with S_T = 0 (which equals TFF's
-  FedAvg when the rates are 0, tested).
+  FedAvg with message pruning or quantization is FedSparsify with S_T = 0
+  (which equals TFF's FedAvg when nothing compresses, tested), so that its
+  bytes are measured.
   """
   return name in SPARSIFYING or (
       name in ('fedavg', 'fedavg_momentum')
-      and (client_message_prune_rate > 0 or server_message_prune_rate > 0))
+      and (client_message_prune_rate > 0 or server_message_prune_rate > 0
+           or quantize_bits > 0))
 
 
 def create_keras_model(dataset: str, seed: int = 0, *, prunable: bool = False) -> tf.keras.Model:
@@ -99,6 +103,7 @@ def build_algorithm(
     seed: int = 0,
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
+    quantize_bits: int = 0,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
   """Builds a weighted (by examples) learning process by name.
@@ -121,6 +126,8 @@ def build_algorithm(
     client_message_prune_rate: message pruning of arXiv 2310.14693 at the
       clients (fedavg, fedavg_momentum and the `SPARSIFYING` algorithms).
     server_message_prune_rate: the same for the server's broadcast.
+    quantize_bits: 0, or the bits of TFF's uniform quantization of the
+      uploaded deltas, in [1, 16] (as `client_message_prune_rate`).
     loop_implementation: how clients iterate over their datasets.
 
   Returns:
@@ -143,7 +150,11 @@ def build_algorithm(
   if name == 'fedprox' and (client_message_prune_rate or server_message_prune_rate):
     raise ValueError('message pruning rates must be 0 for fedprox, got '
                      f'{client_message_prune_rate}, {server_message_prune_rate}')
-  if uses_fed_sparsify(name, client_message_prune_rate, server_message_prune_rate):
+  comm.check_quantize_bits(quantize_bits)
+  if name == 'fedprox' and quantize_bits:
+    raise ValueError(f'quantize_bits must be 0 for fedprox, got {quantize_bits}')
+  if uses_fed_sparsify(name, client_message_prune_rate, server_message_prune_rate,
+                       quantize_bits):
     if name not in SPARSIFYING:
       schedule = schedules.FedSparsifySchedule(0.0, 2)  # Never prunes.
     if schedule is None:
@@ -159,7 +170,7 @@ def build_algorithm(
         pruning_method='random' if name == 'random_pruning' else 'magnitude',
         seed=seed, client_message_prune_rate=client_message_prune_rate,
         server_message_prune_rate=server_message_prune_rate,
-        loop_implementation=loop_implementation)
+        quantize_bits=quantize_bits, loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(
@@ -204,7 +215,8 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
   name = config['algorithm']
   client_rate = config.get('client_message_prune_rate', 0.0)
   server_rate = config.get('server_message_prune_rate', 0.0)
-  prunable = uses_fed_sparsify(name, client_rate, server_rate)
+  quantize_bits = config.get('quantize_bits', 0)
+  prunable = uses_fed_sparsify(name, client_rate, server_rate, quantize_bits)
   schedule = schedule_from_config(config) if name in SPARSIFYING else None
   process = build_algorithm(
       name, build_model_fn(config['dataset'], seed=config['seed'], prunable=prunable),
@@ -213,5 +225,6 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
       client_momentum=config['client_momentum'],
       proximal_strength=config['proximal_strength'], schedule=schedule,
       mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
-      client_message_prune_rate=client_rate, server_message_prune_rate=server_rate)
+      client_message_prune_rate=client_rate, server_message_prune_rate=server_rate,
+      quantize_bits=quantize_bits)
   return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)

@@ -141,7 +141,8 @@ def check_message_prune_rate(name: str, rate: float):
     raise ValueError(f'{name} must be in [0, 1), got {rate}')
 
 
-def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate):
+def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate,
+                         quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD):
   """The per-client `tf.function`, as TFF's model delta client update."""
   model = model_fn()
   layout = pruning_layout(model)
@@ -207,7 +208,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       model.reset_metrics()
     client_weight = tf.where(
         non_finite, 0.0, tf.cast(num_examples, tf.float32))
-    bytes_uploaded = tf.add_n([comm.tf_encoded_size(t) for t in trained])
+    bytes_uploaded = tf.add_n([
+        comm.tf_upload_size(t, quantize_bits, quantize_threshold) for t in trained])
     if mode == 'local':
       update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
       mask_bits = tf.constant(
@@ -238,6 +240,8 @@ def build_fed_sparsify_client_work(
     *,
     mode: str = 'global',
     message_prune_rate: float = 0.0,
+    quantize_bits: int = 0,
+    quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.ClientWorkProcess:
@@ -254,17 +258,27 @@ def build_fed_sparsify_client_work(
     message_prune_rate: fraction of the uploaded weights, the smallest by
       magnitude over all trainable tensors, that clients zero before sending
       (message compression of arXiv 2310.14693); no persistent mask.
+    quantize_bits: if not 0, the bits per element of TFF's uniform
+      quantization applied to the uploaded deltas by the aggregator
+      (`aggregators.quantized_mean_factory`); `bytes_uploaded` then counts
+      tensors with more than `quantize_threshold` elements as TFF's encoder
+      writes them (`comm.quantized_size`). It changes only the counting.
+    quantize_threshold: see `quantize_bits`.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
   Returns:
-    A `tff.learning.templates.ClientWorkProcess` whose state is the round
-    number, with measurements `train` (the model's metrics) and the
-    parameter counts of the module docstring.
+    A `tff.learning.templates.ClientWorkProcess` whose state is
+    `OrderedDict(round_num, cumulative)`, with measurements `train` (the
+    model's metrics), `communication` (the round's counts of the module
+    docstring, summed over its clients) and `cumulative` (`bytes_downloaded`,
+    `bytes_uploaded` and `transmission_mbits` summed over all rounds so far;
+    kept in the state, so a resumed run goes on counting).
   """
   if mode not in MODES:
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
   check_message_prune_rate('client_message_prune_rate', message_prune_rate)
+  comm.check_quantize_bits(quantize_bits)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
@@ -277,9 +291,18 @@ def build_fed_sparsify_client_work(
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
   weights_type = tff.learning.models.weights_type_from_model(model)
 
+  @tff.tensorflow.computation
+  def initial_state():
+    return collections.OrderedDict(
+        round_num=tf.constant(0, tf.int32),
+        cumulative=collections.OrderedDict(
+            bytes_downloaded=tf.constant(0, tf.int64),
+            bytes_uploaded=tf.constant(0, tf.int64),
+            transmission_mbits=tf.constant(0.0, tf.float64)))
+
   @tff.federated_computation
   def init_fn():
-    return tff.federated_value(np.int32(0), tff.SERVER)
+    return tff.federated_eval(initial_state, tff.SERVER)
 
   @tff.tensorflow.computation(np.int32)
   def schedule_fn(round_num):
@@ -288,12 +311,29 @@ def build_fed_sparsify_client_work(
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
     client_update = _build_client_update(
-        model_fn, optimizer, mode, loop_implementation, message_prune_rate)
+        model_fn, optimizer, mode, loop_implementation, message_prune_rate,
+        quantize_bits, quantize_threshold)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
-  @tff.tensorflow.computation(np.int32)
-  def increment(round_num):
-    return round_num + 1
+  state_type = initial_state.type_signature.result
+
+  @tff.tensorflow.computation(state_type)
+  def increment(state):
+    return state['round_num'] + 1
+
+  communication_type = client_update_computation.type_signature.result[2]
+
+  @tff.tensorflow.computation(np.int32, state_type, communication_type)
+  def accumulate(round_num, state, communication):
+    cumulative = state['cumulative']
+    return collections.OrderedDict(
+        round_num=round_num,
+        cumulative=collections.OrderedDict(
+            (key, cumulative[key] + communication[key]) for key in cumulative))
+
+  @tff.tensorflow.computation(state_type)
+  def get_cumulative(state):
+    return state['cumulative']
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -306,9 +346,13 @@ def build_fed_sparsify_client_work(
         client_update_computation,
         (weights, client_data, tff.federated_broadcast(should_prune),
          tff.federated_broadcast(sparsity)))
+    round_communication = tff.federated_sum(communication)
+    new_state = tff.federated_map(
+        accumulate, (round_num, state, round_communication))
     measurements = tff.federated_zip(collections.OrderedDict(
         train=metrics_aggregation_fn(model_outputs),
-        communication=tff.federated_sum(communication)))
-    return tff.templates.MeasuredProcessOutput(round_num, client_result, measurements)
+        communication=round_communication,
+        cumulative=tff.federated_map(get_cumulative, new_state)))
+    return tff.templates.MeasuredProcessOutput(new_state, client_result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -18,8 +18,15 @@ kept. Lossless methods (decode(encode(x)) == x bit for bit, NaN payloads and
 `float16=True` stores float values as float16 (lossy, and the header says
 so). A message starts with a small header (method, dtype, shape, non-zero
 count, as LEB128 varints), so it is self-describing.
+
+Uploads quantized by TFF (`tff.aggregators.EncodedSumFactory.
+quantize_above_threshold`, see `aggregators.quantized_mean_factory`) are
+counted as TFF's encoder writes them (`quantized_size`): it quantizes every
+element of a tensor with more than `QUANTIZATION_THRESHOLD` elements, zeros
+included, so sparsity no longer shortens such a tensor.
 """
 
+import math
 import zlib
 from typing import Iterable, Sequence
 
@@ -35,6 +42,39 @@ _ZLIB_FLAG = 0x10
 _FLOAT16_FLAG = 0x20
 _MASK_FLAG = 0x40
 SPARSE_METHODS = METHODS[1:]
+# What tff.aggregators' uniform quantization accepts, and its default
+# threshold (tensors with more elements than this are quantized).
+QUANTIZATION_BITS = range(1, 17)
+QUANTIZATION_THRESHOLD = 20000
+_BITPACK_WORD_BITS = 28  # tensor_encoding's BitpackingEncodingStage.
+
+
+def check_quantize_bits(bits, name: str = 'quantize_bits'):
+  """0 (off) or an integer in [1, 16]; ValueError naming `name` otherwise."""
+  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or (
+      bits != 0 and bits not in QUANTIZATION_BITS):
+    raise ValueError(
+        f'{name} must be 0 (no quantization) or an integer in [1, 16] (what '
+        f'tff.aggregators uniform quantization supports), got {bits!r}')
+
+
+def quantized_size(num_elements: int, bits: int) -> int:
+  """Bytes of TFF's uniform quantization of a tensor of `num_elements`.
+
+  `tensor_encoding.encoders.uniform_quantization(bits)` writes the minimum
+  and maximum (2 float32) and every element's `bits`-bit level, bitpacked 28
+  bits per int32 word.
+  """
+  return 8 + 4 * math.ceil(num_elements * bits / _BITPACK_WORD_BITS)
+
+
+def tf_upload_size(x: tf.Tensor, quantize_bits: int = 0,
+                   threshold: int = QUANTIZATION_THRESHOLD) -> tf.Tensor:
+  """`tf_encoded_size(x)`, or `quantized_size` where TFF quantizes `x`."""
+  n = x.shape.num_elements()
+  if quantize_bits and n > threshold:
+    return tf.constant(quantized_size(n, quantize_bits), tf.int64)
+  return tf_encoded_size(x)
 
 
 def _varint(value: int) -> bytes:

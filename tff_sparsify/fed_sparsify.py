@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import aggregators
 from tff_sparsify import client_work as client_work_lib
+from tff_sparsify import comm
 from tff_sparsify import finalizers
 from tff_sparsify import schedules
 
@@ -61,6 +62,7 @@ def build_weighted_fed_sparsify(
     seed: int = 0,
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
+    quantize_bits: int = 0,
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
@@ -114,6 +116,10 @@ def build_weighted_fed_sparsify(
       the clients: the fraction of the uploaded weights, smallest by
       magnitude, zeroed before sending (no persistent mask), in [0, 1).
     server_message_prune_rate: the same for the server's broadcast.
+    quantize_bits: if not 0, the model deltas are aggregated by TFF's uniform
+      quantization at that many bits (`aggregators.quantized_mean_factory`,
+      tensors over `comm.QUANTIZATION_THRESHOLD` elements) and the clients'
+      `bytes_uploaded` counts what it sends. Not with `model_aggregator`.
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`. In local mode it is wrapped by
@@ -134,6 +140,13 @@ def build_weighted_fed_sparsify(
   client_work_lib.check_message_prune_rate('client_message_prune_rate', client_message_prune_rate)
   client_work_lib.check_message_prune_rate('server_message_prune_rate', server_message_prune_rate)
   aggregators.check_mask_aggregation(mask_aggregation)
+  comm.check_quantize_bits(quantize_bits)
+  if quantize_bits:
+    if model_aggregator is not None:
+      raise ValueError(
+          'quantize_bits builds the model aggregator; pass quantize_bits=0 '
+          f'with a model_aggregator, got quantize_bits={quantize_bits}')
+    model_aggregator = aggregators.quantized_mean_factory(quantize_bits)
   model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   if server_optimizer_fn is None:
     server_optimizer_fn = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
@@ -145,7 +158,7 @@ def build_weighted_fed_sparsify(
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, schedule, mode=mode,
-      message_prune_rate=client_message_prune_rate,
+      message_prune_rate=client_message_prune_rate, quantize_bits=quantize_bits,
       metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation)
   update_type = client_work.next.type_signature.result.result.member.update
   if mode == 'local':
