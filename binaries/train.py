@@ -163,7 +163,6 @@ def main(argv):
 
   execution.handle_termination_signals()
   tf.keras.utils.set_random_seed(_SEED.value)
-  tf.config.experimental.enable_op_determinism()
   experiment = _EXPERIMENT_NAME.value or (
       f'{_ALGORITHM.value}_{_DATASET.value}_{_PARTITION.value}')
 
@@ -179,6 +178,11 @@ def main(argv):
 
   process, keras_model_fn = algorithms.build_from_config(
       flag_utils.flag_values_dict(sys.modules[__name__]))
+  # After the process is traced: TFF's stochastic quantization
+  # (--quantize_bits) has unseeded random ops, which TF refuses to trace
+  # under op determinism. The process runs in TFF's worker, which this
+  # setting does not reach; it makes the in-process Keras evaluation exact.
+  tf.config.experimental.enable_op_determinism()
   dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)
   os.makedirs(dirs.logdir, exist_ok=True)
   with execution.local_cpp_execution_context(

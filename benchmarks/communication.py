@@ -1,0 +1,289 @@
+r"""Bytes on the wire: message pruning (arXiv 2310.14693) and FedSparsify.
+
+FashionMNIST, 10 clients all participating, batch 32, SGD lr 0.02, seed
+1990, each configuration one run of `binaries/train.py` (resumable):
+
+- `near_iid` (the setting of 2310.14693, Dirichlet alpha = 100): FedAvg, and
+  FedAvg with message pruning at 0.3, 0.5 and 0.7 (clients and server), and
+  0.5 stacked with TFF's 8-bit uniform quantization of the uploads;
+- `non_iid` (FedSparsify's, 2 classes per client): FedAvg, FedSparsify-Global
+  and -Local (majority vote, masks travel) at 0.9, and Global 0.9 with 8-bit
+  quantization.
+
+FedAvg runs as FedSparsify-Global with S_T = 0, which equals TFF's FedAvg
+(tests/test_fed_sparsify.py, to 1e-6), so that its bytes are measured by the
+same client work. Bytes are the process's measurements
+(`client_work/communication/bytes_*`: the smallest lossless non-zlib
+encoding of `tff_sparsify.comm` per tensor, or TFF's quantized form).
+
+Checks on each run's global model at its last checkpoint c (the message the
+clients download in round c + 1):
+- the process's `bytes_downloaded` of round c + 1 equals the length of
+  `comm.encode`'s real output on those tensors, times the clients (within 1%);
+- every lossless tensor message is within 1.1x the entropy bound
+  4 nnz + n H(d) / 8 (`comm.entropy_bound_bytes`).
+
+  python -m benchmarks.communication                 # 50 rounds x 1 epoch
+  python -m benchmarks.communication --report_only   # tables from the runs
+
+Results: benchmarks/results/communication.{csv,md,png}.
+"""
+
+import collections
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+# At module level: TF imported inside an absl main builds Keras models in v1
+# mode (BUILD_NOTES.md), which load_checkpoint_model cannot use.
+from tff_sparsify import comm  # pylint: disable=g-import-not-at-top
+from tff_sparsify import export  # pylint: disable=g-import-not-at-top
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, 'benchmarks', 'results')
+FEDAVG = dict(algorithm='fedsparsify_global', final_sparsity=0.0)
+SETTINGS = collections.OrderedDict(
+    near_iid=dict(partition='dirichlet', dirichlet_alpha=100.0),
+    non_iid=dict(partition='non_iid', classes_per_client=2),
+)
+
+
+def _prune(rate, **extra):
+  return dict(algorithm='fedavg', client_message_prune_rate=rate,
+              server_message_prune_rate=rate, **extra)
+
+
+CONFIGS = collections.OrderedDict([
+    (('near_iid', 'fedavg'), FEDAVG),
+    (('near_iid', 'prune_0.3'), _prune(0.3)),
+    (('near_iid', 'prune_0.5'), _prune(0.5)),
+    (('near_iid', 'prune_0.7'), _prune(0.7)),
+    (('near_iid', 'prune_0.5_q8'), _prune(0.5, quantize_bits=8)),
+    (('non_iid', 'fedavg'), FEDAVG),
+    (('non_iid', 'global_0.9'), dict(algorithm='fedsparsify_global', final_sparsity=0.9)),
+    (('non_iid', 'local_0.9'), dict(algorithm='fedsparsify_local', final_sparsity=0.9)),
+    (('non_iid', 'global_0.9_q8'),
+     dict(algorithm='fedsparsify_global', final_sparsity=0.9, quantize_bits=8)),
+])
+COMMON_FLAGS = dict(
+    dataset='fashion_mnist', num_clients=10, clients_per_round=10,
+    client_batch_size=32, client_learning_rate=0.02, seed=1990,
+    rounds_per_eval=1, rounds_per_checkpoint=5, progress=False)
+CLIENTS = COMMON_FLAGS['clients_per_round']
+LAST_ROUNDS = 10
+MB = 1e6
+
+_TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 50, 'Rounds per run.')
+_EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 1, 'Local epochs.')
+_WORK_DIR = flags.DEFINE_string(
+    'work_dir', os.path.join(REPO, 'output', 'communication'),
+    'root_output_dir of the runs (checkpoints for resuming).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
+_CONFIGS = flags.DEFINE_list(
+    'configs', None, 'Subset, as setting/config: '
+    f'{[f"{s}/{c}" for s, c in CONFIGS]}; default: all.')
+_REPORT_ONLY = flags.DEFINE_bool(
+    'report_only', False, 'Do not train; report the runs found in --work_dir.')
+
+
+def _experiment(key):
+  setting, config = key
+  return f'{setting}_{config}_{_TOTAL_ROUNDS.value}x{_EPOCHS.value}'
+
+
+def _run(key):
+  argv = dict(COMMON_FLAGS, **SETTINGS[key[0]], **CONFIGS[key],
+              total_rounds=_TOTAL_ROUNDS.value,
+              client_epochs_per_round=_EPOCHS.value,
+              root_output_dir=_WORK_DIR.value, experiment_name=_experiment(key))
+  if _DATA_DIR.value:
+    argv['data_dir'] = _DATA_DIR.value
+  command = [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in argv.items()]
+  os.makedirs(_WORK_DIR.value, exist_ok=True)
+  print(f'[{time.strftime("%H:%M:%S")}] {key}: {" ".join(command[1:])}', flush=True)
+  with open(os.path.join(_WORK_DIR.value, _experiment(key) + '.log'), 'a') as f:
+    subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def _read(key):
+  path = os.path.join(_WORK_DIR.value, 'results', _experiment(key), 'metrics.csv')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [r for r in csv.DictReader(f) if int(r['round_num']) >= 1]
+  rows.sort(key=lambda r: int(r['round_num']))
+  if not rows or int(rows[-1]['round_num']) < _TOTAL_ROUNDS.value:
+    return None
+  return rows[:_TOTAL_ROUNDS.value]
+
+
+def _column(rows, name, cast=float):
+  return [cast(r[f'client_work/communication/{name}']) for r in rows]
+
+
+def _summarize(key, rows):
+  accuracy = [float(r['evaluation/accuracy']) for r in rows]
+  up = np.cumsum(_column(rows, 'bytes_uploaded', int)) / MB
+  down = np.cumsum(_column(rows, 'bytes_downloaded', int)) / MB
+  return collections.OrderedDict(
+      setting=key[0], config=key[1], final_accuracy=round(accuracy[-1], 4),
+      mean_accuracy_last_10=round(statistics.mean(accuracy[-LAST_ROUNDS:]), 4),
+      mb_uploaded=round(float(up[-1]), 2), mb_downloaded=round(float(down[-1]), 2),
+      mb_total=round(float(up[-1] + down[-1]), 2),
+      params_exchanged_millions=round(sum(
+          a + b for a, b in zip(_column(rows, 'params_downloaded', int),
+                                _column(rows, 'params_uploaded', int))) / 1e6, 2),
+      sparsity=round(float(rows[-1]['finalizer/sparsity']), 4))
+
+
+def _check_bytes(key, rows):
+  """Process bytes vs the encoder's output, and the entropy bound (module doc)."""
+  every = COMMON_FLAGS['rounds_per_checkpoint']
+  checkpoint = (_TOTAL_ROUNDS.value - 1) // every * every
+  if checkpoint < 1:
+    return None
+  path = os.path.join(_WORK_DIR.value, 'checkpoints', _experiment(key),
+                      f'program_state_{checkpoint}')
+  tensors = [w.numpy() for w in export.load_checkpoint_model(path).trainable_weights]
+  encoded = sum(len(comm.encode(t, methods=comm.METHODS)) for t in tensors)
+  reported = int(rows[checkpoint]['client_work/communication/bytes_downloaded'])
+  ratios = [len(comm.encode(t, methods=comm.METHODS)) / comm.entropy_bound_bytes([t])
+            for t in tensors if comm.entropy_bound_bytes([t]) > 0]
+  return collections.OrderedDict(
+      setting=key[0], config=key[1], round=checkpoint + 1,
+      reported_bytes_downloaded=reported, encoder_bytes_times_clients=CLIENTS * encoded,
+      reported_over_encoder=round(reported / (CLIENTS * encoded), 5),
+      worst_tensor_over_entropy_bound=round(max(ratios), 4),
+      model_over_entropy_bound=round(encoded / comm.entropy_bound_bytes(tensors), 4))
+
+
+def _mb_to_reach(rows, target):
+  total = np.cumsum(np.add(_column(rows, 'bytes_uploaded', int),
+                           _column(rows, 'bytes_downloaded', int))) / MB
+  for accuracy, mb in zip((float(r['evaluation/accuracy']) for r in rows), total):
+    if accuracy >= target:
+      return round(float(mb), 2)
+  return None
+
+
+def _plot(histories):
+  fig, axes = plt.subplots(1, len(SETTINGS), figsize=(11, 4))
+  for ax, setting in zip(axes, SETTINGS):
+    for (s, config), rows in histories.items():
+      if s != setting:
+        continue
+      total = np.cumsum(np.add(_column(rows, 'bytes_uploaded', int),
+                               _column(rows, 'bytes_downloaded', int))) / MB
+      ax.plot(total, [float(r['evaluation/accuracy']) for r in rows], label=config)
+    ax.set_xscale('log')
+    ax.set_xlabel('cumulative MB (uploads + downloads)')
+    ax.set_ylabel('test accuracy')
+    ax.set_title(f'FashionMNIST {setting}, 10 clients')
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(RESULTS, 'communication.png'), dpi=120)
+
+
+def _targets(by_key, checks):
+  lines = []
+  fedavg, pruned = by_key.get(('near_iid', 'fedavg')), by_key.get(('near_iid', 'prune_0.5'))
+  if fedavg and pruned:
+    loss = fedavg['mean_accuracy_last_10'] - pruned['mean_accuracy_last_10']
+    cut = 1 - pruned['mb_uploaded'] / fedavg['mb_uploaded']
+    lines.append(
+        f'- near_iid prune_0.5 loses under 1 point (mean of last {LAST_ROUNDS} '
+        f'rounds) and cuts upload bytes by at least 45%: loses {loss * 100:.2f} '
+        f'points, cuts {cut * 100:.1f}%: {"met" if loss < 0.01 and cut >= 0.45 else "NOT met"}')
+  fedavg = by_key.get(('non_iid', 'fedavg'))
+  for config, limit in (('global_0.9', 3), ('global_0.9_q8', 10)):
+    if fedavg and (('non_iid', config) in by_key):
+      ratio = fedavg['mb_total'] / by_key[('non_iid', config)]['mb_total']
+      lines.append(f'- non_iid {config}: cumulative bytes at most 1/{limit} of FedAvg\'s: '
+                   f'1/{ratio:.2f}: {"met" if ratio >= limit else "NOT met"}')
+  if checks:
+    worst = max(c['worst_tensor_over_entropy_bound'] for c in checks)
+    lines.append(f'- every lossless tensor message within 1.1x the entropy bound: '
+                 f'worst {worst:.4f}x: {"met" if worst <= 1.1 else "NOT met"}')
+    off = max(abs(c['reported_over_encoder'] - 1) for c in checks)
+    lines.append(f'- process bytes equal the encoder\'s output within 1%: worst '
+                 f'{off * 100:.3f}% off: {"met" if off <= 0.01 else "NOT met"}')
+  return lines
+
+
+def _table(rows):
+  header = list(rows[0])
+  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+          *['| ' + ' | '.join(str(r[k]) for k in header) + ' |' for r in rows]]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  for holder in (_TOTAL_ROUNDS, _EPOCHS):
+    if holder.value < 1:
+      raise app.UsageError(f'--{holder.name} must be >= 1, got {holder.value}')
+  keys = list(CONFIGS)
+  if _CONFIGS.value:
+    keys = [tuple(c.split('/', 1)) for c in _CONFIGS.value]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+      raise app.UsageError(f'--configs: unknown {["/".join(k) for k in unknown]}; '
+                           f'allowed: {["/".join(k) for k in CONFIGS]}')
+  for key in keys:
+    if not _REPORT_ONLY.value and _read(key) is None:
+      _run(key)
+  histories = collections.OrderedDict((k, _read(k)) for k in keys)
+  histories = collections.OrderedDict((k, h) for k, h in histories.items() if h)
+  if not histories:
+    raise app.UsageError(f'no finished runs in {_WORK_DIR.value}')
+  summaries = [_summarize(k, h) for k, h in histories.items()]
+  by_key = {(s['setting'], s['config']): s for s in summaries}
+  for s in summaries:
+    base = by_key.get((s['setting'], 'fedavg'))
+    s['total_vs_fedavg'] = round(s['mb_total'] / base['mb_total'], 4) if base else None
+    s['mb_to_95pct_of_fedavg_final'] = _mb_to_reach(
+        histories[(s['setting'], s['config'])], 0.95 * base['final_accuracy']) if base else None
+  checks = [c for c in (_check_bytes(k, h) for k, h in histories.items()
+                        if 'quantize_bits' not in CONFIGS[k]) if c]
+  os.makedirs(RESULTS, exist_ok=True)
+  stem = os.path.join(RESULTS, 'communication')
+  with open(stem + '.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(summaries[0]))
+    writer.writeheader()
+    writer.writerows(summaries)
+  _plot(histories)
+  command = (f'python -m benchmarks.communication --total_rounds={_TOTAL_ROUNDS.value} '
+             f'--client_epochs_per_round={_EPOCHS.value}' + (
+                 f' --configs={",".join(_CONFIGS.value)}' if _CONFIGS.value else ''))
+  lines = [
+      '# Communication: measured bytes, FashionMNIST', '', f'Command: `{command}`', '',
+      f'Settings: {_TOTAL_ROUNDS.value} rounds x {_EPOCHS.value} local epochs; ' + ', '.join(
+          f'{k}={v}' for k, v in COMMON_FLAGS.items() if k != 'progress') +
+      f'; near_iid: {SETTINGS["near_iid"]}; non_iid: {SETTINGS["non_iid"]}. '
+      f'Machine: {platform.machine()}, {os.cpu_count()} CPUs.', '',
+      'MB are 10^6 bytes summed over all clients and rounds; `_q8`: 8-bit TFF '
+      'quantization of the uploads (tensors over 20000 elements, counted as TFF '
+      'encodes them: every element, zeros included); downloads are never quantized.', '',
+      *_table(summaries), '',
+      f'Checks on the global model of the last checkpoint (downloaded in the next round):', '',
+      *(_table(checks) if checks else ['(no checkpoint)']), '',
+      'Targets:', *_targets(by_key, checks),
+  ]
+  with open(stem + '.md', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  app.run(main)
