@@ -81,20 +81,28 @@ def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
   """One round of Algorithm 1 on the linear model (server SGD, lr 1).
 
   `client_rate` / `server_rate`: message pruning of arXiv 2310.14693.
+  Returns the new global weights and mask, and the bytes the clients upload:
+  their weights inside the global mask they received (the server knows it),
+  plus, in local mode, their masks inside it.
   """
   trained = [np_client(w, mask, x, y) for x, y in clients]
   sizes = np.array([len(x) for x, _ in clients], np.float64)
+  uploaded = 0
   if mode == 'local':
     client_masks = [np_purge(t, s) * mask for t in trained]
     trained = [t * m for t, m in zip(trained, client_masks)]
     votes = np.sum(client_masks, axis=0)
     new_mask = (2 * votes >= len(clients)).astype(np.float32) * mask
+    uploaded += sum(len(comm.encode_mask(m[mask != 0], methods=comm.METHODS))
+                    for m in client_masks)
   trained = [t * np_purge(t, client_rate) for t in trained]
+  uploaded += sum(len(comm.encode(t.astype(np.float32)[mask != 0] + 0.0, methods=comm.METHODS))
+                  for t in trained)
   average = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
   if mode == 'global':
     new_mask = np_purge(average * mask, s) * mask
   average = average * new_mask
-  return average * np_purge(average, server_rate), new_mask
+  return average * np_purge(average, server_rate), new_mask, uploaded
 
 
 def run_rounds(process, datasets, rounds):
@@ -124,8 +132,9 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     w, mask = W0.astype(np.float64), np.ones_like(W0)
     for round_num, (weights, metrics) in enumerate(history, start=1):
       previous_w = w
-      w, mask = np_round(w, mask, clients, schedule.sparsity(round_num), mode,
-                         client_rate, server_rate)
+      previous_mask = mask
+      w, mask, uploaded = np_round(w, mask, clients, schedule.sparsity(round_num), mode,
+                                   client_rate, server_rate)
       self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
       self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask,
                           msg=f'round {round_num}')
@@ -141,6 +150,8 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
       downloaded = len(comm.encode((previous_w + 0.0).astype(np.float32), methods=comm.METHODS))
       self.assertEqual(metrics['client_work']['communication']['bytes_downloaded'],
                        3 * downloaded)
+      self.assertEqual(metrics['client_work']['communication']['bytes_uploaded'], uploaded,
+                       msg=f'round {round_num}, {int(np.sum(previous_mask == 0))} masked')
     if mode == 'local':
       self.assertLess(history[1][1]['aggregator']['mask_agreement'], 1.0)
 

@@ -27,8 +27,10 @@ cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
 bytes of the encodings of `comm.py` (the smallest lossless non-zlib one per
 tensor): `bytes_downloaded`, the global model's trainable weights each
 client receives (the global mask is their non-zero pattern), and
-`bytes_uploaded`, the weights the client trained (plus its mask, encoded as
-positions, in local mode). All are summed over the round's clients.
+`bytes_uploaded`, the weights the client trained, inside the global mask
+only (the server sent that mask, so positions outside it are never sent),
+plus in local mode its mask, as positions inside the global mask; with
+`quantize_bits`, tensors TFF quantizes count as TFF encodes them. All are summed over the round's clients.
 
 Optionally the upload is pruned as in arXiv 2310.14693: the smallest
 `message_prune_rate` of the trained weights are zeroed before sending.
@@ -208,13 +210,18 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       model.reset_metrics()
     client_weight = tf.where(
         non_finite, 0.0, tf.cast(num_examples, tf.float32))
+    # The clients hold the global mask and the server sent it: what they
+    # upload is zero outside it, so only the values inside it are encoded.
     bytes_uploaded = tf.add_n([
-        comm.tf_upload_size(t, quantize_bits, quantize_threshold) for t in trained])
+        comm.tf_upload_size(t, quantize_bits, quantize_threshold, support=kept)
+        for t, kept in zip(trained, keep)])
     if mode == 'local':
       update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
       mask_bits = tf.constant(
           sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
-      bytes_uploaded += tf.add_n([comm.tf_mask_size(m) for m in local_masks])
+      bytes_uploaded += tf.add_n([
+          comm.tf_mask_size(tf.boolean_mask(m, tf.not_equal(g, 0)))
+          for m, g in zip(local_masks, global_masks)])
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)

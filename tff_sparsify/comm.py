@@ -69,12 +69,19 @@ def quantized_size(num_elements: int, bits: int) -> int:
 
 
 def tf_upload_size(x: tf.Tensor, quantize_bits: int = 0,
-                   threshold: int = QUANTIZATION_THRESHOLD) -> tf.Tensor:
-  """`tf_encoded_size(x)`, or `quantized_size` where TFF quantizes `x`."""
+                   threshold: int = QUANTIZATION_THRESHOLD, support=None) -> tf.Tensor:
+  """Bytes of a client's upload of `x`.
+
+  `quantized_size` where TFF quantizes `x` (all of it); otherwise the
+  lossless encoding of `x`, or, given `support` (a boolean tensor shaped as
+  `x` that the server already knows, e.g. the global mask it broadcast, and
+  outside which `x` is zero), of `x[support]`: positions the server knows
+  are not sent. `len(encode(x[support]))` in NumPy is the same count.
+  """
   n = x.shape.num_elements()
   if quantize_bits and n > threshold:
     return tf.constant(quantized_size(n, quantize_bits), tf.int64)
-  return tf_encoded_size(x)
+  return tf_encoded_size(x if support is None else tf.boolean_mask(x, support))
 
 
 def _varint(value: int) -> bytes:
@@ -305,7 +312,8 @@ def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
       raise ValueError(f'x.dtype must be float32, got {x.dtype.name}')
     present = tf.not_equal(tf.bitcast(flat, tf.int32), 0)
   nnz = tf.math.count_nonzero(present, dtype=tf.int64)
-  header = tf.cast(3 + sum(_tf_varint_bytes(d) for d in x.shape.as_list()), tf.int64)
+  # From the dynamic shape: `x` may be a boolean_mask result of unknown length.
+  header = 3 + tf.reduce_sum(_tf_varint_bytes(tf.shape(x, out_type=tf.int64)))
   values = tf.zeros([], tf.int64) if mask else 4 * nnz
   sparse_header = _tf_varint_bytes(nnz)
   bitmap = sparse_header + (n + 7) // 8 + values
