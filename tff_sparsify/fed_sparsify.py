@@ -129,7 +129,9 @@ def build_weighted_fed_sparsify(
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its metrics hold
-    `client_work/communication/*` (parameters exchanged, Appendix E),
+    `client_work/communication/*` (parameters exchanged, Appendix E, and
+    bytes of the encodings, per round), `client_work/cumulative/*` (bytes
+    and transmission summed over the rounds so far),
     `aggregator/mask_agreement` (local mode) and `finalizer/*` (sparsity,
     target s_t, non-zero parameters, see `finalizers.py`).
   """
