@@ -12,7 +12,7 @@ are interleaved round by round so that machine noise hits them alike.
 FedSparsify-Global and -Local (S_T = 0.9 over the warm-up plus timed rounds,
 so they prune every round) against TFF's FedAvg, same clients, same rounds:
 
-  python -m benchmarks.round_time --rounds=7 \
+  python -m benchmarks.round_time --rounds=15 \
     --variants=tff_reduce,fedsparsify_global,fedsparsify_local \
     --output=benchmarks/results/round_time_fedsparsify
 
