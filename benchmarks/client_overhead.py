@@ -76,16 +76,7 @@ def _epoch_fn(prunable: bool, skip_updates: bool, mask_every_step: bool):
 
   @tf.function
   def epoch(dataset):
-    def step(state, batch):
-      num_examples, optimizer_state = state
-      with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
-      gradients = tape.gradient(output.loss, trainable)
-      optimizer_state, updated = optimizer.next(
-          optimizer_state, tuple(trainable), tuple(gradients))
-      for variable, value, kept in zip(trainable, updated, keep):
-        variable.assign(value if kept is None else tf.where(kept, value, 0.0))
-      return num_examples + tf.cast(output.num_examples, tf.int64), optimizer_state
+    step = client_work.build_train_step(model, optimizer, trainable, keep)
     specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
     return dataset.reduce((tf.zeros([], tf.int64), optimizer.initialize(specs)), step)[0]
   return epoch

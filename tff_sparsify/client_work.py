@@ -143,6 +143,34 @@ def check_message_prune_rate(name: str, rate: float):
     raise ValueError(f'{name} must be in [0, 1), got {rate}')
 
 
+def _masked(value, kept):
+  # As masks_lib.mask_tensor (+0.0 where pruned), the comparison hoisted.
+  return value if kept is None else tf.where(kept, value, 0.0)
+
+
+def build_train_step(model, optimizer, trainable, keep):
+  """The local step, as a `dataset.reduce` function over (examples, opt state).
+
+  Forward pass, gradient, `optimizer.next`, then each trainable variable is
+  set to the update masked by `keep` (boolean tensors, None = not pruned).
+  """
+  def step(state, batch):
+    num_examples, optimizer_state = state
+    with tf.GradientTape() as tape:
+      output = model.forward_pass(batch, training=True)
+    gradients = tape.gradient(output.loss, trainable)
+    optimizer_state, updated = optimizer.next(
+        optimizer_state, tuple(trainable), tuple(gradients))
+    for variable, value, kept in zip(trainable, updated, keep):
+      variable.assign(_masked(value, kept))
+    if output.num_examples is None:
+      num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
+    else:
+      num_examples += tf.cast(output.num_examples, tf.int64)
+    return num_examples, optimizer_state
+  return step
+
+
 def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate,
                          quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD):
   """The per-client `tf.function`, as TFF's model delta client update."""
@@ -161,29 +189,12 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     keep = [None if m is None else tf.not_equal(m, 0)
             for m in layout.masks_by_trainable(initial_weights.non_trainable)]
 
-    def masked(value, kept):
-      # As masks_lib.mask_tensor (+0.0 where pruned), the comparison hoisted.
-      return value if kept is None else tf.where(kept, value, 0.0)
-
     # What the wrappers would do before the first forward pass; a global
     # model from the server is already masked, one set by the user may not be.
     for variable, kept in zip(trainable, keep):
-      variable.assign(masked(variable, kept))
+      variable.assign(_masked(variable, kept))
 
-    def reduce_fn(state, batch):
-      num_examples, optimizer_state = state
-      with tf.GradientTape() as tape:
-        output = model.forward_pass(batch, training=True)
-      gradients = tape.gradient(output.loss, trainable)
-      optimizer_state, updated = optimizer.next(
-          optimizer_state, tuple(trainable), tuple(gradients))
-      for variable, value, kept in zip(trainable, updated, keep):
-        variable.assign(masked(value, kept))
-      if output.num_examples is None:
-        num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
-      else:
-        num_examples += tf.cast(output.num_examples, tf.int64)
-      return num_examples, optimizer_state
+    reduce_fn = build_train_step(model, optimizer, trainable, keep)
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
