@@ -5,12 +5,15 @@ value and what is allowed, and exit code 2: no stack trace.
 """
 
 import os
+import signal
 import sys
 import types
 from typing import NoReturn
 
 from absl import app
 from absl import flags
+
+from tff_sparsify import execution
 
 USAGE_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130
@@ -53,13 +56,30 @@ def _parse_flags_or_exit(argv):
     fail_with(f'{program_name()}: error: {e}')
 
 
+def _interrupted() -> NoReturn:
+  print(
+      f'{program_name()}: interrupted; run the same command again to resume '
+      'from the latest checkpoint', file=sys.stderr, flush=True,
+  )
+  sys.exit(INTERRUPTED_EXIT_CODE)
+
+
 def run_main(main):
-  """`app.run(main)` with one-line flag errors and a quiet Ctrl-C."""
+  """`app.run(main)` with one-line flag errors and a quiet Ctrl-C.
+
+  A signal's exception raised inside TensorFlow's Python/C++ glue can come
+  out as another exception (seen: a TypeError from the EagerTensor
+  constructor after SIGINT). If a termination signal was received, any
+  exception ends the program as that signal would.
+  """
   try:
     app.run(main, flags_parser=_parse_flags_or_exit)
   except KeyboardInterrupt:
-    print(
-        f'{program_name()}: interrupted; run the same command again to resume '
-        'from the latest checkpoint', file=sys.stderr, flush=True,
-    )
-    sys.exit(INTERRUPTED_EXIT_CODE)
+    _interrupted()
+  except Exception:  # pylint: disable=broad-except
+    signum = execution.pending_signal()
+    if signum is None:
+      raise
+    if signum == signal.SIGINT:
+      _interrupted()
+    sys.exit(128 + signum)

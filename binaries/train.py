@@ -103,6 +103,12 @@ _CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
 _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'server_message_prune_rate', 0.0,
     'The same for the model the server broadcasts.')
+_SPARSITY_PLACEMENT = flags.DEFINE_enum(
+    'sparsity_placement', 'global', ['global', 'uniform'],
+    'Pruning algorithms: global (one magnitude ranking over all kernels, the '
+    'paper\'s) or uniform (every kernel pruned to s_t by its own ranking: '
+    'equally sparse layers, which DeepSparse runs faster). Not with '
+    'random_pruning.')
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,
     'If not 0, the uploaded model deltas are aggregated with TFF\'s uniform '
@@ -143,6 +149,8 @@ def _validate_flags():
       flag_utils.fail(holder, 'must be in [0, 1)')
     if holder.value and _ALGORITHM.value == 'fedprox':
       flag_utils.fail(holder, 'must be 0 for --algorithm=fedprox')
+  if _SPARSITY_PLACEMENT.value != 'global' and _ALGORITHM.value == 'random_pruning':
+    flag_utils.fail(_SPARSITY_PLACEMENT, 'must be global for --algorithm=random_pruning')
   if _QUANTIZE_BITS.value and _ALGORITHM.value == 'fedprox':
     flag_utils.fail(_QUANTIZE_BITS, 'must be 0 for --algorithm=fedprox')
   if _QUANTIZE_BITS.value != 0 and not 1 <= _QUANTIZE_BITS.value <= 16:

@@ -241,6 +241,42 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
       downloaded, kept_at_start = nonzero, int(np.sum(~zeros))
     self.assertGreater(previous_zeros.mean(), 0.85)
 
+  @parameterized.parameters('global', 'local')
+  def test_uniform_placement_prunes_every_kernel_to_s_t(self, mode):
+    schedule = schedules.FedSparsifySchedule(0.9, 3)
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
+        schedule=schedule, mode=mode, sparsity_placement='uniform')
+    history = run_rounds(process, image_clients(), 3)
+    layout = client_work.layout_from_model_fn(fc_model_fn())
+    for round_num, (weights, _) in enumerate(history, start=1):
+      target = schedule.sparsity(round_num)
+      for kernel in layout.prunable_list(weights.trainable):
+        zeros = int(np.sum(kernel == 0))
+        if mode == 'global':  # Exactly round(s_t * n) per kernel.
+          self.assertEqual(zeros, int(np.floor(target * kernel.size + 0.5)))
+        else:  # Clients prune each kernel to s_t; the majority vote may keep
+          # a few more (up to 1.5x what one client keeps, with 3 clients).
+          kept_by_client = kernel.size - int(np.floor(target * kernel.size + 0.5))
+          self.assertGreaterEqual(zeros, kernel.size - 1.5 * kept_by_client)
+    # Global placement on the same run leaves the 16x10 kernel far less sparse.
+    global_history = run_rounds(fed_sparsify.build_weighted_fed_sparsify(
+        fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5), schedule=schedule,
+        mode=mode), image_clients(), 3)
+    small = layout.prunable_list(global_history[-1][0].trainable)[1]
+    self.assertLess(np.mean(small == 0), 0.8)
+
+  def test_uniform_placement_needs_magnitude_pruning(self):
+    with self.assertRaisesRegex(ValueError, "sparsity_placement='uniform' needs pruning_method"):
+      fed_sparsify.build_weighted_fed_sparsify(
+          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
+          schedule=schedules.FedSparsifySchedule(0.9, 3), pruning_method='random',
+          sparsity_placement='uniform')
+    with self.assertRaisesRegex(ValueError, r"sparsity_placement must be one of \('global', 'uniform'\), got 'even'"):
+      fed_sparsify.build_weighted_fed_sparsify(
+          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
+          schedule=schedules.FedSparsifySchedule(0.9, 3), sparsity_placement='even')
+
   def test_random_differs_from_magnitude(self):
     results = {}
     for method in ('magnitude', 'random'):

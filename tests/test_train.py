@@ -17,6 +17,7 @@ from binaries import export as export_binary
 from binaries import flag_utils
 from binaries import train
 from tests import fixtures
+from tff_sparsify import execution
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = dict(
@@ -119,6 +120,10 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
        r"--quantize_bits=17: must be 0 \(off\) or in \[1, 16\]"),
       ('quantize_fedprox', dict(algorithm='fedprox', quantize_bits=8),
        "--quantize_bits=8: must be 0 for --algorithm=fedprox"),
+      ('placement_random', dict(algorithm='random_pruning', sparsity_placement='uniform'),
+       "--sparsity_placement='uniform': must be global for --algorithm=random_pruning"),
+      ('placement', dict(sparsity_placement='even'),
+       "flag --sparsity_placement=even: value should be one of"),
       ('aggregation', dict(mask_aggregation='median'),
        "flag --mask_aggregation=median: value should be one of"),
       ('num_clients', dict(num_clients=0), "--num_clients=0: must be positive"),
@@ -198,6 +203,30 @@ def _summary(out):
 def _final_weights(out):
   with np.load(os.path.join(out, 'results', 'exp', 'final_weights.npz')) as f:
     return [f[k] for k in sorted(f.files, key=lambda k: int(k.split('_')[1]))]
+
+
+class SignalExitTest(tf.test.TestCase, parameterized.TestCase):
+  """A signal's exception that TF turned into another one still exits as the signal."""
+
+  @parameterized.parameters((signal.SIGINT, 130), (signal.SIGTERM, 143), (None, None))
+  def test_exception_after_signal(self, signum, code):
+    def main(argv):
+      del argv
+      raise TypeError('Expected `context` argument in EagerTensor constructor')
+
+    saved, saved_argv = execution._pending_signal, sys.argv
+    execution._pending_signal = signum
+    sys.argv = ['train']
+    try:
+      if signum is None:  # No signal: the exception is the program's own.
+        with self.assertRaises(TypeError):
+          flag_utils.run_main(main)
+      else:
+        with self.assertRaises(SystemExit) as caught:
+          flag_utils.run_main(main)
+        self.assertEqual(caught.exception.code, code)
+    finally:
+      execution._pending_signal, sys.argv = saved, saved_argv
 
 
 class TrainProcessTest(tf.test.TestCase):

@@ -104,6 +104,7 @@ def build_algorithm(
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
+    sparsity_placement: str = 'global',
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
   """Builds a weighted (by examples) learning process by name.
@@ -128,6 +129,8 @@ def build_algorithm(
     server_message_prune_rate: the same for the server's broadcast.
     quantize_bits: 0, or the bits of TFF's uniform quantization of the
       uploaded deltas, in [1, 16] (as `client_message_prune_rate`).
+    sparsity_placement: the `SPARSIFYING` magnitude algorithms: 'global' or
+      'uniform' (`fed_sparsify.build_weighted_fed_sparsify`).
     loop_implementation: how clients iterate over their datasets.
 
   Returns:
@@ -170,7 +173,8 @@ def build_algorithm(
         pruning_method='random' if name == 'random_pruning' else 'magnitude',
         seed=seed, client_message_prune_rate=client_message_prune_rate,
         server_message_prune_rate=server_message_prune_rate,
-        quantize_bits=quantize_bits, loop_implementation=loop_implementation)
+        quantize_bits=quantize_bits, sparsity_placement=sparsity_placement,
+        loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(
@@ -226,5 +230,6 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
       proximal_strength=config['proximal_strength'], schedule=schedule,
       mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
       client_message_prune_rate=client_rate, server_message_prune_rate=server_rate,
-      quantize_bits=quantize_bits)
+      quantize_bits=quantize_bits,
+      sparsity_placement=config.get('sparsity_placement', 'global'))
   return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)

@@ -172,7 +172,8 @@ def build_train_step(model, optimizer, trainable, keep):
 
 
 def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate,
-                         quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD):
+                         quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD,
+                         sparsity_placement='global'):
   """The per-client `tf.function`, as TFF's model delta client update."""
   model = model_fn()
   layout = pruning_layout(model)
@@ -205,7 +206,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     global_masks = layout.mask_list(initial_weights.non_trainable)
     if mode == 'local':
       def purge():
-        new = masks_lib.magnitude_masks(layout.prunable_list(trained), sparsity)
+        new = masks_lib.placed_magnitude_masks(
+            layout.prunable_list(trained), sparsity, sparsity_placement)
         return [n * old for n, old in zip(new, global_masks)]
       local_masks = tf.cond(should_prune, purge, lambda: list(global_masks))
       for i, mask in zip(layout.prunable, local_masks):
@@ -260,6 +262,7 @@ def build_fed_sparsify_client_work(
     message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
     quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
+    sparsity_placement: str = 'global',
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.ClientWorkProcess:
@@ -282,6 +285,8 @@ def build_fed_sparsify_client_work(
       tensors with more than `quantize_threshold` elements as TFF's encoder
       writes them (`comm.quantized_size`). It changes only the counting.
     quantize_threshold: see `quantize_bits`.
+    sparsity_placement: how clients place s_t in local mode ('global' or
+      'uniform', `masks.placed_magnitude_masks`).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
@@ -297,6 +302,7 @@ def build_fed_sparsify_client_work(
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
   check_message_prune_rate('client_message_prune_rate', message_prune_rate)
   comm.check_quantize_bits(quantize_bits)
+  masks_lib.check_placement(sparsity_placement)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
@@ -330,7 +336,7 @@ def build_fed_sparsify_client_work(
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
     client_update = _build_client_update(
         model_fn, optimizer, mode, loop_implementation, message_prune_rate,
-        quantize_bits, quantize_threshold)
+        quantize_bits, quantize_threshold, sparsity_placement)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   state_type = initial_state.type_signature.result

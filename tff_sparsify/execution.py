@@ -203,6 +203,11 @@ def handle_termination_signals():
     signal.signal(signum, _on_signal)
 
 
+def pending_signal():
+  """The termination signal received since `handle_termination_signals`, or None."""
+  return _pending_signal
+
+
 def raise_if_signalled():
   """Raises again for a signal whose exception may have been dropped."""
   if _pending_signal is not None:

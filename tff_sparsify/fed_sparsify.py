@@ -63,6 +63,7 @@ def build_weighted_fed_sparsify(
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
+    sparsity_placement: str = 'global',
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
@@ -120,6 +121,10 @@ def build_weighted_fed_sparsify(
       quantization at that many bits (`aggregators.quantized_mean_factory`,
       tensors over `comm.QUANTIZATION_THRESHOLD` elements) and the clients'
       `bytes_uploaded` counts what it sends. Not with `model_aggregator`.
+    sparsity_placement: 'global' (one magnitude ranking over all prunable
+      weights, the paper's) or 'uniform' (each prunable tensor pruned to s_t
+      by its own ranking: every layer equally sparse, which sparse CPU
+      engines run faster); magnitude pruning only.
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`. In local mode it is wrapped by
@@ -161,6 +166,7 @@ def build_weighted_fed_sparsify(
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, schedule, mode=mode,
       message_prune_rate=client_message_prune_rate, quantize_bits=quantize_bits,
+      sparsity_placement=sparsity_placement,
       metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation)
   update_type = client_work.next.type_signature.result.result.member.update
   if mode == 'local':
@@ -170,6 +176,7 @@ def build_weighted_fed_sparsify(
   finalizer = finalizers.build_fed_sparsify_finalizer(
       server_optimizer_fn, model_weights_type, layout, schedule,
       mode=mode, pruning_method=pruning_method, seed=seed,
-      message_prune_rate=server_message_prune_rate)
+      message_prune_rate=server_message_prune_rate,
+      sparsity_placement=sparsity_placement)
   return tff.learning.templates.compose_learning_process(
       initial_weights_fn, model_distributor, client_work, aggregator, finalizer)

@@ -72,6 +72,30 @@ def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) ->
   return _prune_lowest(tf.abs(_flat(weights)), sparsity, weights, dtype)
 
 
+PLACEMENTS = ('global', 'uniform')
+
+
+def check_placement(placement: str):
+  if placement not in PLACEMENTS:
+    raise ValueError(f'sparsity_placement must be one of {PLACEMENTS}, got {placement!r}')
+
+
+def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
+                           dtype=tf.float32) -> list[tf.Tensor]:
+  """Magnitude masks with the sparsity placed `global`ly or `uniform`ly.
+
+  `global`: one ranking over all tensors (`magnitude_masks`). `uniform`:
+  each tensor pruned to round(sparsity * its size) by its own ranking, so
+  every layer has the same sparsity (the total is the same up to rounding).
+  Uniform placement keeps the compute-heavy layers as sparse as the rest,
+  which is what sparse CPU engines speed up (benchmarks/inference_table.py).
+  """
+  check_placement(placement)
+  if placement == 'global':
+    return magnitude_masks(weights, sparsity, dtype)
+  return [magnitude_masks([w], sparsity, dtype)[0] for w in weights]
+
+
 def random_masks(
     masks: Sequence[tf.Tensor], sparsity, seed, dtype=tf.float32
 ) -> list[tf.Tensor]:
