@@ -43,9 +43,11 @@ CONFIGS = collections.OrderedDict([
     *[(f'local_{s}', dict(algorithm='fedsparsify_local', final_sparsity=s))
       for s in ('0.8', '0.9', '0.95', '0.99')],
     ('random_0.9', dict(algorithm='random_pruning', final_sparsity='0.9')),
+    ('global_0.9_uniform', dict(algorithm='fedsparsify_global', final_sparsity='0.9',
+                                sparsity_placement='uniform')),
 ])
 DEFAULT_CONFIGS = {
-    'short': list(CONFIGS),
+    'short': list(CONFIGS)[:-1],
     'paper': ['fedavg', 'global_0.9', 'global_0.99', 'local_0.9'],
 }
 COMMON_FLAGS = dict(
@@ -136,7 +138,8 @@ def _plots(summaries, histories, protocol, rounds, epochs):
                                    ('fedsparsify_local', 'FedSparsify-Local', 's'),
                                    ('random_pruning', 'Random', 'x')):
     points = sorted((s['sparsity'], s['mean_accuracy_last_10'])
-                    for s in summaries if s['algorithm'] == algorithm)
+                    for s in summaries if s['algorithm'] == algorithm
+                    and 'sparsity_placement' not in CONFIGS[s['config']])
     if points:
       ax.plot(*zip(*points), marker=marker, label=label)
   ax.set_xlabel('sparsity')
