@@ -95,6 +95,9 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
 _CONFIGS = flags.DEFINE_list(
     'configs', None, 'Subset, as setting/config: '
     f'{[f"{s}/{c}" for s, c in CONFIGS]}; default: all.')
+_OUTPUT = flags.DEFINE_string(
+    'output', os.path.join(RESULTS, 'communication'),
+    'Output path prefix (.csv, .md and .png are appended).')
 _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False, 'Do not train; report the runs found in --work_dir.')
 
@@ -180,8 +183,9 @@ def _mb_to_reach(rows, target):
 
 
 def _plot(histories):
-  fig, axes = plt.subplots(1, len(SETTINGS), figsize=(11, 4))
-  for ax, setting in zip(axes, SETTINGS):
+  settings = [s for s in SETTINGS if any(k[0] == s for k in histories)]
+  fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
+  for ax, setting in zip(axes[0], settings):
     for (s, config), rows in histories.items():
       if s != setting:
         continue
@@ -194,7 +198,7 @@ def _plot(histories):
     ax.set_title(f'FashionMNIST {setting}, 10 clients')
     ax.legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(RESULTS, 'communication.png'), dpi=120)
+  fig.savefig(_OUTPUT.value + '.png', dpi=120)
 
 
 def _targets(by_key, checks):
@@ -259,8 +263,8 @@ def main(argv):
         histories[(s['setting'], s['config'])], 0.95 * base['final_accuracy']) if base else None
   checks = [c for c in (_check_bytes(k, h) for k, h in histories.items()
                         if 'quantize_bits' not in CONFIGS[k]) if c]
-  os.makedirs(RESULTS, exist_ok=True)
-  stem = os.path.join(RESULTS, 'communication')
+  os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+  stem = _OUTPUT.value
   with open(stem + '.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(summaries[0]))
     writer.writeheader()
@@ -268,7 +272,9 @@ def main(argv):
   _plot(histories)
   command = (f'python -m benchmarks.communication --total_rounds={_TOTAL_ROUNDS.value} '
              f'--client_epochs_per_round={_EPOCHS.value}' + (
-                 f' --configs={",".join(_CONFIGS.value)}' if _CONFIGS.value else ''))
+                 f' --configs={",".join(_CONFIGS.value)}' if _CONFIGS.value else '') + (
+                 f' --output={os.path.relpath(_OUTPUT.value, REPO)}'
+                 if _OUTPUT.value != _OUTPUT.default else ''))
   lines = [
       '# Communication: measured bytes, FashionMNIST', '', f'Command: `{command}`', '',
       f'Settings: {_TOTAL_ROUNDS.value} rounds x {_EPOCHS.value} local epochs; ' + ', '.join(
