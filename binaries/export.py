@@ -74,13 +74,10 @@ def main(argv):
       model = export.load_checkpoint_model(_CHECKPOINT.value)
     except export.ExportError as e:
       flag_utils.fail(_CHECKPOINT, str(e))
-    checkpoint = os.path.normpath(_CHECKPOINT.value)
-    name = os.path.basename(checkpoint)
-    experiment_dir = os.path.dirname(checkpoint) if name.startswith('program_state_') else checkpoint
-    root = os.path.dirname(os.path.dirname(experiment_dir))
+    experiment_dir, version = export.split_checkpoint_path(_CHECKPOINT.value)
     output_dir = _OUTPUT_DIR.value or os.path.join(
-        root, 'results', os.path.basename(experiment_dir),
-        'export_' + (name[len('program_state_'):] if name.startswith('program_state_') else 'latest'))
+        export.run_results_dir(experiment_dir),
+        f'export_{version if version is not None else "latest"}')
   try:
     report = export.export_model(model, output_dir, opset=_OPSET.value)
   except export.ExportError as e:

@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from binaries import flag_utils
 from tff_sparsify import algorithms
+from tff_sparsify import comm
 from tff_sparsify import data
 from tff_sparsify import execution
 from tff_sparsify import training
@@ -153,7 +154,7 @@ def _validate_flags():
     flag_utils.fail(_SPARSITY_PLACEMENT, 'must be global for --algorithm=random_pruning')
   if _QUANTIZE_BITS.value and _ALGORITHM.value == 'fedprox':
     flag_utils.fail(_QUANTIZE_BITS, 'must be 0 for --algorithm=fedprox')
-  if _QUANTIZE_BITS.value != 0 and not 1 <= _QUANTIZE_BITS.value <= 16:
+  if _QUANTIZE_BITS.value != 0 and _QUANTIZE_BITS.value not in comm.QUANTIZATION_BITS:
     flag_utils.fail(_QUANTIZE_BITS, 'must be 0 (off) or in [1, 16], what TFF\'s '
                     'uniform quantization supports')
   if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):

@@ -55,3 +55,27 @@ class PruningTest(tf.test.TestCase):
   def test_set_masks_checks_count(self):
     with self.assertRaisesRegex(ValueError, r'one tensor per prunable weight \(3\), got 1'):
       pruning.set_masks(self.model, [np.ones((784, 128))])
+
+
+class SkipWrapperUpdatesTest(tf.test.TestCase):
+
+  def test_training_call_runs_the_layer_only(self):
+    model = pruning.wrap_for_pruning(models.create_model('fashion_mnist', seed=3))
+    weights = pruning.prunable_weights(model)
+    pruning.set_masks(model, masks.magnitude_masks([w.numpy() for w in weights], 0.5))
+    pruning.set_pruning_step(model, 1)
+    dense_kernels = [w.numpy() for w in weights]
+    x = tf.random.uniform((4, 28, 28), seed=2)
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    pruning.skip_wrapper_updates(model)
+    out = model(x, training=True)
+    # No step increment and no `weight * mask` before the forward pass: the
+    # kernels are untouched and the output is the unmasked model's.
+    self.assertAllEqual([int(l.pruning_step.numpy()) for l in pruning.wrappers(model)],
+                        [1] * len(pruning.wrappers(model)))
+    for before, after in zip(dense_kernels, weights):
+      self.assertAllEqual(before, after.numpy())
+    self.assertAllClose(out, stripped(x, training=True))
+    # The masks would have zeroed non-zero weights (so the check above bites).
+    mask = pruning.mask_variables(model)[0].numpy()
+    self.assertGreater(np.count_nonzero(dense_kernels[0][mask == 0]), 0)

@@ -233,8 +233,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       mask_bits = tf.constant(
           sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
       bytes_uploaded += tf.add_n([
-          comm.tf_mask_size(tf.boolean_mask(m, tf.not_equal(g, 0)))
-          for m, g in zip(local_masks, global_masks)])
+          comm.tf_mask_size(tf.boolean_mask(m, kept))
+          for m, kept in zip(local_masks, layout.prunable_list(keep))])
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)

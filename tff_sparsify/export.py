@@ -94,6 +94,37 @@ def load_run_model(path: str) -> tf.keras.Model:
     raise ExportError(f'cannot read the Keras model {candidate!r}: {e}') from e
 
 
+_STATE_PREFIX = 'program_state_'
+
+
+def split_checkpoint_path(path: str) -> tuple[str, Optional[int]]:
+  """(`{root}/checkpoints/{experiment}`, N or None) of a checkpoint path.
+
+  Raises:
+    ExportError: if `path` is not `{root}/checkpoints/{experiment}` or
+      `{root}/checkpoints/{experiment}/program_state_N`.
+  """
+  path = os.path.normpath(path)
+  name = os.path.basename(path)
+  experiment_dir, version = path, None
+  if name.startswith(_STATE_PREFIX):
+    experiment_dir = os.path.dirname(path)
+    try:
+      version = int(name[len(_STATE_PREFIX):])
+    except ValueError:
+      raise ExportError(f'{path!r} is not a program_state_N directory') from None
+  if os.path.basename(os.path.dirname(experiment_dir)) != 'checkpoints':
+    raise ExportError(f'{path!r} is not a checkpoint of a training run '
+                      '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
+  return experiment_dir, version
+
+
+def run_results_dir(experiment_dir: str) -> str:
+  """`{root}/results/{experiment}` of `{root}/checkpoints/{experiment}`."""
+  root = os.path.dirname(os.path.dirname(experiment_dir))
+  return os.path.join(root, 'results', os.path.basename(experiment_dir))
+
+
 def load_checkpoint_model(path: str) -> tf.keras.Model:
   """The global model of a training checkpoint, as a Keras model.
 
@@ -111,20 +142,11 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
   from tff_sparsify import execution  # pylint: disable=g-import-not-at-top
 
   path = os.path.normpath(path)
-  version = None
-  experiment_dir = path
-  if os.path.basename(path).startswith('program_state_'):
-    experiment_dir = os.path.dirname(path)
-    try:
-      version = int(os.path.basename(path)[len('program_state_'):])
-    except ValueError:
-      raise ExportError(f'{path!r} is not a program_state_N directory') from None
-  checkpoints_dir = os.path.dirname(experiment_dir)
-  if not os.path.isdir(path) or os.path.basename(checkpoints_dir) != 'checkpoints':
+  experiment_dir, version = split_checkpoint_path(path)
+  if not os.path.isdir(path):
     raise ExportError(f'{path!r} is not a checkpoint of a training run '
                       '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
-  experiment = os.path.basename(experiment_dir)
-  config_path = os.path.join(os.path.dirname(checkpoints_dir), 'results', experiment, 'config.json')
+  config_path = os.path.join(run_results_dir(experiment_dir), 'config.json')
   try:
     with open(config_path) as f:
       config = json.load(f)
