@@ -112,10 +112,16 @@ _SPARSITY_PLACEMENT = flags.DEFINE_enum(
     'random_pruning.')
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,
-    'If not 0, the uploaded model deltas are aggregated with TFF\'s uniform '
-    'quantization at this many bits, in [1, 16] (tff.aggregators.'
-    'EncodedSumFactory.quantize_above_threshold, tensors over 20000 '
-    'elements), stackable with the message prune rates. Not with fedprox.')
+    'If not 0, uniform quantization at this many bits, in [1, 16], of the '
+    'tensors over 20000 elements, by --quantizer (default: the uploaded '
+    'model deltas, aggregated with tff.aggregators.EncodedSumFactory.'
+    'quantize_above_threshold), stackable with the message prune rates. Not with fedprox.')
+_QUANTIZER = flags.DEFINE_enum(
+    'quantizer', 'tff', list(comm.QUANTIZERS),
+    'With --quantize_bits: tff (TFF\'s quantizing aggregator, the uploads '
+    'only, every element, zeros included) or sparse (this package\'s: the '
+    'non-zero values only, of the uploads and of the broadcast; the server '
+    'keeps its full-precision model).')
 
 
 def _check_schedule_flags():

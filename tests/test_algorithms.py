@@ -9,6 +9,7 @@ import tensorflow as tf
 from tff_sparsify import algorithms
 from tff_sparsify import comm
 from tff_sparsify import execution
+from tff_sparsify import schedules
 
 
 def _client_datasets(num_clients=2, n=8, seed=0):
@@ -123,6 +124,35 @@ class QuantizationTest(tf.test.TestCase):
     cumulative = rounds[1]['cumulative']
     for key in ('bytes_uploaded', 'bytes_downloaded', 'transmission_mbits'):
       self.assertAllClose(cumulative[key], sum(r['communication'][key] for r in rounds))
+
+  def test_sparse_quantizer_sends_the_non_zero_values_both_ways(self):
+    process = algorithms.build_algorithm(
+        'fedsparsify_global', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
+        client_learning_rate=0.1, quantize_bits=8, quantizer='sparse',
+        schedule=schedules.FedSparsifySchedule(0.5, 3, initial_sparsity=0.5))
+    with execution.local_cpp_execution_context():
+      state = process.initialize()
+      for _ in range(2):
+        before = process.get_model_weights(state).trainable
+        out = process.next(state, _client_datasets())
+        state = out.state
+      after = process.get_model_weights(state).trainable
+    self.assertFalse(np.allclose(before[0], after[0]))
+    # Round 2: the model of round 1 is half sparse. The 784x128 kernel goes
+    # as mask + 8-bit non-zero values down, as 8-bit values inside the mask
+    # up (the server knows the mask); the other tensors losslessly.
+    kernel = before[0]
+    nnz = int(np.count_nonzero(kernel))
+    self.assertBetween(nnz, 1, 784 * 128 - 1)
+    others_down = sum(len(comm.encode(t, methods=comm.METHODS)) for t in before[1:])
+    communication = out.metrics['client_work']['communication']
+    self.assertEqual(communication['bytes_downloaded'], 2 * (
+        len(comm.encode_mask(kernel != 0, methods=comm.METHODS))
+        + comm.quantized_values_size(nnz, 8) + others_down))
+    uploaded_kernel = 2 * comm.quantized_values_size(nnz, 8)
+    self.assertGreater(communication['bytes_uploaded'], uploaded_kernel)
+    self.assertLess(communication['bytes_uploaded'], uploaded_kernel + 2 * (
+        4 * (118_282 - 784 * 128) + 200))
 
   def test_bad_bits(self):
     for bits in (17, -1, 8.0, True):

@@ -141,6 +141,19 @@ class MaskTest(tf.test.TestCase, parameterized.TestCase):
     best = comm.encode_mask(mask, methods=comm.METHODS)
     self.assertEqual(int(comm.tf_mask_size(tf.constant(mask))), len(best))
 
+  def test_full_mask_is_its_header(self):
+    for shape in [(5, 3), (0,), (70000,)]:
+      mask = np.ones(shape, np.float32)
+      message = comm.encode_mask(mask)
+      self.assertLen(message, 3 + sum(len(comm._varint(d)) for d in shape))
+      self.assertAllEqual(comm.decode_mask(message), np.ones(shape, bool))
+      self.assertEqual(int(comm.tf_mask_size(tf.constant(mask))), len(message))
+    # Inside a TFF-style graph (where == on tensors is identity) too.
+    with tf.Graph().as_default():
+      size = comm.tf_mask_size(tf.ones([4], tf.bool))
+      with tf.compat.v1.Session() as session:
+        self.assertEqual(session.run(size), 4)
+
   def test_mask_costs_no_values(self):
     mask = np.zeros(800, np.float32)
     mask[::2] = 1
@@ -170,3 +183,45 @@ class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_bits(self, bits):
     with self.assertRaisesRegex(ValueError, r'quantize_bits must be 0 .* got'):
       comm.check_quantize_bits(bits)
+
+
+class SparseQuantizerTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.product(bits=[1, 2, 5, 8, 16], n=[0, 1, 7, 1000], seed=[None, (3, 4)])
+  def test_message_decodes_to_what_tf_computes(self, bits, n, seed):
+    values = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    levels, lo, hi, dequantized = comm.tf_quantize(tf.constant(values), bits, seed)
+    message = comm.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), bits)
+    decoded = comm.decode_quantized(message)
+    self.assertEqual(decoded.tobytes(), dequantized.numpy().tobytes())
+    self.assertLen(message, comm.quantized_values_size(n, bits))
+    self.assertEqual(int(comm.tf_quantized_values_size(tf.constant(n), bits)), len(message))
+    if n:  # Within one step (stochastic) or half a step (nearest) of the input.
+      step = (values.max() - values.min()) / (2**bits - 1)
+      rounding = 4 * np.finfo(np.float32).eps * np.abs(values).max()  # float32 arithmetic
+      self.assertLessEqual(np.abs(decoded - values).max(), step * (1 if seed else 0.5) + rounding)
+    if seed is None:
+      self.assertAllEqual(comm.quantize(values, bits)[0], levels)
+
+  def test_stochastic_rounding_is_unbiased(self):
+    values = tf.fill([20000], 0.3)
+    values = tf.concat([[0.0, 1.0], values], 0)
+    *_, nearest = comm.tf_quantize(values, 2)
+    *_, stochastic = comm.tf_quantize(values, 2, seed=(1, 2))
+    self.assertAllClose(nearest[2:], tf.fill([20000], 1 / 3))
+    self.assertNear(float(tf.reduce_mean(stochastic[2:])), 0.3, 0.005)
+
+  def test_constant_values(self):
+    levels, lo, hi, dequantized = comm.tf_quantize(tf.fill([5], -2.0), 8)
+    self.assertAllEqual(levels, np.zeros(5))
+    self.assertAllEqual(dequantized, np.full(5, -2.0))
+    message = comm.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), 8)
+    self.assertAllEqual(comm.decode_quantized(message), np.full(5, -2.0))
+
+  def test_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, r'bits must be 0 .* got 17'):
+      comm.encode_quantized([0], 0.0, 1.0, 17)
+    with self.assertRaisesRegex(ValueError, r'levels must be in \[0, 3\] for bits=2'):
+      comm.encode_quantized([4], 0.0, 1.0, 2)
+    with self.assertRaisesRegex(ValueError, r"quantizer must be one of \('tff', 'sparse'\), got 'dense'"):
+      comm.check_quantizer('dense')

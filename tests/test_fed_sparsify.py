@@ -82,8 +82,9 @@ def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
 
   `client_rate` / `server_rate`: message pruning of arXiv 2310.14693.
   Returns the new global weights and mask, and the bytes the clients upload:
-  their weights inside the global mask they received (the server knows it),
-  plus, in local mode, their masks inside it.
+  their weights inside the global mask they received (the server knows it);
+  in local mode, their masks inside it, then their weights inside their own
+  masks.
   """
   trained = [np_client(w, mask, x, y) for x, y in clients]
   sizes = np.array([len(x) for x, _ in clients], np.float64)
@@ -96,8 +97,10 @@ def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
     uploaded += sum(len(comm.encode_mask(m[mask != 0], methods=comm.METHODS))
                     for m in client_masks)
   trained = [t * np_purge(t, client_rate) for t in trained]
-  uploaded += sum(len(comm.encode(t.astype(np.float32)[mask != 0] + 0.0, methods=comm.METHODS))
-                  for t in trained)
+  # Local mode: the values inside the client's own mask, which went above.
+  sent = client_masks if mode == 'local' else [mask] * len(trained)
+  uploaded += sum(len(comm.encode(t.astype(np.float32)[m != 0] + 0.0, methods=comm.METHODS))
+                  for t, m in zip(trained, sent))
   average = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
   if mode == 'global':
     new_mask = np_purge(average * mask, s) * mask
@@ -154,6 +157,59 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
                        msg=f'round {round_num}, {int(np.sum(previous_mask == 0))} masked')
     if mode == 'local':
       self.assertLess(history[1][1]['aggregator']['mask_agreement'], 1.0)
+
+  @parameterized.parameters(('global', 0.0), ('global', 0.5), ('local', 0.5))
+  def test_sparse_quantizer(self, mode, final_sparsity):
+    """Quantized broadcast and uploads, against NumPy (threshold 0: all tensors).
+
+    The broadcast (nearest rounding) is reproduced exactly; an upload, rounded
+    stochastically, is within one quantization step of the client's delta.
+    """
+    bits = 2
+    clients = linear_clients([4, 6, 2], seed=3)
+    schedule = schedules.FedSparsifySchedule(final_sparsity, 3, initial_sparsity=final_sparsity)
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), tff.learning.optimizers.build_sgdm(LR), schedule=schedule,
+        mode=mode, quantize_bits=bits, quantizer='sparse', quantize_threshold=0)
+    history = run_rounds(process, as_datasets(clients), 3)
+    w, mask = W0, np.ones_like(W0)
+    sizes = np.array([len(x) for x, _ in clients], np.float64)
+    for round_num, (weights, metrics) in enumerate(history, start=1):
+      present = w != 0
+      levels, lo, hi = comm.quantize(w[present], bits)
+      message = comm.encode_quantized(levels, lo, hi, bits)
+      received = np.zeros_like(w)
+      received[present] = comm.decode_quantized(message)
+      self.assertLessEqual(len(set(received[present].tolist())), 2**bits)
+      communication = metrics['client_work']['communication']
+      self.assertEqual(communication['bytes_downloaded'], 3 * (
+          len(comm.encode_mask(present, methods=comm.METHODS)) + len(message)))
+      trained = [np_client(received, mask, x, y) for x, y in clients]
+      new = weights.trainable[0]
+      new_mask = LINEAR_LAYOUT.mask_list(weights.non_trainable)[0]
+      if mode == 'local':
+        client_masks = [np_purge(t, final_sparsity) * mask for t in trained]
+        trained = [t * m for t, m in zip(trained, client_masks)]
+        sent = [m != 0 for m in client_masks]
+        positions = sum(len(comm.encode_mask(m[mask != 0], methods=comm.METHODS))
+                        for m in client_masks)
+      else:
+        sent, positions = [mask != 0] * 3, 0
+      self.assertEqual(communication['bytes_uploaded'], positions + sum(
+          comm.quantized_values_size(int(m.sum()), bits) for m in sent))
+      deltas = [received - t for t in trained]
+      step = max(np.ptp(d[m]) for d, m in zip(deltas, sent)) / (2**bits - 1)
+      # The server steps from its own full-precision model, not the broadcast.
+      average = w - np.tensordot(sizes / sizes.sum(), np.stack(deltas), 1)
+      kept = new_mask != 0
+      self.assertAllClose(new[kept], average[kept], atol=step + 1e-6, rtol=0)
+      self.assertGreater(np.abs(new[kept] - average[kept]).max(), 1e-6)  # Lossy.
+      self.assertAllEqual(new[~kept], np.zeros(int((~kept).sum())))
+      w, mask = new, new_mask
+    if mode == 'global':
+      self.assertEqual(int(np.sum(mask == 0)), round(final_sparsity * 6))
+    else:
+      self.assertGreater(int(np.sum(mask == 0)), 0)
 
   def test_no_pruning_equals_tff_fed_avg(self):
     clients = as_datasets(linear_clients([4, 6, 3], seed=1))

@@ -104,6 +104,7 @@ def build_algorithm(
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
+    quantizer: str = 'tff',
     sparsity_placement: str = 'global',
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
@@ -127,8 +128,11 @@ def build_algorithm(
     client_message_prune_rate: message pruning of arXiv 2310.14693 at the
       clients (fedavg, fedavg_momentum and the `SPARSIFYING` algorithms).
     server_message_prune_rate: the same for the server's broadcast.
-    quantize_bits: 0, or the bits of TFF's uniform quantization of the
-      uploaded deltas, in [1, 16] (as `client_message_prune_rate`).
+    quantize_bits: 0, or the bits of the uniform quantization, in [1, 16]
+      (as `client_message_prune_rate`).
+    quantizer: 'tff' (TFF's, of the uploaded deltas, every element) or
+      'sparse' (ours, the non-zero values of uploads and broadcasts), see
+      `fed_sparsify.build_weighted_fed_sparsify`.
     sparsity_placement: the `SPARSIFYING` magnitude algorithms: 'global' or
       'uniform' (`fed_sparsify.build_weighted_fed_sparsify`).
     loop_implementation: how clients iterate over their datasets.
@@ -154,6 +158,7 @@ def build_algorithm(
     raise ValueError('message pruning rates must be 0 for fedprox, got '
                      f'{client_message_prune_rate}, {server_message_prune_rate}')
   comm.check_quantize_bits(quantize_bits)
+  comm.check_quantizer(quantizer)
   if name == 'fedprox' and quantize_bits:
     raise ValueError(f'quantize_bits must be 0 for fedprox, got {quantize_bits}')
   if uses_fed_sparsify(name, client_message_prune_rate, server_message_prune_rate,
@@ -173,8 +178,8 @@ def build_algorithm(
         pruning_method='random' if name == 'random_pruning' else 'magnitude',
         seed=seed, client_message_prune_rate=client_message_prune_rate,
         server_message_prune_rate=server_message_prune_rate,
-        quantize_bits=quantize_bits, sparsity_placement=sparsity_placement,
-        loop_implementation=loop_implementation)
+        quantize_bits=quantize_bits, quantizer=quantizer,
+        sparsity_placement=sparsity_placement, loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(
@@ -230,6 +235,6 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
       proximal_strength=config['proximal_strength'], schedule=schedule,
       mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
       client_message_prune_rate=client_rate, server_message_prune_rate=server_rate,
-      quantize_bits=quantize_bits,
+      quantize_bits=quantize_bits, quantizer=config.get('quantizer', 'tff'),
       sparsity_placement=config.get('sparsity_placement', 'global'))
   return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)

@@ -28,9 +28,16 @@ bytes of the encodings of `comm.py` (the smallest lossless non-zlib one per
 tensor): `bytes_downloaded`, the global model's trainable weights each
 client receives (the global mask is their non-zero pattern), and
 `bytes_uploaded`, the weights the client trained, inside the global mask
-only (the server sent that mask, so positions outside it are never sent),
-plus in local mode its mask, as positions inside the global mask; with
-`quantize_bits`, tensors TFF quantizes count as TFF encodes them. All are summed over the round's clients.
+only (the server sent that mask, so positions outside it are never sent);
+in local mode, its mask as positions inside the global mask, then the
+values inside its mask. With `quantize_bits`, large tensors count as the
+quantizer sends them: `quantizer='tff'`, TFF's aggregator, uploads only,
+every element (`comm.quantized_size`); `quantizer='sparse'`, ours, in both
+directions, the non-zero values only (`comm.tf_quantize`): the broadcast's
+non-zeros rounded to the nearest level (all clients decode the same model;
+the server keeps its full-precision one), the upload's deltas at the
+positions sent, rounded stochastically. All are summed over the round's
+clients.
 
 Optionally the upload is pruned as in arXiv 2310.14693: the smallest
 `message_prune_rate` of the trained weights are zeroed before sending.
@@ -171,9 +178,15 @@ def build_train_step(model, optimizer, trainable, keep):
   return step
 
 
+def _quantize_at(t, sent, bits, seed=None):
+  """`t` with its values at `sent` (bool) replaced by their `bits`-bit quantization."""
+  _, _, _, dequantized = comm.tf_quantize(tf.boolean_mask(t, sent), bits, seed)
+  return tf.tensor_scatter_nd_update(t, tf.where(sent), dequantized)
+
+
 def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate,
                          quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD,
-                         sparsity_placement='global'):
+                         sparsity_placement='global', quantizer='tff'):
   """The per-client `tf.function`, as TFF's model delta client update."""
   model = model_fn()
   layout = pruning_layout(model)
@@ -181,11 +194,28 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
   reduce_loop = _reduce_loop(loop_implementation)
+  sparse_bits = quantize_bits if quantizer == 'sparse' else 0
+  tff_bits = quantize_bits if quantizer == 'tff' else 0
+
+  def quantized(t):
+    return sparse_bits and t.shape.num_elements() > quantize_threshold
 
   @tf.function
   def client_update(initial_weights, data, should_prune, sparsity):
     weights = tff.learning.models.ModelWeights.from_model(model)
-    tf.nest.map_structure(lambda v, t: v.assign(t), weights, initial_weights)
+    # What the client receives: with the sparse quantizer, the non-zero
+    # values of the large tensors as levels (rounded to the nearest, so every
+    # client decodes the same model), their positions as a mask message.
+    received = [_quantize_at(t, tf.not_equal(t, 0), sparse_bits) if quantized(t) else t
+                for t in initial_weights.trainable]
+    bytes_downloaded = tf.add_n([
+        comm.tf_mask_size(tf.not_equal(t, 0)) + comm.tf_quantized_values_size(
+            tf.math.count_nonzero(t, dtype=tf.int64), sparse_bits)
+        if quantized(t) else comm.tf_encoded_size(t) for t in initial_weights.trainable])
+    for variable, value in zip(weights.trainable, received):
+      variable.assign(value)
+    for variable, value in zip(weights.non_trainable, initial_weights.non_trainable):
+      variable.assign(value)
     trainable = list(weights.trainable)
     keep = [None if m is None else tf.not_equal(m, 0)
             for m in layout.masks_by_trainable(initial_weights.non_trainable)]
@@ -217,24 +247,49 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       trained = masks_lib.apply_masks(
           trained, masks_lib.magnitude_masks(trained, message_prune_rate))
 
-    delta = tuple(a - b for a, b in zip(initial_weights.trainable, trained))
-    delta, non_finite = _zero_all_if_any_non_finite(delta)
+    # What the client sends: the values at `sent`, and `sent` itself as a
+    # mask message inside the global mask where the server cannot know it
+    # (local masks, message pruning). The server knows the global mask it
+    # broadcast, and everything outside `sent` is zero.
+    local_keep = {i: tf.not_equal(m, 0) for i, m in zip(layout.prunable, local_masks)} if (
+        mode == 'local') else {}
+    delta = [a - b for a, b in zip(received, trained)]
+    bytes_uploaded = []
+    for i, (t, kept) in enumerate(zip(trained, keep)):
+      if mode == 'local':
+        sent = local_keep.get(i, kept)
+      elif message_prune_rate > 0 and sparse_bits:
+        sent = tf.not_equal(t, 0)
+      else:
+        sent = kept
+      if sent is not kept:
+        bytes_uploaded.append(comm.tf_mask_size(
+            sent if kept is None else tf.boolean_mask(sent, kept)))
+      n = t.shape.num_elements()
+      if quantized(t):
+        # Stochastic rounding, seeded by what the client trained.
+        sent = tf.ones_like(t, tf.bool) if sent is None else sent
+        seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
+        delta[i] = _quantize_at(delta[i], sent, sparse_bits, seed)
+        bytes_uploaded.append(comm.tf_quantized_values_size(
+            tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
+      elif tff_bits and n > quantize_threshold:
+        bytes_uploaded.append(comm.tf_upload_size(t, tff_bits, quantize_threshold))
+      elif sent is kept:  # Positions of any zeros inside it go with the values.
+        bytes_uploaded.append(comm.tf_upload_size(t, support=kept))
+      else:
+        bytes_uploaded.append(comm.tf_encoded_size(tf.boolean_mask(t, sent)))
+    bytes_uploaded = tf.add_n(bytes_uploaded)
+
+    delta, non_finite = _zero_all_if_any_non_finite(tuple(delta))
     if non_finite:
       model.reset_metrics()
     client_weight = tf.where(
         non_finite, 0.0, tf.cast(num_examples, tf.float32))
-    # The clients hold the global mask and the server sent it: what they
-    # upload is zero outside it, so only the values inside it are encoded.
-    bytes_uploaded = tf.add_n([
-        comm.tf_upload_size(t, quantize_bits, quantize_threshold, support=kept)
-        for t, kept in zip(trained, keep)])
     if mode == 'local':
       update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
       mask_bits = tf.constant(
           sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
-      bytes_uploaded += tf.add_n([
-          comm.tf_mask_size(tf.boolean_mask(m, kept))
-          for m, kept in zip(local_masks, layout.prunable_list(keep))])
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)
@@ -244,9 +299,7 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
         params_downloaded=downloaded, params_uploaded=uploaded,
         mask_bits_uploaded=mask_bits,
         transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
-        bytes_downloaded=tf.add_n(
-            [comm.tf_encoded_size(t) for t in initial_weights.trainable]),
-        bytes_uploaded=bytes_uploaded)
+        bytes_downloaded=bytes_downloaded, bytes_uploaded=bytes_uploaded)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
             model.report_local_unfinalized_metrics(), communication)
 
@@ -262,6 +315,7 @@ def build_fed_sparsify_client_work(
     message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
     quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
+    quantizer: str = 'tff',
     sparsity_placement: str = 'global',
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
@@ -279,12 +333,16 @@ def build_fed_sparsify_client_work(
     message_prune_rate: fraction of the uploaded weights, the smallest by
       magnitude over all trainable tensors, that clients zero before sending
       (message compression of arXiv 2310.14693); no persistent mask.
-    quantize_bits: if not 0, the bits per element of TFF's uniform
-      quantization applied to the uploaded deltas by the aggregator
-      (`aggregators.quantized_mean_factory`); `bytes_uploaded` then counts
-      tensors with more than `quantize_threshold` elements as TFF's encoder
-      writes them (`comm.quantized_size`). It changes only the counting.
+    quantize_bits: if not 0, the bits per value of the quantization of
+      tensors with more than `quantize_threshold` elements.
     quantize_threshold: see `quantize_bits`.
+    quantizer: 'tff': TFF's uniform quantization of the uploaded deltas,
+      applied by the aggregator (`aggregators.quantized_mean_factory`, whose
+      threshold must be `quantize_threshold`); here it changes only the
+      counting (`comm.quantized_size`). 'sparse': this client work
+      quantizes the non-zero values of what it receives and of the deltas
+      it sends (`comm.tf_quantize`), and counts them as sent; the
+      aggregator is a plain mean.
     sparsity_placement: how clients place s_t in local mode ('global' or
       'uniform', `masks.placed_magnitude_masks`).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
@@ -302,6 +360,7 @@ def build_fed_sparsify_client_work(
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
   check_message_prune_rate('client_message_prune_rate', message_prune_rate)
   comm.check_quantize_bits(quantize_bits)
+  comm.check_quantizer(quantizer)
   masks_lib.check_placement(sparsity_placement)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
@@ -336,7 +395,7 @@ def build_fed_sparsify_client_work(
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
     client_update = _build_client_update(
         model_fn, optimizer, mode, loop_implementation, message_prune_rate,
-        quantize_bits, quantize_threshold, sparsity_placement)
+        quantize_bits, quantize_threshold, sparsity_placement, quantizer)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   state_type = initial_state.type_signature.result

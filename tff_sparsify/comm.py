@@ -16,8 +16,14 @@ kept. Lossless methods (decode(encode(x)) == x bit for bit, NaN payloads and
   magnitude masks (e.g. whole input pixels pruned).
 
 `float16=True` stores float values as float16 (lossy, and the header says
-so). A message starts with a small header (method, dtype, shape, non-zero
+so). Masks (`encode_mask`) are positions only; a mask with every element
+set is the header alone. A message starts with a small header (method, dtype, shape, non-zero
 count, as LEB128 varints), so it is self-describing.
+
+Lossy, `quantizer='sparse'` (`tf_quantize`, `encode_quantized`): the
+non-zero values only, as `bits`-bit uniform levels between their minimum
+and maximum; the positions travel as a mask message where the receiver does
+not know them already. TFF's quantizer (below) sends every element.
 
 Uploads quantized by TFF (`tff.aggregators.EncodedSumFactory.
 quantize_above_threshold`, see `aggregators.quantized_mean_factory`) are
@@ -45,6 +51,9 @@ SPARSE_METHODS = METHODS[1:]
 # What tff.aggregators' uniform quantization accepts, and its default
 # threshold (tensors with more elements than this are quantized).
 QUANTIZATION_BITS = range(1, 17)
+# 'tff': TFF's aggregator quantizes each upload, every element of it (dense);
+# 'sparse': ours, the non-zero values only, uploads and broadcasts.
+QUANTIZERS = ('tff', 'sparse')
 QUANTIZATION_THRESHOLD = 20000
 _BITPACK_WORD_BITS = 28  # tensor_encoding's BitpackingEncodingStage.
 
@@ -56,6 +65,11 @@ def check_quantize_bits(bits, name: str = 'quantize_bits'):
     raise ValueError(
         f'{name} must be 0 (no quantization) or an integer in [1, 16] (what '
         f'tff.aggregators uniform quantization supports), got {bits!r}')
+
+
+def check_quantizer(quantizer, name: str = 'quantizer'):
+  if quantizer not in QUANTIZERS:
+    raise ValueError(f'{name} must be one of {QUANTIZERS}, got {quantizer!r}')
 
 
 def quantized_size(num_elements: int, bits: int) -> int:
@@ -216,6 +230,8 @@ def _encode(x, methods, float16, mask) -> bytes:
   positions = _nonzero(flat)
   header_tail = bytes([_DTYPES.index(x.dtype.type), x.ndim]) + b''.join(
       _varint(d) for d in x.shape)
+  if mask and positions.size == flat.size:  # Every element set: the header says so.
+    return bytes([METHODS.index('dense') | flags]) + header_tail
   best = None
   for name in methods:
     method, _, compressed = name.partition('_')
@@ -245,6 +261,8 @@ def decode(message: bytes) -> np.ndarray:
   if first & _ZLIB_FLAG:
     payload = zlib.decompress(payload)
   n = int(np.prod(shape, dtype=np.int64))
+  if method == 'dense' and first & _MASK_FLAG:
+    return np.ones(shape, bool)
   if method == 'dense':
     return np.frombuffer(payload, dtype, count=n).reshape(shape).copy()
   count, pos = _read_varint(payload, 0)
@@ -306,7 +324,7 @@ def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
   flat = tf.reshape(x, [-1])
   n = tf.size(flat, out_type=tf.int64)
   if mask:
-    present = tf.not_equal(flat, 0)
+    present = flat if flat.dtype == tf.bool else tf.not_equal(flat, 0)
   else:
     if x.dtype != tf.float32:
       raise ValueError(f'x.dtype must be float32, got {x.dtype.name}')
@@ -323,7 +341,11 @@ def _tf_size(x: tf.Tensor, mask: bool) -> tf.Tensor:
   gaps = positions - tf.concat([[-1], positions[:-1]], 0) - 1
   rice_bits = tf.where(nnz > 0, _tf_min_rice_bits(gaps, nnz), 0)
   golomb = sparse_header + 1 + (rice_bits + 7) // 8 + values
-  candidates = [bitmap, indices, golomb] + ([] if mask else [4 * n])
+  if mask:  # A full mask is its header alone.
+    # tf.equal: in the graphs TFF traces, == on tensors is object identity.
+    candidates = [tf.where(tf.equal(nnz, n), tf.constant(0, tf.int64), bitmap), indices, golomb]
+  else:
+    candidates = [bitmap, indices, golomb, 4 * n]
   return header + tf.reduce_min(tf.stack(candidates))
 
 
@@ -357,3 +379,84 @@ def entropy_bound_bytes(tensors: Iterable) -> float:
   d = nnz / n
   entropy = 0.0 if d in (0.0, 1.0) else -(d * np.log2(d) + (1 - d) * np.log2(1 - d))
   return 4.0 * nnz + n * entropy / 8.0
+
+
+# Our quantizer ('sparse'): the non-zero values of a tensor as `bits`-bit
+# levels between their minimum and maximum. Message: varint(count), bits,
+# minimum and maximum as float32, then the levels packed `bits` bits each,
+# most significant first.
+
+
+def quantized_values_size(count: int, bits: int) -> int:
+  """Bytes of `encode_quantized` of `count` values at `bits` bits."""
+  return len(_varint(count)) + 1 + 8 + math.ceil(count * bits / 8)
+
+
+def tf_quantized_values_size(count: tf.Tensor, bits: int) -> tf.Tensor:
+  """`quantized_values_size` in TensorFlow ops (int64 scalar)."""
+  count = tf.cast(count, tf.int64)
+  return _tf_varint_bytes(count) + 9 + (count * bits + 7) // 8
+
+
+def tf_quantize(values: tf.Tensor, bits: int, seed=None):
+  """Uniform `bits`-bit quantization of a float32 vector.
+
+  Levels are (v - min) / scale rounded, scale = (max - min) / (2**bits - 1):
+  to the nearest (ties to even) without `seed`; stochastically (unbiased,
+  as TFF's quantizer) with a `tf.random.stateless_uniform` seed (shape [2]).
+
+  Returns:
+    (levels as int32, minimum, maximum, dequantized values), the last
+    computed as `decode_quantized` computes them, bit for bit.
+  """
+  values = tf.convert_to_tensor(values, tf.float32)
+  nonempty = tf.size(values) > 0
+  lo = tf.where(nonempty, tf.reduce_min(values), 0.0)
+  hi = tf.where(nonempty, tf.reduce_max(values), 0.0)
+  top = float(2**bits - 1)
+  scale = (hi - lo) / top
+  scaled = (values - lo) / tf.where(scale > 0, scale, 1.0)
+  if seed is None:
+    rounded = tf.round(scaled)
+  else:
+    rounded = tf.floor(scaled + tf.random.stateless_uniform(tf.shape(values), seed))
+  levels = tf.cast(tf.clip_by_value(rounded, 0.0, top), tf.int32)
+  return levels, lo, hi, lo + tf.cast(levels, tf.float32) * scale
+
+
+def quantize(values, bits: int):
+  """NumPy `tf_quantize` without a seed: (levels, minimum, maximum)."""
+  values = np.asarray(values, np.float32).reshape(-1)
+  if values.size == 0:
+    return np.zeros(0, np.int32), np.float32(0), np.float32(0)
+  lo, hi = values.min(), values.max()
+  top = np.float32(2**bits - 1)
+  scale = (hi - lo) / top
+  scaled = (values - lo) / (scale if scale > 0 else np.float32(1))
+  return np.clip(np.round(scaled), 0, top).astype(np.int32), lo, hi
+
+
+def encode_quantized(levels, lo, hi, bits: int) -> bytes:
+  """The message of quantized values (`tf_quantize`'s levels, min and max)."""
+  check_quantize_bits(bits, 'bits')
+  if bits == 0:
+    raise ValueError('bits must be in [1, 16], got 0')
+  levels = np.asarray(levels, np.int64).reshape(-1)
+  if levels.size and (levels.min() < 0 or levels.max() >= 2**bits):
+    raise ValueError(f'levels must be in [0, {2**bits - 1}] for bits={bits}')
+  shifts = np.arange(bits - 1, -1, -1)
+  packed = np.packbits(((levels[:, None] >> shifts) & 1).astype(np.uint8).reshape(-1))
+  return (_varint(levels.size) + bytes([bits]) +
+          np.array([lo, hi], np.float32).tobytes() + packed.tobytes())
+
+
+def decode_quantized(message: bytes) -> np.ndarray:
+  """Inverse of `encode_quantized`: the dequantized float32 values."""
+  count, pos = _read_varint(message, 0)
+  bits = message[pos]
+  lo, hi = np.frombuffer(message, np.float32, count=2, offset=pos + 1)
+  fields = np.unpackbits(np.frombuffer(message, np.uint8, offset=pos + 9),
+                         count=count * bits).reshape(count, bits).astype(np.int64)
+  levels = fields @ (1 << np.arange(bits - 1, -1, -1))
+  scale = (hi - lo) / np.float32(2**bits - 1)
+  return lo + levels.astype(np.float32) * scale

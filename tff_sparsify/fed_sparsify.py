@@ -63,6 +63,8 @@ def build_weighted_fed_sparsify(
     client_message_prune_rate: float = 0.0,
     server_message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
+    quantizer: str = 'tff',
+    quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
     sparsity_placement: str = 'global',
     model_distributor: Optional[tff.learning.templates.DistributionProcess] = None,
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
@@ -117,10 +119,14 @@ def build_weighted_fed_sparsify(
       the clients: the fraction of the uploaded weights, smallest by
       magnitude, zeroed before sending (no persistent mask), in [0, 1).
     server_message_prune_rate: the same for the server's broadcast.
-    quantize_bits: if not 0, the model deltas are aggregated by TFF's uniform
-      quantization at that many bits (`aggregators.quantized_mean_factory`,
-      tensors over `comm.QUANTIZATION_THRESHOLD` elements) and the clients'
-      `bytes_uploaded` counts what it sends. Not with `model_aggregator`.
+    quantize_bits: if not 0, the bits per value of the quantization of
+      tensors over `quantize_threshold` elements, by `quantizer`.
+    quantizer: 'tff': the model deltas are aggregated by TFF's uniform
+      quantization (`aggregators.quantized_mean_factory`; every element,
+      zeros included; uploads only); not with `model_aggregator`. 'sparse':
+      the non-zero values only, of the broadcast and of the uploads
+      (`client_work.build_fed_sparsify_client_work`).
+    quantize_threshold: tensors with more elements than this are quantized.
     sparsity_placement: 'global' (one magnitude ranking over all prunable
       weights, the paper's) or 'uniform' (each prunable tensor pruned to s_t
       by its own ranking: every layer equally sparse, which sparse CPU
@@ -148,12 +154,13 @@ def build_weighted_fed_sparsify(
   client_work_lib.check_message_prune_rate('server_message_prune_rate', server_message_prune_rate)
   aggregators.check_mask_aggregation(mask_aggregation)
   comm.check_quantize_bits(quantize_bits)
-  if quantize_bits:
+  comm.check_quantizer(quantizer)
+  if quantize_bits and quantizer == 'tff':
     if model_aggregator is not None:
       raise ValueError(
           'quantize_bits builds the model aggregator; pass quantize_bits=0 '
           f'with a model_aggregator, got quantize_bits={quantize_bits}')
-    model_aggregator = aggregators.quantized_mean_factory(quantize_bits)
+    model_aggregator = aggregators.quantized_mean_factory(quantize_bits, quantize_threshold)
   model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   if server_optimizer_fn is None:
     server_optimizer_fn = tff.learning.optimizers.build_sgdm(learning_rate=1.0)
@@ -166,6 +173,7 @@ def build_weighted_fed_sparsify(
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, schedule, mode=mode,
       message_prune_rate=client_message_prune_rate, quantize_bits=quantize_bits,
+      quantizer=quantizer, quantize_threshold=quantize_threshold,
       sparsity_placement=sparsity_placement,
       metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation)
   update_type = client_work.next.type_signature.result.result.member.update
