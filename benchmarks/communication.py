@@ -271,7 +271,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   for holder in (_TOTAL_ROUNDS, _EPOCHS):
-    if holder.value < 1:
+    if holder.value is not None and holder.value < 1:
       raise app.UsageError(f'--{holder.name} must be >= 1, got {holder.value}')
   keys = list(CONFIGS)
   if _CONFIGS.value:

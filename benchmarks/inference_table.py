@@ -53,11 +53,21 @@ _PLACEMENTS = flags.DEFINE_list(
     'placements', ['global', 'uniform'],
     'Where the sparsity goes: global (one magnitude ranking over all kernels) '
     'and/or uniform (every kernel at the same sparsity).')
+_LAYOUTS = flags.DEFINE_list(
+    'layouts', ['NHWC'],
+    'ONNX input layouts of the CIFAR-10 exports: NHWC (Keras\', tf2onnx '
+    'inserts a transpose before the first convolution) and/or NCHW '
+    '(tf2onnx inputs_as_nchw: no transpose; batches are fed channels-first). '
+    'FashionMNIST (no channels) is always NHWC.')
+_OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset of the exports.')
 _BUDGET = flags.DEFINE_float('budget_seconds', 60.0, 'Timed seconds per model and runtime.')
 _WARMUP = flags.DEFINE_float('warmup_seconds', 10.0, 'Warm-up seconds.')
 _WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'inference'),
                                 'Where the exported models go.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
+_OUTPUT = flags.DEFINE_string(
+    'output', os.path.join(RESULTS, 'inference'),
+    'Output prefix: {output}_{dataset}.csv/.md and {output}_speedup.png.')
 
 
 def _pruned_model(dataset: str, sparsity: float, placement: str) -> tf.keras.Model:
@@ -98,6 +108,9 @@ def main(argv):
   unknown = set(_PLACEMENTS.value) - {'global', 'uniform'}
   if unknown:
     raise app.UsageError(f'--placements: unknown {sorted(unknown)}; allowed: global, uniform')
+  unknown = set(_LAYOUTS.value) - {'NHWC', 'NCHW'}
+  if unknown or not _LAYOUTS.value:
+    raise app.UsageError(f'--layouts: unknown {sorted(unknown)}; allowed: NHWC, NCHW')
   execution.drop_import_time_default_context()
   test_set = None
   try:
@@ -105,18 +118,21 @@ def main(argv):
     test_set = (centralized.test_images, centralized.test_labels)
   except data.DataError as e:
     print(f'no FashionMNIST test set ({e}); accuracy check skipped', flush=True)
-  os.makedirs(RESULTS, exist_ok=True)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4))
   for dataset in _DATASETS.value:
     batch_size = inference.DEFAULT_BATCH_SIZES[dataset]
     rows = []
+    layouts = _LAYOUTS.value if dataset == 'cifar10' else ['NHWC']
     cases = [(p, s) for p in _PLACEMENTS.value for s in _SPARSITIES.value if float(s) > 0]
     if any(float(s) == 0 for s in _SPARSITIES.value):
       cases.insert(0, ('dense', '0'))
-    for placement, s in cases:
+    cases = [(layout, p, s) for layout in layouts for p, s in cases]
+    for layout, placement, s in cases:
       model = _pruned_model(dataset, float(s), 'global' if placement == 'dense' else placement)
       report = export.export_model(
-          model, os.path.join(_WORK_DIR.value, f'{dataset}_{placement}_{s}'))
+          model, os.path.join(_WORK_DIR.value, f'{dataset}_{layout}_{placement}_{s}'),
+          opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW')
       accuracy = None
       if dataset == 'fashion_mnist' and test_set is not None:
         accuracy = _accuracy_check(report, model, *test_set)
@@ -125,23 +141,24 @@ def main(argv):
           batch_size=batch_size, input_shape=models.INPUT_SHAPES[dataset],
           budget_seconds=_BUDGET.value, warmup_seconds=_WARMUP.value):
         rows.append(collections.OrderedDict(
-            placement=placement, sparsity=float(s), runtime=t.runtime, params=report.total_params,
+            layout=layout, placement=placement, sparsity=float(s), runtime=t.runtime, params=report.total_params,
             nonzero_params=report.nonzero_params, gzip_mb=report.onnx_gzip_bytes / 1e6,
             ms_per_batch_mean=t.ms_mean, ms_per_batch_median=t.ms_median, ms_p90=t.ms_p90,
             ms_p99=t.ms_p99, iterations=t.iterations, items_per_second=t.items_per_second,
             onnx_accuracy=accuracy, unavailable=t.unavailable))
-        print(f'{dataset} {placement} s={s} {t.runtime}: {t.unavailable or f"{t.ms_median:.3f} ms/batch"}',
+        print(f'{dataset} {layout} {placement} s={s} {t.runtime}: {t.unavailable or f"{t.ms_median:.3f} ms/batch"}',
               flush=True)
-    dense = {r['runtime']: r for r in rows if r['sparsity'] == 0.0}
+    # Against the dense model of the same layout, measured in the same run.
+    dense = {(r['layout'], r['runtime']): r for r in rows if r['sparsity'] == 0.0}
     for r in rows:
-      base = dense.get(r['runtime'])
-      r['gzip_reduction'] = dense[r['runtime']]['gzip_mb'] / r['gzip_mb'] if base else None
+      base = dense.get((r['layout'], r['runtime']))
+      ort = dense.get((r['layout'], 'onnxruntime'))
+      r['gzip_reduction'] = base['gzip_mb'] / r['gzip_mb'] if base else None
       r['speedup_vs_dense_same_runtime'] = (
           r['items_per_second'] / base['items_per_second'] if base else None)
       r['speedup_vs_dense_onnxruntime'] = (
-          r['items_per_second'] / dense['onnxruntime']['items_per_second']
-          if 'onnxruntime' in dense else None)
-    stem = os.path.join(RESULTS, f'inference_{dataset}')
+          r['items_per_second'] / ort['items_per_second'] if ort else None)
+    stem = f'{_OUTPUT.value}_{dataset}'
     with open(stem + '.csv', 'w', newline='') as f:
       writer = csv.DictWriter(f, fieldnames=list(rows[0]))
       writer.writeheader()
@@ -151,7 +168,14 @@ def main(argv):
     lines = [f'# Inference, {dataset} (batch {batch_size})', '',
              f'Command: `python -m benchmarks.inference_table --datasets={dataset} '
              f'--budget_seconds={_BUDGET.value} --warmup_seconds={_WARMUP.value} '
-             f'--placements={",".join(_PLACEMENTS.value)}`; '
+             f'--placements={",".join(_PLACEMENTS.value)} --layouts={",".join(layouts)} '
+             f'--opset={_OPSET.value}' + (
+                 f' --runtimes={",".join(_RUNTIMES.value)}'
+                 if _RUNTIMES.value != _RUNTIMES.default else '') + (
+                 f' --sparsities={",".join(_SPARSITIES.value)}'
+                 if _SPARSITIES.value != _SPARSITIES.default else '') + (
+                 f' --output={os.path.relpath(_OUTPUT.value, REPO)}'
+                 if _OUTPUT.value != _OUTPUT.default else '') + '`; '
              f'{platform.machine()}, {os.cpu_count()} CPUs; random-init weights, seed {SEED}, '
              'magnitude pruning (placement: see the script\'s docstring). Speed-ups are '
              'throughput ratios against the dense model of the same run.', '',
@@ -165,26 +189,28 @@ def main(argv):
             r['speedup_vs_dense_same_runtime']):
           paper = PAPER_SPEEDUPS[r['sparsity']]
           found = r['speedup_vs_dense_same_runtime']
-          lines.append(f'- {r["placement"]} {r["sparsity"]}: {found:.2f}x (paper {paper}): '
+          lines.append(f'- {r["layout"]} {r["placement"]} {r["sparsity"]}: {found:.2f}x (paper {paper}): '
                        f'{"met" if found >= paper else "NOT met"}')
           if r['sparsity'] == 0.99 and r['speedup_vs_dense_onnxruntime']:
             ort = r['speedup_vs_dense_onnxruntime']
-            lines.append(f'- {r["placement"]} 0.99 over dense ONNX Runtime: {ort:.2f}x: '
+            lines.append(f'- {r["layout"]} {r["placement"]} 0.99 over dense ONNX Runtime: {ort:.2f}x: '
                          f'{"met" if ort >= 6 else "NOT met"}')
     with open(stem + '.md', 'w') as f:
       f.write('\n'.join(lines) + '\n')
-    for placement in _PLACEMENTS.value:
-      for runtime in _RUNTIMES.value:
-        points = [(r['sparsity'], r['speedup_vs_dense_same_runtime']) for r in rows
-                  if r['runtime'] == runtime and r['placement'] in (placement, 'dense')
-                  and r['speedup_vs_dense_same_runtime']]
-        if points:
-          ax.plot(*zip(*points), marker='o', label=f'{dataset} {placement} {runtime}')
+    for layout in layouts:
+      for placement in _PLACEMENTS.value:
+        for runtime in _RUNTIMES.value:
+          points = [(r['sparsity'], r['speedup_vs_dense_same_runtime']) for r in rows
+                    if r['runtime'] == runtime and r['placement'] in (placement, 'dense')
+                    and r['layout'] == layout and r['speedup_vs_dense_same_runtime']]
+          if points:
+            ax.plot(*zip(*points), marker='o',
+                    label=f'{dataset} {layout} {placement} {runtime}')
   ax.set_xlabel('sparsity')
   ax.set_ylabel('throughput speed-up over dense (same runtime)')
   ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(RESULTS, 'inference_speedup.png'), dpi=120)
+  fig.savefig(f'{_OUTPUT.value}_speedup.png', dpi=120)
 
 
 if __name__ == '__main__':

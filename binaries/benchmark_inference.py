@@ -5,7 +5,8 @@ r"""Times ONNX models on DeepSparse, ONNX Runtime and TensorFlow, side by side.
     --budget_seconds=60 --warmup_seconds=10 --output=/tmp/inference
 
 TensorFlow runs the `saved_model/` next to each `model.onnx` when there is
-one. The batch size defaults to the paper's: 32 for 28x28 inputs
+one. A channels-first export (`binaries/export.py --inputs_as_nchw`) gets the
+same batch, transposed. The batch size defaults to the paper's: 32 for 28x28 inputs
 (FashionMNIST), 128 otherwise (CIFAR-10). Writes {output}.json and .md.
 """
 
@@ -23,6 +24,7 @@ import onnx
 import tensorflow as tf  # pylint: disable=unused-import
 
 from binaries import flag_utils
+from tff_sparsify import export
 from tff_sparsify import inference
 
 _ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
@@ -44,8 +46,10 @@ def _input_shape(path: str) -> tuple:
     onnx.checker.check_model(model)
   except Exception as e:  # onnx raises DecodeError, ValidationError, ...
     flag_utils.fail(_ONNX, f'{path!r} is not a valid ONNX model ({type(e).__name__})')
-  dims = model.graph.input[0].type.tensor_type.shape.dim[1:]
-  return tuple(d.dim_value for d in dims)
+  shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
+  if export.input_layout(model) == 'NCHW':  # Back to Keras' channels-last shape.
+    shape = shape[1:] + shape[:1]
+  return shape
 
 
 def main(argv):

@@ -33,6 +33,10 @@ _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where to write; default {run_dir}/export, or '
     '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
 _OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset.')
+_INPUTS_AS_NCHW = flags.DEFINE_bool(
+    'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
+    'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
+    'metadata, which binaries/benchmark_inference reads.')
 
 
 def write_report(report: export.ExportReport, output_dir: str):
@@ -45,7 +49,8 @@ def write_report(report: export.ExportReport, output_dir: str):
       f'{report.onnx_gzip_bytes} gzip\'d',
       f'- parameters: {report.total_params}, non-zero {report.nonzero_params}, '
       f'sparsity of the kernels {report.sparsity:.4f}',
-      f'- max |ONNX - Keras| on random inputs: {report.max_abs_diff:.3g}', '',
+      f'- max |ONNX - Keras| on random inputs: {report.max_abs_diff:.3g}',
+      f'- ONNX input layout: {report.input_layout}', '',
       '| layer | shape | size | zeros (Keras) | zeros (ONNX) | sparsity |', '|---|---|---|---|---|---|',
       *[f'| {l.name} | {l.shape} | {l.size} | {l.keras_zeros} | {l.onnx_zeros} | '
         f'{l.sparsity:.4f} |' for l in report.layers]]
@@ -79,8 +84,11 @@ def main(argv):
         export.run_results_dir(experiment_dir),
         f'export_{version if version is not None else "latest"}')
   try:
-    report = export.export_model(model, output_dir, opset=_OPSET.value)
+    report = export.export_model(model, output_dir, opset=_OPSET.value,
+                                 inputs_as_nchw=_INPUTS_AS_NCHW.value)
   except export.ExportError as e:
+    if _INPUTS_AS_NCHW.value and 'inputs_as_nchw' in str(e):
+      flag_utils.fail(_INPUTS_AS_NCHW, str(e))
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)
   print(f'exported: {report.onnx_path} ({report.onnx_bytes} bytes, '

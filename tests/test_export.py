@@ -64,6 +64,30 @@ class ExportTest(tf.test.TestCase):
 
 
 
+  def test_inputs_as_nchw(self):
+    import onnx  # pylint: disable=g-import-not-at-top
+    import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+    model = small_pruned_model()
+    out = self.create_tempdir().full_path
+    report = export.export_model(model, out, inputs_as_nchw=True)
+    self.assertEqual(report.input_layout, 'NCHW')
+    self.assertEqual(inference.onnx_input_layout(report.onnx_path), 'NCHW')
+    onnx_model = onnx.load(report.onnx_path)
+    self.assertEqual([d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim[1:]],
+                     [1, 6, 6])
+    self.assertNotIn('Transpose', [n.op_type for n in onnx_model.graph.node][:1])
+    x = np.random.default_rng(1).random((3, 6, 6, 1), np.float32)
+    session = ort.InferenceSession(report.onnx_path, providers=['CPUExecutionProvider'])
+    found = session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2)})[0]
+    self.assertAllClose(found, export._strip(model)(x).numpy(), atol=1e-4)
+    default = export.export_model(model, self.create_tempdir().full_path)
+    self.assertEqual(inference.onnx_input_layout(default.onnx_path), 'NHWC')
+    flat = tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
+                                tf.keras.layers.Dense(10)])
+    with self.assertRaisesRegex(export.ExportError, r'inputs_as_nchw needs an image input .* '
+                                r'got input shape \(None, 28, 28\)'):
+      export.export_model(flat, self.create_tempdir().full_path, inputs_as_nchw=True)
+
 
 class InferenceTest(tf.test.TestCase):
 
@@ -96,6 +120,15 @@ class InferenceTest(tf.test.TestCase):
         self.assertGreater(r.items_per_second, 0)
     with self.assertRaisesRegex(ValueError, 'batch_size must be >= 1, got 0'):
       inference.benchmark(report.onnx_path, batch_size=0, input_shape=(6, 6, 1))
+
+  def test_channels_first_export_gets_the_transposed_batch(self):
+    report = export.export_model(small_pruned_model(), self.create_tempdir().full_path,
+                                 inputs_as_nchw=True)
+    results = inference.benchmark(
+        report.onnx_path, saved_model_dir=report.saved_model_dir, batch_size=4,
+        input_shape=(6, 6, 1), budget_seconds=0.05, warmup_seconds=0.0,
+        runtimes=['onnxruntime', 'tensorflow'])
+    self.assertTrue(all(r.iterations > 0 for r in results))  # A wrong shape would raise.
 
   def test_deepsparse_on_a_missing_file_is_one_line(self):
     with self.assertRaisesRegex(inference.RuntimeUnavailable, '^deepsparse: '):

@@ -24,13 +24,16 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     model = tfmot.sparsity.keras.strip_pruning(test_export.small_pruned_model(0.9))
     model.save(os.path.join(cls.run_dir, 'final_model.keras'))
 
-  def test_export_then_benchmark(self):
+  @parameterized.parameters(False, True)
+  def test_export_then_benchmark(self, nchw):
     out = self.create_tempdir().full_path
-    code, stdout, _ = fixtures.run_binary(export_binary, [f'--run_dir={self.run_dir}', f'--output_dir={out}'])
+    code, stdout, _ = fixtures.run_binary(export_binary, [
+        f'--run_dir={self.run_dir}', f'--output_dir={out}', f'--inputs_as_nchw={nchw}'])
     self.assertEqual(code, 0)
     self.assertIn('exported:', stdout)
     with open(os.path.join(out, 'export_report.json')) as f:
       report = json.load(f)
+    self.assertEqual(report['input_layout'], 'NCHW' if nchw else 'NHWC')
     self.assertAlmostEqual(report['sparsity'], round(0.9 * 1476) / 1476)
     self.assertTrue(os.path.isfile(os.path.join(out, 'export_report.md')))
 

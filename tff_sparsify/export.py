@@ -30,6 +30,14 @@ from tff_sparsify import pruning
 
 DEFAULT_OPSET = 13
 MAX_ABS_DIFF = 1e-4
+# ONNX metadata key saying the model's input is channels-first (NCHW).
+LAYOUT_KEY = 'tff_sparsify.input_layout'
+
+
+def input_layout(onnx_model) -> str:
+  """'NCHW' if `export_model(..., inputs_as_nchw=True)` wrote it, else 'NHWC'."""
+  props = {p.key: p.value for p in onnx_model.metadata_props}
+  return props.get(LAYOUT_KEY, 'NHWC')
 
 
 class ExportError(ValueError):
@@ -59,6 +67,7 @@ class ExportReport:
   nonzero_params: int
   max_abs_diff: float
   layers: list
+  input_layout: str = 'NHWC'
 
   @property
   def sparsity(self) -> float:
@@ -207,17 +216,34 @@ def _match_initializers(kernels, onnx_model) -> list:
 
 
 def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT_OPSET,
-                 check_batch_size: int = 8, seed: int = 0) -> ExportReport:
+                 inputs_as_nchw: bool = False, check_batch_size: int = 8,
+                 seed: int = 0) -> ExportReport:
   """Writes `saved_model/` and `model.onnx` under `output_dir` and checks them.
+
+  Args:
+    model: the Keras model (tfmot wrappers are stripped).
+    output_dir: where `saved_model/` and `model.onnx` go.
+    opset: the ONNX opset tf2onnx targets.
+    inputs_as_nchw: an image model's ONNX input becomes channels-first
+      (tf2onnx's `inputs_as_nchw`): the transpose that feeds the first
+      convolution leaves the graph, and the caller transposes its batches
+      (`inference.benchmark` does). Recorded in the ONNX metadata
+      (`input_layout`). The SavedModel keeps Keras' channels-last input.
+    check_batch_size: rows of the random input the check runs.
+    seed: seed of that input.
 
   Raises:
     ExportError: if ONNX Runtime's outputs differ from Keras by more than
-      1e-4 or a pruned kernel lost zeros in the ONNX file.
+      1e-4 or a pruned kernel lost zeros in the ONNX file, or
+      `inputs_as_nchw` for a model whose input is not (batch, H, W, C).
   """
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   import tf2onnx  # pylint: disable=g-import-not-at-top
 
   model = _strip(model)
+  if inputs_as_nchw and len(model.input_shape) != 4:
+    raise ExportError('inputs_as_nchw needs an image input (batch, height, width, '
+                      f'channels), got input shape {model.input_shape}')
   os.makedirs(output_dir, exist_ok=True)
   saved_model_dir = os.path.join(output_dir, 'saved_model')
   tf.saved_model.save(model, saved_model_dir)
@@ -225,12 +251,17 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
   input_shape = tuple(model.input_shape[1:])
   spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
   onnx_model, _ = tf2onnx.convert.from_keras(
-      model, input_signature=spec, opset=opset, output_path=onnx_path)
+      model, input_signature=spec, opset=opset,
+      inputs_as_nchw=['input'] if inputs_as_nchw else None)
+  layout = 'NCHW' if inputs_as_nchw else 'NHWC'
+  onnx.helper.set_model_props(onnx_model, {LAYOUT_KEY: layout})
+  onnx.save(onnx_model, onnx_path)
 
   inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
   expected = model(inputs, training=False).numpy()
   session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-  found = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+  onnx_inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)) if inputs_as_nchw else inputs
+  found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
   max_abs_diff = float(np.max(np.abs(found - expected)))
   if not max_abs_diff <= MAX_ABS_DIFF:
     raise ExportError(f'ONNX outputs differ from Keras by {max_abs_diff:.3g} '
@@ -248,4 +279,4 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
       onnx_gzip_bytes=len(gzip.compress(raw, 9)),
       total_params=int(sum(w.size for w in trainable)),
       nonzero_params=int(sum(np.count_nonzero(w) for w in trainable)),
-      max_abs_diff=max_abs_diff, layers=layers)
+      max_abs_diff=max_abs_diff, layers=layers, input_layout=layout)

@@ -119,14 +119,28 @@ def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
       items_per_second=len(batch) * len(latencies) / seconds)
 
 
+def onnx_input_layout(onnx_path: str) -> str:
+  """'NCHW' for a model `export.export_model(..., inputs_as_nchw=True)` wrote."""
+  import onnx  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import export  # pylint: disable=g-import-not-at-top
+  return export.input_layout(onnx.load(onnx_path, load_external_data=False))
+
+
 def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
               runtimes=RUNTIMES, batch_size: int, input_shape: tuple,
               budget_seconds: float = 60.0, warmup_seconds: float = 10.0,
               num_threads: Optional[int] = None, seed: int = 0) -> list[Timing]:
-  """Times the model on each runtime, on the same random batch."""
+  """Times the model on each runtime, on the same random batch.
+
+  `input_shape` is the Keras model's (channels last). A channels-first ONNX
+  model (`onnx_input_layout`) gets the same batch transposed, untimed.
+  """
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
+  onnx_batch = batch
+  if onnx_input_layout(onnx_path) == 'NCHW':
+    onnx_batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
   results = []
   for runtime in runtimes:
     try:
@@ -135,6 +149,7 @@ def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
     except RuntimeUnavailable as e:
       results.append(Timing(runtime=runtime, batch_size=batch_size, unavailable=str(e)))
       continue
-    results.append(time_runner(run, batch, budget_seconds=budget_seconds,
+    results.append(time_runner(run, batch if runtime == 'tensorflow' else onnx_batch,
+                               budget_seconds=budget_seconds,
                                warmup_seconds=warmup_seconds, runtime=runtime))
   return results
