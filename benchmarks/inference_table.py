@@ -60,6 +60,9 @@ _LAYOUTS = flags.DEFINE_list(
     '(tf2onnx inputs_as_nchw: no transpose; batches are fed channels-first). '
     'FashionMNIST (no channels) is always NHWC.')
 _OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset of the exports.')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 1, 'Timings per model and runtime, taken in turn over all models; '
+    'the row is the repeat of median throughput (the warm-up runs once).')
 _BUDGET = flags.DEFINE_float('budget_seconds', 60.0, 'Timed seconds per model and runtime.')
 _WARMUP = flags.DEFINE_float('warmup_seconds', 10.0, 'Warm-up seconds.')
 _WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'inference'),
@@ -108,6 +111,8 @@ def main(argv):
   unknown = set(_PLACEMENTS.value) - {'global', 'uniform'}
   if unknown:
     raise app.UsageError(f'--placements: unknown {sorted(unknown)}; allowed: global, uniform')
+  if _REPEATS.value < 1:
+    raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
   unknown = set(_LAYOUTS.value) - {'NHWC', 'NCHW'}
   if unknown or not _LAYOUTS.value:
     raise app.UsageError(f'--layouts: unknown {sorted(unknown)}; allowed: NHWC, NCHW')
@@ -128,6 +133,7 @@ def main(argv):
     if any(float(s) == 0 for s in _SPARSITIES.value):
       cases.insert(0, ('dense', '0'))
     cases = [(layout, p, s) for layout in layouts for p, s in cases]
+    timed = []  # (row prefix, key, runner or reason, batch), timed below.
     for layout, placement, s in cases:
       model = _pruned_model(dataset, float(s), 'global' if placement == 'dense' else placement)
       report = export.export_model(
@@ -136,18 +142,43 @@ def main(argv):
       accuracy = None
       if dataset == 'fashion_mnist' and test_set is not None:
         accuracy = _accuracy_check(report, model, *test_set)
-      for t in inference.benchmark(
-          report.onnx_path, saved_model_dir=report.saved_model_dir, runtimes=_RUNTIMES.value,
-          batch_size=batch_size, input_shape=models.INPUT_SHAPES[dataset],
-          budget_seconds=_BUDGET.value, warmup_seconds=_WARMUP.value):
-        rows.append(collections.OrderedDict(
-            layout=layout, placement=placement, sparsity=float(s), runtime=t.runtime, params=report.total_params,
-            nonzero_params=report.nonzero_params, gzip_mb=report.onnx_gzip_bytes / 1e6,
-            ms_per_batch_mean=t.ms_mean, ms_per_batch_median=t.ms_median, ms_p90=t.ms_p90,
-            ms_p99=t.ms_p99, iterations=t.iterations, items_per_second=t.items_per_second,
-            onnx_accuracy=accuracy, unavailable=t.unavailable))
-        print(f'{dataset} {layout} {placement} s={s} {t.runtime}: {t.unavailable or f"{t.ms_median:.3f} ms/batch"}',
-              flush=True)
+      batch, onnx_batch = inference.make_batches(
+          report.onnx_path, batch_size, models.INPUT_SHAPES[dataset])
+      for runtime in _RUNTIMES.value:
+        try:
+          run = inference.build_runner(
+              runtime, onnx_path=report.onnx_path, saved_model_dir=report.saved_model_dir,
+              batch_size=batch_size)
+        except inference.RuntimeUnavailable as e:
+          run = str(e)
+        prefix = collections.OrderedDict(
+            layout=layout, placement=placement, sparsity=float(s), runtime=runtime,
+            params=report.total_params, nonzero_params=report.nonzero_params,
+            gzip_mb=report.onnx_gzip_bytes / 1e6)
+        timed.append((prefix, accuracy, run, batch if runtime == 'tensorflow' else onnx_batch))
+    # Repeats go round all models in turn, so that the machine's slow spells
+    # fall on all of them alike; each row is the repeat of median throughput.
+    repeats = [[] for _ in timed]
+    for repeat in range(_REPEATS.value):
+      for (prefix, _, run, batch), found in zip(timed, repeats):
+        if isinstance(run, str):
+          found.append(inference.Timing(runtime=prefix['runtime'], batch_size=batch_size,
+                                        unavailable=run))
+          continue
+        found.append(inference.time_runner(
+            run, batch, budget_seconds=_BUDGET.value,
+            warmup_seconds=_WARMUP.value if repeat == 0 else 0.0, runtime=prefix['runtime']))
+        print(f'{dataset} repeat {repeat}: {dict(prefix)}: '
+              f'{found[-1].ms_median:.3f} ms/batch', flush=True)
+    for (prefix, accuracy, _, _), found in zip(timed, repeats):
+      ordered = sorted(found, key=lambda t: -t.items_per_second if not t.unavailable else 0)
+      t = ordered[len(ordered) // 2]
+      rows.append(collections.OrderedDict(
+          prefix, ms_per_batch_mean=t.ms_mean, ms_per_batch_median=t.ms_median,
+          ms_p90=t.ms_p90, ms_p99=t.ms_p99, iterations=t.iterations,
+          items_per_second=t.items_per_second, repeats=len(found),
+          items_per_second_all=' '.join(f'{x.items_per_second:.1f}' for x in found),
+          onnx_accuracy=accuracy, unavailable=t.unavailable))
     # Against the dense model of the same layout, measured in the same run.
     dense = {(r['layout'], r['runtime']): r for r in rows if r['sparsity'] == 0.0}
     for r in rows:
@@ -169,7 +200,7 @@ def main(argv):
              f'Command: `python -m benchmarks.inference_table --datasets={dataset} '
              f'--budget_seconds={_BUDGET.value} --warmup_seconds={_WARMUP.value} '
              f'--placements={",".join(_PLACEMENTS.value)} --layouts={",".join(layouts)} '
-             f'--opset={_OPSET.value}' + (
+             f'--opset={_OPSET.value} --repeats={_REPEATS.value}' + (
                  f' --runtimes={",".join(_RUNTIMES.value)}'
                  if _RUNTIMES.value != _RUNTIMES.default else '') + (
                  f' --sparsities={",".join(_SPARSITIES.value)}'

@@ -126,6 +126,16 @@ def onnx_input_layout(onnx_path: str) -> str:
   return export.input_layout(onnx.load(onnx_path, load_external_data=False))
 
 
+def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int = 0):
+  """(the Keras-layout batch, the same batch in the ONNX model's layout)."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+  batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
+  if onnx_input_layout(onnx_path) == 'NCHW':
+    return batch, np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+  return batch, batch
+
+
 def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
               runtimes=RUNTIMES, batch_size: int, input_shape: tuple,
               budget_seconds: float = 60.0, warmup_seconds: float = 10.0,
@@ -135,12 +145,7 @@ def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
   `input_shape` is the Keras model's (channels last). A channels-first ONNX
   model (`onnx_input_layout`) gets the same batch transposed, untimed.
   """
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-  batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
-  onnx_batch = batch
-  if onnx_input_layout(onnx_path) == 'NCHW':
-    onnx_batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+  batch, onnx_batch = make_batches(onnx_path, batch_size, input_shape, seed)
   results = []
   for runtime in runtimes:
     try:
