@@ -113,9 +113,13 @@ _SPARSITY_PLACEMENT = flags.DEFINE_enum(
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,
     'If not 0, uniform quantization at this many bits, in [1, 16], of the '
-    'tensors over 20000 elements, by --quantizer (default: the uploaded '
+    'tensors over --quantize_threshold elements, by --quantizer (default: the uploaded '
     'model deltas, aggregated with tff.aggregators.EncodedSumFactory.'
     'quantize_above_threshold), stackable with the message prune rates. Not with fedprox.')
+_QUANTIZE_THRESHOLD = flags.DEFINE_integer(
+    'quantize_threshold', comm.QUANTIZATION_THRESHOLD,
+    'With --quantize_bits: tensors with more elements than this are quantized '
+    '(TFF\'s default; smaller kernels and the biases stay lossless).')
 _QUANTIZER = flags.DEFINE_enum(
     'quantizer', 'tff', list(comm.QUANTIZERS),
     'With --quantize_bits: tff (TFF\'s quantizing aggregator, the uploads '
@@ -163,6 +167,8 @@ def _validate_flags():
   if _QUANTIZE_BITS.value != 0 and _QUANTIZE_BITS.value not in comm.QUANTIZATION_BITS:
     flag_utils.fail(_QUANTIZE_BITS, 'must be 0 (off) or in [1, 16], what TFF\'s '
                     'uniform quantization supports')
+  if _QUANTIZE_THRESHOLD.value < 0:
+    flag_utils.fail(_QUANTIZE_THRESHOLD, 'must be >= 0')
   if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
   if not _EXPERIMENT_NAME.value is None and (

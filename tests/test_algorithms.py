@@ -161,6 +161,12 @@ class QuantizationTest(tf.test.TestCase):
         algorithms.build_algorithm(
             'fedavg', algorithms.build_model_fn('fashion_mnist', prunable=True),
             client_learning_rate=0.1, quantize_bits=bits)
+    for threshold in (-1, 2.5):
+      with self.assertRaisesRegex(
+          ValueError, rf'quantize_threshold must be an integer >= 0 .*got {threshold}'):
+        algorithms.build_algorithm(
+            'fedavg', algorithms.build_model_fn('fashion_mnist', prunable=True),
+            client_learning_rate=0.1, quantize_bits=8, quantize_threshold=threshold)
     with self.assertRaisesRegex(ValueError, 'quantize_bits must be 0 for fedprox'):
       algorithms.build_algorithm(
           'fedprox', algorithms.build_model_fn('fashion_mnist'),

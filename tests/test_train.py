@@ -122,6 +122,8 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
        "--quantize_bits=8: must be 0 for --algorithm=fedprox"),
       ('placement_random', dict(algorithm='random_pruning', sparsity_placement='uniform'),
        "--sparsity_placement='uniform': must be global for --algorithm=random_pruning"),
+      ('quantize_threshold', dict(quantize_bits=8, quantize_threshold=-1),
+       "--quantize_threshold=-1: must be >= 0"),
       ('quantizer', dict(quantizer='dense'),
        "flag --quantizer=dense: value should be one of"),
       ('placement', dict(sparsity_placement='even'),

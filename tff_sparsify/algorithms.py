@@ -105,6 +105,7 @@ def build_algorithm(
     server_message_prune_rate: float = 0.0,
     quantize_bits: int = 0,
     quantizer: str = 'tff',
+    quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
     sparsity_placement: str = 'global',
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.LearningProcess:
@@ -133,6 +134,8 @@ def build_algorithm(
     quantizer: 'tff' (TFF's, of the uploaded deltas, every element) or
       'sparse' (ours, the non-zero values of uploads and broadcasts), see
       `fed_sparsify.build_weighted_fed_sparsify`.
+    quantize_threshold: tensors with more elements than this are quantized
+      (TFF's default, 20000, leaves small kernels and biases lossless).
     sparsity_placement: the `SPARSIFYING` magnitude algorithms: 'global' or
       'uniform' (`fed_sparsify.build_weighted_fed_sparsify`).
     loop_implementation: how clients iterate over their datasets.
@@ -179,7 +182,8 @@ def build_algorithm(
         seed=seed, client_message_prune_rate=client_message_prune_rate,
         server_message_prune_rate=server_message_prune_rate,
         quantize_bits=quantize_bits, quantizer=quantizer,
-        sparsity_placement=sparsity_placement, loop_implementation=loop_implementation)
+        quantize_threshold=quantize_threshold, sparsity_placement=sparsity_placement,
+        loop_implementation=loop_implementation)
   if name == 'fedprox':
     _check_positive('proximal_strength', proximal_strength)
     return tff.learning.algorithms.build_weighted_fed_prox(
@@ -236,5 +240,6 @@ def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProc
       mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
       client_message_prune_rate=client_rate, server_message_prune_rate=server_rate,
       quantize_bits=quantize_bits, quantizer=config.get('quantizer', 'tff'),
+      quantize_threshold=config.get('quantize_threshold', comm.QUANTIZATION_THRESHOLD),
       sparsity_placement=config.get('sparsity_placement', 'global'))
   return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)

@@ -67,6 +67,12 @@ def check_quantize_bits(bits, name: str = 'quantize_bits'):
         f'tff.aggregators uniform quantization supports), got {bits!r}')
 
 
+def check_quantize_threshold(threshold, name: str = 'quantize_threshold'):
+  if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
+    raise ValueError(f'{name} must be an integer >= 0 (tensors with more elements '
+                     f'are quantized), got {threshold!r}')
+
+
 def check_quantizer(quantizer, name: str = 'quantizer'):
   if quantizer not in QUANTIZERS:
     raise ValueError(f'{name} must be one of {QUANTIZERS}, got {quantizer!r}')

@@ -155,6 +155,7 @@ def build_weighted_fed_sparsify(
   aggregators.check_mask_aggregation(mask_aggregation)
   comm.check_quantize_bits(quantize_bits)
   comm.check_quantizer(quantizer)
+  comm.check_quantize_threshold(quantize_threshold)
   if quantize_bits and quantizer == 'tff':
     if model_aggregator is not None:
       raise ValueError(
