@@ -9,9 +9,14 @@ the same run. Where the FashionMNIST test set is at hand, the exported
 model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
 
   python -m benchmarks.inference_table --budget_seconds=60 --warmup_seconds=10
+  # NHWC against channels-first ONNX inputs, 5 repeats taken in turn:
+  python -m benchmarks.inference_table --datasets=cifar10 \
+    --runtimes=deepsparse,onnxruntime --placements=uniform --layouts=NHWC,NCHW \
+    --repeats=5 --budget_seconds=5 --warmup_seconds=3 \
+    --output=benchmarks/results/inference_layouts_repeats
 
-Results: benchmarks/results/inference_{model}.{csv,md} and
-inference_speedup.png.
+Results: {output}_{model}.{csv,md} and {output}_speedup.png (default
+output: benchmarks/results/inference).
 """
 
 import collections
