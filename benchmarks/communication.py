@@ -112,6 +112,9 @@ _CONFIGS = flags.DEFINE_list(
 _OUTPUT = flags.DEFINE_string(
     'output', os.path.join(RESULTS, 'communication'),
     'Output path prefix (.csv, .md and .png are appended).')
+_SEEDS = flags.DEFINE_list(
+    'seeds', ['1990'], 'Seeds (data partition, model init, sampling); with several, '
+    'each configuration runs once per seed and the targets use the mean over seeds.')
 _REPORT_ONLY = flags.DEFINE_bool(
     'report_only', False, 'Do not train; report the runs found in --work_dir.')
 
@@ -121,12 +124,14 @@ def _rounds(key):
 
 
 def _experiment(key):
-  setting, config = key
-  return f'{setting}_{config}_{_rounds(key)}x{_EPOCHS.value}'
+  """`key`: (setting, config, seed)."""
+  setting, config, seed = key
+  suffix = '' if seed == COMMON_FLAGS['seed'] else f'_s{seed}'
+  return f'{setting}_{config}_{_rounds(key)}x{_EPOCHS.value}{suffix}'
 
 
 def _run(key):
-  argv = dict(COMMON_FLAGS, **SETTINGS[key[0]], **CONFIGS[key],
+  argv = dict(COMMON_FLAGS, **SETTINGS[key[0]], **CONFIGS[key[:2]], seed=key[2],
               total_rounds=_rounds(key),
               client_epochs_per_round=_EPOCHS.value,
               root_output_dir=_WORK_DIR.value, experiment_name=_experiment(key))
@@ -160,7 +165,7 @@ def _summarize(key, rows):
   up = np.cumsum(_column(rows, 'bytes_uploaded', int)) / MB
   down = np.cumsum(_column(rows, 'bytes_downloaded', int)) / MB
   return collections.OrderedDict(
-      setting=key[0], config=key[1], final_accuracy=round(accuracy[-1], 4),
+      setting=key[0], config=key[1], seed=key[2], final_accuracy=round(accuracy[-1], 4),
       mean_accuracy_last_10=round(statistics.mean(accuracy[-LAST_ROUNDS:]), 4),
       mb_uploaded=round(float(up[-1]), 2), mb_downloaded=round(float(down[-1]), 2),
       mb_total=round(float(up[-1] + down[-1]), 2),
@@ -194,14 +199,14 @@ def _check_bytes(key, rows):
   path = os.path.join(_WORK_DIR.value, 'checkpoints', _experiment(key),
                       f'program_state_{checkpoint}')
   tensors = [w.numpy() for w in export.load_checkpoint_model(path).trainable_weights]
-  config = CONFIGS[key]
+  config = CONFIGS[key[:2]]
   encoded = _message_bytes(tensors, config)
   reported = int(rows[checkpoint]['client_work/communication/bytes_downloaded'])
   lossless = not config.get('quantize_bits')
   ratios = [len(comm.encode(t, methods=comm.METHODS)) / comm.entropy_bound_bytes([t])
             for t in tensors if comm.entropy_bound_bytes([t]) > 0]
   return collections.OrderedDict(
-      setting=key[0], config=key[1], round=checkpoint + 1,
+      setting=key[0], config=key[1], seed=key[2], round=checkpoint + 1,
       reported_bytes_downloaded=reported, encoder_bytes_times_clients=CLIENTS * encoded,
       reported_over_encoder=round(reported / (CLIENTS * encoded), 5),
       worst_tensor_over_entropy_bound=round(max(ratios), 4) if lossless else None,
@@ -222,12 +227,13 @@ def _plot(histories):
   settings = [s for s in SETTINGS if any(k[0] == s for k in histories)]
   fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
   for ax, setting in zip(axes[0], settings):
-    for (s, config), rows in histories.items():
+    for (s, config, seed), rows in histories.items():
       if s != setting:
         continue
+      label = config if len(_SEEDS.value) == 1 else f'{config} seed {seed}'
       total = np.cumsum(np.add(_column(rows, 'bytes_uploaded', int),
                                _column(rows, 'bytes_downloaded', int))) / MB
-      ax.plot(total, [float(r['evaluation/accuracy']) for r in rows], label=config)
+      ax.plot(total, [float(r['evaluation/accuracy']) for r in rows], label=label)
     ax.set_xscale('log')
     ax.set_xlabel('cumulative MB (uploads + downloads)')
     ax.set_ylabel('test accuracy')
@@ -237,7 +243,7 @@ def _plot(histories):
   fig.savefig(_OUTPUT.value + '.png', dpi=120)
 
 
-def _targets(by_key, checks):
+def _targets(by_key, checks, seeds):
   lines = []
   fedavg, pruned = by_key.get(('near_iid', 'fedavg')), by_key.get(('near_iid', 'prune_0.5'))
   if fedavg and pruned:
@@ -245,7 +251,8 @@ def _targets(by_key, checks):
     cut = 1 - pruned['mb_uploaded'] / fedavg['mb_uploaded']
     lines.append(
         f'- near_iid prune_0.5 loses under 1 point (mean of last {LAST_ROUNDS} '
-        f'rounds) and cuts upload bytes by at least 45%: loses {loss * 100:.2f} '
+        f'rounds{", mean over the seeds" if len(seeds) > 1 else ""}) and cuts '
+        f'upload bytes by at least 45%: loses {loss * 100:.2f} '
         f'points, cuts {cut * 100:.1f}%: {"met" if loss < 0.01 and cut >= 0.45 else "NOT met"}')
   fedavg = by_key.get(('non_iid', 'fedavg'))
   for config, limit in (('global_0.9', 3), ('global_0.9_q8', 10), ('global_0.9_q8_sparse', 10),
@@ -279,6 +286,12 @@ def main(argv):
   for holder in (_TOTAL_ROUNDS, _EPOCHS):
     if holder.value is not None and holder.value < 1:
       raise app.UsageError(f'--{holder.name} must be >= 1, got {holder.value}')
+  try:
+    seeds = [int(x) for x in _SEEDS.value]
+  except ValueError:
+    raise app.UsageError(f'--seeds must be integers, got {_SEEDS.value}') from None
+  if not seeds:
+    raise app.UsageError('--seeds: give at least one seed')
   keys = list(CONFIGS)
   if _CONFIGS.value:
     keys = [tuple(c.split('/', 1)) for c in _CONFIGS.value]
@@ -286,6 +299,7 @@ def main(argv):
     if unknown:
       raise app.UsageError(f'--configs: unknown {["/".join(k) for k in unknown]}; '
                            f'allowed: {["/".join(k) for k in CONFIGS]}')
+  keys = [k + (seed,) for k in keys for seed in seeds]
   for key in keys:
     if not _REPORT_ONLY.value and _read(key) is None:
       _run(key)
@@ -294,15 +308,23 @@ def main(argv):
   if not histories:
     raise app.UsageError(f'no finished runs in {_WORK_DIR.value}')
   summaries = [_summarize(k, h) for k, h in histories.items()]
-  by_key = {(s['setting'], s['config']): s for s in summaries}
+  by_run = {(s['setting'], s['config'], s['seed']): s for s in summaries}
   for s in summaries:
-    base = by_key.get((s['setting'], 'fedavg'))
+    base = by_run.get((s['setting'], 'fedavg', s['seed']))
     s['total_vs_fedavg'] = round(s['mb_total'] / base['mb_total'], 4) if base else None
     s['mb_to_95pct_of_fedavg_final'] = _mb_to_reach(
-        histories[(s['setting'], s['config'])], 0.95 * base['final_accuracy']) if base else None
+        histories[(s['setting'], s['config'], s['seed'])],
+        0.95 * base['final_accuracy']) if base else None
+  # The targets read the mean over the seeds each configuration finished.
+  by_key = {}
+  for s in summaries:
+    by_key.setdefault((s['setting'], s['config']), []).append(s)
+  by_key = {k: {f: statistics.mean(r[f] for r in v) for f in
+                ('mean_accuracy_last_10', 'mb_uploaded', 'mb_total')}
+            for k, v in by_key.items()}
   checks = [c for c in (_check_bytes(k, h) for k, h in histories.items()
-                        if CONFIGS[k].get('quantizer', 'tff') == 'sparse'
-                        or not CONFIGS[k].get('quantize_bits')) if c]
+                        if CONFIGS[k[:2]].get('quantizer', 'tff') == 'sparse'
+                        or not CONFIGS[k[:2]].get('quantize_bits')) if c]
   os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
   stem = _OUTPUT.value
   with open(stem + '.csv', 'w', newline='') as f:
@@ -313,6 +335,7 @@ def main(argv):
   command = ('python -m benchmarks.communication' + (
       f' --total_rounds={_TOTAL_ROUNDS.value}' if _TOTAL_ROUNDS.value else '') +
              f' --client_epochs_per_round={_EPOCHS.value}' + (
+                 f' --seeds={",".join(_SEEDS.value)}' if _SEEDS.value != _SEEDS.default else '') + (
                  f' --configs={",".join(_CONFIGS.value)}' if _CONFIGS.value else '') + (
                  f' --output={os.path.relpath(_OUTPUT.value, REPO)}'
                  if _OUTPUT.value != _OUTPUT.default else ''))
@@ -333,7 +356,7 @@ def main(argv):
       *_table(summaries), '',
       f'Checks on the global model of the last checkpoint (downloaded in the next round):', '',
       *(_table(checks) if checks else ['(no checkpoint)']), '',
-      'Targets:', *_targets(by_key, checks),
+      'Targets:', *_targets(by_key, checks, seeds),
   ]
   with open(stem + '.md', 'w') as f:
     f.write('\n'.join(lines) + '\n')
