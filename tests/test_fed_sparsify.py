@@ -77,6 +77,19 @@ def np_client(w, mask, x, y):
   return w
 
 
+def np_training_loss(w, mask, clients):
+  """The clients' mean squared error over their local steps (TFF's `loss`)."""
+  total, count = 0.0, 0
+  for x, y in clients:
+    w_k = w.astype(np.float64)
+    for start in range(0, len(x), BATCH):
+      xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+      total += np.mean((xb @ w_k - yb) ** 2) * len(xb)
+      count += len(xb)
+      w_k = np_client(w_k, mask, xb, yb)
+  return total / count
+
+
 def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
   """One round of Algorithm 1 on the linear model (server SGD, lr 1).
 
@@ -185,6 +198,9 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(communication['bytes_downloaded'], 3 * (
           len(comm.encode_mask(present, methods=comm.METHODS)) + len(message)))
       trained = [np_client(received, mask, x, y) for x, y in clients]
+      # The clients train from what they received: their loss says so.
+      self.assertAllClose(metrics['client_work']['train']['loss'],
+                          np_training_loss(received, mask, clients), atol=1e-5)
       new = weights.trainable[0]
       new_mask = LINEAR_LAYOUT.mask_list(weights.non_trainable)[0]
       if mode == 'local':

@@ -206,12 +206,17 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     # What the client receives: with the sparse quantizer, the non-zero
     # values of the large tensors as levels (rounded to the nearest, so every
     # client decodes the same model), their positions as a mask message.
-    received = [_quantize_at(t, tf.not_equal(t, 0), sparse_bits) if quantized(t) else t
-                for t in initial_weights.trainable]
-    bytes_downloaded = tf.add_n([
-        comm.tf_mask_size(tf.not_equal(t, 0)) + comm.tf_quantized_values_size(
-            tf.math.count_nonzero(t, dtype=tf.int64), sparse_bits)
-        if quantized(t) else comm.tf_encoded_size(t) for t in initial_weights.trainable])
+    received, bytes_downloaded = [], []
+    for t in initial_weights.trainable:
+      if quantized(t):
+        present = tf.not_equal(t, 0)
+        received.append(_quantize_at(t, present, sparse_bits))
+        bytes_downloaded.append(comm.tf_mask_size(present) + comm.tf_quantized_values_size(
+            tf.math.count_nonzero(present, dtype=tf.int64), sparse_bits))
+      else:
+        received.append(t)
+        bytes_downloaded.append(comm.tf_encoded_size(t))
+    bytes_downloaded = tf.add_n(bytes_downloaded)
     for variable, value in zip(weights.trainable, received):
       variable.assign(value)
     for variable, value in zip(weights.non_trainable, initial_weights.non_trainable):
@@ -265,7 +270,6 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       if sent is not kept:
         bytes_uploaded.append(comm.tf_mask_size(
             sent if kept is None else tf.boolean_mask(sent, kept)))
-      n = t.shape.num_elements()
       if quantized(t):
         # Stochastic rounding, seeded by what the client trained.
         sent = tf.ones_like(t, tf.bool) if sent is None else sent
@@ -273,12 +277,9 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
         delta[i] = _quantize_at(delta[i], sent, sparse_bits, seed)
         bytes_uploaded.append(comm.tf_quantized_values_size(
             tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
-      elif tff_bits and n > quantize_threshold:
-        bytes_uploaded.append(comm.tf_upload_size(t, tff_bits, quantize_threshold))
-      elif sent is kept:  # Positions of any zeros inside it go with the values.
-        bytes_uploaded.append(comm.tf_upload_size(t, support=kept))
-      else:
-        bytes_uploaded.append(comm.tf_encoded_size(tf.boolean_mask(t, sent)))
+      else:  # TFF's quantized form, or the values at `sent` (with any zeros' positions).
+        bytes_uploaded.append(
+            comm.tf_upload_size(t, tff_bits, quantize_threshold, support=sent))
     bytes_uploaded = tf.add_n(bytes_uploaded)
 
     delta, non_finite = _zero_all_if_any_non_finite(tuple(delta))
