@@ -83,12 +83,15 @@ def main(argv):
     output_dir = _OUTPUT_DIR.value or os.path.join(
         export.run_results_dir(experiment_dir),
         f'export_{version if version is not None else "latest"}')
+  if _INPUTS_AS_NCHW.value:
+    try:
+      export.check_inputs_as_nchw(model)
+    except export.ExportError as e:
+      flag_utils.fail(_INPUTS_AS_NCHW, str(e))
   try:
     report = export.export_model(model, output_dir, opset=_OPSET.value,
                                  inputs_as_nchw=_INPUTS_AS_NCHW.value)
   except export.ExportError as e:
-    if _INPUTS_AS_NCHW.value and 'inputs_as_nchw' in str(e):
-      flag_utils.fail(_INPUTS_AS_NCHW, str(e))
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)
   print(f'exported: {report.onnx_path} ({report.onnx_bytes} bytes, '

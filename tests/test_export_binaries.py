@@ -74,6 +74,18 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(err.strip().splitlines(), 1, err)
     self.assertEmpty(os.listdir(out))
 
+  def test_inputs_as_nchw_needs_an_image_model(self):
+    run = self.create_tempdir().full_path
+    tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
+                         tf.keras.layers.Dense(10)]).save(os.path.join(run, 'final_model.keras'))
+    out = self.create_tempdir().full_path
+    code, _, err = fixtures.run_binary(export_binary, [
+        f'--run_dir={run}', f'--output_dir={out}/e', '--inputs_as_nchw'])
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, r'--inputs_as_nchw=True: inputs_as_nchw needs an image input')
+    self.assertLen(err.strip().splitlines(), 1, err)
+    self.assertEmpty(os.listdir(out))
+
   def test_checkpoint_without_config(self):
     root = self.create_tempdir().full_path
     state = os.path.join(root, 'checkpoints', 'exp', 'program_state_2')

@@ -40,6 +40,18 @@ def input_layout(onnx_model) -> str:
   return props.get(LAYOUT_KEY, 'NHWC')
 
 
+def to_nchw(batch: np.ndarray) -> np.ndarray:
+  """A channels-last image batch, channels-first (what an NCHW export takes)."""
+  return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def check_inputs_as_nchw(model: tf.keras.Model):
+  """ExportError unless `model` takes images, (batch, height, width, channels)."""
+  if len(model.input_shape) != 4:
+    raise ExportError('inputs_as_nchw needs an image input (batch, height, width, '
+                      f'channels), got input shape {model.input_shape}')
+
+
 class ExportError(ValueError):
   """A model that cannot be exported, or whose export fails a check."""
 
@@ -241,9 +253,8 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
   import tf2onnx  # pylint: disable=g-import-not-at-top
 
   model = _strip(model)
-  if inputs_as_nchw and len(model.input_shape) != 4:
-    raise ExportError('inputs_as_nchw needs an image input (batch, height, width, '
-                      f'channels), got input shape {model.input_shape}')
+  if inputs_as_nchw:
+    check_inputs_as_nchw(model)
   os.makedirs(output_dir, exist_ok=True)
   saved_model_dir = os.path.join(output_dir, 'saved_model')
   tf.saved_model.save(model, saved_model_dir)
@@ -260,7 +271,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
   inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
   expected = model(inputs, training=False).numpy()
   session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-  onnx_inputs = np.ascontiguousarray(inputs.transpose(0, 3, 1, 2)) if inputs_as_nchw else inputs
+  onnx_inputs = to_nchw(inputs) if inputs_as_nchw else inputs
   found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
   max_abs_diff = float(np.max(np.abs(found - expected)))
   if not max_abs_diff <= MAX_ABS_DIFF:

@@ -131,9 +131,8 @@ def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int 
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
-  if onnx_input_layout(onnx_path) == 'NCHW':
-    return batch, np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-  return batch, batch
+  from tff_sparsify import export  # pylint: disable=g-import-not-at-top
+  return batch, export.to_nchw(batch) if onnx_input_layout(onnx_path) == 'NCHW' else batch
 
 
 def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
