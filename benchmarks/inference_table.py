@@ -48,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
 SEED = 1990
 # The paper's Table 1: DeepSparse throughput over dense, CIFAR-10 CNN.
+PLACEMENTS = ('global', 'uniform', 'compute')
 PAPER_SPEEDUPS = {0.8: 1.88, 0.9: 2.65, 0.95: 3.54, 0.99: 4.28}
 
 _DATASETS = flags.DEFINE_list('datasets', ['cifar10', 'fashion_mnist'], 'Models to time.')
@@ -56,14 +57,21 @@ _SPARSITIES = flags.DEFINE_list('sparsities', ['0', '0.8', '0.85', '0.9', '0.95'
 _RUNTIMES = flags.DEFINE_list('runtimes', list(inference.RUNTIMES), 'Runtimes.')
 _PLACEMENTS = flags.DEFINE_list(
     'placements', ['global', 'uniform'],
-    'Where the sparsity goes: global (one magnitude ranking over all kernels) '
-    'and/or uniform (every kernel at the same sparsity).')
+    'Where the sparsity goes: global (one magnitude ranking over all kernels), '
+    'uniform (every kernel at the same sparsity) and/or compute (per-layer '
+    'sparsities that minimise multiply-adds, see --compute_floor).')
+_COMPUTE_FLOOR = flags.DEFINE_float(
+    'compute_floor', 0.2, 'compute placement: the least density of any layer, as a '
+    'fraction of the uniform density; in (0, 1], 1 is uniform.')
 _LAYOUTS = flags.DEFINE_list(
     'layouts', ['NHWC'],
     'ONNX input layouts of the CIFAR-10 exports: NHWC (Keras\', tf2onnx '
     'inserts a transpose before the first convolution) and/or NCHW '
     '(tf2onnx inputs_as_nchw: no transpose; batches are fed channels-first). '
     'FashionMNIST (no channels) is always NHWC.')
+_PROFILE = flags.DEFINE_bool(
+    'profile', True, 'After the timings, profile every DeepSparse model per fused '
+    'kernel (DeepSparse\'s DebugAnalysisEngine) into {output}_{dataset}_profile.csv/.md.')
 _OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset of the exports.')
 _REPEATS = flags.DEFINE_integer(
     'repeats', 1, 'Timings per model and runtime, taken in turn over all models; '
@@ -78,20 +86,28 @@ _OUTPUT = flags.DEFINE_string(
     'Output prefix: {output}_{dataset}.csv/.md and {output}_speedup.png.')
 
 
-def _pruned_model(dataset: str, sparsity: float, placement: str) -> tf.keras.Model:
+def pruned_model(dataset: str, sparsity: float, placement: str,
+                 compute_floor: float = 0.2) -> tf.keras.Model:
   """Magnitude pruning to `sparsity` of all prunable weights together.
 
   `global`: one ranking over all kernels (as FedSparsify prunes), so layers
   with larger initial weights (small fan-in: the first convolutions, where
   most of the CNN's FLOPs are) keep more. `uniform`: every kernel pruned to
-  `sparsity` by its own ranking; the total sparsity is the same.
+  `sparsity` by its own ranking. `compute`: per-layer sparsities that
+  minimise the multiply-adds (`masks.compute_layer_sparsities`, every layer
+  keeping at least `compute_floor` of the uniform density), each kernel
+  pruned by its own ranking. The total sparsity is the same in all three.
   """
+  tf.keras.backend.clear_session()  # Layer names (so ONNX op names) alike in every model.
   model = pruning.wrap_for_pruning(models.create_model(dataset, seed=SEED))
   weights = [w.numpy() for w in pruning.prunable_weights(model)]
   if placement == 'global':
     new_masks = masks.magnitude_masks(weights, sparsity)
+  elif placement == 'uniform':
+    new_masks = masks.sparsity_masks(weights, [sparsity] * len(weights))
   else:
-    new_masks = [masks.magnitude_masks([w], sparsity)[0] for w in weights]
+    new_masks = masks.sparsity_masks(weights, masks.compute_layer_sparsities(
+        [w.size for w in weights], pruning.macs_per_weight(model), sparsity, compute_floor))
   pruning.set_masks(model, new_masks)
   pruning.apply_wrapper_masks(model)
   return model
@@ -110,12 +126,48 @@ def _accuracy_check(report: export.ExportReport, keras_model, images, labels):
   return onnx_accuracy
 
 
+def _write_profile(stem: str, dataset: str, profiled):
+  """Per-kernel DeepSparse times of each model, after all the timings."""
+  rows = []
+  for prefix, onnx_path, batch in profiled:
+    layers = inference.deepsparse_layer_profile(onnx_path, batch, iterations=20,
+                                                warmup_iterations=5)
+    total = sum(layer.ms for layer in layers)
+    for layer in layers:
+      rows.append(collections.OrderedDict(
+          layout=prefix['layout'], placement=prefix['placement'], sparsity=prefix['sparsity'],
+          kernel=layer.kernel, ops=layer.ops, kernel_sparsity=layer.kernel_sparsity,
+          ms=layer.ms, share=layer.ms / total if total else 0.0))
+    print(f'{dataset} profile {dict(prefix)}: {total:.2f} ms in {len(layers)} kernels',
+          flush=True)
+  with open(stem + '.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+  lines = [f'# DeepSparse per-kernel profile, {dataset}', '',
+           'DeepSparse\'s `DebugAnalysisEngine` (20 iterations after 5), run after the '
+           'timings of the same command. A kernel is DeepSparse\'s fused unit: `pyramid` '
+           'runs the listed convolutions and poolings in tiles, `ks_*` is a sparse kernel '
+           'with its kernel sparsity, `winograd_fused`/`convolution` dense ones.', '',
+           '| layout | placement | sparsity | kernel | ops | kernel sparsity | ms | share |',
+           '|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    ops = r['ops'].replace(f'{dataset}_cnn/', '').replace(':0', '') if r['ops'] != '<none>' else ''
+    lines.append(f'| {r["layout"]} | {r["placement"]} | {r["sparsity"]} | {r["kernel"]} | '
+                 f'{ops} | {r["kernel_sparsity"]:.3f} | {r["ms"]:.2f} | {r["share"]:.0%} |')
+  with open(stem + '.md', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  unknown = set(_PLACEMENTS.value) - {'global', 'uniform'}
+  unknown = set(_PLACEMENTS.value) - set(PLACEMENTS)
   if unknown:
-    raise app.UsageError(f'--placements: unknown {sorted(unknown)}; allowed: global, uniform')
+    raise app.UsageError(f'--placements: unknown {sorted(unknown)}; allowed: '
+                         f'{", ".join(PLACEMENTS)}')
+  if not 0.0 < _COMPUTE_FLOOR.value <= 1.0:
+    raise app.UsageError(f'--compute_floor must be in (0, 1], got {_COMPUTE_FLOOR.value}')
   if _REPEATS.value < 1:
     raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
   unknown = set(_LAYOUTS.value) - {'NHWC', 'NCHW'}
@@ -139,8 +191,10 @@ def main(argv):
       cases.insert(0, ('dense', '0'))
     cases = [(layout, p, s) for layout in layouts for p, s in cases]
     timed = []  # (row prefix, key, runner or reason, batch), timed below.
+    profiled = []  # (row prefix, ONNX path, batch) of the DeepSparse models.
     for layout, placement, s in cases:
-      model = _pruned_model(dataset, float(s), 'global' if placement == 'dense' else placement)
+      model = pruned_model(dataset, float(s), 'global' if placement == 'dense' else placement,
+                           _COMPUTE_FLOOR.value)
       report = export.export_model(
           model, os.path.join(_WORK_DIR.value, f'{dataset}_{layout}_{placement}_{s}'),
           opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW')
@@ -159,8 +213,11 @@ def main(argv):
         prefix = collections.OrderedDict(
             layout=layout, placement=placement, sparsity=float(s), runtime=runtime,
             params=report.total_params, nonzero_params=report.nonzero_params,
-            gzip_mb=report.onnx_gzip_bytes / 1e6)
+            gzip_mb=report.onnx_gzip_bytes / 1e6,
+            kernel_sparsities=' '.join(f'{layer.sparsity:.4f}' for layer in report.layers))
         timed.append((prefix, accuracy, run, batch if runtime == 'tensorflow' else onnx_batch))
+        if runtime == 'deepsparse' and _PROFILE.value and not isinstance(run, str):
+          profiled.append((prefix, report.onnx_path, onnx_batch))
     # Repeats go round all models in turn, so that the machine's slow spells
     # fall on all of them alike; each row is the repeat of median throughput.
     repeats = [[] for _ in timed]
@@ -211,7 +268,9 @@ def main(argv):
                  f' --sparsities={",".join(_SPARSITIES.value)}'
                  if _SPARSITIES.value != _SPARSITIES.default else '') + (
                  f' --output={os.path.relpath(_OUTPUT.value, REPO)}'
-                 if _OUTPUT.value != _OUTPUT.default else '') + '`; '
+                 if _OUTPUT.value != _OUTPUT.default else '') + (
+                 f' --compute_floor={_COMPUTE_FLOOR.value}'
+                 if 'compute' in _PLACEMENTS.value else '') + '`; '
              f'{platform.machine()}, {os.cpu_count()} CPUs; random-init weights, seed {SEED}, '
              'magnitude pruning (placement: see the script\'s docstring). Speed-ups are '
              'throughput ratios against the dense model of the same run.', '',
@@ -233,6 +292,8 @@ def main(argv):
                          f'{"met" if ort >= 6 else "NOT met"}')
     with open(stem + '.md', 'w') as f:
       f.write('\n'.join(lines) + '\n')
+    if profiled:
+      _write_profile(f'{stem}_profile', dataset, profiled)
     for layout in layouts:
       for placement in _PLACEMENTS.value:
         for runtime in _RUNTIMES.value:

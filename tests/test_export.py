@@ -130,6 +130,25 @@ class InferenceTest(tf.test.TestCase):
         runtimes=['onnxruntime', 'tensorflow'])
     self.assertTrue(all(r.iterations > 0 for r in results))  # A wrong shape would raise.
 
+  def test_deepsparse_layer_profile(self):
+    report = export.export_model(small_pruned_model(0.9), self.create_tempdir().full_path)
+    batch = np.random.default_rng(0).random((8, 6, 6, 1), np.float32)
+    try:
+      layers = inference.deepsparse_layer_profile(report.onnx_path, batch, iterations=3,
+                                                  warmup_iterations=1)
+    except inference.RuntimeUnavailable as e:  # Not a pass: says why DeepSparse is out.
+      self.fail(f'DeepSparse runs on this project\'s machines: {e}')
+    self.assertNotEmpty(layers)
+    self.assertTrue(all(layer.ms >= 0 for layer in layers))
+    self.assertGreater(sum(layer.ms for layer in layers), 0)
+    # The Conv and the MatMul of the model appear among the kernels' ops.
+    ops = ' '.join(layer.ops for layer in layers)
+    self.assertIn('Conv2D', ops)
+    with self.assertRaisesRegex(inference.RuntimeUnavailable, '^deepsparse: '):
+      inference.deepsparse_layer_profile('/nonexistent.onnx', batch)
+    with self.assertRaisesRegex(ValueError, 'iterations must be >= 1'):
+      inference.deepsparse_layer_profile(report.onnx_path, batch, iterations=0)
+
   def test_deepsparse_on_a_missing_file_is_one_line(self):
     with self.assertRaisesRegex(inference.RuntimeUnavailable, '^deepsparse: '):
       inference.build_runner('deepsparse', onnx_path='/nonexistent.onnx',

@@ -99,3 +99,59 @@ class MajorityVoteTest(tf.test.TestCase):
     merged = masks.majority_vote([a, b, c, d])
     self.assertAllEqual(merged[0], [[1, 1], [1, 0]])  # counts 2,2,3,0 of 4
     self.assertAllEqual(merged[1], [1, 0])  # counts 2,1 of 4
+
+
+class ComputePlacementTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(0.0, 0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+  def test_exact_total_and_minimum_multiply_adds(self, s):
+    from scipy import optimize  # pylint: disable=g-import-not-at-top
+    sizes = [1728, 36864, 73728, 147456, 2048, 5120]
+    costs = [1024.0, 1024.0, 256.0, 64.0, 1.0, 1.0]
+    found = masks.compute_layer_sparsities(sizes, costs, s, floor=0.2)
+    kept = [round((1 - x) * n) for x, n in zip(found, sizes)]
+    n = sum(sizes)
+    self.assertEqual(sum(kept), n - int(np.floor(s * n + 0.5)))
+    floor = 0.2 * (1 - s)
+    for k, size in zip(kept, sizes):
+      self.assertGreaterEqual(k, int(floor * size) - 1)
+      self.assertLessEqual(k, size)
+    # The linear programme it solves: fewest multiply-adds at that count.
+    best = optimize.linprog(
+        np.array(costs) * sizes, A_eq=[sizes], b_eq=[sum(kept)],
+        bounds=[(min(floor, 1.0), 1.0)] * len(sizes))
+    self.assertTrue(best.success)
+    self.assertLessEqual(sum(c * k for c, k in zip(costs, kept)),
+                         best.fun + max(costs) * len(sizes))
+
+  def test_equal_costs_or_floor_one_is_uniform(self):
+    sizes = [100, 300, 600]
+    for costs, floor in (([1.0, 1.0, 1.0], 0.2), ([9.0, 3.0, 1.0], 1.0)):
+      self.assertAllClose(masks.compute_layer_sparsities(sizes, costs, 0.9, floor),
+                          [0.9, 0.9, 0.9])
+
+  def test_cheap_layers_fill_first(self):
+    # Keep 100 of 1000; floors 0.5 * 0.1 of each size (5 + 45), the other 50
+    # to the cheapest layer.
+    found = masks.compute_layer_sparsities([100, 900], [50.0, 1.0], 0.9, floor=0.5)
+    self.assertAllClose(found, [1 - 5 / 100, 1 - 95 / 900])
+
+  def test_masks_follow_the_sparsities(self):
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=(3, 3, 2, 4)), rng.normal(size=(40, 10))]
+    result = masks.sparsity_masks(weights, [0.75, 0.5])
+    self.assertEqual(int(np.sum(np.asarray(result[0]) == 0)), 54)
+    self.assertEqual(int(np.sum(np.asarray(result[1]) == 0)), 200)
+    # Per-tensor ranking: the largest |w| of each tensor are the ones kept.
+    kept = np.abs(weights[1])[np.asarray(result[1]) > 0]
+    self.assertGreaterEqual(kept.min(), np.median(np.abs(weights[1])))
+
+  def test_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, r'floor must be in \(0, 1\], got 0'):
+      masks.compute_layer_sparsities([10], [1.0], 0.5, floor=0)
+    with self.assertRaisesRegex(ValueError, r'sparsity must be in \[0, 1\], got 1.5'):
+      masks.compute_layer_sparsities([10], [1.0], 1.5)
+    with self.assertRaisesRegex(ValueError, 'sizes and costs must be'):
+      masks.compute_layer_sparsities([10, 20], [1.0], 0.5)
+    with self.assertRaisesRegex(ValueError, '2 weights but 1 sparsities'):
+      masks.sparsity_masks([np.ones(3), np.ones(3)], [0.5])

@@ -79,3 +79,13 @@ class SkipWrapperUpdatesTest(tf.test.TestCase):
     # The masks would have zeroed non-zero weights (so the check above bites).
     mask = pruning.mask_variables(model)[0].numpy()
     self.assertGreater(np.count_nonzero(dense_kernels[0][mask == 0]), 0)
+
+
+class MacsPerWeightTest(tf.test.TestCase):
+
+  def test_cifar10_cnn_costs_are_output_positions(self):
+    model = pruning.wrap_for_pruning(models.create_model('cifar10', seed=0))
+    # Conv64 x2 at 32x32, Conv128 x2 at 16x16, Conv128 x2 at 8x8, two Dense.
+    self.assertEqual(pruning.macs_per_weight(model),
+                     [1024.0, 1024.0, 256.0, 256.0, 64.0, 64.0, 1.0, 1.0])
+    self.assertLen(pruning.macs_per_weight(model), len(pruning.prunable_weights(model)))

@@ -157,3 +157,41 @@ def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
                                budget_seconds=budget_seconds,
                                warmup_seconds=warmup_seconds, runtime=runtime))
   return results
+
+
+@dataclasses.dataclass
+class LayerTime:
+  """One fused kernel of DeepSparse's compiled graph and its mean time."""
+  kernel: str  # DeepSparse's name, e.g. 'ks_convolution-94.9%_3', 'pyramid_1'.
+  ops: str  # The ONNX/TF ops it runs, comma-separated.
+  kernel_sparsity: float
+  ms: float
+
+
+def deepsparse_layer_profile(onnx_path: str, batch: np.ndarray, *, iterations: int = 20,
+                             warmup_iterations: int = 5,
+                             num_threads: Optional[int] = None) -> list[LayerTime]:
+  """Mean time of each kernel DeepSparse compiled the model into.
+
+  DeepSparse's own `DebugAnalysisEngine.analyze` (its per-layer profiler);
+  its kernels fuse ops (a `pyramid` runs several convolutions and poolings
+  in tiles), so a row can stand for several ONNX ops. Raises
+  `RuntimeUnavailable` where DeepSparse cannot run.
+  """
+  if iterations < 1 or warmup_iterations < 0:
+    raise ValueError(f'iterations must be >= 1 and warmup_iterations >= 0, got '
+                     f'{iterations} and {warmup_iterations}')
+  os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
+  try:
+    from deepsparse import engine as ds_engine  # pylint: disable=g-import-not-at-top
+    analysis = ds_engine.DebugAnalysisEngine(
+        model=onnx_path, batch_size=len(batch), num_cores=num_threads,
+        num_iterations=iterations, num_warmup_iterations=warmup_iterations)
+    found = analysis.analyze([batch])
+  except Exception as e:  # ImportError, unsupported CPU/OS, bad model.
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise RuntimeUnavailable(f'deepsparse: {first_line}') from e
+  return [LayerTime(kernel=layer['name'], ops=str(layer.get('canonical_name', '')),
+                    kernel_sparsity=float(layer.get('kernel_sparsity', 0.0)),
+                    ms=float(layer['average_run_time_in_ms']))
+          for layer in found['layer_info']]

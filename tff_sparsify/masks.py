@@ -96,6 +96,83 @@ def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: st
   return [magnitude_masks([w], sparsity, dtype)[0] for w in weights]
 
 
+def compute_layer_sparsities(sizes: Sequence[int], costs: Sequence[float], sparsity: float,
+                             floor: float = 0.2) -> list[float]:
+  """Per-layer sparsities of `compute` placement, at total `sparsity`.
+
+  Keeps exactly n - round(sparsity * n) weights in all (n = sum(sizes)) and
+  spends them where a weight costs the fewest multiply-adds per example
+  (`costs[i]`: a Dense kernel 1, a convolution kernel the number of its
+  output positions): every layer first gets `floor` times the uniform
+  density, then the rest of the budget fills the cheapest layers first (up
+  to dense), layers of equal cost in proportion to their size. This is the
+  exact minimum of the model's multiply-adds under those bounds, so it puts
+  the sparsity where a sparse CPU engine saves time, at the same total
+  sparsity as `global` or `uniform` placement. floor = 1 is uniform.
+
+  Args:
+    sizes: weights per layer.
+    costs: multiply-adds per weight and example, per layer.
+    sparsity: total sparsity in [0, 1].
+    floor: in (0, 1]; the least density of any layer, as a fraction of the
+      uniform density 1 - sparsity.
+
+  Returns:
+    Per-layer sparsities whose kept counts, round((1 - s) * size), sum to
+    the total kept count exactly.
+  """
+  if len(sizes) != len(costs) or not sizes:
+    raise ValueError(f'sizes and costs must be non-empty and of one length, got '
+                     f'{len(sizes)} and {len(costs)}')
+  if not 0.0 < floor <= 1.0:
+    raise ValueError(f'floor must be in (0, 1], got {floor!r}')
+  if not 0.0 <= sparsity <= 1.0:
+    raise ValueError(f'sparsity must be in [0, 1], got {sparsity!r}')
+  n = sum(sizes)
+  kept_total = n - int(num_to_prune(sparsity, n))
+  kept = _shares(kept_total * floor, sizes, [float(s) for s in sizes])
+  left = kept_total - sum(kept)
+  for cost in sorted(set(costs)):
+    group = [i for i, c in enumerate(costs) if c == cost]
+    room = [sizes[i] - kept[i] for i in group]
+    extra = _shares(min(left, sum(room)), room, room)
+    for i, e in zip(group, extra):
+      kept[i] += e
+    left -= sum(extra)
+  assert left == 0 and sum(kept) == kept_total, (left, kept, kept_total)
+  return [1.0 - k / s if s else 0.0 for k, s in zip(kept, sizes)]
+
+
+def _shares(total, caps: Sequence[int], weights: Sequence[float]) -> list[int]:
+  """int(total) split in proportion to `weights`, each at most its cap.
+
+  Largest remainders take the units rounding leaves over.
+  """
+  total = int(total)
+  weight_sum = float(sum(weights))
+  if total <= 0 or weight_sum <= 0:
+    return [0] * len(caps)
+  exact = [total * w / weight_sum for w in weights]
+  shares = [min(int(e), c) for e, c in zip(exact, caps)]
+  order = sorted(range(len(caps)), key=lambda i: shares[i] - exact[i])
+  short = total - sum(shares)
+  for i in order * 2:
+    if short <= 0:
+      break
+    if shares[i] < caps[i]:
+      shares[i] += 1
+      short -= 1
+  return shares
+
+
+def sparsity_masks(weights: Sequence[tf.Tensor], sparsities: Sequence[float],
+                   dtype=tf.float32) -> list[tf.Tensor]:
+  """Each tensor magnitude-pruned to its own sparsity (exact counts)."""
+  if len(weights) != len(sparsities):
+    raise ValueError(f'{len(weights)} weights but {len(sparsities)} sparsities')
+  return [magnitude_masks([w], s, dtype)[0] for w, s in zip(weights, sparsities)]
+
+
 def random_masks(
     masks: Sequence[tf.Tensor], sparsity, seed, dtype=tf.float32
 ) -> list[tf.Tensor]:

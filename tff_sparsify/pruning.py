@@ -100,3 +100,25 @@ def apply_wrapper_masks(model: tf.keras.Model):
   """weight <- weight * mask, with tfmot's own op (as `UpdatePruningStep`)."""
   for layer in wrappers(model):
     layer.pruning_obj.weight_mask_op()
+
+
+def macs_per_weight(model: tf.keras.Model) -> list[float]:
+  """Multiply-adds per example of one weight, per prunable weight of `model`.
+
+  A weight of a layer is used once per output position: 1 for a Dense
+  kernel on a flat input, H x W for a 2-D convolution's kernel. This is the
+  cost `masks.compute_layer_sparsities` places the sparsity by. Needs a
+  built model (known output shapes).
+  """
+  costs = []
+  for layer in wrappers(model):
+    shape = layer.layer.output_shape
+    if isinstance(shape, list):
+      raise ValueError(f'{layer.name}: layers with several outputs are not supported')
+    positions = 1
+    for dim in shape[1:-1]:
+      if dim is None:
+        raise ValueError(f'{layer.name}: output shape {shape} has an unknown spatial size')
+      positions *= dim
+    costs.extend(float(positions) for _ in layer.pruning_vars)
+  return costs
