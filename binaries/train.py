@@ -105,10 +105,12 @@ _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'server_message_prune_rate', 0.0,
     'The same for the model the server broadcasts.')
 _SPARSITY_PLACEMENT = flags.DEFINE_enum(
-    'sparsity_placement', 'global', ['global', 'uniform'],
+    'sparsity_placement', 'global', ['global', 'uniform', 'compute'],
     'Pruning algorithms: global (one magnitude ranking over all kernels, the '
-    'paper\'s) or uniform (every kernel pruned to s_t by its own ranking: '
-    'equally sparse layers, which DeepSparse runs faster). Not with '
+    'paper\'s), uniform (every kernel pruned to s_t by its own ranking: '
+    'equally sparse layers, which DeepSparse runs faster) or compute (per-layer '
+    'sparsities that minimise the multiply-adds at total s_t: the layers that '
+    'cost most per weight, early convolutions, pruned hardest). Not with '
     'random_pruning.')
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,

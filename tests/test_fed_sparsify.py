@@ -19,6 +19,7 @@ from tff_sparsify import client_work
 from tff_sparsify import comm
 from tff_sparsify import execution
 from tff_sparsify import fed_sparsify
+from tff_sparsify import masks
 from tff_sparsify import pruning
 from tff_sparsify import schedules
 
@@ -338,13 +339,45 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
     small = layout.prunable_list(global_history[-1][0].trainable)[1]
     self.assertLess(np.mean(small == 0), 0.8)
 
+  def test_compute_placement_prunes_the_costly_kernel_hardest(self):
+    def keras_model_fn():
+      tf.keras.utils.set_random_seed(7)
+      return pruning.wrap_for_pruning(tf.keras.Sequential([
+          tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Reshape((28, 28, 1)),
+          tf.keras.layers.Conv2D(4, 3, strides=2, activation='relu'),  # 13x13 positions.
+          tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]))
+    model_fn = algorithms.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
+    schedule = schedules.FedSparsifySchedule(0.8, 2)
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        model_fn, tff.learning.optimizers.build_sgdm(0.1), schedule=schedule,
+        sparsity_placement='compute')
+    history = run_rounds(process, image_clients(), 2)
+    layout = client_work.layout_from_model_fn(model_fn)
+    self.assertEqual(layout.costs, (169.0, 1.0))
+    for round_num, (weights, _) in enumerate(history, start=1):
+      kernels = layout.prunable_list(weights.trainable)
+      sizes = [k.size for k in kernels]
+      expected = masks.compute_layer_sparsities(sizes, layout.costs,
+                                                schedule.sparsity(round_num))
+      zeros = [int(np.sum(k == 0)) for k in kernels]
+      self.assertEqual(zeros, [int(masks.num_to_prune(e, n)) for e, n in zip(expected, sizes)])
+    # At s_t = 0.8 the conv kernel keeps 20% of 20%: 36 x 0.04, one weight.
+    self.assertEqual(zeros[0], 35)
+    with self.assertRaisesRegex(ValueError, "'compute' needs a built Keras model"):
+      def unbuilt():
+        return pruning.wrap_for_pruning(tf.keras.Sequential([
+            tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]))
+      client_work.build_fed_sparsify_client_work(
+          algorithms.build_model_fn('fashion_mnist', keras_model_fn=unbuilt),
+          tff.learning.optimizers.build_sgdm(0.1), schedule, sparsity_placement='compute')
+
   def test_uniform_placement_needs_magnitude_pruning(self):
     with self.assertRaisesRegex(ValueError, "sparsity_placement='uniform' needs pruning_method"):
       fed_sparsify.build_weighted_fed_sparsify(
           fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
           schedule=schedules.FedSparsifySchedule(0.9, 3), pruning_method='random',
           sparsity_placement='uniform')
-    with self.assertRaisesRegex(ValueError, r"sparsity_placement must be one of \('global', 'uniform'\), got 'even'"):
+    with self.assertRaisesRegex(ValueError, r"sparsity_placement must be one of \('global', 'uniform', 'compute'\), got 'even'"):
       fed_sparsify.build_weighted_fed_sparsify(
           fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
           schedule=schedules.FedSparsifySchedule(0.9, 3), sparsity_placement='even')

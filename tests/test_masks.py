@@ -109,9 +109,10 @@ class ComputePlacementTest(tf.test.TestCase, parameterized.TestCase):
     sizes = [1728, 36864, 73728, 147456, 2048, 5120]
     costs = [1024.0, 1024.0, 256.0, 64.0, 1.0, 1.0]
     found = masks.compute_layer_sparsities(sizes, costs, s, floor=0.2)
-    kept = [round((1 - x) * n) for x, n in zip(found, sizes)]
+    kept = [n - int(masks.num_to_prune(x, n)) for x, n in zip(found, sizes)]
     n = sum(sizes)
-    self.assertEqual(sum(kept), n - int(np.floor(s * n + 0.5)))
+    # The total up to one weight per layer of rounding.
+    self.assertAllClose(sum(kept), n - int(np.floor(s * n + 0.5)), atol=len(sizes) / 2)
     floor = 0.2 * (1 - s)
     for k, size in zip(kept, sizes):
       self.assertGreaterEqual(k, int(floor * size) - 1)
@@ -135,6 +136,23 @@ class ComputePlacementTest(tf.test.TestCase, parameterized.TestCase):
     # to the cheapest layer.
     found = masks.compute_layer_sparsities([100, 900], [50.0, 1.0], 0.9, floor=0.5)
     self.assertAllClose(found, [1 - 5 / 100, 1 - 95 / 900])
+    # The same inside a graph, from a tensor sparsity (as TFF runs it).
+    with tf.Graph().as_default():
+      s = tf.constant(0.9, tf.float64)
+      graph_found = masks.compute_layer_sparsities([100, 900], [50.0, 1.0], s, floor=0.5)
+      with tf.compat.v1.Session() as session:
+        self.assertAllClose(session.run(graph_found), [1 - 5 / 100, 1 - 95 / 900])
+
+  def test_placed_masks_compute(self):
+    rng = np.random.default_rng(2)
+    weights = [rng.normal(size=(3, 3, 2, 8)), rng.normal(size=(64, 10))]
+    result = masks.placed_magnitude_masks(weights, 0.5, 'compute', costs=[100.0, 1.0])
+    zeros = [int(np.sum(np.asarray(m) == 0)) for m in result]
+    # Keep 392 of 784: 20% of the uniform density everywhere (14.4 + 64),
+    # the other 313.6 to the Dense kernel, the cheap one: it keeps 377.6.
+    self.assertEqual(zeros, [144 - 14, 640 - 378])
+    with self.assertRaisesRegex(ValueError, "'compute' needs the layers' costs"):
+      masks.placed_magnitude_masks(weights, 0.5, 'compute')
 
   def test_masks_follow_the_sparsities(self):
     rng = np.random.default_rng(1)

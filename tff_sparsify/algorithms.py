@@ -136,8 +136,8 @@ def build_algorithm(
       `fed_sparsify.build_weighted_fed_sparsify`.
     quantize_threshold: tensors with more elements than this are quantized
       (TFF's default, 20000, leaves small kernels and biases lossless).
-    sparsity_placement: the `SPARSIFYING` magnitude algorithms: 'global' or
-      'uniform' (`fed_sparsify.build_weighted_fed_sparsify`).
+    sparsity_placement: the `SPARSIFYING` magnitude algorithms: 'global',
+      'uniform' or 'compute' (`fed_sparsify.build_weighted_fed_sparsify`).
     loop_implementation: how clients iterate over their datasets.
 
   Returns:

@@ -68,11 +68,28 @@ class PruningLayout:
     prunable: indices in `trainable` of the weights the wrappers prune.
     masks: indices in `non_trainable` of their masks (same order).
     steps: indices in `non_trainable` of the wrappers' `pruning_step`.
+    costs: multiply-adds per example of one weight, per prunable weight
+      (`pruning.macs_per_weight`), or None where the Keras model's output
+      shapes are not known; `compute` placement needs them.
   """
   num_trainable: int
   prunable: tuple[int, ...]
   masks: tuple[int, ...]
   steps: tuple[int, ...]
+  costs: Optional[tuple[float, ...]] = None
+
+  def check_placement(self, placement: str):
+    """ValueError for a placement this model cannot take."""
+    masks_lib.check_placement(placement)
+    if placement == 'compute' and self.costs is None:
+      raise ValueError("sparsity_placement='compute' needs a built Keras model (known "
+                       'output shapes, e.g. an InputLayer) to weigh its layers, got one '
+                       'without')
+
+  def placed_masks(self, trainable, sparsity, placement: str) -> list:
+    """`masks.placed_magnitude_masks` of the prunable weights in `trainable`."""
+    return masks_lib.placed_magnitude_masks(
+        self.prunable_list(trainable), sparsity, placement, costs=self.costs)
 
   def masks_by_trainable(self, non_trainable) -> list:
     """Per trainable tensor, its mask taken from `non_trainable`, or None."""
@@ -112,7 +129,15 @@ def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
       num_trainable=len(model.trainable_variables),
       prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
       masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
-      steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers))
+      steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers),
+      costs=_costs(keras_model))
+
+
+def _costs(keras_model) -> Optional[tuple[float, ...]]:
+  try:
+    return tuple(pruning.macs_per_weight(keras_model))
+  except (AttributeError, ValueError, RuntimeError):  # Output shapes not known.
+    return None
 
 
 def layout_from_model_fn(model_fn) -> PruningLayout:
@@ -241,8 +266,7 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     global_masks = layout.mask_list(initial_weights.non_trainable)
     if mode == 'local':
       def purge():
-        new = masks_lib.placed_magnitude_masks(
-            layout.prunable_list(trained), sparsity, sparsity_placement)
+        new = layout.placed_masks(trained, sparsity, sparsity_placement)
         return [n * old for n, old in zip(new, global_masks)]
       local_masks = tf.cond(should_prune, purge, lambda: list(global_masks))
       for i, mask in zip(layout.prunable, local_masks):
@@ -344,8 +368,8 @@ def build_fed_sparsify_client_work(
       quantizes the non-zero values of what it receives and of the deltas
       it sends (`comm.tf_quantize`), and counts them as sent; the
       aggregator is a plain mean.
-    sparsity_placement: how clients place s_t in local mode ('global' or
-      'uniform', `masks.placed_magnitude_masks`).
+    sparsity_placement: how clients place s_t in local mode ('global',
+      'uniform' or 'compute', `masks.placed_magnitude_masks`).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
@@ -370,7 +394,7 @@ def build_fed_sparsify_client_work(
   metrics_aggregator = metrics_aggregator or tff.learning.metrics.sum_then_finalize
   with tf.Graph().as_default():
     model = model_fn()
-    pruning_layout(model)
+    pruning_layout(model).check_placement(sparsity_placement)
     metrics_aggregation_fn = metrics_aggregator(model.metric_finalizers())
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
   weights_type = tff.learning.models.weights_type_from_model(model)

@@ -128,9 +128,11 @@ def build_weighted_fed_sparsify(
       (`client_work.build_fed_sparsify_client_work`).
     quantize_threshold: tensors with more elements than this are quantized.
     sparsity_placement: 'global' (one magnitude ranking over all prunable
-      weights, the paper's) or 'uniform' (each prunable tensor pruned to s_t
+      weights, the paper's), 'uniform' (each prunable tensor pruned to s_t
       by its own ranking: every layer equally sparse, which sparse CPU
-      engines run faster); magnitude pruning only.
+      engines run faster) or 'compute' (per-layer sparsities that minimise
+      the multiply-adds at total s_t, `masks.compute_layer_sparsities`);
+      magnitude pruning only.
     model_distributor: default `tff.learning.templates.build_broadcast_process`.
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`. In local mode it is wrapped by

@@ -77,18 +77,19 @@ def build_fed_sparsify_finalizer(
       broadcast (arXiv 2310.14693, server side); the masks are left as they
       are, so these weights may grow back.
     sparsity_placement: global mode, magnitude pruning: 'global' (one
-      ranking over all prunable weights, the paper's) or 'uniform' (every
-      prunable tensor to s_t by its own ranking), see
+      ranking over all prunable weights, the paper's), 'uniform' (every
+      prunable tensor to s_t by its own ranking) or 'compute' (per-layer
+      sparsities that minimise the multiply-adds at total s_t), see
       `masks.placed_magnitude_masks`.
 
   Returns:
     A `tff.learning.templates.FinalizerProcess`.
   """
   check_pruning_method(mode, pruning_method)
-  masks_lib.check_placement(sparsity_placement)
+  layout.check_placement(sparsity_placement)
   if sparsity_placement != 'global' and pruning_method != 'magnitude':
     raise ValueError(
-        "sparsity_placement='uniform' needs pruning_method='magnitude', got "
+        f"sparsity_placement={sparsity_placement!r} needs pruning_method='magnitude', got "
         f'{pruning_method!r}')
   client_work_lib.check_message_prune_rate('server_message_prune_rate', message_prune_rate)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
@@ -119,8 +120,7 @@ def build_fed_sparsify_finalizer(
         found = masks_lib.random_masks(
             current, sparsity, seed=tf.stack([tf.constant(seed, tf.int32), round_num]))
       else:
-        found = masks_lib.placed_magnitude_masks(
-            layout.prunable_list(trainable), sparsity, sparsity_placement)
+        found = layout.placed_masks(trainable, sparsity, sparsity_placement)
       return [m * c for m, c in zip(found, current)]
     return tf.cond(should_prune, purge, lambda: list(current))
 

@@ -72,7 +72,7 @@ def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) ->
   return _prune_lowest(tf.abs(_flat(weights)), sparsity, weights, dtype)
 
 
-PLACEMENTS = ('global', 'uniform')
+PLACEMENTS = ('global', 'uniform', 'compute')
 
 
 def check_placement(placement: str):
@@ -81,88 +81,80 @@ def check_placement(placement: str):
 
 
 def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
-                           dtype=tf.float32) -> list[tf.Tensor]:
-  """Magnitude masks with the sparsity placed `global`ly or `uniform`ly.
+                           dtype=tf.float32, costs: Sequence[float] = None) -> list[tf.Tensor]:
+  """Magnitude masks with the sparsity placed `global`ly, `uniform`ly or by `compute`.
 
   `global`: one ranking over all tensors (`magnitude_masks`). `uniform`:
   each tensor pruned to round(sparsity * its size) by its own ranking, so
   every layer has the same sparsity (the total is the same up to rounding).
-  Uniform placement keeps the compute-heavy layers as sparse as the rest,
-  which is what sparse CPU engines speed up (benchmarks/inference_table.py).
+  `compute`: each tensor pruned by its own ranking to the sparsity of
+  `compute_layer_sparsities` (needs `costs`, multiply-adds per weight).
+  Uniform and compute placements keep the compute-heavy layers at least as
+  sparse as the rest, which is what sparse CPU engines speed up
+  (benchmarks/inference_table.py).
   """
   check_placement(placement)
   if placement == 'global':
     return magnitude_masks(weights, sparsity, dtype)
-  return [magnitude_masks([w], sparsity, dtype)[0] for w in weights]
+  if placement == 'uniform':
+    return [magnitude_masks([w], sparsity, dtype)[0] for w in weights]
+  if costs is None:
+    raise ValueError("sparsity_placement='compute' needs the layers' costs "
+                     '(pruning.macs_per_weight), got None')
+  sizes = [tf.TensorShape(w.shape).num_elements() for w in weights]
+  return sparsity_masks(weights, compute_layer_sparsities(sizes, costs, sparsity), dtype)
 
 
-def compute_layer_sparsities(sizes: Sequence[int], costs: Sequence[float], sparsity: float,
-                             floor: float = 0.2) -> list[float]:
+COMPUTE_FLOOR = 0.2
+
+
+def compute_layer_sparsities(sizes: Sequence[int], costs: Sequence[float], sparsity,
+                             floor: float = COMPUTE_FLOOR) -> list[tf.Tensor]:
   """Per-layer sparsities of `compute` placement, at total `sparsity`.
 
-  Keeps exactly n - round(sparsity * n) weights in all (n = sum(sizes)) and
-  spends them where a weight costs the fewest multiply-adds per example
+  Keeps n - round(sparsity * n) weights in all (n = sum(sizes)) and spends
+  them where a weight costs the fewest multiply-adds per example
   (`costs[i]`: a Dense kernel 1, a convolution kernel the number of its
   output positions): every layer first gets `floor` times the uniform
   density, then the rest of the budget fills the cheapest layers first (up
   to dense), layers of equal cost in proportion to their size. This is the
   exact minimum of the model's multiply-adds under those bounds, so it puts
   the sparsity where a sparse CPU engine saves time, at the same total
-  sparsity as `global` or `uniform` placement. floor = 1 is uniform.
+  sparsity as `global` or `uniform` placement (up to one weight per layer
+  of rounding). floor = 1, or equal costs, is uniform placement.
 
   Args:
     sizes: weights per layer.
-    costs: multiply-adds per weight and example, per layer.
-    sparsity: total sparsity in [0, 1].
+    costs: multiply-adds per weight and example, per layer
+      (`pruning.macs_per_weight`).
+    sparsity: total sparsity in [0, 1]; a Python number or a scalar tensor
+      (TensorFlow ops only, so it runs inside TFF computations).
     floor: in (0, 1]; the least density of any layer, as a fraction of the
       uniform density 1 - sparsity.
 
   Returns:
-    Per-layer sparsities whose kept counts, round((1 - s) * size), sum to
-    the total kept count exactly.
+    float64 scalar tensors, one sparsity per layer.
   """
   if len(sizes) != len(costs) or not sizes:
     raise ValueError(f'sizes and costs must be non-empty and of one length, got '
                      f'{len(sizes)} and {len(costs)}')
   if not 0.0 < floor <= 1.0:
     raise ValueError(f'floor must be in (0, 1], got {floor!r}')
-  if not 0.0 <= sparsity <= 1.0:
+  if isinstance(sparsity, (int, float)) and not 0.0 <= sparsity <= 1.0:
     raise ValueError(f'sparsity must be in [0, 1], got {sparsity!r}')
   n = sum(sizes)
-  kept_total = n - int(num_to_prune(sparsity, n))
-  kept = _shares(kept_total * floor, sizes, [float(s) for s in sizes])
-  left = kept_total - sum(kept)
+  kept_total = tf.cast(n - num_to_prune(sparsity, n), tf.float64)
+  kept = [kept_total * (floor * size / n) for size in sizes]
+  left = kept_total * (1.0 - floor)
   for cost in sorted(set(costs)):
     group = [i for i, c in enumerate(costs) if c == cost]
     room = [sizes[i] - kept[i] for i in group]
-    extra = _shares(min(left, sum(room)), room, room)
-    for i, e in zip(group, extra):
-      kept[i] += e
-    left -= sum(extra)
-  assert left == 0 and sum(kept) == kept_total, (left, kept, kept_total)
-  return [1.0 - k / s if s else 0.0 for k, s in zip(kept, sizes)]
-
-
-def _shares(total, caps: Sequence[int], weights: Sequence[float]) -> list[int]:
-  """int(total) split in proportion to `weights`, each at most its cap.
-
-  Largest remainders take the units rounding leaves over.
-  """
-  total = int(total)
-  weight_sum = float(sum(weights))
-  if total <= 0 or weight_sum <= 0:
-    return [0] * len(caps)
-  exact = [total * w / weight_sum for w in weights]
-  shares = [min(int(e), c) for e, c in zip(exact, caps)]
-  order = sorted(range(len(caps)), key=lambda i: shares[i] - exact[i])
-  short = total - sum(shares)
-  for i in order * 2:
-    if short <= 0:
-      break
-    if shares[i] < caps[i]:
-      shares[i] += 1
-      short -= 1
-  return shares
+    give = tf.minimum(left, tf.add_n(room))
+    for i, r in zip(group, room):
+      kept[i] += give * tf.math.divide_no_nan(r, tf.add_n(room))
+    left -= give
+  return [tf.constant(0.0, tf.float64) if size == 0 else 1.0 - k / size
+          for k, size in zip(kept, sizes)]
 
 
 def sparsity_masks(weights: Sequence[tf.Tensor], sparsities: Sequence[float],
