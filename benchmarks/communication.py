@@ -54,6 +54,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 # mode (BUILD_NOTES.md), which load_checkpoint_model cannot use.
 from tff_sparsify import comm  # pylint: disable=g-import-not-at-top
 from tff_sparsify import export  # pylint: disable=g-import-not-at-top
+from tff_sparsify import models  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
@@ -172,7 +173,37 @@ def _summarize(key, rows):
       params_exchanged_millions=round(sum(
           a + b for a, b in zip(_column(rows, 'params_downloaded', int),
                                 _column(rows, 'params_uploaded', int))) / 1e6, 2),
-      sparsity=round(float(rows[-1]['finalizer/sparsity']), 4))
+      sparsity=round(float(rows[-1]['finalizer/sparsity']), 4),
+      mb_bound=_bound_mb(key, rows))
+
+
+def _entropy_bits(d):
+  d = np.clip(np.asarray(d, np.float64), 0.0, 1.0)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    h = -(d * np.log2(d) + (1 - d) * np.log2(1 - d))
+  return np.nan_to_num(h)
+
+
+def _bound_mb(key, rows):
+  """The issue's entropy bound summed over the run, in MB, or None.
+
+  Every download is a whole model (n parameters, nnz of them non-zero):
+  4 nnz + n H(nnz / n) / 8 bytes. An upload of global mode or FedAvg lies
+  inside the mask the server sent, so its positions need no bytes: 4 nnz.
+  It is the length of float32 values plus positions drawn independently at
+  the model's density; per-tensor densities (concavity of H) or structured
+  masks can come in a little under it. Other configurations (local masks,
+  message pruning, quantization) are left out.
+  """
+  config = CONFIGS[key[:2]]
+  if (config.get('quantize_bits') or config.get('client_message_prune_rate')
+      or config['algorithm'] not in ('fedsparsify_global',)):
+    return None
+  n = models.create_model('fashion_mnist').count_params()
+  nnz_down = np.array(_column(rows, 'params_downloaded', int), np.float64) / CLIENTS
+  down = CLIENTS * (4 * nnz_down + n * _entropy_bits(nnz_down / n) / 8)
+  up = 4 * np.array(_column(rows, 'params_uploaded', int), np.float64)
+  return round(float(np.sum(down) + np.sum(up)) / MB, 2)
 
 
 def _message_bytes(tensors, config):
@@ -261,6 +292,15 @@ def _targets(by_key, checks, seeds):
       ratio = fedavg['mb_total'] / by_key[('non_iid', config)]['mb_total']
       lines.append(f'- non_iid {config}: cumulative bytes at most 1/{limit} of FedAvg\'s: '
                    f'1/{ratio:.2f}: {"met" if ratio >= limit else "NOT met"}')
+      bound = by_key[('non_iid', config)].get('mb_bound')
+      if bound and fedavg.get('mb_bound'):
+        values = 4 * by_key[('non_iid', config)]['params_exchanged_millions']
+        lines.append(
+            f'  - at the issue\'s bound summed over the run (`mb_bound`: 4 nnz + n H(d) / 8 '
+            f'per download, 4 nnz per upload; FedAvg\'s likewise): '
+            f'1/{fedavg["mb_bound"] / bound:.3f}; the float32 values alone (4 bytes per '
+            f'non-zero exchanged): 1/{fedavg["mb_bound"] / values:.3f}, so 1/3 leaves '
+            f'{fedavg["mb_bound"] / 3 - values:.1f} MB for every position of the run')
   lossless = [c for c in checks if c['model_over_entropy_bound'] is not None]
   if lossless:
     worst = max(c['model_over_entropy_bound'] for c in lossless)
@@ -319,8 +359,10 @@ def main(argv):
   by_key = {}
   for s in summaries:
     by_key.setdefault((s['setting'], s['config']), []).append(s)
-  by_key = {k: {f: statistics.mean(r[f] for r in v) for f in
-                ('mean_accuracy_last_10', 'mb_uploaded', 'mb_total')}
+  by_key = {k: {f: statistics.mean(r[f] for r in v) if all(
+      r[f] is not None for r in v) else None for f in
+                ('mean_accuracy_last_10', 'mb_uploaded', 'mb_total', 'mb_bound',
+                 'params_exchanged_millions')}
             for k, v in by_key.items()}
   checks = [c for c in (_check_bytes(k, h) for k, h in histories.items()
                         if CONFIGS[k[:2]].get('quantizer', 'tff') == 'sparse'

@@ -1,12 +1,15 @@
 r"""The paper's inference tables (Table 1 CIFAR-10 CNN, Table 2 FashionMNIST FC).
 
-For each model and sparsity (0, 0.8, 0.85, 0.9, 0.95, 0.99): globally
-magnitude-pruned weights (random init, seed 1990), stripped, exported to
-ONNX and timed on DeepSparse, ONNX Runtime and TensorFlow with the paper's method (fixed budget after a warm-up;
-batch 128 for CIFAR-10, 32 for FashionMNIST). Speed-ups are against the
-dense model on the same runtime and against dense ONNX Runtime, measured in
-the same run. Where the FashionMNIST test set is at hand, the exported
-model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
+For each model and sparsity (0, 0.8, 0.85, 0.9, 0.95, 0.99): magnitude-
+pruned weights (random init, seed 1990; the sparsity placed `global`ly,
+`uniform`ly or by `compute`, see `pruned_model`), stripped, exported to
+ONNX and timed on DeepSparse, ONNX Runtime and TensorFlow with the paper's
+method (fixed budget after a warm-up; batch 128 for CIFAR-10, 32 for
+FashionMNIST); then each DeepSparse model is profiled per fused kernel.
+Speed-ups are against the dense model on the same runtime and against dense
+ONNX Runtime, measured in the same run. Where the test set is at hand
+(FashionMNIST's IDX files; CIFAR-10 only if TFDS has it prepared), the
+exported model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
 
   python -m benchmarks.inference_table --budget_seconds=60 --warmup_seconds=10
   # NHWC against channels-first ONNX inputs, 5 repeats taken in turn:
@@ -14,9 +17,14 @@ model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
     --runtimes=deepsparse,onnxruntime --placements=uniform --layouts=NHWC,NCHW \
     --repeats=5 --budget_seconds=5 --warmup_seconds=3 \
     --output=benchmarks/results/inference_layouts_repeats
+  # Uniform against compute placement, channels-first, 3 repeats of 30 s:
+  python -m benchmarks.inference_table --datasets=cifar10 \
+    --runtimes=deepsparse,onnxruntime --placements=uniform,compute \
+    --layouts=NCHW --repeats=3 --budget_seconds=30 --warmup_seconds=10 \
+    --output=benchmarks/results/inference_placement
 
-Results: {output}_{model}.{csv,md} and {output}_speedup.png (default
-output: benchmarks/results/inference).
+Results: {output}_{model}.{csv,md}, {output}_{model}_profile.{csv,md} and
+{output}_speedup.png (default output: benchmarks/results/inference).
 """
 
 import collections
@@ -33,22 +41,21 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-import numpy as np
-import tensorflow as tf
 
-from tff_sparsify import data
 from tff_sparsify import execution
 from tff_sparsify import export
 from tff_sparsify import inference
-from tff_sparsify import masks
 from tff_sparsify import models
-from tff_sparsify import pruning
+
+from benchmarks.inference_models import PLACEMENTS  # pylint: disable=g-bad-import-order
+from benchmarks.inference_models import SEED
+from benchmarks.inference_models import accuracy_check
+from benchmarks.inference_models import load_test_set
+from benchmarks.inference_models import pruned_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
-SEED = 1990
 # The paper's Table 1: DeepSparse throughput over dense, CIFAR-10 CNN.
-PLACEMENTS = ('global', 'uniform', 'compute')
 PAPER_SPEEDUPS = {0.8: 1.88, 0.9: 2.65, 0.95: 3.54, 0.99: 4.28}
 
 _DATASETS = flags.DEFINE_list('datasets', ['cifar10', 'fashion_mnist'], 'Models to time.')
@@ -81,49 +88,11 @@ _WARMUP = flags.DEFINE_float('warmup_seconds', 10.0, 'Warm-up seconds.')
 _WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'inference'),
                                 'Where the exported models go.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
+_TFDS_DATA_DIR = flags.DEFINE_string(
+    'tfds_data_dir', None, 'TFDS data directory with CIFAR-10 prepared (default: TFDS\'s).')
 _OUTPUT = flags.DEFINE_string(
     'output', os.path.join(RESULTS, 'inference'),
     'Output prefix: {output}_{dataset}.csv/.md and {output}_speedup.png.')
-
-
-def pruned_model(dataset: str, sparsity: float, placement: str,
-                 compute_floor: float = 0.2) -> tf.keras.Model:
-  """Magnitude pruning to `sparsity` of all prunable weights together.
-
-  `global`: one ranking over all kernels (as FedSparsify prunes), so layers
-  with larger initial weights (small fan-in: the first convolutions, where
-  most of the CNN's FLOPs are) keep more. `uniform`: every kernel pruned to
-  `sparsity` by its own ranking. `compute`: per-layer sparsities that
-  minimise the multiply-adds (`masks.compute_layer_sparsities`, every layer
-  keeping at least `compute_floor` of the uniform density), each kernel
-  pruned by its own ranking. The total sparsity is the same in all three.
-  """
-  tf.keras.backend.clear_session()  # Layer names (so ONNX op names) alike in every model.
-  model = pruning.wrap_for_pruning(models.create_model(dataset, seed=SEED))
-  weights = [w.numpy() for w in pruning.prunable_weights(model)]
-  if placement == 'global':
-    new_masks = masks.magnitude_masks(weights, sparsity)
-  elif placement == 'uniform':
-    new_masks = masks.sparsity_masks(weights, [sparsity] * len(weights))
-  else:
-    new_masks = masks.sparsity_masks(weights, masks.compute_layer_sparsities(
-        [w.size for w in weights], pruning.macs_per_weight(model), sparsity, compute_floor))
-  pruning.set_masks(model, new_masks)
-  pruning.apply_wrapper_masks(model)
-  return model
-
-
-def _accuracy_check(report: export.ExportReport, keras_model, images, labels):
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
-  x = images.astype(np.float32) / 255.0
-  keras_accuracy = float(np.mean(np.argmax(keras_model.predict(x, verbose=0), 1) == labels))
-  session = ort.InferenceSession(report.onnx_path, providers=['CPUExecutionProvider'])
-  logits = session.run(None, {session.get_inputs()[0].name: x})[0]
-  onnx_accuracy = float(np.mean(np.argmax(logits, 1) == labels))
-  if abs(onnx_accuracy - keras_accuracy) > 1e-4:
-    raise AssertionError(f'{report.onnx_path}: ONNX accuracy {onnx_accuracy} != Keras '
-                         f'{keras_accuracy}')
-  return onnx_accuracy
 
 
 def _write_profile(stem: str, dataset: str, profiled):
@@ -160,6 +129,7 @@ def _write_profile(stem: str, dataset: str, profiled):
 
 
 def main(argv):
+  execution.drop_import_time_default_context()
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   unknown = set(_PLACEMENTS.value) - set(PLACEMENTS)
@@ -173,17 +143,13 @@ def main(argv):
   unknown = set(_LAYOUTS.value) - {'NHWC', 'NCHW'}
   if unknown or not _LAYOUTS.value:
     raise app.UsageError(f'--layouts: unknown {sorted(unknown)}; allowed: NHWC, NCHW')
-  execution.drop_import_time_default_context()
-  test_set = None
-  try:
-    centralized = data.load_centralized('fashion_mnist', data_dir=_DATA_DIR.value)
-    test_set = (centralized.test_images, centralized.test_labels)
-  except data.DataError as e:
-    print(f'no FashionMNIST test set ({e}); accuracy check skipped', flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   fig, ax = plt.subplots(figsize=(6, 4))
   for dataset in _DATASETS.value:
     batch_size = inference.DEFAULT_BATCH_SIZES[dataset]
+    test_set, why = load_test_set(dataset, _DATA_DIR.value, _TFDS_DATA_DIR.value)
+    if test_set is None:
+      print(f'{dataset}: {why}; accuracy check skipped', flush=True)
     rows = []
     layouts = _LAYOUTS.value if dataset == 'cifar10' else ['NHWC']
     cases = [(p, s) for p in _PLACEMENTS.value for s in _SPARSITIES.value if float(s) > 0]
@@ -199,8 +165,8 @@ def main(argv):
           model, os.path.join(_WORK_DIR.value, f'{dataset}_{layout}_{placement}_{s}'),
           opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW')
       accuracy = None
-      if dataset == 'fashion_mnist' and test_set is not None:
-        accuracy = _accuracy_check(report, model, *test_set)
+      if test_set is not None:
+        accuracy = accuracy_check(report, model, *test_set)
       batch, onnx_batch = inference.make_batches(
           report.onnx_path, batch_size, models.INPUT_SHAPES[dataset])
       for runtime in _RUNTIMES.value:
@@ -274,6 +240,9 @@ def main(argv):
              f'{platform.machine()}, {os.cpu_count()} CPUs; random-init weights, seed {SEED}, '
              'magnitude pruning (placement: see the script\'s docstring). Speed-ups are '
              'throughput ratios against the dense model of the same run.', '',
+             'Accuracy of each exported model on the test set (ONNX Runtime) against '
+             'Keras\', to 1e-4: ' + ('checked, all equal (`onnx_accuracy`).' if test_set
+                                     else f'not checked: {why}.'), '',
              '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
              *['| ' + ' | '.join(fmt(r[k]) for k in header) + ' |' for r in rows]]
     if dataset == 'cifar10':

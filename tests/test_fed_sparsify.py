@@ -363,12 +363,14 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(zeros, [int(masks.num_to_prune(e, n)) for e, n in zip(expected, sizes)])
     # At s_t = 0.8 the conv kernel keeps 20% of 20%: 36 x 0.04, one weight.
     self.assertEqual(zeros[0], 35)
-    with self.assertRaisesRegex(ValueError, "'compute' needs a built Keras model"):
-      def unbuilt():
-        return pruning.wrap_for_pruning(tf.keras.Sequential([
-            tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]))
+    def any_size():  # Images of any size: the convolution's cost is unknown.
+      return pruning.wrap_for_pruning(tf.keras.Sequential([
+          tf.keras.layers.InputLayer((None, None)),
+          tf.keras.layers.Lambda(lambda x: x[..., None]), tf.keras.layers.Conv2D(4, 3),
+          tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)]))
+    with self.assertRaisesRegex(ValueError, "'compute' needs a built Keras model with known output sizes"):
       client_work.build_fed_sparsify_client_work(
-          algorithms.build_model_fn('fashion_mnist', keras_model_fn=unbuilt),
+          algorithms.build_model_fn('fashion_mnist', keras_model_fn=any_size),
           tff.learning.optimizers.build_sgdm(0.1), schedule, sparsity_placement='compute')
 
   def test_uniform_placement_needs_magnitude_pruning(self):

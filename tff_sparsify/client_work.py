@@ -82,9 +82,9 @@ class PruningLayout:
     """ValueError for a placement this model cannot take."""
     masks_lib.check_placement(placement)
     if placement == 'compute' and self.costs is None:
-      raise ValueError("sparsity_placement='compute' needs a built Keras model (known "
-                       'output shapes, e.g. an InputLayer) to weigh its layers, got one '
-                       'without')
+      raise ValueError("sparsity_placement='compute' needs a built Keras model with known "
+                       'output sizes (e.g. an InputLayer of fixed shape) to weigh its '
+                       'layers, got one without')
 
   def placed_masks(self, trainable, sparsity, placement: str) -> list:
     """`masks.placed_magnitude_masks` of the prunable weights in `trainable`."""

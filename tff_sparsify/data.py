@@ -130,12 +130,17 @@ def load_fashion_mnist_idx(data_dir: str = DEFAULT_FASHION_MNIST_DIR) -> Central
   return CentralizedData(**arrays)
 
 
-def load_tfds(name: str, data_dir: Optional[str] = None) -> CentralizedData:
-  """Loads a TFDS image classification dataset ('fashion_mnist', 'cifar10')."""
+def load_tfds(name: str, data_dir: Optional[str] = None, download: bool = True) -> CentralizedData:
+  """Loads a TFDS image classification dataset ('fashion_mnist', 'cifar10').
+
+  With download=False only a dataset TFDS has already prepared loads (no
+  network); TFDS raises otherwise.
+  """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   splits = tfds.load(
-      name, split=['train', 'test'], as_supervised=True, data_dir=data_dir
+      name, split=['train', 'test'], as_supervised=True, data_dir=data_dir,
+      download=download
   )
 
   def to_numpy(ds):
