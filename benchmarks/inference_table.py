@@ -99,8 +99,12 @@ def _write_profile(stem: str, dataset: str, profiled):
   """Per-kernel DeepSparse times of each model, after all the timings."""
   rows = []
   for prefix, onnx_path, batch in profiled:
-    layers = inference.deepsparse_layer_profile(onnx_path, batch, iterations=20,
-                                                warmup_iterations=5)
+    try:
+      layers = inference.deepsparse_layer_profile(onnx_path, batch, iterations=20,
+                                                  warmup_iterations=5)
+    except inference.RuntimeUnavailable as e:  # The timings are written already.
+      print(f'{dataset} profile {dict(prefix)}: {e}', flush=True)
+      continue
     total = sum(layer.ms for layer in layers)
     for layer in layers:
       rows.append(collections.OrderedDict(
@@ -109,6 +113,8 @@ def _write_profile(stem: str, dataset: str, profiled):
           ms=layer.ms, share=layer.ms / total if total else 0.0))
     print(f'{dataset} profile {dict(prefix)}: {total:.2f} ms in {len(layers)} kernels',
           flush=True)
+  if not rows:
+    return
   with open(stem + '.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
