@@ -177,13 +177,6 @@ def _summarize(key, rows):
       mb_bound=_bound_mb(key, rows))
 
 
-def _entropy_bits(d):
-  d = np.clip(np.asarray(d, np.float64), 0.0, 1.0)
-  with np.errstate(divide='ignore', invalid='ignore'):
-    h = -(d * np.log2(d) + (1 - d) * np.log2(1 - d))
-  return np.nan_to_num(h)
-
-
 def _bound_mb(key, rows):
   """The issue's entropy bound summed over the run, in MB, or None.
 
@@ -197,11 +190,11 @@ def _bound_mb(key, rows):
   """
   config = CONFIGS[key[:2]]
   if (config.get('quantize_bits') or config.get('client_message_prune_rate')
-      or config['algorithm'] not in ('fedsparsify_global',)):
+      or config['algorithm'] != 'fedsparsify_global'):
     return None
   n = models.create_model('fashion_mnist').count_params()
   nnz_down = np.array(_column(rows, 'params_downloaded', int), np.float64) / CLIENTS
-  down = CLIENTS * (4 * nnz_down + n * _entropy_bits(nnz_down / n) / 8)
+  down = CLIENTS * comm.bound_bytes(n, nnz_down)
   up = 4 * np.array(_column(rows, 'params_uploaded', int), np.float64)
   return round(float(np.sum(down) + np.sum(up)) / MB, 2)
 
@@ -300,7 +293,8 @@ def _targets(by_key, checks, seeds):
             f'per download, 4 nnz per upload; FedAvg\'s likewise): '
             f'1/{fedavg["mb_bound"] / bound:.3f}; the float32 values alone (4 bytes per '
             f'non-zero exchanged): 1/{fedavg["mb_bound"] / values:.3f}, so 1/3 leaves '
-            f'{fedavg["mb_bound"] / 3 - values:.1f} MB for every position of the run')
+            f'{fedavg["mb_bound"] / 3 - values:.1f} MB for every position of the run, '
+            f'against {bound - values:.1f} MB at the bound')
   lossless = [c for c in checks if c['model_over_entropy_bound'] is not None]
   if lossless:
     worst = max(c['model_over_entropy_bound'] for c in lossless)

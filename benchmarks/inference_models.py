@@ -33,14 +33,8 @@ def pruned_model(dataset: str, sparsity: float, placement: str,
   tf.keras.backend.clear_session()  # Layer names (so ONNX op names) alike in every model.
   model = pruning.wrap_for_pruning(models.create_model(dataset, seed=SEED))
   weights = [w.numpy() for w in pruning.prunable_weights(model)]
-  if placement == 'global':
-    new_masks = masks.magnitude_masks(weights, sparsity)
-  elif placement == 'uniform':
-    new_masks = masks.sparsity_masks(weights, [sparsity] * len(weights))
-  else:
-    new_masks = masks.sparsity_masks(weights, masks.compute_layer_sparsities(
-        [w.size for w in weights], pruning.macs_per_weight(model), sparsity, compute_floor))
-  pruning.set_masks(model, new_masks)
+  pruning.set_masks(model, masks.placed_magnitude_masks(
+      weights, sparsity, placement, costs=pruning.macs_per_weight(model), floor=compute_floor))
   pruning.apply_wrapper_masks(model)
   return model
 

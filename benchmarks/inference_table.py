@@ -45,6 +45,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tff_sparsify import execution
 from tff_sparsify import export
 from tff_sparsify import inference
+from tff_sparsify import masks
 from tff_sparsify import models
 
 from benchmarks.inference_models import PLACEMENTS  # pylint: disable=g-bad-import-order
@@ -68,7 +69,7 @@ _PLACEMENTS = flags.DEFINE_list(
     'uniform (every kernel at the same sparsity) and/or compute (per-layer '
     'sparsities that minimise multiply-adds, see --compute_floor).')
 _COMPUTE_FLOOR = flags.DEFINE_float(
-    'compute_floor', 0.2, 'compute placement: the least density of any layer, as a '
+    'compute_floor', masks.COMPUTE_FLOOR, 'compute placement: the least density of any layer, as a '
     'fraction of the uniform density; in (0, 1], 1 is uniform.')
 _LAYOUTS = flags.DEFINE_list(
     'layouts', ['NHWC'],

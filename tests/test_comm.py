@@ -73,6 +73,14 @@ class SizeTest(tf.test.TestCase, parameterized.TestCase):
     size = comm.encoded_size(tensors)
     self.assertLessEqual(size, 1.1 * comm.entropy_bound_bytes(tensors))
 
+  def test_bound_bytes_by_hand(self):
+    # d = 1/2: one bit per position; d = 0 or 1: none; n = 0: nothing.
+    self.assertAllClose(comm.bound_bytes([16, 8, 8, 0], [8, 0, 8, 0]),
+                        [4 * 8 + 16 / 8, 0.0, 4 * 8, 0.0])
+    x = sparse_tensor(0.9, (100, 10), seed=4)
+    self.assertAllClose(comm.entropy_bound_bytes([x]),
+                        comm.bound_bytes(1000, np.count_nonzero(x)))
+
   def test_bitmap_alone_misses_the_bound_at_099(self):
     x = sparse_tensor(0.99, (784, 128))
     bitmap = len(comm.encode(x, methods=['bitmap']))

@@ -136,7 +136,7 @@ def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
 def _costs(keras_model) -> Optional[tuple[float, ...]]:
   try:
     return tuple(pruning.macs_per_weight(keras_model))
-  except (AttributeError, ValueError, RuntimeError):  # Output shapes not known.
+  except (AttributeError, ValueError):  # Keras: layer never called; unknown sizes.
     return None
 
 

@@ -375,16 +375,24 @@ def encoded_size(tensors: Iterable, **kwargs) -> int:
   return sum(len(encode(t, **kwargs)) for t in tensors)
 
 
-def entropy_bound_bytes(tensors: Iterable) -> float:
-  """4 * nnz + n * H(d) / 8 over all tensors (d = fraction non-zero)."""
-  tensors = [np.asarray(t) for t in tensors]
-  n = sum(t.size for t in tensors)
-  nnz = sum(_nonzero(t).size for t in tensors)
-  if n == 0:
-    return 0.0
-  d = nnz / n
-  entropy = 0.0 if d in (0.0, 1.0) else -(d * np.log2(d) + (1 - d) * np.log2(1 - d))
+def bound_bytes(n, nnz):
+  """4 * nnz + n * H(nnz / n) / 8: float32 values plus positions at the entropy.
+
+  NumPy arrays of counts work element-wise; n = 0 gives 0.
+  """
+  n = np.asarray(n, np.float64)
+  nnz = np.asarray(nnz, np.float64)
+  d = np.divide(nnz, n, out=np.zeros_like(nnz * n), where=n > 0)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    entropy = np.nan_to_num(-(d * np.log2(d) + (1 - d) * np.log2(1 - d)))
   return 4.0 * nnz + n * entropy / 8.0
+
+
+def entropy_bound_bytes(tensors: Iterable) -> float:
+  """`bound_bytes` of all tensors together (d = their fraction non-zero)."""
+  tensors = [np.asarray(t) for t in tensors]
+  return float(bound_bytes(sum(t.size for t in tensors),
+                           sum(_nonzero(t).size for t in tensors)))
 
 
 # Our quantizer ('sparse'): the non-zero values of a tensor as `bits`-bit

@@ -41,15 +41,20 @@ class Timing:
   unavailable: Optional[str] = None
 
 
+def _deepsparse_unavailable(e: Exception) -> RuntimeUnavailable:
+  """What DeepSparse raised (ImportError, unsupported CPU/OS, bad model), in one line."""
+  first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+  return RuntimeUnavailable(f'deepsparse: {first_line}')
+
+
 def _deepsparse_runner(onnx_path: str, batch_size: int, num_threads: Optional[int]):
   os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
   try:
     import deepsparse  # pylint: disable=g-import-not-at-top
     engine = deepsparse.Engine(model=onnx_path, batch_size=batch_size,
                                num_cores=num_threads)
-  except Exception as e:  # ImportError, unsupported CPU/OS, bad model.
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise RuntimeUnavailable(f'deepsparse: {first_line}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise _deepsparse_unavailable(e) from e
   return lambda x: engine.run([x])
 
 
@@ -188,9 +193,8 @@ def deepsparse_layer_profile(onnx_path: str, batch: np.ndarray, *, iterations: i
         model=onnx_path, batch_size=len(batch), num_cores=num_threads,
         num_iterations=iterations, num_warmup_iterations=warmup_iterations)
     found = analysis.analyze([batch])
-  except Exception as e:  # ImportError, unsupported CPU/OS, bad model.
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise RuntimeUnavailable(f'deepsparse: {first_line}') from e
+  except Exception as e:  # pylint: disable=broad-except
+    raise _deepsparse_unavailable(e) from e
   return [LayerTime(kernel=layer['name'], ops=str(layer.get('canonical_name', '')),
                     kernel_sparsity=float(layer.get('kernel_sparsity', 0.0)),
                     ms=float(layer['average_run_time_in_ms']))

@@ -81,14 +81,16 @@ def check_placement(placement: str):
 
 
 def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
-                           dtype=tf.float32, costs: Sequence[float] = None) -> list[tf.Tensor]:
+                           dtype=tf.float32, costs: Sequence[float] = None,
+                           floor: float = None) -> list[tf.Tensor]:
   """Magnitude masks with the sparsity placed `global`ly, `uniform`ly or by `compute`.
 
   `global`: one ranking over all tensors (`magnitude_masks`). `uniform`:
   each tensor pruned to round(sparsity * its size) by its own ranking, so
   every layer has the same sparsity (the total is the same up to rounding).
   `compute`: each tensor pruned by its own ranking to the sparsity of
-  `compute_layer_sparsities` (needs `costs`, multiply-adds per weight).
+  `compute_layer_sparsities` (needs `costs`, multiply-adds per weight;
+  `floor` defaults to `COMPUTE_FLOOR`).
   Uniform and compute placements keep the compute-heavy layers at least as
   sparse as the rest, which is what sparse CPU engines speed up
   (benchmarks/inference_table.py).
@@ -97,12 +99,14 @@ def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: st
   if placement == 'global':
     return magnitude_masks(weights, sparsity, dtype)
   if placement == 'uniform':
-    return [magnitude_masks([w], sparsity, dtype)[0] for w in weights]
+    return sparsity_masks(weights, [sparsity] * len(weights), dtype)
   if costs is None:
     raise ValueError("sparsity_placement='compute' needs the layers' costs "
                      '(pruning.macs_per_weight), got None')
   sizes = [tf.TensorShape(w.shape).num_elements() for w in weights]
-  return sparsity_masks(weights, compute_layer_sparsities(sizes, costs, sparsity), dtype)
+  sparsities = compute_layer_sparsities(
+      sizes, costs, sparsity, COMPUTE_FLOOR if floor is None else floor)
+  return sparsity_masks(weights, sparsities, dtype)
 
 
 COMPUTE_FLOOR = 0.2

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from benchmarks import inference_models as inference_table
+from benchmarks import inference_models
 from tff_sparsify import export
 from tff_sparsify import pruning
 
@@ -13,8 +13,8 @@ class InferenceTableTest(tf.test.TestCase):
 
   def test_placements_keep_the_same_total_sparsity(self):
     nonzeros = {}
-    for placement in inference_table.PLACEMENTS:
-      model = inference_table.pruned_model('cifar10', 0.95, placement)
+    for placement in inference_models.PLACEMENTS:
+      model = inference_models.pruned_model('cifar10', 0.95, placement)
       kernels = [w.numpy() for w in pruning.prunable_weights(model)]
       nonzeros[placement] = sum(int(np.count_nonzero(k)) for k in kernels)
       densities = [np.count_nonzero(k) / k.size for k in kernels]
@@ -27,18 +27,18 @@ class InferenceTableTest(tf.test.TestCase):
 
   def test_cifar10_accuracy_check_with_a_test_set(self):
     with tfds.testing.mock_data(num_examples=8):
-      test_set, why = inference_table.load_test_set('cifar10')
+      test_set, why = inference_models.load_test_set('cifar10')
     self.assertIsNone(why)
     images, labels = test_set
     self.assertEqual(images.shape, (8, 32, 32, 3))
-    model = inference_table.pruned_model('cifar10', 0.9, 'compute')
+    model = inference_models.pruned_model('cifar10', 0.9, 'compute')
     report = export.export_model(model, self.create_tempdir().full_path)
-    accuracy = inference_table.accuracy_check(report, model, images, labels)
+    accuracy = inference_models.accuracy_check(report, model, images, labels)
     keras = np.mean(np.argmax(model.predict(images / 255.0, verbose=0), 1) == labels)
     self.assertAllClose(accuracy, keras)
 
   def test_no_cifar10_offline_is_one_line(self):
-    test_set, why = inference_table.load_test_set(
+    test_set, why = inference_models.load_test_set(
         'cifar10', tfds_data_dir=self.create_tempdir().full_path)
     self.assertIsNone(test_set)
     self.assertStartsWith(why, 'no cifar10 test set (')
