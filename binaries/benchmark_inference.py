@@ -20,12 +20,10 @@ os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import onnx
-import tensorflow as tf  # pylint: disable=unused-import
 
 from binaries import flag_utils
-from tff_sparsify import export
-from tff_sparsify import inference
+from tff_sparsify import files
+from tff_sparsify import inference  # Light: each runtime is imported when used.
 
 _ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
 _RUNTIMES = flags.DEFINE_multi_enum(
@@ -37,8 +35,9 @@ _NUM_THREADS = flags.DEFINE_integer('num_threads', None, 'Threads (default: all 
 _OUTPUT = flags.DEFINE_string('output', 'inference', 'Output path prefix (.json, .md).')
 
 
-def _input_shape(path: str) -> tuple:
-  """The model's input shape without the batch dimension; fails on a bad file."""
+def _load_onnx(path: str):
+  """The ONNX model at `path`; fails naming the flag and file if it is not one."""
+  import onnx  # pylint: disable=g-import-not-at-top
   if not os.path.isfile(path):
     flag_utils.fail(_ONNX, f'{path!r} does not exist')
   try:
@@ -46,6 +45,13 @@ def _input_shape(path: str) -> tuple:
     onnx.checker.check_model(model)
   except Exception as e:  # onnx raises DecodeError, ValidationError, ...
     flag_utils.fail(_ONNX, f'{path!r} is not a valid ONNX model ({type(e).__name__})')
+  if not model.graph.input:
+    flag_utils.fail(_ONNX, f'{path!r} has no graph input')
+  return model
+
+
+def _input_shape(model, export) -> tuple:
+  """The model's input shape without the batch dimension, channels last."""
   shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
   if export.input_layout(model) == 'NCHW':  # Back to Keras' channels-last shape.
     shape = shape[1:] + shape[:1]
@@ -64,7 +70,15 @@ def main(argv):
     flag_utils.fail(_BUDGET, 'must be > 0')
   if not _WARMUP.value >= 0:
     flag_utils.fail(_WARMUP, 'must be >= 0')
-  shapes = [_input_shape(path) for path in _ONNX.value]
+  if _NUM_THREADS.value is not None and _NUM_THREADS.value < 1:
+    flag_utils.fail(_NUM_THREADS, 'must be >= 1')
+  if not _OUTPUT.value or _OUTPUT.value.endswith(os.sep):
+    flag_utils.fail(_OUTPUT, 'must be a path prefix such as results/inference')
+  models = [_load_onnx(path) for path in _ONNX.value]
+  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import export
+  # pylint: enable=g-import-not-at-top
+  shapes = [_input_shape(model, export) for model in models]
   rows = []
   for path, shape in zip(_ONNX.value, shapes):
     batch_size = _BATCH_SIZE.value or (
@@ -82,16 +96,14 @@ def main(argv):
                                  f'iterations, {t.items_per_second:.0f} items/s')
       print(f'{path} [{t.runtime}, batch {t.batch_size}]: {status}', flush=True)
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-  with open(_OUTPUT.value + '.json', 'w') as f:
-    json.dump(rows, f, indent=2)
+  files.atomic_write_text(_OUTPUT.value + '.json', json.dumps(rows, indent=2))
   header = ['model', 'runtime', 'batch_size', 'ms_mean', 'ms_median', 'ms_p90', 'ms_p99',
             'iterations', 'items_per_second', 'unavailable']
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   for row in rows:
     lines.append('| ' + ' | '.join(
         f'{row[k]:.3f}' if isinstance(row[k], float) else str(row[k]) for k in header) + ' |')
-  with open(_OUTPUT.value + '.md', 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  files.atomic_write_text(_OUTPUT.value + '.md', '\n'.join(lines) + '\n')
 
 
 def run():

@@ -17,11 +17,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import tensorflow as tf  # pylint: disable=unused-import
 
 from binaries import flag_utils
-from tff_sparsify import execution
-from tff_sparsify import export
+from tff_sparsify import config as config_lib
+from tff_sparsify import files
+
+
 
 _RUN_DIR = flags.DEFINE_string(
     'run_dir', None, 'A run\'s results directory ({root_output_dir}/results/'
@@ -32,17 +33,17 @@ _CHECKPOINT = flags.DEFINE_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where to write; default {run_dir}/export, or '
     '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
-_OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset.')
+_OPSET = flags.DEFINE_integer('opset', config_lib.DEFAULT_OPSET, 'ONNX opset.')
 _INPUTS_AS_NCHW = flags.DEFINE_bool(
     'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
     'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
     'metadata, which binaries/benchmark_inference reads.')
 
 
-def write_report(report: export.ExportReport, output_dir: str):
-  result = report.as_dict()
-  with open(os.path.join(output_dir, 'export_report.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+def write_report(report, output_dir: str):
+  """Writes `export_report.{json,md}` of an `export.ExportReport` (atomically)."""
+  files.atomic_write_text(os.path.join(output_dir, 'export_report.json'),
+                          json.dumps(report.as_dict(), indent=2))
   lines = [
       '# Export report', '',
       f'- ONNX: `{report.onnx_path}`: {report.onnx_bytes} bytes, '
@@ -54,19 +55,29 @@ def write_report(report: export.ExportReport, output_dir: str):
       '| layer | shape | size | zeros (Keras) | zeros (ONNX) | sparsity |', '|---|---|---|---|---|---|',
       *[f'| {l.name} | {l.shape} | {l.size} | {l.keras_zeros} | {l.onnx_zeros} | '
         f'{l.sparsity:.4f} |' for l in report.layers]]
-  with open(os.path.join(output_dir, 'export_report.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
+  files.atomic_write_text(os.path.join(output_dir, 'export_report.md'),
+                          '\n'.join(lines) + '\n')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.WARNING)
-  execution.drop_import_time_default_context()
   if bool(_RUN_DIR.value) == bool(_CHECKPOINT.value):
     flag_utils.fail(_RUN_DIR, 'give exactly one of --run_dir and --checkpoint')
-  if _OPSET.value < 9:
-    flag_utils.fail(_OPSET, 'must be >= 9')
+  if not 9 <= _OPSET.value <= 18:
+    flag_utils.fail(_OPSET, 'must be in [9, 18], the opsets tf2onnx 1.17 writes')
+  for holder in (_RUN_DIR, _CHECKPOINT):
+    if holder.value and not os.path.exists(holder.value):
+      flag_utils.fail(holder, 'does not exist')
+  if _OUTPUT_DIR.value is not None and (
+      not _OUTPUT_DIR.value or os.path.isfile(_OUTPUT_DIR.value)):
+    flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
+  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import execution
+  from tff_sparsify import export
+  # pylint: enable=g-import-not-at-top
+  execution.drop_import_time_default_context()
   if _RUN_DIR.value:
     try:
       model = export.load_run_model(_RUN_DIR.value)

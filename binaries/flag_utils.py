@@ -7,13 +7,13 @@ value and what is allowed, and exit code 2: no stack trace.
 import os
 import signal
 import sys
-import types
 from typing import NoReturn
 
 from absl import app
 from absl import flags
+from absl import logging
 
-from tff_sparsify import execution
+from tff_sparsify import signals
 
 USAGE_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130
@@ -23,30 +23,15 @@ def program_name() -> str:
   return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'train'
 
 
-def fail_with(message: str) -> NoReturn:
+def fail_with(message: str, code: int = USAGE_EXIT_CODE) -> NoReturn:
   print(message, file=sys.stderr, flush=True)
-  sys.exit(USAGE_EXIT_CODE)
+  sys.exit(code)
 
 
 def fail(holder: flags.FlagHolder, reason: str) -> NoReturn:
   fail_with(
       f'{program_name()}: error: --{holder.name}={holder.value!r}: {reason}'
   )
-
-
-def check_positive(*holders: flags.FlagHolder):
-  for holder in holders:
-    if holder.value is None or not holder.value > 0:
-      fail(holder, 'must be positive')
-
-
-def flag_values_dict(module: types.ModuleType) -> dict:
-  """The values of the flags a binary module defines, for its run record."""
-  return {
-      holder.name: holder.value
-      for holder in vars(module).values()
-      if isinstance(holder, flags.FlagHolder)
-  }
 
 
 def _parse_flags_or_exit(argv):
@@ -65,19 +50,29 @@ def _interrupted() -> NoReturn:
 
 
 def run_main(main):
-  """`app.run(main)` with one-line flag errors and a quiet Ctrl-C.
+  """Parses the flags with absl, then runs `main(argv)`: one-line errors, quiet Ctrl-C.
+
+  Not `absl.app.run`: measured, TensorFlow imported inside `app.run`'s main
+  (our binaries import it only after the flags are checked) builds Keras
+  models wrongly (a Flatten layer sees eager mode during functional
+  construction and fails). absl's own parser and help flags are kept.
 
   A signal's exception raised inside TensorFlow's Python/C++ glue can come
   out as another exception (seen: a TypeError from the EagerTensor
   constructor after SIGINT). If a termination signal was received, any
   exception ends the program as that signal would.
   """
+  app.define_help_flags()
+  argv = _parse_flags_or_exit(sys.argv)
+  logging.use_absl_handler()
   try:
-    app.run(main, flags_parser=_parse_flags_or_exit)
+    main(argv)
+  except app.UsageError as e:
+    fail_with(f'{program_name()}: error: {e}')
   except KeyboardInterrupt:
     _interrupted()
   except Exception:  # pylint: disable=broad-except
-    signum = execution.pending_signal()
+    signum = signals.pending_signal()
     if signum is None:
       raise
     if signum == signal.SIGINT:

@@ -21,24 +21,25 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
 from binaries import flag_utils
-from tff_sparsify import algorithms
-from tff_sparsify import comm
-from tff_sparsify import data
-from tff_sparsify import execution
-from tff_sparsify import training
+from tff_sparsify import config as config_lib
+from tff_sparsify import data_sources
+from tff_sparsify import run_record
+from tff_sparsify import signals
+
+# TensorFlow and TFF are imported in `train`, after the flags are checked: a
+# bad flag is refused in well under a second instead of after 15 s of imports.
 
 _DATASET = flags.DEFINE_enum(
-    'dataset', 'fashion_mnist', ['fashion_mnist', 'cifar10'], 'Dataset.')
+    'dataset', 'fashion_mnist', list(config_lib.DATASETS), 'Dataset.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the four FashionMNIST IDX .gz files (default: '
     '/usr/share/datasets/fashion-mnist, else TFDS); for cifar10, the TFDS '
     'data directory.')
 _PARTITION = flags.DEFINE_enum(
-    'partition', 'non_iid', ['iid', 'non_iid', 'dirichlet'],
+    'partition', 'non_iid', list(config_lib.PARTITIONS),
     'How the training examples are split over clients.')
 _CLASSES_PER_CLIENT = flags.DEFINE_integer(
     'classes_per_client', 2, 'Classes per client for --partition=non_iid.')
@@ -61,7 +62,7 @@ _CLIENT_MOMENTUM = flags.DEFINE_float(
 _SERVER_LR = flags.DEFINE_float(
     'server_learning_rate', 1.0, 'Server SGD learning rate (1.0: FedAvg).')
 _ALGORITHM = flags.DEFINE_enum(
-    'algorithm', 'fedavg', list(algorithms.ALGORITHMS),
+    'algorithm', 'fedavg', list(config_lib.ALGORITHMS),
     'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at '
     'the server (global) or at the clients merged by mask voting (local), '
     'progressive random pruning, or one-shot pruning at --sparsify_start_round.')
@@ -77,7 +78,7 @@ _SPARSIFY_FREQUENCY = flags.DEFINE_integer(
 _SPARSIFY_EXPONENT = flags.DEFINE_float(
     'sparsify_exponent', 3.0, 'n: exponent of the schedule (Eq. 1).')
 _MASK_AGGREGATION = flags.DEFINE_enum(
-    'mask_aggregation', 'majority_vote', ['majority_vote', 'mean'],
+    'mask_aggregation', 'majority_vote', list(config_lib.MASK_AGGREGATIONS),
     'How --algorithm=fedsparsify_local merges client masks: majority vote '
     '(Eq. 2) or plain average (keep what any client kept).')
 _PROXIMAL_STRENGTH = flags.DEFINE_float(
@@ -94,6 +95,10 @@ _ROUNDS_PER_EVAL = flags.DEFINE_integer(
 _ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
     'rounds_per_checkpoint', 1, 'Save program state every this many rounds.')
 _PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Start the experiment afresh: remove its checkpoints, '
+    'results and logs first. Without it, a command whose flags differ from the '
+    'ones the experiment was started with is refused.')
 
 
 _CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
@@ -105,7 +110,7 @@ _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'server_message_prune_rate', 0.0,
     'The same for the model the server broadcasts.')
 _SPARSITY_PLACEMENT = flags.DEFINE_enum(
-    'sparsity_placement', 'global', ['global', 'uniform', 'compute'],
+    'sparsity_placement', 'global', list(config_lib.SPARSITY_PLACEMENTS),
     'Pruning algorithms: global (one magnitude ranking over all kernels, the '
     'paper\'s), uniform (every kernel pruned to s_t by its own ranking: '
     'equally sparse layers, which DeepSparse runs faster) or compute (per-layer '
@@ -119,117 +124,99 @@ _QUANTIZE_BITS = flags.DEFINE_integer(
     'model deltas, aggregated with tff.aggregators.EncodedSumFactory.'
     'quantize_above_threshold), stackable with the message prune rates. Not with fedprox.')
 _QUANTIZE_THRESHOLD = flags.DEFINE_integer(
-    'quantize_threshold', comm.QUANTIZATION_THRESHOLD,
+    'quantize_threshold', config_lib.QUANTIZATION_THRESHOLD,
     'With --quantize_bits: tensors with more elements than this are quantized '
     '(TFF\'s default; smaller kernels and the biases stay lossless).')
 _QUANTIZER = flags.DEFINE_enum(
-    'quantizer', 'tff', list(comm.QUANTIZERS),
+    'quantizer', 'tff', list(config_lib.QUANTIZERS),
     'With --quantize_bits: tff (TFF\'s quantizing aggregator, the uploads '
     'only, every element, zeros included) or sparse (this package\'s: the '
     'non-zero values only, of the uploads and of the broadcast; the server '
     'keeps its full-precision model).')
 
 
-def _check_schedule_flags():
-  """Builds the schedule of the flags once; a bad value fails naming its flag."""
+def _config() -> config_lib.TrainConfig:
+  """The run's configuration from the flags; a bad value fails naming its flag."""
+  values = {name: flags.FLAGS[name].value for name in config_lib.field_names()}
   try:
-    algorithms.schedule_from_config(flag_utils.flag_values_dict(sys.modules[__name__]))
-  except ValueError as e:
-    name, reason = str(e).split(' ', 1)
-    flag_utils.fail(flags.FLAGS[name], reason)
-
-
-def _validate_flags():
-  flag_utils.check_positive(
-      _NUM_CLIENTS, _CLIENTS_PER_ROUND, _TOTAL_ROUNDS, _CLIENT_EPOCHS,
-      _CLIENT_BATCH_SIZE, _ROUNDS_PER_EVAL, _ROUNDS_PER_CHECKPOINT,
-      _CLIENT_LR, _SERVER_LR, _DIRICHLET_ALPHA, _PROXIMAL_STRENGTH,
-  )
-  if _CLIENTS_PER_ROUND.value > _NUM_CLIENTS.value:
-    flag_utils.fail(
-        _CLIENTS_PER_ROUND,
-        f'must be at most --num_clients ({_NUM_CLIENTS.value})')
-  if not 1 <= _CLASSES_PER_CLIENT.value <= 10:
-    flag_utils.fail(_CLASSES_PER_CLIENT, 'must be in [1, 10]')
-  if _CLIENT_MOMENTUM.value is not None and not 0 <= _CLIENT_MOMENTUM.value < 1:
-    flag_utils.fail(_CLIENT_MOMENTUM, 'must be in [0, 1)')
-  if _ALGORITHM.value == 'fedavg_momentum' and _CLIENT_MOMENTUM.value == 0:
-    flag_utils.fail(_CLIENT_MOMENTUM, 'must be > 0 for --algorithm=fedavg_momentum')
-  if _ALGORITHM.value in algorithms.SPARSIFYING:
-    _check_schedule_flags()
-  for holder in (_CLIENT_MESSAGE_PRUNE_RATE, _SERVER_MESSAGE_PRUNE_RATE):
-    if not 0 <= holder.value < 1:
-      flag_utils.fail(holder, 'must be in [0, 1)')
-    if holder.value and _ALGORITHM.value == 'fedprox':
-      flag_utils.fail(holder, 'must be 0 for --algorithm=fedprox')
-  if _SPARSITY_PLACEMENT.value != 'global' and _ALGORITHM.value == 'random_pruning':
-    flag_utils.fail(_SPARSITY_PLACEMENT, 'must be global for --algorithm=random_pruning')
-  if _QUANTIZE_BITS.value and _ALGORITHM.value == 'fedprox':
-    flag_utils.fail(_QUANTIZE_BITS, 'must be 0 for --algorithm=fedprox')
-  if _QUANTIZE_BITS.value != 0 and _QUANTIZE_BITS.value not in comm.QUANTIZATION_BITS:
-    flag_utils.fail(_QUANTIZE_BITS, 'must be 0 (off) or in [1, 16], what TFF\'s '
-                    'uniform quantization supports')
-  if _QUANTIZE_THRESHOLD.value < 0:
-    flag_utils.fail(_QUANTIZE_THRESHOLD, 'must be >= 0')
-  if _DATA_DIR.value is not None and not os.path.isdir(_DATA_DIR.value):
+    config = config_lib.TrainConfig(**values)
+  except config_lib.ConfigError as e:
+    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+  if config.data_dir is not None and not os.path.isdir(config.data_dir):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
-  if not _EXPERIMENT_NAME.value is None and (
-      not _EXPERIMENT_NAME.value or os.sep in _EXPERIMENT_NAME.value):
-    flag_utils.fail(_EXPERIMENT_NAME, 'must be a non-empty name without "/"')
+  return config
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  _validate_flags()
+  config = _config()
+  signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
-
-  execution.handle_termination_signals()
-  tf.keras.utils.set_random_seed(_SEED.value)
-  experiment = _EXPERIMENT_NAME.value or (
-      f'{_ALGORITHM.value}_{_DATASET.value}_{_PARTITION.value}')
-
-  try:
-    federated = data.load_federated(
-        _DATASET.value, partition_type=_PARTITION.value,
-        num_clients=_NUM_CLIENTS.value, seed=_SEED.value,
-        classes_per_client=_CLASSES_PER_CLIENT.value,
-        dirichlet_alpha=_DIRICHLET_ALPHA.value, data_dir=_DATA_DIR.value,
-    )
-  except data.DataError as e:
+  try:  # FashionMNIST's IDX files are read with NumPy: errors come before TF loads.
+    centralized = data_sources.load_centralized(config.dataset, config.data_dir)
+    shards = data_sources.partition(
+        centralized.train_labels, partition_type=config.partition,
+        num_clients=config.num_clients, seed=config.seed,
+        classes_per_client=config.classes_per_client,
+        dirichlet_alpha=config.dirichlet_alpha)
+  except data_sources.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  try:  # Before anything is written: a run resumes only as itself.
+    dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
+  except run_record.RunMismatchError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  train(config, dirs, centralized, shards)
 
-  process, keras_model_fn = algorithms.build_from_config(
-      flag_utils.flag_values_dict(sys.modules[__name__]))
+
+def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
+          centralized: data_sources.CentralizedData, shards: list):
+  """Builds the process and runs it on the clients of `shards` (TensorFlow loads here)."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tff_sparsify import algorithms
+  from tff_sparsify import data
+  from tff_sparsify import execution
+  from tff_sparsify import training
+  # pylint: enable=g-import-not-at-top
+  execution.drop_import_time_default_context()
+  tf.keras.utils.set_random_seed(config.seed)
+  federated = data.federated_data(centralized, shards)
+
+  process, keras_model_fn = algorithms.build_from_config(config)
   # After the process is traced: TFF's stochastic quantization
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this
   # setting does not reach; it makes the in-process Keras evaluation exact.
   tf.config.experimental.enable_op_determinism()
-  dirs = training.output_dirs(_ROOT_OUTPUT_DIR.value, experiment)
-  os.makedirs(dirs.logdir, exist_ok=True)
-  with execution.local_cpp_execution_context(
-      log_path=os.path.join(dirs.logdir, 'worker_binary.log')):
-    result = training.run_federated_training(
-        process, federated.train,
-        # Built after the process: see BUILD_NOTES (Keras models built
-        # before TFF traces model_fn cannot train afterwards).
-        keras_model=keras_model_fn(),
-        test_data=data.test_dataset(federated.test_images, federated.test_labels),
-        total_rounds=_TOTAL_ROUNDS.value,
-        clients_per_round=_CLIENTS_PER_ROUND.value,
-        client_batch_size=_CLIENT_BATCH_SIZE.value,
-        client_epochs_per_round=_CLIENT_EPOCHS.value, seed=_SEED.value,
-        root_output_dir=_ROOT_OUTPUT_DIR.value, experiment_name=experiment,
-        rounds_per_eval=_ROUNDS_PER_EVAL.value,
-        rounds_per_checkpoint=_ROUNDS_PER_CHECKPOINT.value,
-        show_progress=_PROGRESS.value,
-        run_config=flag_utils.flag_values_dict(sys.modules[__name__]),
-    )
+  try:
+    with execution.local_cpp_execution_context(
+        log_path=os.path.join(dirs.logdir, 'worker_binary.log')):
+      result = training.run_federated_training(
+          process, federated.train,
+          # Built after the process: see BUILD_NOTES (Keras models built
+          # before TFF traces model_fn cannot train afterwards).
+          keras_model=keras_model_fn(),
+          test_data=data.test_dataset(federated.test_images, federated.test_labels),
+          total_rounds=config.total_rounds,
+          clients_per_round=config.clients_per_round,
+          client_batch_size=config.client_batch_size,
+          client_epochs_per_round=config.client_epochs_per_round, seed=config.seed,
+          root_output_dir=config.root_output_dir, experiment_name=config.experiment,
+          rounds_per_eval=config.rounds_per_eval,
+          rounds_per_checkpoint=config.rounds_per_checkpoint,
+          show_progress=config.progress,
+      )
+  except training.NoCheckpointError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
+  except training.OutputWriteError as e:
+    flag_utils.fail_with(
+        f'{flag_utils.program_name()}: error: {e}; the earlier checkpoints are '
+        'intact: fix the cause and run the same command to resume', code=1)
   m = result.final_metrics
   sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
   print(
-      f'done: {experiment}: {m["total_rounds"]} rounds, test accuracy '
+      f'done: {config.experiment}: {m["total_rounds"]} rounds, test accuracy '
       f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}{sparsity}, '
       f'{m["nonzero_params"]} non-zero parameters; outputs in '
       f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',

@@ -2,9 +2,11 @@
 
 import contextlib
 import gzip
+import hashlib
 import io
 import os
 import struct
+import subprocess
 import sys
 
 from absl.testing import flagsaver
@@ -69,3 +71,36 @@ def run_binary(module, argv):
     finally:
       sys.argv = old_argv
   return code or 0, out.getvalue(), err.getvalue()
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def subprocess_env() -> dict:
+  return dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', NM_DISABLE_ANALYTICS='1')
+
+
+def start_binary(module: str, argv, **kwargs):
+  """Starts `python -m binaries.{module} argv...` as a user would; returns the Popen."""
+  return subprocess.Popen(
+      [sys.executable, '-m', f'binaries.{module}'] + list(argv), cwd=REPO,
+      env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      **kwargs)
+
+
+def run_binary_process(module: str, argv, timeout: float = 300, **kwargs):
+  """Runs a binary as a subprocess; returns (exit code, stdout, stderr) as text."""
+  proc = start_binary(module, argv, **kwargs)
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out.decode(), err.decode()
+
+
+def tree_snapshot(root: str) -> dict:
+  """Every file under `root` with its size and content hash (to prove nothing changed)."""
+  snapshot = {}
+  for directory, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(directory, name)
+      with open(path, 'rb') as f:
+        snapshot[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+  return snapshot

@@ -49,31 +49,6 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(all(r['iterations'] > 0 for r in rows))
     self.assertTrue(os.path.isfile(prefix + '.md'))
 
-  @parameterized.named_parameters(
-      ('no_run_dir', export_binary, [], '--run_dir=None: give exactly one of --run_dir and --checkpoint'),
-      ('both', export_binary, ['--run_dir=a', '--checkpoint=b'], 'give exactly one of'),
-      ('not_checkpoint', export_binary, ['--checkpoint=/nonexistent/program_state_3'],
-       "--checkpoint='/nonexistent/program_state_3': '/nonexistent/program_state_3' is not a "
-       'checkpoint of a training run'),
-      ('missing_run', export_binary, ['--run_dir=/nonexistent/run'],
-       "--run_dir='/nonexistent/run': no final_model.keras at '/nonexistent/run'"),
-      ('missing_onnx', benchmark_inference, ['--onnx=/nonexistent.onnx'],
-       "--onnx=\\['/nonexistent.onnx'\\]: '/nonexistent.onnx' does not exist"),
-      ('batch', benchmark_inference, ['--onnx=x.onnx', '--batch_size=0'],
-       '--batch_size=0: must be >= 1'),
-      ('budget', benchmark_inference, ['--onnx=x.onnx', '--budget_seconds=0'],
-       '--budget_seconds=0.0: must be > 0'),
-  )
-  def test_bad_input_is_one_line(self, module, argv, regex):
-    out = self.create_tempdir().full_path
-    extra = [f'--output={os.path.join(out, "t")}'] if module is benchmark_inference else [
-        f'--output_dir={os.path.join(out, "e")}']
-    code, _, err = fixtures.run_binary(module, argv + extra)
-    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
-    self.assertRegex(err, regex)
-    self.assertLen(err.strip().splitlines(), 1, err)
-    self.assertEmpty(os.listdir(out))
-
   def test_inputs_as_nchw_needs_an_image_model(self):
     run = self.create_tempdir().full_path
     tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
@@ -92,15 +67,5 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     os.makedirs(state)
     code, _, err = fixtures.run_binary(export_binary, [f'--checkpoint={state}'])
     self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
-    self.assertRegex(err, 'cannot read the run configuration .*results/exp/config.json')
+    self.assertRegex(err, 'cannot use the run configuration .*results/exp/config.json')
     self.assertLen(err.strip().splitlines(), 1, err)
-
-  def test_corrupt_onnx(self):
-    out = self.create_tempdir().full_path
-    bad = os.path.join(out, 'bad.onnx')
-    with open(bad, 'wb') as f:
-      f.write(b'\x00garbage')
-    code, _, err = fixtures.run_binary(benchmark_inference, [f'--onnx={bad}', f'--output={out}/t'])
-    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
-    self.assertRegex(err, 'is not a valid ONNX model')
-    self.assertEqual(os.listdir(out), ['bad.onnx'])

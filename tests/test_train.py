@@ -18,6 +18,7 @@ from binaries import flag_utils
 from binaries import train
 from tests import fixtures
 from tff_sparsify import execution
+from tff_sparsify import signals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = dict(
@@ -103,66 +104,6 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
       report = json.load(f)
     self.assertEqual(report['nonzero_params'], summary['nonzero_params'])
 
-  @parameterized.named_parameters(
-      ('final_sparsity', dict(algorithm='fedsparsify_global', final_sparsity=1.0),
-       r"--final_sparsity=1.0: must be in \[0, 1\), got 1.0"),
-      ('initial_sparsity', dict(algorithm='fedsparsify_local', initial_sparsity=0.95),
-       r"--initial_sparsity=0.95: must be in \[0, final_sparsity=0.9\], got 0.95"),
-      ('frequency', dict(algorithm='random_pruning', sparsify_frequency=0),
-       "--sparsify_frequency=0: must be >= 1, got 0"),
-      ('start', dict(algorithm='oneshot_pruning', sparsify_start_round=2),
-       "--total_rounds=2: must be > sparsify_start_round=2, got 2"),
-      ('client_rate', dict(client_message_prune_rate=1.0),
-       r"--client_message_prune_rate=1.0: must be in \[0, 1\)"),
-      ('server_rate', dict(algorithm='fedprox', server_message_prune_rate=0.5),
-       "--server_message_prune_rate=0.5: must be 0 for --algorithm=fedprox"),
-      ('quantize_bits', dict(quantize_bits=17),
-       r"--quantize_bits=17: must be 0 \(off\) or in \[1, 16\]"),
-      ('quantize_fedprox', dict(algorithm='fedprox', quantize_bits=8),
-       "--quantize_bits=8: must be 0 for --algorithm=fedprox"),
-      ('placement_random', dict(algorithm='random_pruning', sparsity_placement='uniform'),
-       "--sparsity_placement='uniform': must be global for --algorithm=random_pruning"),
-      ('quantize_threshold', dict(quantize_bits=8, quantize_threshold=-1),
-       "--quantize_threshold=-1: must be >= 0"),
-      ('quantizer', dict(quantizer='dense'),
-       "flag --quantizer=dense: value should be one of"),
-      ('placement', dict(sparsity_placement='even'),
-       "flag --sparsity_placement=even: value should be one of"),
-      ('aggregation', dict(mask_aggregation='median'),
-       "flag --mask_aggregation=median: value should be one of"),
-      ('num_clients', dict(num_clients=0), "--num_clients=0: must be positive"),
-      ('total_rounds', dict(total_rounds=-3), "--total_rounds=-3: must be positive"),
-      ('batch', dict(client_batch_size=0), "--client_batch_size=0: must be positive"),
-      ('lr', dict(client_learning_rate=0.0), "--client_learning_rate=0.0: must be positive"),
-      ('cpr', dict(clients_per_round=5), r"--clients_per_round=5: must be at most --num_clients \(4\)"),
-      ('k', dict(classes_per_client=11), r"--classes_per_client=11: must be in \[1, 10\]"),
-      ('momentum', dict(client_momentum=1.5), r"--client_momentum=1.5: must be in \[0, 1\)"),
-      ('dataset', dict(dataset='mnist'), "flag --dataset=mnist: value should be one of"),
-      ('data_dir', dict(data_dir='/nonexistent/fmnist'), "--data_dir='/nonexistent/fmnist': is not a directory"),
-      ('not_int', dict(num_clients='ten'), "flag --num_clients=ten: invalid literal"),
-  )
-  def test_bad_flag_is_one_line_error(self, overrides, regex):
-    out = self.create_tempdir().full_path
-    overrides = dict(overrides)
-    data_dir = overrides.pop('data_dir', self.data_dir)
-    code, err = _run_in_process(_argv(data_dir, out, **overrides))
-    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
-    self.assertRegex(err, regex)
-    self.assertLen(err.strip().splitlines(), 1, err)
-    self.assertEmpty(os.listdir(out))  # Nothing written.
-
-  def test_missing_data_names_the_file(self):
-    empty = self.create_tempdir().full_path
-    out = self.create_tempdir().full_path
-    code, err = _run_in_process(_argv(empty, out))
-    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
-    self.assertRegex(err, 'train-images-idx3-ubyte.gz: file not found')
-    self.assertLen(err.strip().splitlines(), 1, err)
-
-  def test_extra_argv_rejected(self):
-    code, _ = _run_in_process(_argv(self.data_dir, self.create_tempdir().full_path) + ['extra'])
-    self.assertEqual(code, 1)  # absl's UsageError exit code.
-
 
 def _start(argv, **kwargs):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
@@ -218,8 +159,8 @@ class SignalExitTest(tf.test.TestCase, parameterized.TestCase):
       del argv
       raise TypeError('Expected `context` argument in EagerTensor constructor')
 
-    saved, saved_argv = execution._pending_signal, sys.argv
-    execution._pending_signal = signum
+    saved, saved_argv = signals._pending_signal, sys.argv
+    signals._pending_signal = signum
     sys.argv = ['train']
     try:
       if signum is None:  # No signal: the exception is the program's own.
@@ -230,7 +171,7 @@ class SignalExitTest(tf.test.TestCase, parameterized.TestCase):
           flag_utils.run_main(main)
         self.assertEqual(caught.exception.code, code)
     finally:
-      execution._pending_signal, sys.argv = saved, saved_argv
+      signals._pending_signal, sys.argv = saved, saved_argv
 
 
 class TrainProcessTest(tf.test.TestCase):

@@ -1,7 +1,9 @@
-"""tff_sparsify: federated progressive sparsification on TensorFlow Federated."""
+"""tff_sparsify: federated progressive sparsification on TensorFlow Federated.
 
-from tff_sparsify import _compat
-
-_compat.apply()
+Importing the package imports no TensorFlow: `config`, `run_record`, `files`
+and `signals` are pure Python, so binaries check their flags before the 15 s
+of TensorFlow/TFF imports. Every module that uses TensorFlow imports `_compat`
+first, which applies the TF 2.14 fix.
+"""
 
 __version__ = '0.1.0'

@@ -8,7 +8,7 @@ every tf.function argument, so saving any structure holding a dict (TFF's
 `FileProgramStateManager` checkpoints, among others) fails with
 "this __dict__ descriptor does not support '_DictWrapper' objects".
 
-`apply()` gives `SupportsTracingProtocol` a metaclass whose isinstance check
+Importing this module applies the fix (`apply()`, idempotent): it gives `SupportsTracingProtocol` a metaclass whose isinstance check
 falls back, on that TypeError only, to what Python 3.11's own `typing` does: a
 plain attribute lookup of `__tf_tracing_type__`. It changes nothing where the
 bug is absent (checked before patching).
@@ -41,3 +41,6 @@ def apply():
         return hasattr(type(instance), '__tf_tracing_type__')
 
   protocol.__class__ = _SafeProtocolMeta
+
+
+apply()

@@ -15,17 +15,19 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import comm
+from tff_sparsify import config as config_lib
 from tff_sparsify import fed_sparsify
 from tff_sparsify import models
 from tff_sparsify import pruning
 from tff_sparsify import schedules
 
-BASELINES = ('fedavg', 'fedavg_momentum', 'fedprox')
-SPARSIFYING = ('fedsparsify_global', 'fedsparsify_local', 'random_pruning', 'oneshot_pruning')
-ALGORITHMS = BASELINES + SPARSIFYING
-MFL_DEFAULT_MOMENTUM = 0.75
-FEDPROX_DEFAULT_STRENGTH = 0.001
+BASELINES = config_lib.BASELINES
+SPARSIFYING = config_lib.SPARSIFYING
+ALGORITHMS = config_lib.ALGORITHMS
+MFL_DEFAULT_MOMENTUM = config_lib.MFL_DEFAULT_MOMENTUM
+FEDPROX_DEFAULT_STRENGTH = config_lib.FEDPROX_DEFAULT_STRENGTH
 
 
 def input_spec(dataset: str) -> collections.OrderedDict:
@@ -199,47 +201,44 @@ def build_algorithm(
   )
 
 
-def schedule_from_config(config: dict) -> schedules.FedSparsifySchedule:
-  """The sparsity schedule of a run's flag values (`oneshot_pruning`: S_0 = S_T).
-
-  Raises:
-    ValueError: naming the schedule argument (= flag) that is out of range.
-  """
-  final = config['final_sparsity']
+def schedule_from_config(config: config_lib.TrainConfig) -> schedules.FedSparsifySchedule:
+  """The sparsity schedule of a run (`oneshot_pruning`: S_0 = S_T)."""
+  final = config.final_sparsity
   return schedules.FedSparsifySchedule(
-      final, config['total_rounds'],
-      initial_sparsity=final if config['algorithm'] == 'oneshot_pruning' else config['initial_sparsity'],
-      sparsify_start_round=config['sparsify_start_round'],
-      sparsify_frequency=config['sparsify_frequency'],
-      sparsify_exponent=config['sparsify_exponent'])
+      final, config.total_rounds,
+      initial_sparsity=final if config.algorithm == 'oneshot_pruning' else config.initial_sparsity,
+      sparsify_start_round=config.sparsify_start_round,
+      sparsify_frequency=config.sparsify_frequency,
+      sparsify_exponent=config.sparsify_exponent)
 
 
-def build_from_config(config: dict) -> tuple[tff.learning.templates.LearningProcess, Callable[[], tf.keras.Model]]:
-  """The process and Keras model of a training run, from its `config.json`.
+def build_from_config(
+    config: config_lib.TrainConfig,
+) -> tuple[tff.learning.templates.LearningProcess, Callable[[], tf.keras.Model]]:
+  """The process and Keras model of a training run.
 
   Args:
-    config: the flag values `binaries/train.py` records (dataset, algorithm,
-      learning rates, schedule, message pruning, seed).
+    config: the run's validated configuration (`binaries/train.py` makes it
+      from its flags and saves it as `config.json`).
 
   Returns:
     (the learning process, a no-arg function building the matching Keras
     model, wrapped for pruning when the process prunes).
   """
-  name = config['algorithm']
-  client_rate = config.get('client_message_prune_rate', 0.0)
-  server_rate = config.get('server_message_prune_rate', 0.0)
-  quantize_bits = config.get('quantize_bits', 0)
-  prunable = uses_fed_sparsify(name, client_rate, server_rate, quantize_bits)
+  name = config.algorithm
+  prunable = uses_fed_sparsify(name, config.client_message_prune_rate,
+                               config.server_message_prune_rate, config.quantize_bits)
   schedule = schedule_from_config(config) if name in SPARSIFYING else None
   process = build_algorithm(
-      name, build_model_fn(config['dataset'], seed=config['seed'], prunable=prunable),
-      client_learning_rate=config['client_learning_rate'],
-      server_learning_rate=config['server_learning_rate'],
-      client_momentum=config['client_momentum'],
-      proximal_strength=config['proximal_strength'], schedule=schedule,
-      mask_aggregation=config.get('mask_aggregation', 'majority_vote'), seed=config['seed'],
-      client_message_prune_rate=client_rate, server_message_prune_rate=server_rate,
-      quantize_bits=quantize_bits, quantizer=config.get('quantizer', 'tff'),
-      quantize_threshold=config.get('quantize_threshold', comm.QUANTIZATION_THRESHOLD),
-      sparsity_placement=config.get('sparsity_placement', 'global'))
-  return process, lambda: create_keras_model(config['dataset'], config['seed'], prunable=prunable)
+      name, build_model_fn(config.dataset, seed=config.seed, prunable=prunable),
+      client_learning_rate=config.client_learning_rate,
+      server_learning_rate=config.server_learning_rate,
+      client_momentum=config.client_momentum,
+      proximal_strength=config.proximal_strength, schedule=schedule,
+      mask_aggregation=config.mask_aggregation, seed=config.seed,
+      client_message_prune_rate=config.client_message_prune_rate,
+      server_message_prune_rate=config.server_message_prune_rate,
+      quantize_bits=config.quantize_bits, quantizer=config.quantizer,
+      quantize_threshold=config.quantize_threshold,
+      sparsity_placement=config.sparsity_placement)
+  return process, lambda: create_keras_model(config.dataset, config.seed, prunable=prunable)

@@ -51,6 +51,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import comm
 from tff_sparsify import masks as masks_lib
 from tff_sparsify import pruning

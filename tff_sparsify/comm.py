@@ -39,6 +39,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import config as config_lib
+
 METHODS = ('dense', 'bitmap', 'indices', 'golomb')
 LOSSLESS = METHODS + tuple(f'{m}_zlib' for m in METHODS)
 _DTYPES = (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32,
@@ -50,11 +53,11 @@ _MASK_FLAG = 0x40
 SPARSE_METHODS = METHODS[1:]
 # What tff.aggregators' uniform quantization accepts, and its default
 # threshold (tensors with more elements than this are quantized).
-QUANTIZATION_BITS = range(1, 17)
+QUANTIZATION_BITS = config_lib.QUANTIZATION_BITS
 # 'tff': TFF's aggregator quantizes each upload, every element of it (dense);
 # 'sparse': ours, the non-zero values only, uploads and broadcasts.
-QUANTIZERS = ('tff', 'sparse')
-QUANTIZATION_THRESHOLD = 20000
+QUANTIZERS = config_lib.QUANTIZERS
+QUANTIZATION_THRESHOLD = config_lib.QUANTIZATION_THRESHOLD
 _BITPACK_WORD_BITS = 28  # tensor_encoding's BitpackingEncodingStage.
 
 

@@ -26,9 +26,12 @@ from onnx import numpy_helper
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import config as config_lib
+from tff_sparsify import files
 from tff_sparsify import pruning
 
-DEFAULT_OPSET = 13
+DEFAULT_OPSET = config_lib.DEFAULT_OPSET
 MAX_ABS_DIFF = 1e-4
 # ONNX metadata key saying the model's input is channels-first (NCHW).
 LAYOUT_KEY = 'tff_sparsify.input_layout'
@@ -169,10 +172,9 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
                       '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
   config_path = os.path.join(run_results_dir(experiment_dir), 'config.json')
   try:
-    with open(config_path) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise ExportError(f'cannot read the run configuration {config_path!r}: {e}') from e
+    config = config_lib.TrainConfig.from_dict(config_lib.load_dict(config_path))
+  except config_lib.ConfigError as e:
+    raise ExportError(f'cannot use the run configuration {config_path!r}: {e}') from e
   process, keras_model_fn = algorithms.build_from_config(config)
   manager = tff_program.FileProgramStateManager(experiment_dir)
   # Not asyncio.run: it leaves no current event loop behind, and TFF's
@@ -227,6 +229,40 @@ def _match_initializers(kernels, onnx_model) -> list:
   return layers
 
 
+def check_onnx(model: tf.keras.Model, onnx_path: str, *, inputs_as_nchw: bool = False,
+               check_batch_size: int = 8, seed: int = 0) -> tuple[float, list[LayerSparsity]]:
+  """Checks an ONNX export of `model`: same outputs, same zeros.
+
+  Returns:
+    (max |ONNX Runtime - Keras| on random inputs, the kernels' zeros).
+
+  Raises:
+    ExportError: if the outputs differ by more than `MAX_ABS_DIFF`, or a
+      Keras kernel is missing from the ONNX initializers or lost zeros there.
+  """
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+
+  input_shape = tuple(model.input_shape[1:])
+  inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
+  expected = model(inputs, training=False).numpy()
+  session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
+  onnx_inputs = to_nchw(inputs) if inputs_as_nchw else inputs
+  found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
+  max_abs_diff = float(np.max(np.abs(found - expected)))
+  if not max_abs_diff <= MAX_ABS_DIFF:
+    raise ExportError(f'ONNX outputs differ from Keras by {max_abs_diff:.3g} '
+                      f'(allowed {MAX_ABS_DIFF})')
+  layers = _match_initializers(_kernels(model), onnx.load(onnx_path))
+  for layer in layers:
+    if layer.onnx_zeros is None:
+      raise ExportError(f'layer {layer.name}: kernel {layer.shape} not found among the '
+                        'ONNX initializers (no initializer with its values)')
+    if layer.onnx_zeros != layer.keras_zeros:
+      raise ExportError(f'layer {layer.name}: {layer.keras_zeros} zeros in Keras, '
+                        f'{layer.onnx_zeros} in the ONNX initializers')
+  return max_abs_diff, layers
+
+
 def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT_OPSET,
                  inputs_as_nchw: bool = False, check_batch_size: int = 8,
                  seed: int = 0) -> ExportReport:
@@ -249,7 +285,6 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
       1e-4 or a pruned kernel lost zeros in the ONNX file, or
       `inputs_as_nchw` for a model whose input is not (batch, H, W, C).
   """
-  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
   import tf2onnx  # pylint: disable=g-import-not-at-top
 
   model = _strip(model)
@@ -257,33 +292,24 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
     check_inputs_as_nchw(model)
   os.makedirs(output_dir, exist_ok=True)
   saved_model_dir = os.path.join(output_dir, 'saved_model')
-  tf.saved_model.save(model, saved_model_dir)
   onnx_path = os.path.join(output_dir, 'model.onnx')
-  input_shape = tuple(model.input_shape[1:])
-  spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
-  onnx_model, _ = tf2onnx.convert.from_keras(
-      model, input_signature=spec, opset=opset,
-      inputs_as_nchw=['input'] if inputs_as_nchw else None)
-  layout = 'NCHW' if inputs_as_nchw else 'NHWC'
-  onnx.helper.set_model_props(onnx_model, {LAYOUT_KEY: layout})
-  onnx.save(onnx_model, onnx_path)
-
-  inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
-  expected = model(inputs, training=False).numpy()
-  session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-  onnx_inputs = to_nchw(inputs) if inputs_as_nchw else inputs
-  found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
-  max_abs_diff = float(np.max(np.abs(found - expected)))
-  if not max_abs_diff <= MAX_ABS_DIFF:
-    raise ExportError(f'ONNX outputs differ from Keras by {max_abs_diff:.3g} '
-                      f'(allowed {MAX_ABS_DIFF})')
-  layers = _match_initializers(_kernels(model), onnx.load(onnx_path))
-  for layer in layers:
-    if layer.keras_zeros and layer.onnx_zeros != layer.keras_zeros:
-      raise ExportError(f'layer {layer.name}: {layer.keras_zeros} zeros in Keras, '
-                        f'{layer.onnx_zeros} in the ONNX initializers')
-  with open(onnx_path, 'rb') as f:
-    raw = f.read()
+  # Written under temporary names and renamed only once every check passed:
+  # a failed or interrupted export leaves the previous one as it was.
+  with files.atomic_path(onnx_path) as onnx_temp, \
+       files.atomic_path(saved_model_dir) as saved_model_temp:
+    tf.saved_model.save(model, saved_model_temp)
+    input_shape = tuple(model.input_shape[1:])
+    spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
+    onnx_model, _ = tf2onnx.convert.from_keras(
+        model, input_signature=spec, opset=opset,
+        inputs_as_nchw=['input'] if inputs_as_nchw else None)
+    layout = 'NCHW' if inputs_as_nchw else 'NHWC'
+    onnx.helper.set_model_props(onnx_model, {LAYOUT_KEY: layout})
+    onnx.save(onnx_model, onnx_temp)
+    max_abs_diff, layers = check_onnx(model, onnx_temp, inputs_as_nchw=inputs_as_nchw,
+                                      check_batch_size=check_batch_size, seed=seed)
+    with open(onnx_temp, 'rb') as f:
+      raw = f.read()
   trainable = [w.numpy() for w in model.trainable_weights]
   return ExportReport(
       onnx_path=onnx_path, saved_model_dir=saved_model_dir, onnx_bytes=len(raw),

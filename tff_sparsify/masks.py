@@ -16,6 +16,8 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+
 
 def _flat(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
   return tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tensors], 0)

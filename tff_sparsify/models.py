@@ -13,6 +13,8 @@ import collections
 
 import tensorflow as tf
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+
 INPUT_SHAPES = collections.OrderedDict(
     fashion_mnist=(28, 28), cifar10=(32, 32, 3)
 )

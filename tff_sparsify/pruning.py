@@ -26,6 +26,8 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # pylint: disable=g-direct-tensorflow-import
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+
 # tfmot 0.7.5 does not export the wrapper class in its public API.
 _PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
 

@@ -17,6 +17,8 @@ import math
 
 import tensorflow as tf
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+
 
 class FedSparsifySchedule:
   """Eq. 1 of the paper; one-shot pruning is `initial_sparsity=final_sparsity`."""

@@ -4,8 +4,11 @@
 - `tff.program.FileProgramStateManager` under `checkpoints/{experiment}`:
   program state is written atomically (temporary directory, then rename) every
   `rounds_per_checkpoint` rounds, and a new run of the same experiment resumes
-  from the latest one;
-- `tff.program.CSVFileReleaseManager` (`results/{experiment}/metrics.csv`) and
+  from the latest one that loads (`CheckpointManager`: a damaged one is set
+  aside and the one before it used);
+- `tff.program.CSVFileReleaseManager` (`results/{experiment}/metrics.csv`,
+  rewritten atomically each round; rows after the round a run resumes from
+  are dropped) and
   `tff.program.TensorBoardReleaseManager` (`logdir/{experiment}`), plus a
   progress bar written as a release manager;
 - `tff.simulation.build_uniform_sampling_fn` for client sampling, so that the
@@ -33,29 +36,17 @@ import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 import tqdm
 
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import data as data_lib
-from tff_sparsify import execution
+from tff_sparsify import files
 from tff_sparsify import masks as masks_lib
+from tff_sparsify import signals
 from tff_sparsify import pruning
+from tff_sparsify import run_record
 
 TRAIN_LOSS_KEY = 'client_work/train/loss'
 TEST_ACCURACY_KEY = 'evaluation/accuracy'
 TEST_LOSS_KEY = 'evaluation/loss'
-
-
-@dataclasses.dataclass(frozen=True)
-class OutputDirs:
-  checkpoints: str
-  results: str
-  logdir: str
-
-
-def output_dirs(root_output_dir: str, experiment_name: str) -> OutputDirs:
-  return OutputDirs(
-      checkpoints=os.path.join(root_output_dir, 'checkpoints', experiment_name),
-      results=os.path.join(root_output_dir, 'results', experiment_name),
-      logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
-  )
 
 
 def flatten_metrics(metrics, prefix: str = '') -> collections.OrderedDict:
@@ -94,6 +85,98 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     self._bar.close()
 
 
+class NoCheckpointError(Exception):
+  """No checkpoint of the experiment loads; `str` is the one-line message."""
+
+
+class OutputWriteError(Exception):
+  """A checkpoint or metrics write failed (full disk, ...); `str` is one line."""
+
+  def __init__(self, what: str, error: BaseException):
+    super().__init__(f'cannot write {what}: {type(error).__name__}: {_first_line(error)}')
+
+
+class _GuardedReleaseManager(tff.program.ReleaseManager):
+  """Turns a failed metrics write into `OutputWriteError` naming the output."""
+
+  def __init__(self, manager: tff.program.ReleaseManager, what: str):
+    self._manager = manager
+    self._what = what
+
+  async def release(self, value, key) -> None:
+    try:
+      await self._manager.release(value, key)
+    except Exception as e:  # pylint: disable=broad-except
+      raise OutputWriteError(f'{self._what} (round {key})', e) from e
+
+
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+class CheckpointManager(tff.program.FileProgramStateManager):
+  """`FileProgramStateManager` whose `load_latest` survives damaged checkpoints.
+
+  TFF's `load_latest` loads the newest version only, and a truncated or
+  corrupted one ends the run with a traceback. Here the versions are tried
+  newest first; each one that fails to load is reported in one line and, once
+  an older one has loaded, renamed to `program_state_N.damaged` (TFF ignores
+  such names), so the run goes on from the newest good state and a later
+  resume does not trip over it again. If none loads, `NoCheckpointError` is
+  raised and every file is left in place. Leftovers of an interrupted write
+  (`program_state_N_tempXXXX`, TFF's temporary names) are removed.
+  """
+
+  def __init__(self, root_dir: str, *, report=None, **kwargs):
+    super().__init__(root_dir, **kwargs)
+    self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+
+  def _remove_interrupted_writes(self):
+    prefix = run_record.CHECKPOINT_PREFIX
+    for name in os.listdir(self._root_dir):
+      version, _, suffix = name[len(prefix):].partition('_temp')
+      if name.startswith(prefix) and version.isdigit() and suffix.isdigit():
+        files.remove_tree(os.path.join(self._root_dir, name))
+
+  async def save(self, program_state, version: int) -> None:
+    try:
+      await super().save(program_state, version)
+    except Exception as e:  # pylint: disable=broad-except
+      # TF reports a full disk as one of several OpErrors, not as OSError.
+      raise OutputWriteError(
+          f'checkpoint {self._get_path_for_version(version)}', e) from e
+
+  async def load_latest(self, structure):
+    if os.path.isdir(self._root_dir):
+      self._remove_interrupted_writes()
+    versions = await self.get_versions()
+    if not versions:
+      return None, 0
+    damaged = []
+    for version in reversed(versions):
+      path = self._get_path_for_version(version)
+      try:
+        state = await self.load(version, structure)
+      except Exception as e:  # pylint: disable=broad-except
+        # TF raises IndexError, DataLossError, ValueError, ... for a bad file.
+        self._report(f'checkpoint {path} cannot be loaded: {type(e).__name__}: '
+                     f'{_first_line(e)}')
+        damaged.append(path)
+        continue
+      for bad in damaged:
+        aside = bad + '.damaged'
+        suffix = 1
+        while os.path.exists(aside):
+          aside, suffix = f'{bad}.damaged{suffix}', suffix + 1
+        os.rename(bad, aside)
+        self._report(f'checkpoint {bad} set aside as {aside}; resuming from '
+                     f'{path} (round {version})')
+      return state, version
+    raise NoCheckpointError(
+        f'no checkpoint in {self._root_dir} loads ({len(damaged)} tried, all '
+        'left in place); pass --overwrite to start the run afresh')
+
+
 def client_shuffle_seed(seed: int, round_num: int, client_index: int) -> int:
   return int((seed * 1_000_003 + round_num * 10_007 + client_index) % (2**31 - 1))
 
@@ -117,7 +200,7 @@ def build_training_selection_fn(
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
     # Before each round: a termination signal must end the run even if its
     # exception was raised, and dropped, inside a finalizer.
-    execution.raise_if_signalled()
+    signals.raise_if_signalled()
     return [
         data_lib.preprocess_client_dataset(
             client_data.create_tf_dataset_for_client(cid),
@@ -153,7 +236,7 @@ def build_centralized_evaluation_fn(
 class TrainingResult:
   state: object
   final_metrics: dict
-  dirs: OutputDirs
+  dirs: run_record.OutputDirs
 
 
 def run_federated_training(
@@ -172,7 +255,6 @@ def run_federated_training(
     rounds_per_eval: int = 1,
     rounds_per_checkpoint: int = 1,
     show_progress: bool = True,
-    run_config: Optional[dict] = None,
 ) -> TrainingResult:
   """Trains `process` for `total_rounds`, resuming from the latest checkpoint.
 
@@ -193,7 +275,6 @@ def run_federated_training(
       round is always evaluated.
     rounds_per_checkpoint: save program state every this many rounds.
     show_progress: show a progress bar on stderr.
-    run_config: written to `results/{experiment}/config.json`.
 
   Returns:
     A `TrainingResult` with the final state and metrics.
@@ -206,27 +287,24 @@ def run_federated_training(
   ):
     if value < 1:
       raise ValueError(f'{name} must be a positive integer, got {value}')
-  dirs = output_dirs(root_output_dir, experiment_name)
-  for d in (dirs.checkpoints, dirs.results, dirs.logdir):
+  dirs = run_record.output_dirs(root_output_dir, experiment_name)
+  for d in dirs.all():
     os.makedirs(d, exist_ok=True)
-  if run_config is not None:
-    with open(os.path.join(dirs.results, 'config.json'), 'w') as f:
-      json.dump(run_config, f, indent=2, sort_keys=True)
 
   selection_fn = build_training_selection_fn(
       client_data, clients_per_round=clients_per_round,
       batch_size=client_batch_size, epochs=client_epochs_per_round, seed=seed,
   )
   evaluation_fn = build_centralized_evaluation_fn(process, keras_model, test_data)
-  state_manager = tff.program.FileProgramStateManager(
-      dirs.checkpoints, keep_total=3, keep_first=False
-  )
+  state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not show_progress)
+  csv_path = os.path.join(dirs.results, 'metrics.csv')
   metrics_managers = [
-      tff.program.CSVFileReleaseManager(
-          os.path.join(dirs.results, 'metrics.csv'), key_fieldname='round_num'
-      ),
-      tff.program.TensorBoardReleaseManager(dirs.logdir),
+      _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
+          csv_path, key_fieldname='round_num',
+          save_mode=tff.program.CSVSaveMode.WRITE), csv_path),
+      _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
+                             f'TensorBoard events in {dirs.logdir}'),
       progress,
   ]
   try:
@@ -254,11 +332,13 @@ def run_federated_training(
   if pruning.wrappers(keras_model):
     final_metrics['sparsity'] = float(masks_lib.sparsity(pruning.prunable_weights(keras_model)))
     final_model = tfmot.sparsity.keras.strip_pruning(keras_model)
-  final_model.save(os.path.join(dirs.results, 'final_model.keras'))
-  with open(os.path.join(dirs.results, 'summary.json'), 'w') as f:
-    json.dump(final_metrics, f, indent=2)
-  np.savez(
-      os.path.join(dirs.results, 'final_weights.npz'),
-      *[np.asarray(w) for w in keras_model.get_weights()],
-  )
+  try:
+    with files.atomic_path(os.path.join(dirs.results, 'final_model.keras')) as temp:
+      final_model.save(temp)
+    with files.atomic_path(os.path.join(dirs.results, 'final_weights.npz')) as temp:
+      np.savez(temp, *[np.asarray(w) for w in keras_model.get_weights()])
+    files.atomic_write_text(os.path.join(dirs.results, 'summary.json'),
+                            json.dumps(final_metrics, indent=2))
+  except Exception as e:  # pylint: disable=broad-except
+    raise OutputWriteError(f'the final model and summary in {dirs.results}', e) from e
   return TrainingResult(state=state, final_metrics=final_metrics, dirs=dirs)

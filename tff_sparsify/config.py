@@ -1,0 +1,260 @@
+"""A training run's configuration: one frozen object, validated once.
+
+Pure Python (no TensorFlow import), so that a binary can check its flags and
+refuse a bad one in well under a second, before TensorFlow and TFF load (which
+takes about 15 s on 2 cores). Field names are the flag names of
+`binaries/train.py`; a `ConfigError` names the field, the value given and what
+is allowed, and the binary prints it as `--field=value: reason`.
+
+The run saves its configuration (`results/{experiment}/config.json`) when it
+starts, and a later command with the same experiment name is compared against
+it (`differences`): a run resumes only as the run it claims to be.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Optional
+
+from tff_sparsify import files
+
+DATASETS = ('fashion_mnist', 'cifar10')
+PARTITIONS = ('iid', 'non_iid', 'dirichlet')
+BASELINES = ('fedavg', 'fedavg_momentum', 'fedprox')
+SPARSIFYING = ('fedsparsify_global', 'fedsparsify_local', 'random_pruning', 'oneshot_pruning')
+ALGORITHMS = BASELINES + SPARSIFYING
+MASK_AGGREGATIONS = ('majority_vote', 'mean')
+SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
+QUANTIZERS = ('tff', 'sparse')
+QUANTIZATION_BITS = range(1, 17)
+QUANTIZATION_THRESHOLD = 20000
+MFL_DEFAULT_MOMENTUM = 0.75
+FEDPROX_DEFAULT_STRENGTH = 0.001
+NUM_CLASSES = 10
+DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
+
+# Fields that cannot change what a run computes: they may differ on resume.
+# Evaluation is centralized and reads the state only, so its period changes the
+# metrics written, not the training.
+RESULT_NEUTRAL_FIELDS = frozenset({
+    'progress', 'root_output_dir', 'experiment_name', 'rounds_per_eval',
+    'rounds_per_checkpoint', 'data_dir',
+})
+
+
+class ConfigError(ValueError):
+  """A configuration value out of range: names the field, value and what is allowed."""
+
+  def __init__(self, field: str, value: Any, reason: str):
+    self.field = field
+    self.value = value
+    self.reason = reason
+    super().__init__(f'{field}={value!r}: {reason}')
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a federated training run (the flags of `binaries/train.py`).
+
+  Validated in `__post_init__`: construction either gives a consistent
+  configuration or raises one `ConfigError`.
+  """
+  # Data.
+  dataset: str = 'fashion_mnist'
+  data_dir: Optional[str] = None
+  partition: str = 'non_iid'
+  classes_per_client: int = 2
+  dirichlet_alpha: float = 0.5
+  num_clients: int = 10
+  clients_per_round: int = 10
+  # Training.
+  total_rounds: int = 200
+  client_epochs_per_round: int = 4
+  client_batch_size: int = 32
+  client_learning_rate: float = 0.02
+  client_momentum: Optional[float] = None
+  server_learning_rate: float = 1.0
+  algorithm: str = 'fedavg'
+  proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
+  seed: int = 1990
+  # Sparsification (Eq. 1 schedule and where the zeros go).
+  final_sparsity: float = 0.9
+  initial_sparsity: float = 0.0
+  sparsify_start_round: int = 1
+  sparsify_frequency: int = 1
+  sparsify_exponent: float = 3.0
+  mask_aggregation: str = 'majority_vote'
+  sparsity_placement: str = 'global'
+  # Message compression (arXiv 2310.14693) and quantization.
+  client_message_prune_rate: float = 0.0
+  server_message_prune_rate: float = 0.0
+  quantize_bits: int = 0
+  quantize_threshold: int = QUANTIZATION_THRESHOLD
+  quantizer: str = 'tff'
+  # Outputs.
+  root_output_dir: str = 'output'
+  experiment_name: Optional[str] = None
+  rounds_per_eval: int = 1
+  rounds_per_checkpoint: int = 1
+  progress: bool = True
+
+  def __post_init__(self):
+    for name, allowed in (
+        ('dataset', DATASETS), ('partition', PARTITIONS), ('algorithm', ALGORITHMS),
+        ('mask_aggregation', MASK_AGGREGATIONS),
+        ('sparsity_placement', SPARSITY_PLACEMENTS), ('quantizer', QUANTIZERS),
+    ):
+      if getattr(self, name) not in allowed:
+        raise ConfigError(name, getattr(self, name), f'must be one of {", ".join(allowed)}')
+    for name in ('num_clients', 'clients_per_round', 'total_rounds',
+                 'client_epochs_per_round', 'client_batch_size', 'rounds_per_eval',
+                 'rounds_per_checkpoint'):
+      value = getattr(self, name)
+      if not _is_int(value) or value < 1:
+        raise ConfigError(name, value, 'must be positive')
+    for name in ('client_learning_rate', 'server_learning_rate', 'dirichlet_alpha',
+                 'proximal_strength'):
+      value = getattr(self, name)
+      if not _is_number(value) or not value > 0:
+        raise ConfigError(name, value, 'must be positive')
+    if not _is_int(self.seed):
+      raise ConfigError('seed', self.seed, 'must be an integer')
+    if self.clients_per_round > self.num_clients:
+      raise ConfigError('clients_per_round', self.clients_per_round,
+                        f'must be at most --num_clients ({self.num_clients})')
+    if not _is_int(self.classes_per_client) or not 1 <= self.classes_per_client <= NUM_CLASSES:
+      raise ConfigError('classes_per_client', self.classes_per_client,
+                        f'must be in [1, {NUM_CLASSES}]')
+    if self.client_momentum is not None and not (
+        _is_number(self.client_momentum) and 0 <= self.client_momentum < 1):
+      raise ConfigError('client_momentum', self.client_momentum, 'must be in [0, 1)')
+    if self.algorithm == 'fedavg_momentum' and self.client_momentum == 0:
+      raise ConfigError('client_momentum', self.client_momentum,
+                        'must be > 0 for --algorithm=fedavg_momentum')
+    if self.algorithm in SPARSIFYING:
+      self._check_schedule()
+    for name in ('client_message_prune_rate', 'server_message_prune_rate'):
+      value = getattr(self, name)
+      if not _is_number(value) or not 0 <= value < 1:
+        raise ConfigError(name, value, 'must be in [0, 1)')
+      if value and self.algorithm == 'fedprox':
+        raise ConfigError(name, value, 'must be 0 for --algorithm=fedprox')
+    if self.sparsity_placement != 'global' and self.algorithm == 'random_pruning':
+      raise ConfigError('sparsity_placement', self.sparsity_placement,
+                        'must be global for --algorithm=random_pruning')
+    if not _is_int(self.quantize_bits) or (
+        self.quantize_bits != 0 and self.quantize_bits not in QUANTIZATION_BITS):
+      raise ConfigError('quantize_bits', self.quantize_bits,
+                        "must be 0 (off) or in [1, 16], what TFF's uniform "
+                        'quantization supports')
+    if self.quantize_bits and self.algorithm == 'fedprox':
+      raise ConfigError('quantize_bits', self.quantize_bits,
+                        'must be 0 for --algorithm=fedprox')
+    if not _is_int(self.quantize_threshold) or self.quantize_threshold < 0:
+      raise ConfigError('quantize_threshold', self.quantize_threshold, 'must be >= 0')
+    if self.experiment_name is not None and (
+        not self.experiment_name or os.sep in self.experiment_name
+        or self.experiment_name in ('.', '..')):
+      raise ConfigError('experiment_name', self.experiment_name,
+                        'must be a non-empty name without "/"')
+    if not self.root_output_dir:
+      raise ConfigError('root_output_dir', self.root_output_dir, 'must not be empty')
+
+  def _check_schedule(self):
+    """Eq. 1's ranges: 0 <= S_0 <= S_T < 1, T > t_0 >= 0, F >= 1, n > 0."""
+    final = self.final_sparsity
+    if not _is_number(final) or not 0 <= final < 1:
+      raise ConfigError('final_sparsity', final, 'must be in [0, 1)')
+    if self.algorithm != 'oneshot_pruning' and not (
+        _is_number(self.initial_sparsity) and 0 <= self.initial_sparsity <= final):
+      raise ConfigError('initial_sparsity', self.initial_sparsity,
+                        f'must be in [0, final_sparsity={final}]')
+    if not _is_int(self.sparsify_start_round) or self.sparsify_start_round < 0:
+      raise ConfigError('sparsify_start_round', self.sparsify_start_round, 'must be >= 0')
+    if self.total_rounds <= self.sparsify_start_round:
+      raise ConfigError('total_rounds', self.total_rounds,
+                        f'must be > sparsify_start_round={self.sparsify_start_round}')
+    if not _is_int(self.sparsify_frequency) or self.sparsify_frequency < 1:
+      raise ConfigError('sparsify_frequency', self.sparsify_frequency, 'must be >= 1')
+    if not _is_number(self.sparsify_exponent) or not self.sparsify_exponent > 0:
+      raise ConfigError('sparsify_exponent', self.sparsify_exponent, 'must be > 0')
+
+  @property
+  def experiment(self) -> str:
+    """The run's directory name: `experiment_name` or `{algorithm}_{dataset}_{partition}`."""
+    return self.experiment_name or f'{self.algorithm}_{self.dataset}_{self.partition}'
+
+  @property
+  def prunes(self) -> bool:
+    return self.algorithm in SPARSIFYING
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> 'TrainConfig':
+    """A configuration from a saved `as_dict` (unknown keys are an error)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise ConfigError(unknown[0], values[unknown[0]], 'is not a TrainConfig field')
+    return cls(**values)
+
+
+def field_names() -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def differences(saved: dict, current: TrainConfig) -> list[tuple[str, Any, Any]]:
+  """The fields where `current` differs from a saved run's configuration.
+
+  Fields in `RESULT_NEUTRAL_FIELDS` are not compared. `total_rounds` is: it
+  sets the pruning schedule; for the algorithms that do not prune, a larger
+  value only trains on (a smaller one is still a difference: the run would
+  claim to be shorter than the checkpoints it has).
+
+  Returns:
+    `(field, saved value, current value)` for each difference, in field order.
+  """
+  now = current.as_dict()
+  defaults = TrainConfig().as_dict()
+  found = []
+  for name in field_names():
+    if name in RESULT_NEUTRAL_FIELDS:
+      continue
+    # A field an older version did not record had its default then.
+    before = saved.get(name, defaults[name])
+    if before == now[name]:
+      continue
+    if (name == 'total_rounds' and not current.prunes
+        and _is_int(before) and now[name] > before):
+      continue
+    found.append((name, before, now[name]))
+  return found
+
+
+def save(config: TrainConfig, path: str):
+  """Writes `config` as JSON atomically (temporary file, fsync, rename)."""
+  files.atomic_write_text(path, json.dumps(config.as_dict(), indent=2, sort_keys=True) + '\n')
+
+
+def load_dict(path: str) -> dict:
+  """The saved configuration at `path` as a dict; ConfigError if unreadable."""
+  try:
+    with open(path) as f:
+      values = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ConfigError('config', path, f'cannot be read ({e})') from e
+  if not isinstance(values, dict):
+    raise ConfigError('config', path, 'is not a JSON object')
+  return values

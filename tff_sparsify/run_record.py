@@ -1,0 +1,103 @@
+"""Where a run keeps its record, and whether a command may continue it.
+
+A run's directories are `{root}/checkpoints|results|logdir/{experiment}`. Its
+configuration is saved (atomically) to `results/{experiment}/config.json`
+when it starts. A later command with the same experiment name resumes it only
+if its configuration is the same (`config.differences`); otherwise it stops
+before writing anything, naming each differing flag. `overwrite=True` starts
+the experiment afresh: its checkpoints, results and logs are removed first.
+
+Pure Python, like `config`: the binaries check this before TensorFlow loads.
+"""
+
+import dataclasses
+import os
+import shutil
+
+from tff_sparsify import config as config_lib
+
+CONFIG_FILE = 'config.json'
+CHECKPOINT_PREFIX = 'program_state_'
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputDirs:
+  checkpoints: str
+  results: str
+  logdir: str
+
+  def all(self) -> tuple[str, str, str]:
+    return (self.checkpoints, self.results, self.logdir)
+
+
+def output_dirs(root_output_dir: str, experiment_name: str) -> OutputDirs:
+  return OutputDirs(
+      checkpoints=os.path.join(root_output_dir, 'checkpoints', experiment_name),
+      results=os.path.join(root_output_dir, 'results', experiment_name),
+      logdir=os.path.join(root_output_dir, 'logdir', experiment_name),
+  )
+
+
+class RunMismatchError(Exception):
+  """The experiment exists with another configuration; `str` is the user's message."""
+
+
+def _has_checkpoints(directory: str) -> bool:
+  return os.path.isdir(directory) and any(
+      name.startswith(CHECKPOINT_PREFIX) for name in os.listdir(directory))
+
+
+def _format(value) -> str:
+  return 'unset' if value is None else str(value)
+
+
+def prepare(config: config_lib.TrainConfig, *, overwrite: bool = False) -> OutputDirs:
+  """Checks that `config` may write its experiment, then records it.
+
+  Args:
+    config: the run's configuration.
+    overwrite: remove the experiment's old checkpoints, results and logs and
+      start afresh.
+
+  Returns:
+    The run's directories (created).
+
+  Raises:
+    RunMismatchError: the experiment was started with another configuration,
+      or has checkpoints but no readable configuration; nothing was changed.
+  """
+  dirs = output_dirs(config.root_output_dir, config.experiment)
+  config_path = os.path.join(dirs.results, CONFIG_FILE)
+  if overwrite:
+    for directory in dirs.all():
+      shutil.rmtree(directory, ignore_errors=True)
+  elif os.path.exists(config_path):
+    try:
+      saved = config_lib.load_dict(config_path)
+    except config_lib.ConfigError as e:
+      raise RunMismatchError(
+          f'experiment {config.experiment!r}: its record {config_path} cannot be '
+          f'read ({e.reason}); pass --overwrite to start it afresh, or give a new '
+          '--experiment_name') from e
+    found = config_lib.differences(saved, config)
+    if found:
+      lines = [f'experiment {config.experiment!r} in {config.root_output_dir} was '
+               'started with other flags:']
+      lines += [f'  --{name}: checkpoint has {_format(before)}, command has {_format(now)}'
+                for name, before, now in found]
+      lines.append('Run the same flags again to resume it, give a new '
+                   '--experiment_name, or pass --overwrite to start it afresh.')
+      raise RunMismatchError('\n'.join(lines))
+    if saved.get('total_rounds') == config.total_rounds:
+      for directory in dirs.all():
+        os.makedirs(directory, exist_ok=True)
+      return dirs  # The record stays as the run first wrote it.
+  elif _has_checkpoints(dirs.checkpoints):
+    raise RunMismatchError(
+        f'experiment {config.experiment!r} has checkpoints in {dirs.checkpoints} '
+        f'but no {CONFIG_FILE} to check this command against; pass --overwrite '
+        'to start it afresh, or give a new --experiment_name')
+  for directory in dirs.all():
+    os.makedirs(directory, exist_ok=True)
+  config_lib.save(config, config_path)
+  return dirs
