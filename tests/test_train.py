@@ -190,39 +190,6 @@ class TrainProcessTest(tf.test.TestCase):
     return _argv(self.data_dir, out, total_rounds=self.ROUNDS,
                  algorithm='fedsparsify_local', final_sparsity=0.8)
 
-  def test_sigkill_then_resume_equals_uninterrupted_run(self):
-    reference_out = self.create_tempdir().full_path
-    proc = _start(self._argv(reference_out))
-    workers = _worker_pids(proc.pid)
-    # communicate() returns only when every holder of the pipes has closed
-    # them: a worker that kept the parent's stdout would hang it.
-    stdout, stderr = proc.communicate(timeout=300)
-    self.assertEqual(proc.returncode, 0, stderr.decode()[-2000:])
-    self.assertIn(b'done: exp: 8 rounds', stdout)
-    _assert_gone(self, workers)
-
-    out = self.create_tempdir().full_path
-    ckpt = os.path.join(out, 'checkpoints', 'exp')
-    proc = _start(self._argv(out))
-    workers = _worker_pids(proc.pid, checkpoint_dir=ckpt, version=3)
-    proc.kill()
-    proc.communicate(timeout=60)
-    self.assertEqual(proc.returncode, -signal.SIGKILL)
-    _assert_gone(self, workers)
-    self.assertFalse(os.path.exists(os.path.join(out, 'results', 'exp', 'summary.json')))
-
-    proc = _start(self._argv(out))
-    stdout, stderr = proc.communicate(timeout=300)
-    self.assertEqual(proc.returncode, 0, stderr.decode()[-2000:])
-    resumed, reference = _summary(out), _summary(reference_out)
-    self.assertNear(resumed['test_accuracy'], reference['test_accuracy'], 1e-6)
-    self.assertEqual(resumed['sparsity'], reference['sparsity'])
-    self.assertGreater(resumed['sparsity'], 0.7)
-    self.assertAllClose(_final_weights(out), _final_weights(reference_out), atol=1e-6)
-    with open(os.path.join(out, 'results', 'exp', 'metrics.csv')) as f:
-      rounds = [int(line.split(',')[0]) for line in f.readlines()[1:]]
-    self.assertEqual(rounds, list(range(self.ROUNDS + 1)))
-
   def test_sigterm_and_sigint_leave_no_worker(self):
     for signum, code in ((signal.SIGTERM, 128 + signal.SIGTERM),
                          (signal.SIGINT, flag_utils.INTERRUPTED_EXIT_CODE)):
