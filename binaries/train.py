@@ -209,6 +209,10 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
       )
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
+  except execution.WorkerLostError as e:
+    flag_utils.fail_with(
+        f'{flag_utils.program_name()}: error: {e}; run the same command to resume '
+        'from the last checkpoint', code=1)
   except training.OutputWriteError as e:
     flag_utils.fail_with(
         f'{flag_utils.program_name()}: error: {e}; the earlier checkpoints are '

@@ -1,11 +1,14 @@
 """Tests for tff_sparsify.execution: the owned TFF worker."""
 
 import os
+import subprocess
+import time
 
 import numpy as np
 import psutil
 import tensorflow as tf
 import tensorflow_federated as tff
+from tensorflow_federated.python.core.impl.executors import executors_errors
 
 from tff_sparsify import execution
 
@@ -39,3 +42,47 @@ class LocalCppExecutionContextTest(tf.test.TestCase):
     with execution.local_cpp_execution_context() as worker:
       self.assertEqual(psutil.Process(worker.pid).ppid(), psutil.Process().pid)
       self.assertNotEqual(os.getpgid(worker.pid), os.getpgid(0))
+
+
+class _FailingStub:
+  """Raises TFF's retryable gRPC error from every call, like a dead worker's channel."""
+
+  def __init__(self):
+    self.calls = 0
+
+  def compute(self, request):
+    del request
+    self.calls += 1
+    raise executors_errors.RetryableError('UNAVAILABLE')
+
+
+class DeadlineStubTest(tf.test.TestCase):
+
+  def test_retryable_until_the_timeout_then_worker_lost(self):
+    stub = execution.DeadlineStub(_FailingStub(), 'host:1', timeout=0.2)
+    with self.assertRaises(executors_errors.RetryableError):
+      stub.compute(None)  # TFF retries this one.
+    time.sleep(0.25)
+    with self.assertRaisesRegex(execution.WorkerLostError,
+                                r'TFF worker at host:1 has not answered for 0 s \(timeout 0.2 s\)'):
+      stub.compute(None)
+
+  def test_exited_local_worker_is_lost_at_once(self):
+    process = subprocess.Popen(['true'])
+    process.wait()
+    stub = execution.DeadlineStub(_FailingStub(), 'localhost:2', timeout=100, process=process)
+    with self.assertRaisesRegex(execution.WorkerLostError,
+                                'TFF worker at localhost:2 exited with code 0'):
+      stub.compute(None)
+
+  def test_a_success_resets_the_clock(self):
+    inner = _FailingStub()
+    stub = execution.DeadlineStub(inner, 'h:3', timeout=0.2)
+    with self.assertRaises(executors_errors.RetryableError):
+      stub.compute(None)
+    inner.compute = lambda request: 'ok'
+    time.sleep(0.25)
+    self.assertEqual(stub.compute(None), 'ok')
+    inner.compute = _FailingStub().compute
+    with self.assertRaises(executors_errors.RetryableError):
+      stub.compute(None)  # A new failure starts a new window.
