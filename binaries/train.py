@@ -17,6 +17,7 @@ import os
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')  # No C-core lines on stderr.
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
@@ -134,6 +135,45 @@ _QUANTIZER = flags.DEFINE_enum(
     'non-zero values only, of the uploads and of the broadcast; the server '
     'keeps its full-precision model).')
 
+_NUM_LOCAL_WORKERS = flags.DEFINE_integer(
+    'num_local_workers', 1,
+    'TFF workers this run starts on this machine; with more than one, the '
+    'sampled clients of each round are split across them (TFF\'s '
+    'mergeable-comp runtime). Each runs in its own network namespace, '
+    'reached only by this process over a Unix socket.')
+_WORKERS = flags.DEFINE_list(
+    'workers', [],
+    'HOST:PORT,... of remote workers (tff-sparsify-worker on each host), '
+    'reached over mutual TLS with --worker_credentials; instead of local '
+    'workers.')
+_WORKER_CREDENTIALS = flags.DEFINE_string(
+    'worker_credentials', None,
+    'With --workers: directory holding ca.pem, coordinator.pem and '
+    'coordinator.key (tff-sparsify-worker --make_credentials=DIR).')
+_WORKER_TIMEOUT = flags.DEFINE_float(
+    'worker_timeout_seconds', config_lib.DEFAULT_WORKER_TIMEOUT_SECONDS,
+    'A worker that has died or not answered for this long is lost: a local '
+    'one is restarted and its round run again (at most '
+    '--max_worker_restarts times), a remote one ends the run (resume with '
+    'the same command).')
+_MAX_WORKER_RESTARTS = flags.DEFINE_integer(
+    'max_worker_restarts', 3, 'Restarts of lost local workers in one run.',
+    lower_bound=0)
+_ALLOW_UNISOLATED = flags.DEFINE_bool(
+    'allow_unisolated_workers', False,
+    'Where no private network namespace can be made, run local workers '
+    'anyway (their TCP ports then open on this machine).')
+
+
+def _execution_config() -> config_lib.ExecutionConfig:
+  values = {name: flags.FLAGS[name].value
+            for name in config_lib.execution_field_names()}
+  values['workers'] = tuple(values['workers'])
+  try:
+    return config_lib.ExecutionConfig(**values)
+  except config_lib.ConfigError as e:
+    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+
 
 def _config() -> config_lib.TrainConfig:
   """The run's configuration from the flags; a bad value fails naming its flag."""
@@ -151,6 +191,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   config = _config()
+  execution_config = _execution_config()
   signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
   try:  # FashionMNIST's IDX files are read with NumPy: errors come before TF loads.
@@ -166,11 +207,12 @@ def main(argv):
     dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
   except run_record.RunMismatchError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
-  train(config, dirs, centralized, shards)
+  train(config, dirs, centralized, shards, execution_config)
 
 
 def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
-          centralized: data_sources.CentralizedData, shards: list):
+          centralized: data_sources.CentralizedData, shards: list,
+          execution_config: config_lib.ExecutionConfig = config_lib.ExecutionConfig()):
   """Builds the process and runs it on the clients of `shards` (TensorFlow loads here)."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
@@ -190,8 +232,14 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
   # setting does not reach; it makes the in-process Keras evaluation exact.
   tf.config.experimental.enable_op_determinism()
   try:
-    with execution.local_cpp_execution_context(
-        log_path=os.path.join(dirs.logdir, 'worker_binary.log')):
+    with execution.worker_pool_context(
+        num_local_workers=execution_config.num_local_workers,
+        workers=execution_config.workers,
+        credentials_dir=execution_config.worker_credentials,
+        log_dir=dirs.logdir,
+        worker_timeout=execution_config.worker_timeout_seconds,
+        max_restarts=_MAX_WORKER_RESTARTS.value,
+        allow_unisolated_workers=execution_config.allow_unisolated_workers):
       result = training.run_federated_training(
           process, federated.train,
           # Built after the process: see BUILD_NOTES (Keras models built
@@ -208,6 +256,8 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
           show_progress=config.progress,
       )
   except training.NoCheckpointError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
+  except (execution.WorkerStartError, execution.AggregationSplitError) as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except execution.WorkerLostError as e:
     flag_utils.fail_with(

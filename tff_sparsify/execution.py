@@ -1,46 +1,74 @@
-"""A TFF C++ execution context whose `worker_binary` this process owns.
+"""TFF execution contexts on workers this process owns, or reaches securely.
 
-`tff.backends.native.set_sync_local_cpp_execution_context` (TFF 0.87) starts
-the worker with the parent's stdout and only stops it from a `__del__` that
-fails at interpreter shutdown; measured here, the worker outlives its parent
-and keeps the parent's stdout open (`python train.py | tee log` never ends).
+One run uses one or more TFF C++ `worker_binary`s:
 
-`local_cpp_execution_context` builds the same context from TFF's public
-framework pieces (`RemoteExecutor` over gRPC to the worker, inside a
-`ResourceManagingExecutorFactory` and `SyncExecutionContext`) but starts the
-worker itself:
+- **Local workers** (`num_local_workers`) are started through
+  `tff_sparsify.worker`: each in a network namespace of its own, reached over
+  a Unix socket (mode 0600, in a 0700 directory) that only this user can
+  open, dying with this process (`PR_SET_PDEATHSIG`), logging to a file,
+  never to our stdout. Started with `subprocess.Popen` and no `preexec_fn`:
+  forking with a function to run while gRPC channels are open crashed a
+  probe in gRPC's event engine (the launcher sets its own death signal).
+- **Remote workers** (`workers=['host:port', ...]`) are reached only over
+  mutual TLS (`tff-sparsify-worker --credentials=DIR` on each host).
 
-- in its own session, so a terminal's Ctrl-C reaches only the Python process,
-  which then stops the worker in order;
-- with `PR_SET_PDEATHSIG`, so the kernel kills the worker if the Python
-  process dies without cleaning up (SIGKILL);
-- with stdout/stderr sent to a log file or /dev/null, never the parent's.
+With one worker the context is TFF's sync C++ context (`RemoteExecutor` over
+gRPC, as `tff.backends.native` builds it). With several it is TFF's
+mergeable-comp context (`MergeableCompExecutionContext` with
+`mergeable_comp_compiler.compile_to_mergeable_comp_form`): clients are cut
+into contiguous shards, each worker runs the computation up to the
+aggregation, the partial aggregates are merged, the rest runs once. Two
+changes to TFF's scheduling (`_ordered_invoke`), each measured as needed:
 
-`signals.handle_termination_signals` turns SIGTERM/SIGHUP into
-`SystemExit`, so `finally` blocks (and the context manager) run on those
-signals too.
+1. TFF's `RemoteExecutor` calls the blocking gRPC stub from its async
+   methods, so stock async contexts run the shards one after the other.
+   Each worker here has its own sync context, invoked in its own thread.
+2. TFF merges partial aggregates in completion order, so two runs differ in
+   the last bits. Here they are merged in shard order: a multi-worker run is
+   reproducible bit for bit, and so is a crash-resume.
+
+Every gRPC call has a deadline on liveness (`DeadlineStub`): a worker that
+exits or stops answering ends the computation with `WorkerLostError` within
+`worker_timeout` seconds instead of TFF's endless retries. A lost local worker
+is restarted and the computation (a whole round: the coordinator still holds
+its arguments) runs again, up to `max_restarts` times.
 """
 
+import asyncio
 import atexit
+import concurrent.futures
 import contextlib
-import ctypes
+import functools
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import grpc
-import portpicker
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import worker as worker_lib
 
-from tensorflow_federated.python.core.impl.executors import executors_errors  # pylint: disable=g-bad-import-order
-from tensorflow_federated.python.core.impl.executors import remote_executor_stub  # pylint: disable=g-bad-import-order
+# pylint: disable=g-bad-import-order
+from tensorflow_federated.proto.v0 import executor_pb2
+from tensorflow_federated.proto.v0 import executor_pb2_grpc
+from tensorflow_federated.python.common_libs import structure
+from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
+from tensorflow_federated.python.core.impl.context_stack import context_base
+from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context as mergeable
+from tensorflow_federated.python.core.impl.executors import executors_errors
+from tensorflow_federated.python.core.impl.types import type_analysis
+from tensorflow_federated.python.core.impl.types import type_conversions
+# pylint: enable=g-bad-import-order
 
-_PR_SET_PDEATHSIG = 1
 DEFAULT_WORKER_TIMEOUT_SECONDS = 60.0
+DEFAULT_MAX_RESTARTS = 3
 _GRPC_CHANNEL_OPTIONS = [
     ('grpc.max_message_length', 2_000_000_000),
     ('grpc.max_receive_message_length', 2_000_000_000),
@@ -50,118 +78,138 @@ _live_workers: set[subprocess.Popen] = set()
 
 
 def worker_binary_path() -> str:
-  path = os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
-  if not os.path.isfile(path):
-    raise RuntimeError(f'TFF worker binary not found at {path}')
-  return path
-
-
-def _die_with_parent(parent_pid: int):
-  libc = ctypes.CDLL('libc.so.6', use_errno=True)
-  libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-  if os.getppid() != parent_pid:  # The parent died before prctl took effect.
-    os._exit(1)  # pylint: disable=protected-access
-
-
-def start_worker(
-    port: int, *, max_concurrent_computation_calls: int = -1,
-    log_path: Optional[str] = None,
-) -> subprocess.Popen:
-  """Starts a TFF `worker_binary` serving on `port`, bound to this process."""
-  parent_pid = os.getpid()
-  args = [
-      worker_binary_path(), f'--port={port}',
-      f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
-  ]
-  with contextlib.ExitStack() as stack:
-    if log_path:
-      out = stack.enter_context(open(log_path, 'ab'))
-    else:
-      out = subprocess.DEVNULL
-    process = subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
-        args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=lambda: _die_with_parent(parent_pid),
-    )
-  _live_workers.add(process)
-  return process
-
-
-def stop_worker(process: subprocess.Popen, timeout: float = 10.0):
-  """Stops a worker: SIGINT, then SIGKILL if it has not exited in `timeout`."""
-  if process.poll() is None:
-    process.send_signal(signal.SIGINT)
-    try:
-      process.wait(timeout)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait()
-  _live_workers.discard(process)
-
-
-@atexit.register
-def _stop_all_workers():
-  for process in list(_live_workers):
-    stop_worker(process)
-
-
-def _wait_until_ready(
-    stub: tff.framework.RemoteExecutorGrpcStub, process: subprocess.Popen,
-    timeout: float,
-):
-  deadline = time.monotonic() + timeout
-  while not stub.is_ready:
-    if process.poll() is not None:
-      raise RuntimeError(
-          f'TFF worker_binary exited with code {process.returncode} at start'
-      )
-    if time.monotonic() > deadline:
-      raise RuntimeError(f'TFF worker_binary not ready after {timeout} s')
-    time.sleep(0.05)
+  return worker_lib.worker_binary_path()
 
 
 class WorkerLostError(RuntimeError):
   """A worker died or stopped answering; `str` is one line naming it."""
 
+  def __init__(self, message: str, address: str = ''):
+    super().__init__(message)
+    self.address = address
 
-class DeadlineStub(remote_executor_stub.RemoteExecutorStub):
-  """A `RemoteExecutorGrpcStub` whose failures stop being retryable in time.
+
+class WorkerStartError(RuntimeError):
+  """A worker could not be started; `str` is one line saying why."""
+
+
+class AggregationSplitError(ValueError):
+  """A computation cannot be split across workers; `str` is one line."""
+
+
+class DeadlineStub(tff.framework.RemoteExecutorStub):
+  """TFF's `RemoteExecutorGrpcStub`, with deadlines on liveness and byte counts.
 
   TFF's async context retries every `RetryableError` (gRPC `UNAVAILABLE`, ...)
-  with no deadline, so a worker killed mid-run hangs the run forever
-  (measured: 4 minutes of silence until stopped by hand). Each retry calls
-  the stub again; here a retryable failure becomes `WorkerLostError`, which
-  TFF does not retry, as soon as the local worker `process` has exited, or
-  once the worker has failed for longer than `timeout` seconds.
+  with no deadline, and a call to a stopped (not dead) worker never returns:
+  measured, a worker killed mid-run hung the run for 4 minutes until stopped
+  by hand. Here:
+
+  - a retryable failure becomes `WorkerLostError` (which TFF does not retry)
+    as soon as the local worker `process` has exited, or once the worker has
+    failed for longer than `timeout` seconds;
+  - while a call runs longer than `timeout / 8`, the worker is probed with a
+    no-op RPC (`DisposeExecutor` of no executor, answered in about 1 ms);
+    when no probe has been answered for `0.75 * timeout`, the call is
+    cancelled and `WorkerLostError` raised: a stopped worker is noticed
+    within `timeout`.
+
+  `bytes_sent` and `bytes_received` count the serialized requests and
+  responses (the gRPC payloads between this coordinator and the worker).
+  `inner`, if given, replaces the generated gRPC stub (tests).
   """
 
-  def __init__(self, stub: tff.framework.RemoteExecutorGrpcStub, address: str, *,
+  def __init__(self, channel: Optional[grpc.Channel], address: str, *,
                timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS,
-               process: Optional[subprocess.Popen] = None):
-    self._stub = stub
+               process: Optional[subprocess.Popen] = None, inner=None):
     self._address = address
     self._timeout = timeout
     self._process = process
     self._failing_since = None
+    self._lost_error = None  # Once lost, every later call fails at once.
+    self._ready = False
+    self._lock = threading.Lock()
+    self.bytes_sent = 0
+    self.bytes_received = 0
+    self._inner = inner
+    if channel is not None:
+      self._grpc = executor_pb2_grpc.ExecutorGroupStub(channel)
+      channel.subscribe(self._on_connectivity, try_to_connect=True)
 
-  def _call(self, name, *args):
+  def _on_connectivity(self, connectivity):
+    self._ready = connectivity == grpc.ChannelConnectivity.READY
+
+  def _lost(self, message, cause=None):
+    error = WorkerLostError(f'TFF worker at {self._address} {message}',
+                            self._address)
+    error.__cause__ = cause
+    self._lost_error = error
+    return error
+
+  def _exited(self) -> bool:
+    return self._process is not None and self._process.poll() is not None
+
+  def _probe(self, deadline: float) -> bool:
     try:
-      result = getattr(self._stub, name)(*args)
+      self._grpc.DisposeExecutor(executor_pb2.DisposeExecutorRequest(),
+                                 timeout=deadline)
+      return True
+    except grpc.RpcError as e:
+      return e.code() not in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                              grpc.StatusCode.UNAVAILABLE)
+
+  def _wait(self, future):
+    """The call's response; probes the worker while it runs."""
+    step = self._timeout / 8
+    last_answer = time.monotonic()
+    while True:
+      try:
+        return future.result(timeout=step)
+      except grpc.FutureTimeoutError:
+        pass
+      if self._exited():
+        future.cancel()
+        raise self._lost(f'exited with code {self._process.returncode}')
+      if self._probe(step):
+        last_answer = time.monotonic()
+      elif time.monotonic() - last_answer > 0.75 * self._timeout:
+        future.cancel()
+        raise self._lost(
+            f'has not answered for {time.monotonic() - last_answer:.0f} s '
+            f'(timeout {self._timeout:g} s)')
+
+  def _call(self, name, request):
+    if self._lost_error is not None:
+      raise WorkerLostError(str(self._lost_error), self._address)
+    try:
+      if self._inner is not None:
+        response = getattr(self._inner, name)(request)
+      else:
+        size = request.ByteSize()
+        rpc = getattr(self._grpc, ''.join(p.title() for p in name.split('_')))
+        try:
+          response = self._wait(rpc.future(request))
+        except grpc.RpcError as e:
+          if e.code() in executors_errors.get_grpc_retryable_error_codes():
+            raise executors_errors.RetryableGRPCError(e) from e
+          raise
+        with self._lock:
+          self.bytes_sent += size
+          self.bytes_received += response.ByteSize()
     except executors_errors.RetryableError as e:
       now = time.monotonic()
-      if self._process is not None and self._process.poll() is not None:
-        raise WorkerLostError(
-            f'TFF worker at {self._address} exited with code '
-            f'{self._process.returncode}') from e
+      if self._exited():
+        raise self._lost(f'exited with code {self._process.returncode}', e)
       if self._failing_since is None:
         self._failing_since = now
       if now - self._failing_since > self._timeout:
-        raise WorkerLostError(
-            f'TFF worker at {self._address} has not answered for '
-            f'{now - self._failing_since:.0f} s (timeout {self._timeout:g} s)') from e
+        raise self._lost(
+            f'has not answered for {now - self._failing_since:.0f} s '
+            f'(timeout {self._timeout:g} s)', e)
+      time.sleep(min(0.5, self._timeout / 20))  # TFF retries at once.
       raise
     self._failing_since = None
-    return result
+    return response
 
   def get_executor(self, request):
     return self._call('get_executor', request)
@@ -189,77 +237,402 @@ class DeadlineStub(remote_executor_stub.RemoteExecutorStub):
 
   @property
   def is_ready(self) -> bool:
-    return self._stub.is_ready
+    return self._ready
+
+
+_compile_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _native_compiled(comp):
+  return tff.backends.native.desugar_and_transform_to_native(comp)
+
+
+def _compile_native(comp):
+  """TFF's native compiler, once per computation for all workers.
+
+  Each worker's context would compile its shard's computation itself (TFF
+  caches per context), the workers at once on the first round.
+  """
+  with _compile_lock:
+    return _native_compiled(comp)
 
 
 def create_remote_context(
-    channels: list[grpc.Channel], *, default_num_clients: int = 0,
-    stream_structs: bool = False, stubs: Optional[list] = None,
+    stub: tff.framework.RemoteExecutorStub, *, default_num_clients: int = 0,
+    stream_structs: bool = False,
 ) -> tff.framework.SyncExecutionContext:
-  """A sync TFF context that runs computations on workers behind `channels`.
-
-  With one channel this is TFF's local C++ context; with several, clients are
-  sharded across the workers (TFF's remote executor). `stubs`, if given,
-  replace the plain gRPC stubs of `channels` (e.g. `DeadlineStub`s).
-  """
-  stubs = stubs or [tff.framework.RemoteExecutorGrpcStub(c) for c in channels]
-  if len(stubs) != 1:
-    raise NotImplementedError('only one worker is supported for now')
+  """TFF's sync C++ context on the one worker behind `stub`."""
 
   def stack_fn(cardinalities):
     if cardinalities.get(tff.CLIENTS) is None:
       cardinalities[tff.CLIENTS] = default_num_clients
-    executor = tff.framework.RemoteExecutor(
-        stubs[0], stream_structs=stream_structs
-    )
+    executor = tff.framework.RemoteExecutor(stub, stream_structs=stream_structs)
     executor.set_cardinalities(cardinalities)
     return executor
 
   return tff.framework.SyncExecutionContext(
       executor_fn=tff.framework.ResourceManagingExecutorFactory(stack_fn),
-      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      compiler_fn=_compile_native,
       transform_args=tff.tensorflow.transform_args,
       transform_result=tff.tensorflow.transform_result,
   )
 
 
+def _stop(process: subprocess.Popen, timeout: float = 10.0):
+  if process.poll() is None:
+    process.send_signal(signal.SIGINT)
+    try:
+      process.wait(timeout)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+  _live_workers.discard(process)
+
+
+@atexit.register
+def _stop_all_workers():
+  for process in list(_live_workers):
+    _stop(process)
+
+
+class Worker:
+  """One worker: its channel, deadline stub, and (local) launcher process."""
+
+  def __init__(self, address: str, *, timeout: float, default_num_clients: int,
+               credentials_dir: Optional[str] = None,
+               local_dir: Optional[str] = None, log_path: Optional[str] = None,
+               isolate: bool = True, start_timeout: float = 60.0):
+    self.address = address
+    self._timeout = timeout
+    self._default_num_clients = default_num_clients
+    self._credentials_dir = credentials_dir
+    self._local_dir = local_dir
+    self._log_path = log_path
+    self._isolate = isolate
+    self._start_timeout = start_timeout
+    self.process: Optional[subprocess.Popen] = None
+    self.restarts = 0
+    self.channel = None
+    self.stub = None
+    self.context = None
+    self._bytes = [0, 0]  # Of the stubs of earlier incarnations.
+
+  @property
+  def is_local(self) -> bool:
+    return self._local_dir is not None
+
+  @property
+  def bytes_sent(self) -> int:
+    return self._bytes[0] + (self.stub.bytes_sent if self.stub else 0)
+
+  @property
+  def bytes_received(self) -> int:
+    return self._bytes[1] + (self.stub.bytes_received if self.stub else 0)
+
+  def start(self):
+    if self.is_local:
+      self._start_local()
+      self.channel = grpc.insecure_channel(f'unix:{self._socket}',
+                                           _GRPC_CHANNEL_OPTIONS)
+    else:
+      self.channel = grpc.secure_channel(
+          self.address, _coordinator_credentials(self._credentials_dir),
+          _GRPC_CHANNEL_OPTIONS)
+      try:
+        grpc.channel_ready_future(self.channel).result(self._start_timeout)
+      except grpc.FutureTimeoutError:
+        self.channel.close()
+        raise WorkerStartError(
+            f'TFF worker at {self.address} not reachable over mutual TLS '
+            f'within {self._start_timeout:g} s') from None
+    self.stub = DeadlineStub(self.channel, self.address, timeout=self._timeout,
+                             process=self.process)
+    self.context = create_remote_context(
+        self.stub, default_num_clients=self._default_num_clients)
+
+  @property
+  def _socket(self):
+    return os.path.join(self._local_dir, f'{self.address}.sock')
+
+  def _start_local(self):
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(self._socket)
+    args = [sys.executable, '-m', 'tff_sparsify.worker',
+            f'--unix_socket={self._socket}', f'--parent_pid={os.getpid()}']
+    if self._log_path:
+      args.append(f'--log_file={self._log_path}')
+    if not self._isolate:
+      args.append('--no_isolation')
+    process = subprocess.Popen(
+        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, start_new_session=True, text=True)
+    _live_workers.add(process)
+    self.process = process
+    ready = threading.Event()
+
+    def read_ready():
+      if process.stdout.readline().strip() == worker_lib.READY_LINE:
+        ready.set()
+
+    reader = threading.Thread(target=read_ready, daemon=True)
+    reader.start()
+    if not ready.wait(self._start_timeout):
+      _stop(process)
+      message = (process.stderr.read() or '').strip().splitlines()
+      if process.returncode == 3:  # No network namespace on this platform.
+        raise WorkerStartError(
+            f'{message[-1] if message else "no network namespace"}: a local '
+            'worker cannot be isolated here; pass --allow_unisolated_workers '
+            'to run it anyway (its TCP port then open on this machine)')
+      raise WorkerStartError(
+          f'local TFF worker {self.address} did not start: '
+          f'{message[-1] if message else f"exit code {process.returncode}"}')
+
+  def stop(self):
+    if self.stub is not None:
+      self._bytes[0] += self.stub.bytes_sent
+      self._bytes[1] += self.stub.bytes_received
+      self.stub = None
+    if self.channel is not None:
+      self.channel.close()
+      self.channel = None
+    if self.process is not None:
+      _stop(self.process)
+
+  def restart(self):
+    self.stop()
+    self.restarts += 1
+    self.start()
+
+
+def _coordinator_credentials(directory: str) -> grpc.ChannelCredentials:
+  def read(name):
+    with open(os.path.join(directory, name), 'rb') as f:
+      return f.read()
+  return grpc.ssl_channel_credentials(
+      root_certificates=read(worker_lib.CA_FILE),
+      private_key=read(worker_lib.CLIENT_KEY),
+      certificate_chain=read(worker_lib.CLIENT_CERT))
+
+
+class _ThreadedContext(context_base.AsyncContext):
+  """An async context running one worker's sync context in its own thread."""
+
+  def __init__(self, worker: Worker):
+    self._worker = worker
+    self._thread = concurrent.futures.ThreadPoolExecutor(1)
+
+  async def invoke(self, comp, arg):
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(
+        self._thread, self._worker.context.invoke, comp, arg)
+
+  def close(self):
+    self._thread.shutdown(wait=True)
+
+
+async def _gather_all(awaitables):
+  """Every result, in order; the first error only once all have finished."""
+  results = await asyncio.gather(*awaitables, return_exceptions=True)
+  for result in results:
+    if isinstance(result, BaseException):
+      raise result
+  return results
+
+
+async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
+                          contexts: Sequence[_ThreadedContext]):
+  """TFF's `_invoke_mergeable_comp_form`, merging in shard order.
+
+  One shard per context, all at once; partial aggregates merged 0, 1, 2, ...
+  on the first context; `after_merge` as TFF does it.
+  """
+  partials = await _gather_all(
+      [ctx.invoke(comp.up_to_merge, arg) for arg, ctx in zip(arg_list, contexts)])
+  merged = partials[0]
+  for partial in partials[1:]:
+    merged = await contexts[0].invoke(
+        comp.merge, structure.Struct.unnamed(merged, partial))
+
+  def all_equal(type_spec):
+    return not isinstance(type_spec, tff.FederatedType) or type_spec.all_equal
+
+  def after(arg):
+    return arg if arg is None else structure.Struct.unnamed(arg, merged)
+
+  if type_analysis.contains_only(comp.after_merge.type_signature.result,
+                                 all_equal):
+    return await contexts[0].invoke(
+        comp.after_merge, merged if arg_list[0] is None else after(arg_list[0]))
+  results = await _gather_all([
+      ctx.invoke(comp.after_merge, merged if arg is None else after(arg))
+      for arg, ctx in zip(arg_list, contexts)])
+  return mergeable._repackage_partitioned_values(  # pylint: disable=protected-access
+      results, result_type_spec=comp.after_merge.type_signature.result)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile_to_mergeable(comp) -> mergeable.MergeableCompForm:
+  try:
+    return mergeable_comp_compiler.compile_to_mergeable_comp_form(comp)
+  except ValueError as e:
+    if 'aggregate dependent on another' not in str(e):
+      raise
+    raise AggregationSplitError(
+        'this computation has an aggregation whose input depends on another '
+        'aggregation\'s result (e.g. an aggregator that sums twice in one '
+        'round), which TFF cannot split across workers; run it on one '
+        'worker') from None
+
+
+class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
+  """A sync TFF context over `workers`; restarts lost local workers.
+
+  One worker: its own sync C++ context. Several: TFF's mergeable-comp
+  context with `_ordered_invoke`. A `WorkerLostError` from a local worker
+  restarts it and runs the computation again from its arguments, at most
+  `max_restarts` times in the context's life; from a remote worker it is
+  raised.
+  """
+
+  def __init__(self, workers: Sequence[Worker], *,
+               max_restarts: int = DEFAULT_MAX_RESTARTS, log=None):
+    self.workers = list(workers)
+    self._contexts = [_ThreadedContext(w) for w in self.workers]
+    self._max_restarts = max_restarts
+    self._log = log or (lambda message: print(message, file=sys.stderr,
+                                              flush=True))
+    self.restarts = 0
+    # Each worker's sync context transforms its own arguments and results.
+    super().__init__(self._contexts, compiler_fn=_compile_to_mergeable)
+
+  @property
+  def bytes_sent(self) -> int:
+    return sum(w.bytes_sent for w in self.workers)
+
+  @property
+  def bytes_received(self) -> int:
+    return sum(w.bytes_received for w in self.workers)
+
+  def _invoke_once(self, comp, arg):
+    if len(self.workers) == 1:
+      return self.workers[0].context.invoke(comp, arg)
+    if not isinstance(comp, mergeable.MergeableCompForm):
+      comp = self._compiler_pipeline.compile(comp)
+    arg_list = [None] * len(self._contexts)
+    if arg is not None:
+      arg_list = mergeable.MergeableCompExecutionContextValue(
+          arg, comp.up_to_merge.type_signature.parameter,
+          len(self._contexts)).value()
+    result = self._async_runner.run_coro_and_return_result(
+        _ordered_invoke(comp, arg_list, self._contexts[:len(arg_list)]))
+    return type_conversions.type_to_py_container(
+        result, comp.after_merge.type_signature.result)
+
+  def invoke(self, comp, arg=None):
+    while True:
+      try:
+        return self._invoke_once(comp, arg)
+      except WorkerLostError as e:
+        lost = [w for w in self.workers if w.address == e.address]
+        if (not lost or not lost[0].is_local
+            or self.restarts >= self._max_restarts):
+          raise
+        self.restarts += 1
+        self._log(f'{e}; restarting it and running the computation again '
+                  f'(restart {self.restarts} of at most {self._max_restarts})')
+        lost[0].restart()
+
+  def close(self):
+    for ctx in self._contexts:
+      ctx.close()
+
+
+def _credentials_ok(directory: Optional[str]):
+  if directory is None:
+    raise WorkerStartError(
+        'remote workers need credentials: pass the directory holding '
+        f'{worker_lib.CA_FILE}, {worker_lib.CLIENT_CERT} and '
+        f'{worker_lib.CLIENT_KEY} (made by tff-sparsify-worker '
+        '--make_credentials)')
+  for name in (worker_lib.CA_FILE, worker_lib.CLIENT_CERT,
+               worker_lib.CLIENT_KEY):
+    if not os.path.isfile(os.path.join(directory, name)):
+      raise WorkerStartError(f'{name} not found in {directory}')
+
+
+@contextlib.contextmanager
+def worker_pool_context(
+    *, num_local_workers: int = 1, workers: Sequence[str] = (),
+    credentials_dir: Optional[str] = None, log_dir: Optional[str] = None,
+    default_num_clients: int = 0, start_timeout: float = 60.0,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
+    allow_unisolated_workers: bool = False, log=None,
+) -> Iterator[WorkerPoolContext]:
+  """Installs a context over `workers` (remote) or `num_local_workers` owned ones.
+
+  Everything started here is stopped on exit, exception or signal (and by
+  the kernel if this process is killed). Local workers whose network cannot
+  be isolated are refused (`WorkerStartError`) unless
+  `allow_unisolated_workers`.
+  """
+  if workers:
+    _credentials_ok(credentials_dir)
+  elif num_local_workers < 1:
+    raise ValueError(f'num_local_workers={num_local_workers}: must be >= 1')
+  socket_dir = tempfile.mkdtemp(prefix='tff_sparsify_workers_')  # Mode 0700.
+  pool = []
+  try:
+    if workers:
+      # A remote worker not reachable within the timeout at start is lost too.
+      pool = [Worker(a, timeout=worker_timeout, credentials_dir=credentials_dir,
+                     default_num_clients=default_num_clients,
+                     start_timeout=min(start_timeout, worker_timeout))
+              for a in workers]
+    else:
+      pool = [Worker(
+          f'local-worker-{i}', timeout=worker_timeout, local_dir=socket_dir,
+          default_num_clients=default_num_clients, start_timeout=start_timeout,
+          log_path=(os.path.join(log_dir, f'worker_{i}.log') if log_dir
+                    else None),
+          isolate=not allow_unisolated_workers)
+              for i in range(num_local_workers)]
+    for w in pool:
+      w.start()
+    context = WorkerPoolContext(pool, max_restarts=max_restarts, log=log)
+    try:
+      with tff.framework.get_context_stack().install(context):
+        yield context
+    finally:
+      context.close()
+  finally:
+    for w in pool:
+      w.stop()
+    shutil.rmtree(socket_dir, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def local_cpp_execution_context(
-    *, max_concurrent_computation_calls: int = -1,
-    log_path: Optional[str] = None, default_num_clients: int = 0,
+    *, log_path: Optional[str] = None, default_num_clients: int = 0,
     start_timeout: float = 60.0,
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS,
 ) -> Iterator[subprocess.Popen]:
-  """Installs a TFF C++ context on an owned worker; stops it on exit.
-
-  A computation that finds the worker gone raises `WorkerLostError` (at
-  once if the worker exited, after `worker_timeout` seconds of failed calls
-  otherwise) instead of retrying forever.
+  """One owned, isolated local worker (see `worker_pool_context`).
 
   Yields:
-    The worker's `subprocess.Popen`.
+    The `subprocess.Popen` of the worker's launcher (`worker_binary` is its
+    child and dies with it).
   """
-  port = portpicker.pick_unused_port()
-  process = start_worker(
-      port, max_concurrent_computation_calls=max_concurrent_computation_calls,
-      log_path=log_path,
-  )
-  try:
-    channel = grpc.insecure_channel(f'localhost:{port}', _GRPC_CHANNEL_OPTIONS)
-    with contextlib.closing(channel):
-      address = f'localhost:{port}'
-      stub = DeadlineStub(tff.framework.RemoteExecutorGrpcStub(channel), address,
-                          timeout=worker_timeout, process=process)
-      context = create_remote_context(
-          [channel], default_num_clients=default_num_clients, stubs=[stub]
-      )
-      _wait_until_ready(
-          tff.framework.RemoteExecutorGrpcStub(channel), process, start_timeout
-      )
-      with tff.framework.get_context_stack().install(context):
-        yield process
-  finally:
-    stop_worker(process)
+  log_dir = None
+  if log_path:
+    log_dir = os.path.dirname(log_path) or '.'
+  with worker_pool_context(
+      num_local_workers=1, log_dir=log_dir,
+      default_num_clients=default_num_clients, start_timeout=start_timeout,
+      worker_timeout=worker_timeout) as context:
+    yield context.workers[0].process
 
 
 def drop_import_time_default_context():

@@ -1,0 +1,158 @@
+r"""Seconds per round and coordinator<->worker bytes on 1, 2 and 4 local workers.
+
+FedAvg on the paper's FashionMNIST FC model, real FashionMNIST, non-IID (2
+classes per client), 1 local epoch, batch 32; two environments: 100 clients
+with 10 sampled per round, and 10 clients all training. The same local
+workers serve every worker count (`WorkerPoolContext` over the first n), and
+the worker counts are interleaved round by round, so machine noise hits them
+alike. Each count runs `--warmup_rounds` untimed rounds first (TFF compiles
+the computations on first use). Reported per count: median seconds per
+round and its spread (min-max), the ratio to 1 worker, and the bytes of the
+gRPC payloads per round between this coordinator and all workers (state and
+client data out, partial aggregates and results back), counted by
+`execution.DeadlineStub`.
+
+  python -m benchmarks.scaling --rounds=7
+
+Results: benchmarks/results/scaling.{json,md}. On 2 cores the workers share
+the same two cores, so this measures the coordination overhead, not speed-up.
+"""
+
+import json
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import algorithms
+from tff_sparsify import config as config_lib
+from tff_sparsify import data
+from tff_sparsify import data_sources
+from tff_sparsify import execution
+from tff_sparsify import training
+
+_WORKERS = flags.DEFINE_list('workers', ['1', '2', '4'], 'Worker counts.')
+_ENVIRONMENTS = flags.DEFINE_list(
+    'environments', ['100x10', '10x10'],
+    'NUM_CLIENTSxCLIENTS_PER_ROUND environments.')
+_ROUNDS = flags.DEFINE_integer('rounds', 7, 'Timed rounds per worker count.')
+_WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
+_ALGORITHM = flags.DEFINE_enum('algorithm', 'fedavg', list(config_lib.ALGORITHMS),
+                               'Algorithm.')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
+_OUTPUT = flags.DEFINE_string(
+    'output', os.path.join(os.path.dirname(__file__), 'results', 'scaling'),
+    'Output path prefix (.json and .md are appended).')
+SEED = 1990
+
+
+def _environment(spec: str, centralized):
+  num_clients, per_round = (int(x) for x in spec.split('x'))
+  config = config_lib.TrainConfig(
+      algorithm=_ALGORITHM.value, num_clients=num_clients,
+      clients_per_round=per_round, client_epochs_per_round=1,
+      total_rounds=_WARMUP_ROUNDS.value + _ROUNDS.value + 1, seed=SEED)
+  shards = data_sources.partition(
+      centralized.train_labels, partition_type='non_iid',
+      num_clients=num_clients, seed=SEED, classes_per_client=2)
+  federated = data.federated_data(centralized, shards)
+  process, _ = algorithms.build_from_config(config)
+  return config, federated.train, process
+
+
+def _measure(spec, centralized, workers):
+  config, train, process = _environment(spec, centralized)
+  select = training.build_training_selection_fn(
+      train, clients_per_round=config.clients_per_round,
+      batch_size=config.client_batch_size, epochs=1, seed=SEED)
+  counts = [int(n) for n in _WORKERS.value]
+  pools = {n: execution.WorkerPoolContext(workers[:n]) for n in counts}
+  states = {}
+  seconds = {n: [] for n in counts}
+  sent = {n: [] for n in counts}
+  received = {n: [] for n in counts}
+  for n in counts:
+    with tff.framework.get_context_stack().install(pools[n]):
+      states[n] = process.initialize()
+  for round_num in range(_WARMUP_ROUNDS.value + _ROUNDS.value):
+    clients = select(round_num + 1)
+    for n in counts:
+      pool = pools[n]
+      before = pool.bytes_sent, pool.bytes_received
+      with tff.framework.get_context_stack().install(pool):
+        start = time.perf_counter()
+        states[n] = process.next(states[n], clients).state
+        elapsed = time.perf_counter() - start
+      if round_num >= _WARMUP_ROUNDS.value:
+        seconds[n].append(elapsed)
+        sent[n].append(pool.bytes_sent - before[0])
+        received[n].append(pool.bytes_received - before[1])
+      print(f'{spec} round {round_num} workers {n}: {elapsed:.2f} s', flush=True)
+  for pool in pools.values():
+    pool.close()
+  base = statistics.median(seconds[counts[0]])
+  rows = []
+  for n in counts:
+    median = statistics.median(seconds[n])
+    rows.append(dict(
+        environment=spec, workers=n, median_s=median,
+        min_s=min(seconds[n]), max_s=max(seconds[n]),
+        ratio_to_1=median / base, seconds=seconds[n],
+        mb_sent_per_round=statistics.median(sent[n]) / 1e6,
+        mb_received_per_round=statistics.median(received[n]) / 1e6))
+  return rows
+
+
+def _markdown(rows, meta):
+  lines = [
+      f'# Seconds per round on local workers ({meta["algorithm"]}, FashionMNIST FC)',
+      '',
+      f'{meta["cpus"]} CPUs, {meta["rounds"]} timed rounds per count after '
+      f'{meta["warmup_rounds"]} warm-up, counts interleaved round by round. '
+      'Command: `python -m benchmarks.scaling ' + meta['args'] + '`.',
+      '',
+      '| clients (total x per round) | workers | s/round (median) | min-max | '
+      'ratio to 1 worker | MB out / round | MB back / round |',
+      '|---|---|---|---|---|---|---|',
+  ]
+  for r in rows:
+    lines.append(
+        f'| {r["environment"]} | {r["workers"]} | {r["median_s"]:.2f} | '
+        f'{r["min_s"]:.2f}-{r["max_s"]:.2f} | {r["ratio_to_1"]:.2f}x | '
+        f'{r["mb_sent_per_round"]:.2f} | {r["mb_received_per_round"]:.2f} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  tf.keras.utils.set_random_seed(SEED)
+  execution.drop_import_time_default_context()
+  centralized = data_sources.load_centralized('fashion_mnist', _DATA_DIR.value)
+  counts = [int(n) for n in _WORKERS.value]
+  rows = []
+  with execution.worker_pool_context(num_local_workers=max(counts)) as pool:
+    for spec in _ENVIRONMENTS.value:
+      rows.extend(_measure(spec, centralized, pool.workers))
+  meta = dict(algorithm=_ALGORITHM.value, cpus=os.cpu_count(),
+              machine=platform.processor() or platform.machine(),
+              rounds=_ROUNDS.value, warmup_rounds=_WARMUP_ROUNDS.value,
+              args=' '.join(f'--{f}={flags.FLAGS[f].serialize().split("=", 1)[1]}'
+                            for f in ('workers', 'environments', 'rounds',
+                                      'warmup_rounds', 'algorithm')))
+  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
+  with open(_OUTPUT.value + '.json', 'w') as f:
+    json.dump(dict(meta=meta, rows=rows), f, indent=2)
+  with open(_OUTPUT.value + '.md', 'w') as f:
+    f.write(_markdown(rows, meta))
+  print(_markdown(rows, meta))
+
+
+if __name__ == '__main__':
+  app.run(main)

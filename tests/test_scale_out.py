@@ -1,0 +1,199 @@
+"""Issue 12: one run across several TFF workers (TFF's mergeable-comp runtime).
+
+Every process this package builds runs on 1, 2 and 3 local workers with the
+same clients and must end with the same weights (to 1e-6: only the order of
+the partial aggregates' float sums differs). With one worker the C++
+runtime never calls an aggregator's `merge`; with two or three it does, so
+this also tests every aggregation factory of the package (majority vote and
+mean of masks, message pruning, both quantizers).
+"""
+
+import collections
+import os
+import time
+
+from absl.testing import parameterized
+import numpy as np
+import psutil
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tff_sparsify import algorithms
+from tff_sparsify import config as config_lib
+from tff_sparsify import execution
+
+ROUNDS = 2
+NUM_CLIENTS = 5
+
+# name -> TrainConfig fields beyond the common ones.
+CASES = collections.OrderedDict(
+    fedavg=dict(algorithm='fedavg'),
+    mfl=dict(algorithm='fedavg_momentum'),
+    fedprox=dict(algorithm='fedprox', proximal_strength=0.5),
+    global_=dict(algorithm='fedsparsify_global'),
+    local_vote=dict(algorithm='fedsparsify_local', mask_aggregation='majority_vote'),
+    local_mean=dict(algorithm='fedsparsify_local', mask_aggregation='mean'),
+    random=dict(algorithm='random_pruning'),
+    oneshot=dict(algorithm='oneshot_pruning', sparsify_start_round=1),
+    message_pruning=dict(algorithm='fedavg', client_message_prune_rate=0.5,
+                         server_message_prune_rate=0.3),
+    # Stochastic rounding: TFF's is unseeded (two runs on one worker differ),
+    # so 16 bits keep its noise under the tolerance; this package's is seeded
+    # by the bits of each client's update, so from round 2 the last-bit
+    # differences of round 1's merge pick other roundings: one round.
+    quantize_tff=dict(algorithm='fedavg', quantize_bits=16, quantize_threshold=1000,
+                      rounds=1, atol=1e-5),
+    quantize_sparse=dict(algorithm='fedsparsify_global', quantize_bits=8,
+                         quantizer='sparse', quantize_threshold=1000, rounds=1),
+)
+
+
+def _client_data(round_num):
+  rng = np.random.default_rng(round_num)
+  return [
+      tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+          x=rng.random((8, 28, 28), dtype=np.float32),
+          y=rng.integers(0, 10, 8).astype(np.int32),
+      )).batch(4)
+      for _ in range(NUM_CLIENTS)
+  ]
+
+
+def _config(**kwargs):
+  fields = dict(total_rounds=ROUNDS, num_clients=NUM_CLIENTS,
+                clients_per_round=NUM_CLIENTS, final_sparsity=0.8,
+                sparsify_start_round=0, client_learning_rate=0.1, seed=3)
+  fields.update(kwargs)
+  return config_lib.TrainConfig(**fields)
+
+
+def _run(process, context, rounds=ROUNDS):
+  with tff.framework.get_context_stack().install(context):
+    state = process.initialize()
+    for round_num in range(rounds):
+      state = process.next(state, _client_data(round_num)).state
+    return process.get_model_weights(state).trainable
+
+
+class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls._stack = cls.enterClassContext(
+        execution.worker_pool_context(num_local_workers=3))
+    cls.workers = cls._stack.workers
+
+  def _pool(self, n):
+    pool = execution.WorkerPoolContext(self.workers[:n])
+    self.addCleanup(pool.close)
+    return pool
+
+  @parameterized.named_parameters(*CASES.items())
+  def test_two_and_three_workers_equal_one(self, fields):
+    fields = dict(fields)
+    rounds = fields.pop('rounds', ROUNDS)
+    atol = fields.pop('atol', 1e-6)
+    process, _ = algorithms.build_from_config(_config(**fields))
+    one = _run(process, self._pool(1), rounds)
+    for n in (2, 3):
+      many = _run(process, self._pool(n), rounds)
+      for a, b in zip(one, many):
+        self.assertAllClose(a, b, atol=atol, rtol=0, msg=f'{n} workers')
+      if fields.get('algorithm', '').startswith(('fedsparsify', 'random', 'oneshot')):
+        self.assertEqual(sum(int(np.sum(w == 0)) for w in one),
+                         sum(int(np.sum(w == 0)) for w in many))
+
+  def test_same_workers_twice_is_bitwise_equal(self):
+    process, _ = algorithms.build_from_config(
+        _config(algorithm='fedsparsify_local', mask_aggregation='mean'))
+    pool = self._pool(3)
+    first = _run(process, pool)
+    second = _run(process, pool)
+    for a, b in zip(first, second):
+      np.testing.assert_array_equal(a, b)
+
+  def test_shards_run_at_the_same_time(self):
+    """Each worker's calls run in their own thread: the shards overlap in time."""
+    spans = collections.defaultdict(list)
+    pool = self._pool(3)
+    for i, ctx in enumerate(pool._contexts):  # pylint: disable=protected-access
+      inner = ctx._worker.context  # pylint: disable=protected-access
+
+      class Timed:
+
+        def __init__(self, inner, i):
+          self._inner, self._i = inner, i
+
+        def invoke(self, comp, arg):
+          start = time.monotonic()
+          result = self._inner.invoke(comp, arg)
+          spans[self._i].append((start, time.monotonic()))
+          return result
+
+      ctx._worker = type('W', (), {'context': Timed(inner, i)})()  # pylint: disable=protected-access
+    process, _ = algorithms.build_from_config(_config(algorithm='fedavg'))
+    with tff.framework.get_context_stack().install(pool):
+      state = process.initialize()
+      spans.clear()
+      process.next(state, _client_data(0))
+    # The first call of each worker is its shard of the round (up to merge).
+    shard_spans = [spans[i][0] for i in range(3)]
+    latest_start = max(s for s, _ in shard_spans)
+    earliest_end = min(e for _, e in shard_spans)
+    self.assertLess(latest_start, earliest_end, shard_spans)
+
+  def test_bytes_between_coordinator_and_workers_are_counted(self):
+    pool = self._pool(2)
+    before = pool.bytes_sent, pool.bytes_received
+    process, _ = algorithms.build_from_config(_config(algorithm='fedavg'))
+    _run(process, pool)
+    sent = pool.bytes_sent - before[0]
+    received = pool.bytes_received - before[1]
+    # At least the model (101,770 float32) out to each worker every round.
+    num_params = 101_770  # The FashionMNIST FC model.
+    self.assertGreater(sent, 2 * ROUNDS * 4 * num_params)
+    self.assertGreater(received, ROUNDS * 4 * num_params)
+
+  def test_dependent_aggregations_are_one_line(self):
+
+    @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+    def twice(values):
+      total = tff.federated_sum(values)
+      return tff.federated_sum(tff.federated_map(
+          tff.tensorflow.computation(lambda x, t: x * t),
+          (values, tff.federated_broadcast(total))))
+
+    with tff.framework.get_context_stack().install(self._pool(2)):
+      with self.assertRaisesRegex(execution.AggregationSplitError,
+                                  'cannot split across workers; run it on one worker'):
+        twice([1.0, 2.0])
+
+
+class LocalWorkerIsolationTest(tf.test.TestCase):
+
+  def test_worker_listens_only_in_its_own_namespace(self):
+    with execution.worker_pool_context(num_local_workers=2) as pool:
+      own_ns = os.readlink('/proc/self/ns/net')
+      for w in pool.workers:
+        launcher = psutil.Process(w.process.pid)
+        binaries = [c for c in launcher.children() if c.name() == 'worker_binary']
+        self.assertLen(binaries, 1)
+        self.assertNotEqual(os.readlink(f'/proc/{binaries[0].pid}/ns/net'), own_ns)
+        socket_path = w.channel and pool.workers[0]._socket  # pylint: disable=protected-access
+        self.assertEqual(os.stat(socket_path).st_mode & 0o777, 0o600)
+        self.assertEqual(os.stat(os.path.dirname(socket_path)).st_mode & 0o777, 0o700)
+      # Nothing of ours listens on TCP in this namespace.
+      listening = [c for c in psutil.net_connections('tcp')
+                   if c.status == psutil.CONN_LISTEN and c.pid in
+                   {p.pid for w in pool.workers
+                    for p in [psutil.Process(w.process.pid)]
+                    + psutil.Process(w.process.pid).children()}]
+      self.assertEmpty(listening)
+      launchers = [w.process for w in pool.workers]
+    for p in launchers:
+      self.assertIsNotNone(p.poll())
+
+
+if __name__ == '__main__':
+  tf.test.main()

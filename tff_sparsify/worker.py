@@ -1,0 +1,360 @@
+"""A TFF worker that only its owner can reach.
+
+TFF's `worker_binary` serves on `[::]:PORT` (every interface), with no TLS and
+no authentication, and runs any TensorFlow graph sent to it, file reads and
+writes included. `serve` puts it where only the intended client reaches it:
+
+1. The listening socket is made first, in the host's network namespace: a
+   Unix socket in an owner-only (0700) directory, file mode 0600, for a local
+   worker; or a TCP port that speaks only mutual TLS (client certificate
+   signed by the given CA required, ALPN h2 as gRPC needs) for a remote one.
+2. The process then moves into a network namespace of its own
+   (`unshare(CLONE_NEWNET)`, or with a user namespace where the user is not
+   root), whose only interface is its loopback, and starts `worker_binary`
+   there. Nothing outside the namespace can open a connection to it.
+3. Connections accepted on the socket of step 1 are relayed, byte for byte,
+   to the worker on the namespace's loopback.
+
+The worker dies with this process (`PR_SET_PDEATHSIG`), and this process with
+its parent when `parent_pid` is given. Python, not TF: this module imports no
+TensorFlow and is run as `python -m tff_sparsify.worker` or the console script
+`tff-sparsify-worker` (see `binaries/worker.py`).
+"""
+
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import os
+import signal
+import socket
+import ssl
+import stat
+import struct
+import subprocess
+import sys
+import time
+from typing import Optional
+
+_PR_SET_PDEATHSIG = 1
+_CLONE_NEWNET = 0x40000000
+_CLONE_NEWUSER = 0x10000000
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_INNER_PORT = 10000  # Private to the namespace: no other process can hold it.
+_RELAY_CHUNK = 1 << 20
+READY_LINE = 'tff-sparsify-worker ready'
+CA_FILE, SERVER_CERT, SERVER_KEY = 'ca.pem', 'worker.pem', 'worker.key'
+CLIENT_CERT, CLIENT_KEY = 'coordinator.pem', 'coordinator.key'
+
+
+class IsolationError(OSError):
+  """No private network namespace can be made on this platform."""
+
+
+def worker_binary_path() -> str:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.find_spec('tensorflow_federated')
+  if spec is None or not spec.submodule_search_locations:
+    raise RuntimeError('tensorflow_federated is not installed')
+  path = os.path.join(list(spec.submodule_search_locations)[0], 'data',
+                      'worker_binary')
+  if not os.path.isfile(path):
+    raise RuntimeError(f'TFF worker binary not found at {path}')
+  return path
+
+
+def _libc():
+  return ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent(parent_pid: Optional[int]):
+  """Gets SIGKILL when the parent exits; exits now if it already has."""
+  _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+  if parent_pid is not None and os.getppid() != parent_pid:
+    os._exit(1)  # pylint: disable=protected-access
+
+
+def _write(path, text):
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def isolate_network():
+  """Moves this (single-threaded) process into a new network namespace.
+
+  Raises:
+    IsolationError: neither a network namespace nor a user + network
+      namespace could be made (no privileges, or disabled by the kernel).
+  """
+  libc = _libc()
+  if libc.unshare(_CLONE_NEWNET) != 0:
+    first = ctypes.get_errno()
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+      raise IsolationError(
+          ctypes.get_errno(),
+          'cannot make a private network namespace '
+          f'(unshare: {os.strerror(first)}; with a user namespace: '
+          f'{os.strerror(ctypes.get_errno())})')
+    _write('/proc/self/setgroups', 'deny')
+    _write('/proc/self/uid_map', f'0 {uid} 1')
+    _write('/proc/self/gid_map', f'0 {gid} 1')
+  with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    ifreq = struct.pack('16sH22x', b'lo', 0)
+    flags = struct.unpack('16sH22x', fcntl.ioctl(s, _SIOCGIFFLAGS, ifreq))[1]
+    fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack('16sH22x', b'lo', flags | _IFF_UP))
+
+
+def unix_listener(path: str) -> socket.socket:
+  """A Unix socket at `path` that only this user can connect to."""
+  directory = os.path.dirname(os.path.abspath(path))
+  mode = os.stat(directory).st_mode
+  if mode & (stat.S_IRWXG | stat.S_IRWXO) and not mode & stat.S_ISVTX:
+    raise PermissionError(
+        f'{directory} is open to other users (mode {stat.S_IMODE(mode):o}); '
+        'the worker socket needs an owner-only directory')
+  sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+  old_umask = os.umask(0o177)
+  try:
+    sock.bind(path)
+  finally:
+    os.umask(old_umask)
+  os.chmod(path, 0o600)
+  return sock
+
+
+def tcp_listener(host: str, port: int) -> socket.socket:
+  family = socket.AF_INET6 if ':' in host else socket.AF_INET
+  sock = socket.socket(family, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  sock.bind((host, port))
+  return sock
+
+
+def server_tls_context(credentials_dir: str) -> ssl.SSLContext:
+  """Mutual TLS: this worker's certificate, client certificates from the CA."""
+  context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+  context.minimum_version = ssl.TLSVersion.TLSv1_2
+  context.load_cert_chain(os.path.join(credentials_dir, SERVER_CERT),
+                          os.path.join(credentials_dir, SERVER_KEY))
+  context.load_verify_locations(os.path.join(credentials_dir, CA_FILE))
+  context.verify_mode = ssl.CERT_REQUIRED
+  context.set_alpn_protocols(['h2'])  # gRPC clients require it.
+  return context
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+  try:
+    while True:
+      data = await reader.read(_RELAY_CHUNK)
+      if not data:
+        break
+      writer.write(data)
+      await writer.drain()
+  except (ConnectionError, ssl.SSLError, OSError):
+    pass
+  finally:
+    with contextlib.suppress(Exception):
+      writer.close()
+
+
+async def _relay(worker_port, reader, writer):
+  try:
+    up_reader, up_writer = await asyncio.open_connection('127.0.0.1', worker_port)
+  except OSError:
+    writer.close()
+    return
+  await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, timeout: float):
+  deadline = time.monotonic() + timeout
+  while True:
+    if process.poll() is not None:
+      raise RuntimeError(f'worker_binary exited with code {process.returncode} '
+                         'at start')
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+      if s.connect_ex(('127.0.0.1', port)) == 0:
+        return
+    if time.monotonic() > deadline:
+      raise RuntimeError(f'worker_binary not listening after {timeout:g} s')
+    time.sleep(0.05)
+
+
+def _start_worker_binary(port: int, log_path: Optional[str],
+                         max_concurrent_computation_calls: int):
+  """Starts worker_binary bound to this process (no threads exist yet)."""
+  out = open(log_path, 'ab') if log_path else subprocess.DEVNULL  # pylint: disable=consider-using-with
+  try:
+    return subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
+        [worker_binary_path(), f'--port={port}',
+         f'--max_concurrent_computation_calls={max_concurrent_computation_calls}'],
+        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: die_with_parent(None),
+    )
+  finally:
+    if log_path:
+      out.close()
+
+
+def serve(listener: socket.socket, *, isolate: bool = True,
+          tls: Optional[ssl.SSLContext] = None, log_path: Optional[str] = None,
+          max_concurrent_computation_calls: int = -1,
+          start_timeout: float = 60.0, ready_fd=None) -> int:
+  """Runs a worker behind `listener` until a signal or the worker's exit.
+
+  Must be called before this process starts any thread (`unshare` of a
+  network namespace needs a single-threaded process). Returns the exit code:
+  0 after SIGINT/SIGTERM, the worker's own code (or 128 + signal) if it died.
+  """
+  if isolate:
+    isolate_network()
+    port = _INNER_PORT
+  else:
+    with socket.socket() as s:
+      s.bind(('127.0.0.1', 0))
+      port = s.getsockname()[1]
+  process = _start_worker_binary(port, log_path,
+                                 max_concurrent_computation_calls)
+  try:
+    _wait_for_port(port, process, start_timeout)
+    return asyncio.run(_serve_async(listener, port, process, tls, ready_fd))
+  finally:
+    if process.poll() is None:
+      process.terminate()  # worker_binary ignores SIGINT (measured: > 5 s).
+      process.send_signal(signal.SIGCONT)  # A stopped worker gets SIGTERM now.
+      try:
+        process.wait(10)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def _serve_async(listener, port, process, tls, ready_fd) -> int:
+  loop = asyncio.get_running_loop()
+  stop = loop.create_future()
+  for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    loop.add_signal_handler(
+        signum, lambda s=signum: stop.done() or stop.set_result(0))
+  server = await asyncio.start_server(
+      lambda r, w: _relay(port, r, w), sock=listener, ssl=tls,
+      ssl_handshake_timeout=10 if tls else None)
+  if ready_fd is not None:
+    print(READY_LINE, file=ready_fd, flush=True)
+
+  async def watch_worker():
+    while process.poll() is None:
+      await asyncio.sleep(0.1)
+    code = process.returncode
+    if not stop.done():
+      stop.set_result(code if code >= 0 else 128 - code)
+
+  watcher = asyncio.ensure_future(watch_worker())
+  try:
+    return await stop
+  finally:
+    watcher.cancel()
+    server.close()
+
+
+def make_credentials(directory: str, hosts: list[str], days: int = 365):
+  """Writes a CA, a worker certificate for `hosts` and a coordinator certificate.
+
+  The worker gets `ca.pem`, `worker.pem`, `worker.key`; the coordinator
+  `ca.pem`, `coordinator.pem`, `coordinator.key`. Keys are written 0600; the
+  CA's private key is not kept (make new credentials to add a host).
+  """
+  import datetime  # pylint: disable=g-import-not-at-top
+  import ipaddress  # pylint: disable=g-import-not-at-top
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives import hashes  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives import serialization  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=g-import-not-at-top
+  from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # pylint: disable=g-import-not-at-top
+
+  now = datetime.datetime.now(datetime.timezone.utc)
+
+  def name(common_name):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+  def builder(subject, issuer, key):
+    return (x509.CertificateBuilder().subject_name(name(subject))
+            .issuer_name(name(issuer)).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days)))
+
+  ca_key = ec.generate_private_key(ec.SECP256R1())
+  ca = (builder('tff-sparsify CA', 'tff-sparsify CA', ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .sign(ca_key, hashes.SHA256()))
+  sans = []
+  for host in hosts:
+    try:
+      sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+      sans.append(x509.DNSName(host))
+  os.makedirs(directory, mode=0o700, exist_ok=True)
+
+  def write(filename, data, mode=0o644):
+    path = os.path.join(directory, filename)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.chmod(path, mode)
+
+  write(CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
+  for cert_file, key_file, subject, usage, extra in (
+      (SERVER_CERT, SERVER_KEY, 'tff-sparsify worker',
+       ExtendedKeyUsageOID.SERVER_AUTH, sans),
+      (CLIENT_CERT, CLIENT_KEY, 'tff-sparsify coordinator',
+       ExtendedKeyUsageOID.CLIENT_AUTH, None)):
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = builder(subject, 'tff-sparsify CA', key).add_extension(
+        x509.ExtendedKeyUsage([usage]), False)
+    if extra:
+      cert = cert.add_extension(x509.SubjectAlternativeName(extra), False)
+    cert = cert.sign(ca_key, hashes.SHA256())
+    write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    write(key_file, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()), 0o600)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+  """Internal entry for a coordinator's own local worker (Unix socket only)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog='tff_sparsify.worker')
+  parser.add_argument('--unix_socket', required=True)
+  parser.add_argument('--parent_pid', type=int)
+  parser.add_argument('--log_file')
+  parser.add_argument('--no_isolation', action='store_true')
+  parser.add_argument('--max_concurrent_computation_calls', type=int, default=-1)
+  args = parser.parse_args(argv)
+  die_with_parent(args.parent_pid)
+  try:
+    listener = unix_listener(args.unix_socket)
+  except OSError as e:
+    print(f'tff_sparsify.worker: error: --unix_socket={args.unix_socket}: {e}',
+          file=sys.stderr)
+    return 2
+  try:
+    return serve(listener, isolate=not args.no_isolation,
+                 log_path=args.log_file, ready_fd=sys.stdout,
+                 max_concurrent_computation_calls=(
+                     args.max_concurrent_computation_calls))
+  except IsolationError as e:
+    print(f'tff_sparsify.worker: error: {e.strerror}', file=sys.stderr)
+    return 3
+  except RuntimeError as e:
+    print(f'tff_sparsify.worker: error: {e}', file=sys.stderr)
+    return 1
+  finally:
+    with contextlib.suppress(OSError):
+      os.unlink(args.unix_socket)
+
+
+if __name__ == '__main__':
+  sys.exit(main())
