@@ -1,11 +1,13 @@
 """Fault injection on real processes (issue 16): kills, damaged checkpoints, a full disk.
 
-One experiment is driven through a chain of faults, each followed by the same
-command again, the way a user resumes:
-- SIGKILL at 5 moments drawn with a seeded RNG after the run's worker is up
-  (inside a round or an evaluation, wherever they land), one of them aimed at
-  a checkpoint write (killed as soon as TFF's temporary checkpoint directory
-  appears);
+One experiment, on 2 local TFF workers, is driven through a chain of faults,
+each followed by the same command again, the way a user resumes:
+- SIGKILL of the coordinator at 4 moments: 2 drawn with a seeded RNG after a
+  new checkpoint (inside a round or an evaluation, wherever they land), one
+  aimed at a checkpoint write (killed as soon as TFF's temporary checkpoint
+  directory appears), one after a local worker was SIGKILLed mid-run,
+  restarted by the run, and the run went on (issue 12); no worker may
+  outlive a killed coordinator;
 - the newest checkpoint truncated at a random byte, and later another one
   with one flipped byte: the run must report it, set it aside and resume from
   the one before;
@@ -41,7 +43,7 @@ def _argv(data_dir, out):
           '--num_clients=4', '--clients_per_round=3', '--client_epochs_per_round=1',
           '--client_batch_size=16', '--client_learning_rate=0.05', '--seed=7',
           '--progress=false', f'--total_rounds={ROUNDS}', '--algorithm=fedsparsify_local',
-          '--final_sparsity=0.8']
+          '--final_sparsity=0.8', '--num_local_workers=2']
 
 
 def _weights(out):
@@ -76,6 +78,11 @@ def _has_worker(proc):
     return False
 
 
+def _worker_binaries(proc):
+  return [c for c in psutil.Process(proc.pid).children(recursive=True)
+          if c.name() == 'worker_binary']
+
+
 def _kill(proc):
   proc.kill()
   proc.communicate(timeout=60)
@@ -98,7 +105,7 @@ class FaultInjectionTest(tf.test.TestCase):
                      + done.stderr.decode())
     self.addCleanup(subprocess.run, ['umount', '-l', path], check=False)
 
-  @pytest.mark.timeout(900)  # Ten processes of ~25 s each on 2 cores.
+  @pytest.mark.timeout(900)  # Nine processes of ~25 s each on 2 cores.
   def test_kills_damage_and_full_disk_then_resume_exactly(self):
     # The uninterrupted run goes on beside the chain (TF's start-up is mostly
     # one core); it is collected at the end.
@@ -125,6 +132,25 @@ class FaultInjectionTest(tf.test.TestCase):
       _kill(proc)
       log.append(('sigkill', f'{delay:.2f} s after a new checkpoint, latest checkpoint '
                   f'{before[-1]}' + (', in a checkpoint write' if in_write else '')))
+
+    def kill_a_worker_then_the_coordinator():
+      # A local worker SIGKILLed mid-run is restarted and its round run again
+      # (issue 12); then the coordinator is SIGKILLed: no worker outlives it.
+      proc = fixtures.start_binary('train', argv)
+      start = (_versions(ckpt) or [-1])[-1]
+      _wait(lambda: (_versions(ckpt) or [-1])[-1] > start, proc, 240, 'a new checkpoint')
+      workers = _worker_binaries(proc)
+      self.assertLen(workers, 2)
+      workers[rng.randrange(2)].kill()
+      log.append(('worker sigkill', f'after checkpoint {_versions(ckpt)[-1]}'))
+      after = _versions(ckpt)[-1]
+      _wait(lambda: _versions(ckpt)[-1] > after, proc, 240, 'a checkpoint after the restart')
+      everything = psutil.Process(proc.pid).children(recursive=True)
+      self.assertLen(_worker_binaries(proc), 2)
+      _kill(proc)
+      _, alive = psutil.wait_procs(everything, timeout=10)
+      self.assertEmpty(alive, f'outlived the coordinator: {alive}')
+      log.append(('sigkill', f'coordinator, latest checkpoint {_versions(ckpt)[-1]}'))
 
     def kill_in_checkpoint_write():
       proc = fixtures.start_binary('train', argv)
@@ -175,13 +201,12 @@ class FaultInjectionTest(tf.test.TestCase):
       log.append(('full disk', lines[0][:160]))
 
     kill_at_random_moment()
-    kill_at_random_moment()
+    kill_a_worker_then_the_coordinator()
     damage_newest('truncate')
     kill_in_checkpoint_write()
     full_disk()
     kill_at_random_moment()
     damage_newest('flip')
-    kill_at_random_moment()
 
     code, _, err = fixtures.run_binary_process('train', argv)
     self.assertEqual(code, 0, err[-2000:])

@@ -136,6 +136,21 @@ class TrainBadFlagsTest(_BinaryCase):
       ('aggregation', dict(mask_aggregation='median'), r'flag --mask_aggregation=median: value should be one of'),
       ('unknown_flag', dict(no_such_flag=1), r"Unknown command line flag 'no_such_flag'"),
       ('data_dir_missing', dict(data_dir='/nonexistent/fmnist'), r"--data_dir='/nonexistent/fmnist': is not a directory"),
+      # Workers (issue 12).
+      ('local_workers_zero', dict(num_local_workers=0), r'--num_local_workers=0: must be in \[1, 64\]'),
+      ('local_workers_many', dict(num_local_workers=65), r'--num_local_workers=65: must be in \[1, 64\]'),
+      ('worker_timeout', dict(worker_timeout_seconds=0), r'--worker_timeout_seconds=0.0: must be positive'),
+      ('worker_timeout_nan', dict(worker_timeout_seconds='nan'), r'--worker_timeout_seconds=nan: must be positive'),
+      ('restarts', dict(max_worker_restarts=-1), r'flag --max_worker_restarts=-1: -1 is not a non-negative integer'),
+      ('workers_no_port', dict(workers='hostonly'), r"--workers=\['hostonly'\]: 'hostonly' is not HOST:PORT"),
+      ('workers_bad_port', dict(workers='h:70000'), r"'h:70000' is not HOST:PORT with a port in \[1, 65535\]"),
+      ('workers_twice', dict(workers='h:1,h:1'), r'--workers=.*: lists a worker twice'),
+      ('workers_and_local', dict(workers='h:1', num_local_workers=2),
+       r'--num_local_workers=2: must be 1 \(the default\) with --workers'),
+      ('workers_no_credentials', dict(workers='h:1'),
+       r'--worker_credentials=None: must be set with --workers: remote workers are reached only over mutual TLS'),
+      ('credentials_missing', dict(workers='h:1', worker_credentials='/nonexistent'),
+       r"--worker_credentials='/nonexistent': is not a directory"),
   )
   def test_bad_flag(self, overrides, regex):
     self.assert_one_line_error('train', self._argv(**overrides), regex)
@@ -346,6 +361,31 @@ class ExportBadInputTest(_BinaryCase):
       self.assertLen(err.strip().splitlines(), 1, err)
       self.assertRegex(err, f"^export.py: error: --run_dir='{path}': cannot read the Keras model")
     self.assertEqual(fixtures.tree_snapshot(self.out), self.before)
+
+
+class TrainWorkerCredentialsTest(_BinaryCase):
+
+  def test_credentials_without_the_coordinator_files(self):
+    argv = _flags(**dict(_TINY, data_dir=self.data_dir, root_output_dir=self.out,
+                         experiment_name='other', workers='h:1',
+                         worker_credentials=self.out))
+    self.assert_one_line_error('train', argv, r'--worker_credentials=.*: has no ca.pem')
+
+
+class WorkerBadInputTest(_BinaryCase):
+
+  def test_bad_flags(self):
+    for argv, regex in (
+        ([], r'--port=None: must be set'),
+        (['--port=0'], r'flag --port=0: 0 is not an integer in the range \[1, 65535\]'),
+        (['--port=8000'], r'--credentials=None: must be set: a worker is served only over mutual TLS'),
+        (['--port=8000', f'--credentials={self.out}'], r'--credentials=.*: has no ca.pem'),
+        ([f'--make_credentials={self.out}/c'], r'--hosts=\[\]: must name the worker hosts'),
+        (['--port=8000', '--host=nowhere.invalid', '--credentials=x'], r'--credentials=.x.: has no ca.pem'),
+        (['extra', '--port=1'], r'unexpected arguments: extra'),
+    ):
+      with self.subTest(argv=argv):
+        self.assert_one_line_error('worker', argv, regex)
 
 
 class BenchmarkBadInputTest(_BinaryCase):

@@ -32,11 +32,12 @@ CASES = collections.OrderedDict(
     fedprox=dict(algorithm='fedprox', proximal_strength=0.5),
     global_=dict(algorithm='fedsparsify_global'),
     local_vote=dict(algorithm='fedsparsify_local', mask_aggregation='majority_vote'),
-    local_mean=dict(algorithm='fedsparsify_local', mask_aggregation='mean'),
-    random=dict(algorithm='random_pruning'),
-    oneshot=dict(algorithm='oneshot_pruning', sparsify_start_round=1),
+    local_mean=dict(algorithm='fedsparsify_local', mask_aggregation='mean',
+                    twice=True),
+    random=dict(algorithm='random_pruning', rounds=1),
+    oneshot=dict(algorithm='oneshot_pruning', rounds=1),
     message_pruning=dict(algorithm='fedavg', client_message_prune_rate=0.5,
-                         server_message_prune_rate=0.3),
+                         server_message_prune_rate=0.3, rounds=1),
     # Stochastic rounding: TFF's is unseeded (two runs on one worker differ),
     # so 16 bits keep its noise under the tolerance; this package's is seeded
     # by the bits of each client's update, so from round 2 the last-bit
@@ -94,24 +95,34 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
     fields = dict(fields)
     rounds = fields.pop('rounds', ROUNDS)
     atol = fields.pop('atol', 1e-6)
+    twice = fields.pop('twice', False)
     process, _ = algorithms.build_from_config(_config(**fields))
     one = _run(process, self._pool(1), rounds)
     for n in (2, 3):
-      many = _run(process, self._pool(n), rounds)
+      pool = self._pool(n)
+      many = _run(process, pool, rounds)
       for a, b in zip(one, many):
         self.assertAllClose(a, b, atol=atol, rtol=0, msg=f'{n} workers')
       if fields.get('algorithm', '').startswith(('fedsparsify', 'random', 'oneshot')):
         self.assertEqual(sum(int(np.sum(w == 0)) for w in one),
                          sum(int(np.sum(w == 0)) for w in many))
+    if twice:  # The same workers again: bit for bit (merges in shard order).
+      again = _run(process, pool, rounds)
+      for a, b in zip(many, again):
+        np.testing.assert_array_equal(a, b)
 
-  def test_same_workers_twice_is_bitwise_equal(self):
+  def test_tff_quantizer_differs_between_two_runs_on_one_worker(self):
+    """Why TFF's quantizer is compared at 16 bits: its rounding is unseeded.
+
+    Measured: at 8 bits two one-worker runs of one round differ in 86% of
+    the weights, by up to 4.4e-4; no number of workers can match that to 1e-6.
+    """
     process, _ = algorithms.build_from_config(
-        _config(algorithm='fedsparsify_local', mask_aggregation='mean'))
-    pool = self._pool(3)
-    first = _run(process, pool)
-    second = _run(process, pool)
-    for a, b in zip(first, second):
-      np.testing.assert_array_equal(a, b)
+        _config(algorithm='fedavg', quantize_bits=8, quantize_threshold=1000))
+    pool = self._pool(1)
+    first, second = _run(process, pool, 1), _run(process, pool, 1)
+    differing = sum(int(np.sum(a != b)) for a, b in zip(first, second))
+    self.assertGreater(differing / sum(a.size for a in first), 0.1)
 
   def test_shards_run_at_the_same_time(self):
     """Each worker's calls run in their own thread: the shards overlap in time."""

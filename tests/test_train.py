@@ -185,19 +185,25 @@ class TrainProcessTest(tf.test.TestCase):
     cls.data_dir = fixtures.write_fashion_mnist_like(
         os.path.join(tf.compat.v1.test.get_temp_dir(), 'fmnist_proc'))
 
-  def _argv(self, out):
+  def _argv(self, out, **overrides):
     # FedSparsify-Local: its state (masks, both round counters) must resume.
     return _argv(self.data_dir, out, total_rounds=self.ROUNDS,
-                 algorithm='fedsparsify_local', final_sparsity=0.8)
+                 algorithm='fedsparsify_local', final_sparsity=0.8, **overrides)
 
   def test_sigterm_and_sigint_leave_no_worker(self):
-    for signum, code in ((signal.SIGTERM, 128 + signal.SIGTERM),
-                         (signal.SIGINT, flag_utils.INTERRUPTED_EXIT_CODE)):
+    # Both runs at once (TF's start-up is mostly one core).
+    runs = []
+    for signum, code, num_workers in (
+        (signal.SIGTERM, 128 + signal.SIGTERM, 1),
+        (signal.SIGINT, flag_utils.INTERRUPTED_EXIT_CODE, 2)):
       out = self.create_tempdir().full_path
-      proc = _start(self._argv(out))
+      runs.append((signum, code, num_workers, out,
+                   _start(self._argv(out, num_local_workers=num_workers))))
+    for signum, code, num_workers, out, proc in runs:
       workers = _worker_pids(
           proc.pid, checkpoint_dir=os.path.join(out, 'checkpoints', 'exp'),
           version=1)
+      self.assertLen(workers, num_workers)
       proc.send_signal(signum)
       _, stderr = proc.communicate(timeout=120)
       self.assertEqual(proc.returncode, code, stderr.decode()[-2000:])

@@ -364,30 +364,36 @@ class Worker:
       args.append(f'--log_file={self._log_path}')
     if not self._isolate:
       args.append('--no_isolation')
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, start_new_session=True, text=True)
+    # Its stderr to a file, not a pipe no one reads during the run.
+    errors = os.path.join(self._local_dir, f'{self.address}.err')
+    with open(errors, 'w') as err:
+      process = subprocess.Popen(
+          args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+          start_new_session=True, text=True)
     _live_workers.add(process)
     self.process = process
-    ready = threading.Event()
+    ready = []
 
-    def read_ready():
-      if process.stdout.readline().strip() == worker_lib.READY_LINE:
-        ready.set()
+    def read_ready():  # Returns at the ready line, or at EOF if it exits.
+      ready.append(process.stdout.readline().strip() == worker_lib.READY_LINE)
 
     reader = threading.Thread(target=read_ready, daemon=True)
     reader.start()
-    if not ready.wait(self._start_timeout):
+    reader.join(self._start_timeout)
+    if not (ready and ready[0]):
       _stop(process)
-      message = (process.stderr.read() or '').strip().splitlines()
+      with open(errors) as err:
+        lines = err.read().strip().splitlines()
+      # The launcher's one line, less its `tff_sparsify.worker: error: `.
+      detail = lines[-1].split('error: ', 1)[-1] if lines else (
+          f'exit code {process.returncode}')
       if process.returncode == 3:  # No network namespace on this platform.
         raise WorkerStartError(
-            f'{message[-1] if message else "no network namespace"}: a local '
-            'worker cannot be isolated here; pass --allow_unisolated_workers '
-            'to run it anyway (its TCP port then open on this machine)')
+            f'{detail}: a local worker cannot be isolated here; pass '
+            '--allow_unisolated_workers to run it anyway (its TCP port then '
+            'open on this machine)')
       raise WorkerStartError(
-          f'local TFF worker {self.address} did not start: '
-          f'{message[-1] if message else f"exit code {process.returncode}"}')
+          f'local TFF worker {self.address} did not start: {detail}')
 
   def stop(self):
     if self.stub is not None:
