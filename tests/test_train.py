@@ -191,20 +191,30 @@ class TrainProcessTest(tf.test.TestCase):
                  algorithm='fedsparsify_local', final_sparsity=0.8, **overrides)
 
   def test_sigterm_and_sigint_leave_no_worker(self):
-    # Both runs at once (TF's start-up is mostly one core).
-    runs = []
+    # Both runs at once (TF's start-up is mostly one core); each is signalled
+    # as soon as its first checkpoint is written.
+    pending = []
     for signum, code, num_workers in (
         (signal.SIGTERM, 128 + signal.SIGTERM, 1),
         (signal.SIGINT, flag_utils.INTERRUPTED_EXIT_CODE, 2)):
       out = self.create_tempdir().full_path
-      runs.append((signum, code, num_workers, out,
-                   _start(self._argv(out, num_local_workers=num_workers))))
-    for signum, code, num_workers, out, proc in runs:
-      workers = _worker_pids(
-          proc.pid, checkpoint_dir=os.path.join(out, 'checkpoints', 'exp'),
-          version=1)
-      self.assertLen(workers, num_workers)
-      proc.send_signal(signum)
+      pending.append((signum, code, num_workers, out,
+                      _start(self._argv(out, num_local_workers=num_workers))))
+    done = []
+    deadline = time.monotonic() + 180
+    while pending and time.monotonic() < deadline:
+      for run in list(pending):
+        signum, code, num_workers, out, proc = run
+        workers = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)
+                   if c.name() == 'worker_binary']
+        if os.path.isdir(os.path.join(out, 'checkpoints', 'exp', 'program_state_1')) and (
+            len(workers) == num_workers):
+          proc.send_signal(signum)
+          pending.remove(run)
+          done.append((code, proc, workers))
+      time.sleep(0.05)
+    self.assertEmpty(pending, 'a run did not reach its first checkpoint in time')
+    for code, proc, workers in done:
       _, stderr = proc.communicate(timeout=120)
       self.assertEqual(proc.returncode, code, stderr.decode()[-2000:])
       _assert_gone(self, workers)
