@@ -238,7 +238,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
         credentials_dir=execution_config.worker_credentials,
         log_dir=dirs.logdir,
         worker_timeout=execution_config.worker_timeout_seconds,
-        max_restarts=_MAX_WORKER_RESTARTS.value,
+        max_restarts=execution_config.max_worker_restarts,
         allow_unisolated_workers=execution_config.allow_unisolated_workers):
       result = training.run_federated_training(
           process, federated.train,

@@ -285,9 +285,13 @@ class ExecutionConfig:
   workers: tuple[str, ...] = ()
   worker_credentials: Optional[str] = None
   worker_timeout_seconds: float = DEFAULT_WORKER_TIMEOUT_SECONDS
+  max_worker_restarts: int = 3
   allow_unisolated_workers: bool = False
 
   def __post_init__(self):
+    if not _is_int(self.max_worker_restarts) or self.max_worker_restarts < 0:
+      raise ConfigError('max_worker_restarts', self.max_worker_restarts,
+                        'must be >= 0')
     if not _is_int(self.num_local_workers) or not (
         1 <= self.num_local_workers <= MAX_LOCAL_WORKERS):
       raise ConfigError('num_local_workers', self.num_local_workers,
