@@ -35,7 +35,7 @@ class LocalCppExecutionContextTest(tf.test.TestCase):
     self.assertIsNotNone(worker.poll())
 
   def test_no_default_context_outside(self):
-    with self.assertRaisesRegex(Exception, 'context'):
+    with self.assertRaisesRegex(RuntimeError, '^No default context installed'):
       _mean([1.0])
 
   def test_worker_in_its_own_session(self):
