@@ -112,23 +112,6 @@ def _start(argv, **kwargs):
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
-def _worker_pids(pid, timeout=120.0, checkpoint_dir=None, version=None):
-  """Waits for the run's worker (and a checkpoint), returns the worker pids."""
-  deadline = time.monotonic() + timeout
-  while time.monotonic() < deadline:
-    try:
-      workers = [c.pid for c in psutil.Process(pid).children(recursive=True)
-                 if c.name() == 'worker_binary']
-    except psutil.NoSuchProcess:
-      return []
-    ready = checkpoint_dir is None or os.path.isdir(
-        os.path.join(checkpoint_dir, f'program_state_{version}'))
-    if workers and ready:
-      return workers
-    time.sleep(0.05)
-  raise AssertionError('run did not start its worker in time')
-
-
 def _assert_gone(test, pids, timeout=10.0):
   deadline = time.monotonic() + timeout
   while time.monotonic() < deadline:
