@@ -1,32 +1,39 @@
 """Tests for tff_sparsify.schedules (Eq. 1)."""
 
-import math
-
 from absl.testing import parameterized
 import tensorflow as tf
 
 from tff_sparsify import schedules
 
 
-def eq1(t, s_t_final, s_0, t0, total, f, n):
-  return s_t_final + (s_0 - s_t_final) * (1 - (f * math.floor(t / f) - t0) / (total - t0)) ** n
-
-
 class FedSparsifyScheduleTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters(
-      (0.9, 0.0, 1, 200, 1, 3), (0.99, 0.0, 1, 50, 1, 3),
-      (0.95, 0.0, 1, 200, 5, 3), (0.8, 0.2, 10, 100, 2, 2),
-      (0.9, 0.0, 0, 20, 3, 1.5))
-  def test_matches_formula(self, s_final, s_0, t0, total, f, n):
+  def test_linear_when_the_exponent_is_one(self):
+    # n = 1, S_0 = 0, t0 = 1, T = 11, F = 1: s_t = 0.9 (t - 1) / 10.
+    sched = schedules.FedSparsifySchedule(0.9, 11, sparsify_exponent=1.0)
+    for t in range(1, 12):
+      self.assertAlmostEqual(sched.sparsity(t), 0.09 * (t - 1), places=12)
+
+  def test_hand_values_with_start_frequency_and_initial_sparsity(self):
+    # S_T = 0.8, S_0 = 0.2, t0 = 10, T = 100, F = 2, n = 2.
     sched = schedules.FedSparsifySchedule(
-        s_final, total, initial_sparsity=s_0, sparsify_start_round=t0,
-        sparsify_frequency=f, sparsify_exponent=n)
-    for t in range(t0, total + 1):
-      expected = min(max(eq1(t, s_final, s_0, t0, total, f, n), s_0), s_final)
-      self.assertAlmostEqual(sched.sparsity(t), expected, places=12)
-    if total % f == 0:  # Eq. 1 reaches S_T at the last multiple of F.
-      self.assertAlmostEqual(sched.sparsity(total), s_final, places=12)
+        0.8, 100, initial_sparsity=0.2, sparsify_start_round=10,
+        sparsify_frequency=2, sparsify_exponent=2.0)
+    self.assertEqual(sched.sparsity(9), 0.0)  # Before t0.
+    self.assertAlmostEqual(sched.sparsity(10), 0.2, places=12)  # Progress 0: S_0.
+    # t = 55: F floor(t / F) = 54, progress (54 - 10) / 90 = 22/45,
+    # s = 0.8 - 0.6 (23/45)^2 = 0.8 - 0.6 * 529/2025.
+    self.assertAlmostEqual(sched.sparsity(55), 0.8 - 0.6 * 529 / 2025, places=12)
+    self.assertEqual(sched.sparsity(54), sched.sparsity(55))  # Same F-block.
+    self.assertAlmostEqual(sched.sparsity(100), 0.8, places=12)
+    # S_T = 0.9, S_0 = 0, t0 = 0, T = 20, F = 3, n = 1.5; t = 10: 3 floor(10/3)
+    # = 9, progress 9/20, s = 0.9 - 0.9 * 0.55^1.5 = 0.5328982
+    sched = schedules.FedSparsifySchedule(
+        0.9, 20, sparsify_start_round=0, sparsify_frequency=3, sparsify_exponent=1.5)
+    self.assertAlmostEqual(sched.sparsity(10), 0.53289817, places=8)
+    # T = 20 is not a multiple of F = 3: the last pruning round is 18,
+    # progress 18/20, s = 0.9 - 0.9 * 0.1^1.5 = 0.87154...
+    self.assertAlmostEqual(sched.sparsity(20), 0.9 - 0.9 * 0.1 ** 1.5, places=12)
 
   @parameterized.parameters(
       (0.9, 0.0, 1, 20, 1, 3), (0.8, 0.2, 4, 30, 3, 2), (0.5, 0.5, 2, 9, 1, 3))
