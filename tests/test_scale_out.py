@@ -162,11 +162,11 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
     pool = self._pool(2)
     before = pool.bytes_sent, pool.bytes_received
     process, _ = algorithms.build_from_config(_config(algorithm='fedavg'))
-    _run(process, pool)
+    weights = _run(process, pool)
     sent = pool.bytes_sent - before[0]
     received = pool.bytes_received - before[1]
-    # At least the model (101,770 float32) out to each worker every round.
-    num_params = 101_770  # The FashionMNIST FC model.
+    # At least the model (float32) out to each worker every round.
+    num_params = sum(w.size for w in weights)
     self.assertGreater(sent, 2 * ROUNDS * 4 * num_params)
     self.assertGreater(received, ROUNDS * 4 * num_params)
 
@@ -195,7 +195,7 @@ class LocalWorkerIsolationTest(tf.test.TestCase):
         binaries = [c for c in launcher.children() if c.name() == 'worker_binary']
         self.assertLen(binaries, 1)
         self.assertNotEqual(os.readlink(f'/proc/{binaries[0].pid}/ns/net'), own_ns)
-        socket_path = w.channel and pool.workers[0]._socket  # pylint: disable=protected-access
+        socket_path = w._socket  # pylint: disable=protected-access
         self.assertEqual(os.stat(socket_path).st_mode & 0o777, 0o600)
         self.assertEqual(os.stat(os.path.dirname(socket_path)).st_mode & 0o777, 0o700)
       # Nothing of ours listens on TCP in this namespace.

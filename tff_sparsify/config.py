@@ -18,6 +18,7 @@ import os
 from typing import Any, Optional
 
 from tff_sparsify import files
+from tff_sparsify import worker
 
 DATASETS = ('fashion_mnist', 'cifar10')
 PARTITIONS = ('iid', 'non_iid', 'dirichlet')
@@ -321,11 +322,11 @@ class ExecutionConfig:
     if not os.path.isdir(self.worker_credentials):
       raise ConfigError('worker_credentials', self.worker_credentials,
                         'is not a directory')
-    for name in ('ca.pem', 'coordinator.pem', 'coordinator.key'):
-      if not os.path.isfile(os.path.join(self.worker_credentials, name)):
-        raise ConfigError('worker_credentials', self.worker_credentials,
-                          f'has no {name} (made by tff-sparsify-worker '
-                          '--make_credentials)')
+    missing = worker.missing_coordinator_files(self.worker_credentials)
+    if missing:
+      raise ConfigError('worker_credentials', self.worker_credentials,
+                        f'has no {missing[0]} (made by tff-sparsify-worker '
+                        '--make_credentials)')
 
   @property
   def num_workers(self) -> int:

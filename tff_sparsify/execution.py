@@ -77,10 +77,6 @@ _GRPC_CHANNEL_OPTIONS = [
 _live_workers: set[subprocess.Popen] = set()
 
 
-def worker_binary_path() -> str:
-  return worker_lib.worker_binary_path()
-
-
 class WorkerLostError(RuntimeError):
   """A worker died or stopped answering; `str` is one line naming it."""
 
@@ -312,7 +308,6 @@ class Worker:
     self._isolate = isolate
     self._start_timeout = start_timeout
     self.process: Optional[subprocess.Popen] = None
-    self.restarts = 0
     self.channel = None
     self.stub = None
     self.context = None
@@ -408,7 +403,6 @@ class Worker:
 
   def restart(self):
     self.stop()
-    self.restarts += 1
     self.start()
 
 
@@ -464,15 +458,15 @@ async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
   def all_equal(type_spec):
     return not isinstance(type_spec, tff.FederatedType) or type_spec.all_equal
 
-  def after(arg):
-    return arg if arg is None else structure.Struct.unnamed(arg, merged)
+  def after_merge_arg(arg):
+    return merged if arg is None else structure.Struct.unnamed(arg, merged)
 
   if type_analysis.contains_only(comp.after_merge.type_signature.result,
                                  all_equal):
-    return await contexts[0].invoke(
-        comp.after_merge, merged if arg_list[0] is None else after(arg_list[0]))
+    return await contexts[0].invoke(comp.after_merge,
+                                    after_merge_arg(arg_list[0]))
   results = await _gather_all([
-      ctx.invoke(comp.after_merge, merged if arg is None else after(arg))
+      ctx.invoke(comp.after_merge, after_merge_arg(arg))
       for arg, ctx in zip(arg_list, contexts)])
   return mergeable._repackage_partitioned_values(  # pylint: disable=protected-access
       results, result_type_spec=comp.after_merge.type_signature.result)
@@ -562,10 +556,9 @@ def _credentials_ok(directory: Optional[str]):
         f'{worker_lib.CA_FILE}, {worker_lib.CLIENT_CERT} and '
         f'{worker_lib.CLIENT_KEY} (made by tff-sparsify-worker '
         '--make_credentials)')
-  for name in (worker_lib.CA_FILE, worker_lib.CLIENT_CERT,
-               worker_lib.CLIENT_KEY):
-    if not os.path.isfile(os.path.join(directory, name)):
-      raise WorkerStartError(f'{name} not found in {directory}')
+  missing = worker_lib.missing_coordinator_files(directory)
+  if missing:
+    raise WorkerStartError(f'{missing[0]} not found in {directory}')
 
 
 @contextlib.contextmanager

@@ -49,6 +49,12 @@ CA_FILE, SERVER_CERT, SERVER_KEY = 'ca.pem', 'worker.pem', 'worker.key'
 CLIENT_CERT, CLIENT_KEY = 'coordinator.pem', 'coordinator.key'
 
 
+def missing_coordinator_files(directory: str) -> list[str]:
+  """Which of the coordinator's credential files `directory` lacks."""
+  return [name for name in (CA_FILE, CLIENT_CERT, CLIENT_KEY)
+          if not os.path.isfile(os.path.join(directory, name))]
+
+
 class IsolationError(OSError):
   """No private network namespace can be made on this platform."""
 
