@@ -33,6 +33,8 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from tff_sparsify import files  # pylint: disable=g-import-not-at-top
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
 PROTOCOLS = {'short': (50, 1), 'paper': (200, 4)}
@@ -223,8 +225,7 @@ def main(argv):
       f'Settings: {rounds} rounds x {epochs} local epochs; ' + ', '.join(
           f'{k}={v}' for k, v in COMMON_FLAGS.items() if k != 'progress') +
       f'. Machine: {platform.machine()}, {os.cpu_count()} CPUs.', '',
-      '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
-      *['| ' + ' | '.join(str(s[k]) for k in header) + ' |' for s in summaries],
+      *files.markdown_table(header, summaries),
       '', "Paper's Table 2 (200 rounds x 4 epochs): FedAvg 0.7489; Global 0.74 / 0.749 / "
       '0.735 / 0.687 at 0.8 / 0.9 / 0.95 / 0.99.', '',
       'median_round_seconds comes from runs made one after the other on a shared '

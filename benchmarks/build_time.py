@@ -20,16 +20,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _build_twice():
   from google.protobuf.internal import api_implementation  # pylint: disable=g-import-not-at-top
-  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
-  from tff_sparsify import algorithms, execution, fed_sparsify, schedules  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from tff_sparsify.learning import configs, fed_sparsify, models  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
   execution.drop_import_time_default_context()
   times = []
   for _ in range(2):
     start = time.perf_counter()
     fed_sparsify.build_weighted_fed_sparsify(
-        algorithms.build_model_fn('fashion_mnist', prunable=True),
-        tff.learning.optimizers.build_sgdm(0.02),
-        schedule=schedules.FedSparsifySchedule(0.9, 10))
+        models.build_model_fn('fashion_mnist', prunable=True),
+        configs.FedSparsifyConfig(schedule=configs.ScheduleConfig(0.9, 10)))
     times.append(time.perf_counter() - start)
   print(f'protobuf {api_implementation.Type()}: build {times[0]:.2f} s, '
         f'again {times[1]:.2f} s', flush=True)

@@ -39,12 +39,14 @@ from absl import flags
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import algorithms
-from tff_sparsify import client_work
-from tff_sparsify import data
-from tff_sparsify import execution
-from tff_sparsify import masks as masks_lib
-from tff_sparsify import pruning
+from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.learning import client_work
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import models
+from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import data
+from tff_sparsify.simulation import execution
 
 _REPEATS = flags.DEFINE_integer('repeats', 9, 'Timed repeats per variant.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
@@ -56,11 +58,11 @@ LEARNING_RATE = 0.02
 
 
 def _epoch_fn(prunable: bool, skip_updates: bool, mask_every_step: bool):
-  model = algorithms.build_model_fn('fashion_mnist', seed=SEED, prunable=prunable)()
+  model = models.build_model_fn('fashion_mnist', seed=SEED, prunable=prunable)()
   weights = tff.learning.models.ModelWeights.from_model(model)
   keep = [None] * len(weights.trainable)
   if prunable:
-    layout = client_work.pruning_layout(model)
+    layout = layout_lib.pruning_layout(model)
     pruning.set_pruning_step(model._keras_model, 1)  # pylint: disable=protected-access
     if skip_updates:
       pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
@@ -83,12 +85,13 @@ def _epoch_fn(prunable: bool, skip_updates: bool, mask_every_step: bool):
 
 
 def _client_update_fn():
-  model_fn = algorithms.build_model_fn('fashion_mnist', seed=SEED, prunable=True)
+  model_fn = models.build_model_fn('fashion_mnist', seed=SEED, prunable=True)
   update = client_work._build_client_update(  # pylint: disable=protected-access
-      model_fn, tff.learning.optimizers.build_sgdm(LEARNING_RATE), 'global',
-      tff.learning.LoopImplementation.DATASET_REDUCE, 0.0)
+      model_fn, tff.learning.optimizers.build_sgdm(LEARNING_RATE),
+      configs.FedSparsifyConfig(schedule=configs.NEVER_PRUNE),
+      tff.learning.LoopImplementation.DATASET_REDUCE)
   model = model_fn()
-  layout = client_work.pruning_layout(model)
+  layout = layout_lib.pruning_layout(model)
   weights = tff.learning.models.ModelWeights.from_model(model)
   new_masks = masks_lib.magnitude_masks(layout.prunable_list(weights.trainable), 0.9)
   for i, mask in zip(layout.masks, new_masks):

@@ -15,17 +15,17 @@ FedAvg runs as FedSparsify-Global with S_T = 0, which equals TFF's FedAvg
 (tests/test_fed_sparsify.py, to 1e-6), so that its bytes are measured by the
 same client work. Bytes are the process's measurements
 (`client_work/communication/bytes_*`: the smallest lossless non-zlib
-encoding of `tff_sparsify.comm` per tensor, or TFF's quantized form).
+encoding of `tff_sparsify.compression.codecs` per tensor, or TFF's quantized form).
 
 Checks on each run's global model at its last checkpoint c (the message the
 clients download in round c + 1):
 - the process's `bytes_downloaded` of round c + 1 equals the length of
-  the encoder's real output on those tensors (`comm.encode`; with the sparse
-  quantizer, `comm.encode_mask` and `comm.encode_quantized`), times the
+  the encoder's real output on those tensors (`codecs.encode`; with the sparse
+  quantizer, `codecs.encode_mask` and `codecs.encode_quantized`), times the
   clients (within 1%);
 - the lossless message (the whole model: n parameters, d the fraction of
   them kept) is within 1.1x the entropy bound 4 nnz + n H(d) / 8
-  (`comm.entropy_bound_bytes`); the worst single tensor is shown too (a
+  (`codecs.entropy_bound_bytes`); the worst single tensor is shown too (a
   10-element bias carries a 4-byte header the bound does not count).
 
   python -m benchmarks.communication                 # near-IID 50, non-IID 200 rounds, 1 epoch
@@ -52,9 +52,10 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 # At module level: TF imported inside an absl main builds Keras models in v1
 # mode (BUILD_NOTES.md), which load_checkpoint_model cannot use.
-from tff_sparsify import comm  # pylint: disable=g-import-not-at-top
-from tff_sparsify import export  # pylint: disable=g-import-not-at-top
-from tff_sparsify import models  # pylint: disable=g-import-not-at-top
+from tff_sparsify import files  # pylint: disable=g-import-not-at-top
+from tff_sparsify.compression import codecs  # pylint: disable=g-import-not-at-top
+from tff_sparsify.deploy import export  # pylint: disable=g-import-not-at-top
+from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
@@ -194,7 +195,7 @@ def _bound_mb(key, rows):
     return None
   n = models.create_model('fashion_mnist').count_params()
   nnz_down = np.array(_column(rows, 'params_downloaded', int), np.float64) / CLIENTS
-  down = CLIENTS * comm.bound_bytes(n, nnz_down)
+  down = CLIENTS * codecs.bound_bytes(n, nnz_down)
   up = 4 * np.array(_column(rows, 'params_uploaded', int), np.float64)
   return round(float(np.sum(down) + np.sum(up)) / MB, 2)
 
@@ -202,15 +203,15 @@ def _bound_mb(key, rows):
 def _message_bytes(tensors, config):
   """Lengths of the encoder's real output for the broadcast of `tensors`."""
   bits = config.get('quantize_bits', 0) if config.get('quantizer') == 'sparse' else 0
-  threshold = config.get('quantize_threshold', comm.QUANTIZATION_THRESHOLD)
+  threshold = config.get('quantize_threshold', codecs.QUANTIZATION_THRESHOLD)
   total = 0
   for t in tensors:
     if bits and t.size > threshold:  # As the client work's.
       present = t != 0
-      total += len(comm.encode_mask(present, methods=comm.METHODS)) + len(
-          comm.encode_quantized(*comm.quantize(t[present], bits), bits))
+      total += len(codecs.encode_mask(present, methods=codecs.METHODS)) + len(
+          codecs.encode_quantized(*codecs.quantize(t[present], bits), bits))
     else:
-      total += len(comm.encode(t, methods=comm.METHODS))
+      total += len(codecs.encode(t, methods=codecs.METHODS))
   return total
 
 
@@ -227,14 +228,14 @@ def _check_bytes(key, rows):
   encoded = _message_bytes(tensors, config)
   reported = int(rows[checkpoint]['client_work/communication/bytes_downloaded'])
   lossless = not config.get('quantize_bits')
-  ratios = [len(comm.encode(t, methods=comm.METHODS)) / comm.entropy_bound_bytes([t])
-            for t in tensors if comm.entropy_bound_bytes([t]) > 0]
+  ratios = [len(codecs.encode(t, methods=codecs.METHODS)) / codecs.entropy_bound_bytes([t])
+            for t in tensors if codecs.entropy_bound_bytes([t]) > 0]
   return collections.OrderedDict(
       setting=key[0], config=key[1], seed=key[2], round=checkpoint + 1,
       reported_bytes_downloaded=reported, encoder_bytes_times_clients=CLIENTS * encoded,
       reported_over_encoder=round(reported / (CLIENTS * encoded), 5),
       worst_tensor_over_entropy_bound=round(max(ratios), 4) if lossless else None,
-      model_over_entropy_bound=round(encoded / comm.entropy_bound_bytes(tensors), 4)
+      model_over_entropy_bound=round(encoded / codecs.entropy_bound_bytes(tensors), 4)
       if lossless else None)
 
 
@@ -309,9 +310,7 @@ def _targets(by_key, checks, seeds):
 
 
 def _table(rows):
-  header = list(rows[0])
-  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
-          *['| ' + ' | '.join(str(r[k]) for k in header) + ' |' for r in rows]]
+  return files.markdown_table(list(rows[0]), rows)
 
 
 def main(argv):

@@ -42,17 +42,18 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from tff_sparsify import execution
-from tff_sparsify import export
-from tff_sparsify import inference
-from tff_sparsify import masks
-from tff_sparsify import models
+from tff_sparsify import files
+from tff_sparsify.core import masks
+from tff_sparsify.deploy import export
+from tff_sparsify.deploy import inference
+from tff_sparsify.learning import models
+from tff_sparsify.simulation import execution
 
-from benchmarks.inference_models import PLACEMENTS  # pylint: disable=g-bad-import-order
-from benchmarks.inference_models import SEED
-from benchmarks.inference_models import accuracy_check
-from benchmarks.inference_models import load_test_set
-from benchmarks.inference_models import pruned_model
+from tff_sparsify.deploy.inference_models import PLACEMENTS
+from tff_sparsify.deploy.inference_models import SEED
+from tff_sparsify.deploy.inference_models import accuracy_check
+from tff_sparsify.deploy.inference_models import load_test_set
+from tff_sparsify.deploy.inference_models import pruned_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
@@ -188,7 +189,7 @@ def main(argv):
             params=report.total_params, nonzero_params=report.nonzero_params,
             gzip_mb=report.onnx_gzip_bytes / 1e6,
             kernel_sparsities=' '.join(f'{layer.sparsity:.4f}' for layer in report.layers))
-        timed.append((prefix, accuracy, run, batch if runtime == 'tensorflow' else onnx_batch))
+        timed.append((prefix, accuracy, run, onnx_batch if inference.takes_onnx(runtime) else batch))
         if runtime == 'deepsparse' and _PROFILE.value and not isinstance(run, str):
           profiled.append((prefix, report.onnx_path, onnx_batch))
     # Repeats go round all models in turn, so that the machine's slow spells
@@ -250,8 +251,7 @@ def main(argv):
              'Accuracy of each exported model on the test set (ONNX Runtime) against '
              'Keras\', to 1e-4: ' + ('checked, all equal (`onnx_accuracy`).' if test_set
                                      else f'not checked: {why}.'), '',
-             '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
-             *['| ' + ' | '.join(fmt(r[k]) for k in header) + ' |' for r in rows]]
+             *files.markdown_table(header, rows, fmt)]
     if dataset == 'cifar10':
       lines += ['', 'Targets (CIFAR-10): DeepSparse speed-up over dense DeepSparse at least '
                 "the paper's, and at least 6x over dense ONNX Runtime at 0.99:"]

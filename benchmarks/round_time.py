@@ -35,12 +35,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import algorithms
-from tff_sparsify import data
-from tff_sparsify import execution
-from tff_sparsify import models
-from tff_sparsify import schedules
-from tff_sparsify import training
+from tff_sparsify.learning import models
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import data
+from tff_sparsify.simulation import execution
+from tff_sparsify.simulation import training
 
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per variant.')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
@@ -67,7 +66,7 @@ class KerasRound:
     self.model = models.create_model('fashion_mnist', seed=SEED)
     self.model.compile(
         optimizer=tf.keras.optimizers.SGD(_LR.value),
-        loss=algorithms.loss_fn())
+        loss=models.loss_fn())
     self.weights = self.model.get_weights()
 
   def __call__(self, datasets, counts):
@@ -83,12 +82,13 @@ class KerasRound:
 class TffRound:
 
   def __init__(self, name, loop=tff.learning.LoopImplementation.DATASET_REDUCE):
-    prunable = name in algorithms.SPARSIFYING
-    total_rounds = _WARMUP_ROUNDS.value + _ROUNDS.value
-    self.process = algorithms.build_algorithm(
-        name, algorithms.build_model_fn('fashion_mnist', seed=SEED, prunable=prunable),
-        client_learning_rate=_LR.value, loop_implementation=loop,
-        schedule=schedules.FedSparsifySchedule(0.9, total_rounds) if prunable else None)
+    algorithm = registry.get(name)
+    config = algorithm.from_flags(dict(
+        client_learning_rate=_LR.value, final_sparsity=0.9,
+        total_rounds=_WARMUP_ROUNDS.value + _ROUNDS.value))
+    model_fn = models.build_model_fn(
+        'fashion_mnist', seed=SEED, prunable=registry.uses_prunable_model(config))
+    self.process = algorithm.build(model_fn, config, loop_implementation=loop)
     self.state = self.process.initialize()
 
   def __call__(self, datasets, counts):

@@ -31,12 +31,13 @@ from absl import flags
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import algorithms
 from tff_sparsify import config as config_lib
-from tff_sparsify import data
-from tff_sparsify import data_sources
-from tff_sparsify import execution
-from tff_sparsify import training
+from tff_sparsify import files
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import data
+from tff_sparsify.simulation import data_sources
+from tff_sparsify.simulation import execution
+from tff_sparsify.simulation import training
 
 _WORKERS = flags.DEFINE_list('workers', ['1', '2', '4'], 'Worker counts.')
 _ENVIRONMENTS = flags.DEFINE_list(
@@ -44,7 +45,7 @@ _ENVIRONMENTS = flags.DEFINE_list(
     'NUM_CLIENTSxCLIENTS_PER_ROUND environments.')
 _ROUNDS = flags.DEFINE_integer('rounds', 7, 'Timed rounds per worker count.')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
-_ALGORITHM = flags.DEFINE_enum('algorithm', 'fedavg', list(config_lib.ALGORITHMS),
+_ALGORITHM = flags.DEFINE_enum('algorithm', 'fedavg', list(registry.names()),
                                'Algorithm.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
 _OUTPUT = flags.DEFINE_string(
@@ -63,7 +64,7 @@ def _environment(spec: str, centralized):
       centralized.train_labels, partition_type='non_iid',
       num_clients=num_clients, seed=SEED, classes_per_client=2)
   federated = data.federated_data(centralized, shards)
-  process, _ = algorithms.build_from_config(config)
+  process, _ = registry.build_from_config(config)
   return config, federated.train, process
 
 
@@ -118,15 +119,16 @@ def _markdown(rows, meta):
       f'{meta["warmup_rounds"]} warm-up, counts interleaved round by round. '
       'Command: `python -m benchmarks.scaling ' + meta['args'] + '`.',
       '',
-      '| clients (total x per round) | workers | s/round (median) | min-max | '
-      'ratio to 1 worker | MB out / round | MB back / round |',
-      '|---|---|---|---|---|---|---|',
   ]
-  for r in rows:
-    lines.append(
-        f'| {r["environment"]} | {r["workers"]} | {r["median_s"]:.2f} | '
-        f'{r["min_s"]:.2f}-{r["max_s"]:.2f} | {r["ratio_to_1"]:.2f}x | '
-        f'{r["mb_sent_per_round"]:.2f} | {r["mb_received_per_round"]:.2f} |')
+  lines += files.markdown_table(
+      ['clients (total x per round)', 'workers', 's/round (median)', 'min-max',
+       'ratio to 1 worker', 'MB out / round', 'MB back / round'],
+      [{'clients (total x per round)': r['environment'], 'workers': r['workers'],
+        's/round (median)': f'{r["median_s"]:.2f}',
+        'min-max': f'{r["min_s"]:.2f}-{r["max_s"]:.2f}',
+        'ratio to 1 worker': f'{r["ratio_to_1"]:.2f}x',
+        'MB out / round': f'{r["mb_sent_per_round"]:.2f}',
+        'MB back / round': f'{r["mb_received_per_round"]:.2f}'} for r in rows])
   return '\n'.join(lines) + '\n'
 
 

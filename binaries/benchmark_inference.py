@@ -23,7 +23,8 @@ from absl import logging
 
 from binaries import flag_utils
 from tff_sparsify import files
-from tff_sparsify import inference  # Light: each runtime is imported when used.
+from tff_sparsify.deploy import inference  # Light: each runtime is imported when used.
+from tff_sparsify.deploy import layouts
 
 _ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
 _RUNTIMES = flags.DEFINE_multi_enum(
@@ -53,7 +54,7 @@ def _load_onnx(path: str):
 def _input_shape(model, export) -> tuple:
   """The model's input shape without the batch dimension, channels last."""
   shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
-  if export.input_layout(model) == 'NCHW':  # Back to Keras' channels-last shape.
+  if layouts.input_layout(model) == 'NCHW':  # Back to Keras' channels-last shape.
     shape = shape[1:] + shape[:1]
   return shape
 
@@ -76,7 +77,7 @@ def main(argv):
     flag_utils.fail(_OUTPUT, 'must be a path prefix such as results/inference')
   models = [_load_onnx(path) for path in _ONNX.value]
   # pylint: disable=g-import-not-at-top
-  from tff_sparsify import export
+  from tff_sparsify.deploy import export
   # pylint: enable=g-import-not-at-top
   shapes = [_input_shape(model, export) for model in models]
   rows = []
@@ -87,7 +88,7 @@ def main(argv):
     saved_model = os.path.join(os.path.dirname(path), 'saved_model')
     timings = inference.benchmark(
         path, saved_model_dir=saved_model if os.path.isdir(saved_model) else None,
-        runtimes=[r for r in _RUNTIMES.value if r != 'tensorflow' or os.path.isdir(saved_model)],
+        runtimes=[r for r in _RUNTIMES.value if inference.takes_onnx(r) or os.path.isdir(saved_model)],
         batch_size=batch_size, input_shape=shape, budget_seconds=_BUDGET.value,
         warmup_seconds=_WARMUP.value, num_threads=_NUM_THREADS.value)
     for t in timings:
@@ -99,10 +100,8 @@ def main(argv):
   files.atomic_write_text(_OUTPUT.value + '.json', json.dumps(rows, indent=2))
   header = ['model', 'runtime', 'batch_size', 'ms_mean', 'ms_median', 'ms_p90', 'ms_p99',
             'iterations', 'items_per_second', 'unavailable']
-  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
-  for row in rows:
-    lines.append('| ' + ' | '.join(
-        f'{row[k]:.3f}' if isinstance(row[k], float) else str(row[k]) for k in header) + ' |')
+  lines = files.markdown_table(
+      header, rows, lambda value: f'{value:.3f}' if isinstance(value, float) else str(value))
   files.atomic_write_text(_OUTPUT.value + '.md', '\n'.join(lines) + '\n')
 
 

@@ -74,8 +74,8 @@ def main(argv):
       not _OUTPUT_DIR.value or os.path.isfile(_OUTPUT_DIR.value)):
     flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
   # pylint: disable=g-import-not-at-top
-  from tff_sparsify import execution
-  from tff_sparsify import export
+  from tff_sparsify.simulation import execution
+  from tff_sparsify.deploy import export
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
   if _RUN_DIR.value:

@@ -25,9 +25,11 @@ from absl import logging
 
 from binaries import flag_utils
 from tff_sparsify import config as config_lib
-from tff_sparsify import data_sources
-from tff_sparsify import run_record
 from tff_sparsify import signals
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import data_sources
+from tff_sparsify.simulation import run_record
 
 # TensorFlow and TFF are imported in `train`, after the flags are checked: a
 # bad flag is refused in well under a second instead of after 15 s of imports.
@@ -63,7 +65,7 @@ _CLIENT_MOMENTUM = flags.DEFINE_float(
 _SERVER_LR = flags.DEFINE_float(
     'server_learning_rate', 1.0, 'Server SGD learning rate (1.0: FedAvg).')
 _ALGORITHM = flags.DEFINE_enum(
-    'algorithm', 'fedavg', list(config_lib.ALGORITHMS),
+    'algorithm', 'fedavg', list(registry.names()),
     'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at '
     'the server (global) or at the clients merged by mask voting (local), '
     'progressive random pruning, or one-shot pruning at --sparsify_start_round.')
@@ -79,7 +81,7 @@ _SPARSIFY_FREQUENCY = flags.DEFINE_integer(
 _SPARSIFY_EXPONENT = flags.DEFINE_float(
     'sparsify_exponent', 3.0, 'n: exponent of the schedule (Eq. 1).')
 _MASK_AGGREGATION = flags.DEFINE_enum(
-    'mask_aggregation', 'majority_vote', list(config_lib.MASK_AGGREGATIONS),
+    'mask_aggregation', 'majority_vote', list(configs.MASK_AGGREGATIONS),
     'How --algorithm=fedsparsify_local merges client masks: majority vote '
     '(Eq. 2) or plain average (keep what any client kept).')
 _PROXIMAL_STRENGTH = flags.DEFINE_float(
@@ -111,7 +113,7 @@ _SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'server_message_prune_rate', 0.0,
     'The same for the model the server broadcasts.')
 _SPARSITY_PLACEMENT = flags.DEFINE_enum(
-    'sparsity_placement', 'global', list(config_lib.SPARSITY_PLACEMENTS),
+    'sparsity_placement', 'global', list(configs.SPARSITY_PLACEMENTS),
     'Pruning algorithms: global (one magnitude ranking over all kernels, the '
     'paper\'s), uniform (every kernel pruned to s_t by its own ranking: '
     'equally sparse layers, which DeepSparse runs faster) or compute (per-layer '
@@ -129,7 +131,7 @@ _QUANTIZE_THRESHOLD = flags.DEFINE_integer(
     'With --quantize_bits: tensors with more elements than this are quantized '
     '(TFF\'s default; smaller kernels and the biases stay lossless).')
 _QUANTIZER = flags.DEFINE_enum(
-    'quantizer', 'tff', list(config_lib.QUANTIZERS),
+    'quantizer', 'tff', list(configs.QUANTIZERS),
     'With --quantize_bits: tff (TFF\'s quantizing aggregator, the uploads '
     'only, every element, zeros included) or sparse (this package\'s: the '
     'non-zero values only, of the uploads and of the broadcast; the server '
@@ -216,16 +218,15 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
   """Builds the process and runs it on the clients of `shards` (TensorFlow loads here)."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
-  from tff_sparsify import algorithms
-  from tff_sparsify import data
-  from tff_sparsify import execution
-  from tff_sparsify import training
+  from tff_sparsify.simulation import data
+  from tff_sparsify.simulation import execution
+  from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
   tf.keras.utils.set_random_seed(config.seed)
   federated = data.federated_data(centralized, shards)
 
-  process, keras_model_fn = algorithms.build_from_config(config)
+  process, keras_model_fn = registry.build_from_config(config)
   # After the process is traced: TFF's stochastic quantization
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this

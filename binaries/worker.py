@@ -24,7 +24,7 @@ import sys
 from absl import flags
 
 from binaries import flag_utils
-from tff_sparsify import worker as worker_lib
+from tff_sparsify.simulation import worker as worker_lib
 
 _HOST = flags.DEFINE_string(
     'host', '127.0.0.1',

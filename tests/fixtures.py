@@ -104,3 +104,20 @@ def tree_snapshot(root: str) -> dict:
       with open(path, 'rb') as f:
         snapshot[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
   return snapshot
+
+
+def build_process(name: str, model_fn=None, *, dataset: str = 'fashion_mnist', seed: int = 1,
+                  **flag_values):
+  """The registry's learning process `name`, configured from flag-named values.
+
+  `model_fn` defaults to the paper's model for `dataset`, wrapped for pruning
+  when the configuration needs it. Returns (process, configuration).
+  """
+  from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.learning import registry  # pylint: disable=g-import-not-at-top
+  algorithm = registry.get(name)
+  config = algorithm.from_flags(flag_values)
+  if model_fn is None:
+    model_fn = models.build_model_fn(
+        dataset, seed=seed, prunable=registry.uses_prunable_model(config))
+  return algorithm.build(model_fn, config), config

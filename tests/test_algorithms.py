@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.algorithms: the baselines on TFF."""
+"""Tests for the baselines, the registry and the per-algorithm configurations."""
 
 import collections
 
@@ -6,10 +6,12 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import algorithms
-from tff_sparsify import comm
-from tff_sparsify import execution
-from tff_sparsify import schedules
+from tests import fixtures
+from tff_sparsify import validation
+from tff_sparsify.compression import codecs
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import execution
 
 
 def _client_datasets(num_clients=2, n=8, seed=0):
@@ -27,9 +29,7 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('fedavg', 'fedavg_momentum', 'fedprox')
   def test_one_round_changes_weights_and_counts_examples(self, name):
-    process = algorithms.build_algorithm(
-        name, algorithms.build_model_fn('fashion_mnist', seed=1),
-        client_learning_rate=0.1)
+    process, _ = fixtures.build_process(name, client_learning_rate=0.1)
     with execution.local_cpp_execution_context():
       state = process.initialize()
       before = process.get_model_weights(state).trainable
@@ -40,9 +40,7 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_mfl_is_fedavg_with_the_papers_momentum(self):
     def one_round(name, **kwargs):
-      process = algorithms.build_algorithm(
-          name, algorithms.build_model_fn('fashion_mnist', seed=1),
-          client_learning_rate=0.1, **kwargs)
+      process, _ = fixtures.build_process(name, client_learning_rate=0.1, **kwargs)
       with execution.local_cpp_execution_context():
         out = process.next(process.initialize(), _client_datasets())
         return process.get_model_weights(out.state).trainable
@@ -54,31 +52,72 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(np.allclose(mfl[0], plain[0]))
 
   @parameterized.named_parameters(
-      ('unknown', dict(name='fedsgd'), "algorithm must be one of .*'fedsgd'"),
-      ('lr', dict(client_learning_rate=0.0), 'client_learning_rate must be a positive number, got 0.0'),
-      ('server_lr', dict(server_learning_rate=-1.0), 'server_learning_rate must be a positive number, got -1.0'),
-      ('momentum', dict(client_momentum=1.0), r'client_momentum must be in \[0, 1\), got 1.0'),
-      ('mfl_zero', dict(name='fedavg_momentum', client_momentum=0.0), 'client_momentum must be > 0 for fedavg_momentum'),
-      ('mu', dict(name='fedprox', proximal_strength=0.0), 'proximal_strength must be a positive number, got 0.0'),
+      ('unknown', dict(name='fedsgd'), 'algorithm', "algorithm='fedsgd': must be one of fedavg, "),
+      ('lr', dict(client_learning_rate=0.0), 'client_learning_rate', 'must be positive'),
+      ('server_lr', dict(server_learning_rate=-1.0), 'server_learning_rate', 'must be positive'),
+      ('momentum', dict(client_momentum=1.0), 'client_momentum', r'must be in \[0, 1\)'),
+      ('mfl_zero', dict(name='fedavg_momentum', client_momentum=0.0), 'client_momentum',
+       'must be > 0 for --algorithm=fedavg_momentum'),
+      ('mu', dict(name='fedprox', proximal_strength=0.0), 'proximal_strength', 'must be positive'),
+      ('prox_rate', dict(name='fedprox', client_message_prune_rate=0.5),
+       'client_message_prune_rate', 'must be 0 for --algorithm=fedprox'),
+      ('prox_bits', dict(name='fedprox', quantize_bits=8), 'quantize_bits',
+       'must be 0 for --algorithm=fedprox'),
+      ('bits', dict(quantize_bits=17), 'quantize_bits', r'must be 0 \(off\) or in \[1, 16\]'),
+      ('bits_float', dict(quantize_bits=8.0), 'quantize_bits', r'must be 0 \(off\) or in \[1, 16\]'),
+      ('bits_bool', dict(quantize_bits=True), 'quantize_bits', r'must be 0 \(off\) or in \[1, 16\]'),
+      ('threshold', dict(quantize_bits=8, quantize_threshold=2.5), 'quantize_threshold', 'must be >= 0'),
+      ('quantizer', dict(quantize_bits=8, quantizer='topk'), 'quantizer', 'must be one of tff, sparse'),
+      ('rate', dict(client_message_prune_rate=1.0), 'client_message_prune_rate', r'must be in \[0, 1\)'),
+      ('sparsity', dict(name='fedsparsify_global', final_sparsity=1.0, total_rounds=3),
+       'final_sparsity', r'must be in \[0, 1\)'),
+      ('start', dict(name='fedsparsify_local', final_sparsity=0.5, total_rounds=3,
+                     sparsify_start_round=3), 'total_rounds', 'must be > sparsify_start_round=3'),
+      ('vote', dict(name='fedsparsify_local', final_sparsity=0.5, total_rounds=3,
+                    mask_aggregation='median'), 'mask_aggregation', 'must be one of majority_vote, mean'),
+      ('random_placement', dict(name='random_pruning', final_sparsity=0.5, total_rounds=3,
+                                sparsity_placement='uniform'), 'sparsity_placement',
+       r'must be global for random pruning'),
   )
-  def test_bad_arguments(self, overrides, regex):
-    kwargs = dict(name='fedavg', client_learning_rate=0.1)
-    kwargs.update(overrides)
-    name = kwargs.pop('name')
-    with self.assertRaisesRegex(ValueError, regex):
-      algorithms.build_algorithm(
-          name, algorithms.build_model_fn('fashion_mnist'), **kwargs)
+  def test_each_bad_option_is_one_config_error_naming_it(self, overrides, field, regex):
+    values = dict(name='fedavg', client_learning_rate=0.1)
+    values.update(overrides)
+    name = values.pop('name')
+    with self.assertRaisesRegex(validation.ConfigError, regex) as raised:
+      registry.config_from_flags(values, name)
+    self.assertEqual(raised.exception.field, field)
+
+  def test_registry_maps_each_name_to_its_configuration(self):
+    expected = dict(
+        fedavg=configs.FedAvgConfig, fedavg_momentum=configs.FedAvgMomentumConfig,
+        fedprox=configs.FedProxConfig, fedsparsify_global=configs.FedSparsifyConfig,
+        fedsparsify_local=configs.FedSparsifyConfig, random_pruning=configs.FedSparsifyConfig,
+        oneshot_pruning=configs.FedSparsifyConfig)
+    self.assertEqual(registry.names(), tuple(expected))
+    flags = dict(final_sparsity=0.6, total_rounds=4, initial_sparsity=0.1)
+    made = {name: registry.config_from_flags(flags, name) for name in expected}
+    for name, config_class in expected.items():
+      self.assertIs(type(made[name]), config_class, name)
+    self.assertEqual(made['fedavg'].client_momentum, 0.0)
+    self.assertEqual(made['fedavg_momentum'].client_momentum, 0.75)  # The paper's MFL.
+    self.assertEqual((made['fedsparsify_local'].mode, made['random_pruning'].pruning_method),
+                     ('local', 'random'))
+    # One-shot: S_0 = S_T, whatever --initial_sparsity says.
+    self.assertEqual(made['oneshot_pruning'].schedule, configs.ScheduleConfig(
+        0.6, 4, initial_sparsity=0.6))
+    self.assertEqual(made['fedsparsify_global'].schedule.initial_sparsity, 0.1)
+    with self.assertRaisesRegex(TypeError, 'fedprox takes a FedProxConfig, got FedAvgConfig'):
+      registry.get('fedprox').build(None, made['fedavg'])
 
 
 class MessagePruningTest(tf.test.TestCase):
 
   def test_fedavg_with_message_pruning_halves_the_upload(self):
-    self.assertTrue(algorithms.uses_fed_sparsify('fedavg', 0.5))
-    self.assertFalse(algorithms.uses_fed_sparsify('fedavg'))
-    process = algorithms.build_algorithm(
-        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
-        client_learning_rate=0.1, client_message_prune_rate=0.5,
+    process, config = fixtures.build_process(
+        'fedavg', client_learning_rate=0.1, client_message_prune_rate=0.5,
         server_message_prune_rate=0.75)
+    self.assertTrue(registry.uses_prunable_model(config))
+    self.assertFalse(registry.uses_prunable_model(configs.FedAvgConfig()))
     with execution.local_cpp_execution_context():
       out = process.next(process.initialize(), _client_datasets())
       weights = process.get_model_weights(out.state).trainable
@@ -89,20 +128,12 @@ class MessagePruningTest(tf.test.TestCase):
     zeros = sum(int(np.sum(w == 0)) for w in weights)
     self.assertEqual(zeros, round(0.75 * n))
 
-  def test_fedprox_rejects_message_pruning(self):
-    with self.assertRaisesRegex(ValueError, 'message pruning rates must be 0 for fedprox'):
-      algorithms.build_algorithm(
-          'fedprox', algorithms.build_model_fn('fashion_mnist', prunable=True),
-          client_learning_rate=0.1, client_message_prune_rate=0.5)
-
 
 class QuantizationTest(tf.test.TestCase):
 
   def test_stacked_with_message_pruning_counts_what_tff_sends(self):
-    self.assertTrue(algorithms.uses_fed_sparsify('fedavg', quantize_bits=8))
-    process = algorithms.build_algorithm(
-        'fedavg', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
-        client_learning_rate=0.1, client_message_prune_rate=0.5, quantize_bits=8)
+    process, _ = fixtures.build_process(
+        'fedavg', client_learning_rate=0.1, client_message_prune_rate=0.5, quantize_bits=8)
     with execution.local_cpp_execution_context():
       state = process.initialize()
       before = process.get_model_weights(state).trainable
@@ -115,7 +146,7 @@ class QuantizationTest(tf.test.TestCase):
     self.assertFalse(np.allclose(before[0], after[0]))
     # The 784x128 kernel (over TFF's 20000-element threshold) goes as 8-bit
     # levels, zeros included; the other tensors in their lossless encoding.
-    kernel = comm.quantized_size(784 * 128, 8)
+    kernel = codecs.quantized_size(784 * 128, 8)
     self.assertEqual(kernel, 8 + 4 * -(-784 * 128 * 8 // 28))
     for metrics in rounds:
       uploaded = metrics['communication']['bytes_uploaded']
@@ -126,10 +157,9 @@ class QuantizationTest(tf.test.TestCase):
       self.assertAllClose(cumulative[key], sum(r['communication'][key] for r in rounds))
 
   def test_sparse_quantizer_sends_the_non_zero_values_both_ways(self):
-    process = algorithms.build_algorithm(
-        'fedsparsify_global', algorithms.build_model_fn('fashion_mnist', seed=1, prunable=True),
-        client_learning_rate=0.1, quantize_bits=8, quantizer='sparse',
-        schedule=schedules.FedSparsifySchedule(0.5, 3, initial_sparsity=0.5))
+    process, _ = fixtures.build_process(
+        'fedsparsify_global', client_learning_rate=0.1, quantize_bits=8, quantizer='sparse',
+        final_sparsity=0.5, total_rounds=3, initial_sparsity=0.5)
     with execution.local_cpp_execution_context():
       state = process.initialize()
       for _ in range(2):
@@ -144,30 +174,12 @@ class QuantizationTest(tf.test.TestCase):
     kernel = before[0]
     nnz = int(np.count_nonzero(kernel))
     self.assertBetween(nnz, 1, 784 * 128 - 1)
-    others_down = sum(len(comm.encode(t, methods=comm.METHODS)) for t in before[1:])
+    others_down = sum(len(codecs.encode(t, methods=codecs.METHODS)) for t in before[1:])
     communication = out.metrics['client_work']['communication']
     self.assertEqual(communication['bytes_downloaded'], 2 * (
-        len(comm.encode_mask(kernel != 0, methods=comm.METHODS))
-        + comm.quantized_values_size(nnz, 8) + others_down))
-    uploaded_kernel = 2 * comm.quantized_values_size(nnz, 8)
+        len(codecs.encode_mask(kernel != 0, methods=codecs.METHODS))
+        + codecs.quantized_values_size(nnz, 8) + others_down))
+    uploaded_kernel = 2 * codecs.quantized_values_size(nnz, 8)
     self.assertGreater(communication['bytes_uploaded'], uploaded_kernel)
     self.assertLess(communication['bytes_uploaded'], uploaded_kernel + 2 * (
         4 * (118_282 - 784 * 128) + 200))
-
-  def test_bad_bits(self):
-    for bits in (17, -1, 8.0, True):
-      with self.assertRaisesRegex(
-          ValueError, r'quantize_bits must be 0 \(no quantization\) or an integer in \[1, 16\]'):
-        algorithms.build_algorithm(
-            'fedavg', algorithms.build_model_fn('fashion_mnist', prunable=True),
-            client_learning_rate=0.1, quantize_bits=bits)
-    for threshold in (-1, 2.5):
-      with self.assertRaisesRegex(
-          ValueError, rf'quantize_threshold must be an integer >= 0 .*got {threshold}'):
-        algorithms.build_algorithm(
-            'fedavg', algorithms.build_model_fn('fashion_mnist', prunable=True),
-            client_learning_rate=0.1, quantize_bits=8, quantize_threshold=threshold)
-    with self.assertRaisesRegex(ValueError, 'quantize_bits must be 0 for fedprox'):
-      algorithms.build_algorithm(
-          'fedprox', algorithms.build_model_fn('fashion_mnist'),
-          client_learning_rate=0.1, quantize_bits=8)

@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.data."""
+"""Tests for tff_sparsify.simulation.data."""
 
 import collections
 import gzip
@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import fixtures
-from tff_sparsify import data
+from tff_sparsify.simulation import data
 
 
 class IdxLoaderTest(tf.test.TestCase, parameterized.TestCase):

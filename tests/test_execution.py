@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.execution: the owned TFF worker."""
+"""Tests for tff_sparsify.simulation.execution: the owned TFF worker."""
 
 import os
 import subprocess
@@ -10,7 +10,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.executors import executors_errors
 
-from tff_sparsify import execution
+from tff_sparsify.simulation import execution
 
 
 @tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))

@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.export: ONNX export keeps outputs and zeros."""
+"""Tests for tff_sparsify.deploy.export: ONNX export keeps outputs and zeros."""
 
 import gzip
 import os
@@ -7,10 +7,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import export
-from tff_sparsify import inference
-from tff_sparsify import masks
-from tff_sparsify import pruning
+from tff_sparsify.core import masks
+from tff_sparsify.deploy import export
+from tff_sparsify.deploy import inference
+from tff_sparsify.deploy import layouts
+from tff_sparsify.learning import pruning
 
 
 def small_pruned_model(sparsity=0.8):
@@ -71,7 +72,7 @@ class ExportTest(tf.test.TestCase):
     out = self.create_tempdir().full_path
     report = export.export_model(model, out, inputs_as_nchw=True)
     self.assertEqual(report.input_layout, 'NCHW')
-    self.assertEqual(inference.onnx_input_layout(report.onnx_path), 'NCHW')
+    self.assertEqual(layouts.onnx_input_layout(report.onnx_path), 'NCHW')
     onnx_model = onnx.load(report.onnx_path)
     self.assertEqual([d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim[1:]],
                      [1, 6, 6])
@@ -81,7 +82,7 @@ class ExportTest(tf.test.TestCase):
     found = session.run(None, {session.get_inputs()[0].name: x.transpose(0, 3, 1, 2)})[0]
     self.assertAllClose(found, export._strip(model)(x).numpy(), atol=1e-4)
     default = export.export_model(model, self.create_tempdir().full_path)
-    self.assertEqual(inference.onnx_input_layout(default.onnx_path), 'NHWC')
+    self.assertEqual(layouts.onnx_input_layout(default.onnx_path), 'NHWC')
     flat = tf.keras.Sequential([tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
                                 tf.keras.layers.Dense(10)])
     with self.assertRaisesRegex(export.ExportError, r'inputs_as_nchw needs an image input .* '

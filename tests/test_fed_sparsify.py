@@ -13,21 +13,39 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import aggregators
-from tff_sparsify import algorithms
-from tff_sparsify import client_work
-from tff_sparsify import comm
-from tff_sparsify import execution
-from tff_sparsify import fed_sparsify
-from tff_sparsify import masks
-from tff_sparsify import pruning
-from tff_sparsify import schedules
+from tff_sparsify import validation
+from tff_sparsify.compression import codecs
+from tff_sparsify.core import masks
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import aggregators
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import fed_sparsify
+from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import models
+from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import execution
 
 LR = 0.1
 BATCH = 2
 LINEAR_SPEC = collections.OrderedDict(
     x=tf.TensorSpec((None, 3), tf.float32), y=tf.TensorSpec((None, 2), tf.float32))
 W0 = np.array([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], np.float32)
+_COMPRESSION = ('client_message_prune_rate', 'server_message_prune_rate', 'quantize_bits',
+                'quantizer', 'quantize_threshold')
+
+
+def build(model_fn, client_optimizer_fn, server_optimizer_fn=None, *, schedule, **options):
+  """`build_weighted_fed_sparsify` of a `FedSparsifyConfig` made from `options`."""
+  compression = configs.CompressionConfig(
+      **{k: options.pop(k) for k in _COMPRESSION if k in options})
+  config = configs.FedSparsifyConfig(schedule=schedule, compression=compression, **options)
+  return fed_sparsify.build_weighted_fed_sparsify(
+      model_fn, config, client_optimizer_fn=client_optimizer_fn,
+      server_optimizer_fn=server_optimizer_fn)
+
+
+def s_t(schedule: configs.ScheduleConfig, round_num: int) -> float:
+  return schedules.FedSparsifySchedule(schedule).sparsity(round_num)
 
 
 def linear_model_fn(wrap=True):
@@ -42,7 +60,7 @@ def linear_model_fn(wrap=True):
   return model_fn
 
 
-LINEAR_LAYOUT = client_work.layout_from_model_fn(linear_model_fn())
+LINEAR_LAYOUT = layout_lib.layout_from_model_fn(linear_model_fn())
 
 
 def linear_clients(sizes, seed=0, identical=False):
@@ -108,12 +126,12 @@ def np_round(w, mask, clients, s, mode, client_rate=0.0, server_rate=0.0):
     trained = [t * m for t, m in zip(trained, client_masks)]
     votes = np.sum(client_masks, axis=0)
     new_mask = (2 * votes >= len(clients)).astype(np.float32) * mask
-    uploaded += sum(len(comm.encode_mask(m[mask != 0], methods=comm.METHODS))
+    uploaded += sum(len(codecs.encode_mask(m[mask != 0], methods=codecs.METHODS))
                     for m in client_masks)
   trained = [t * np_purge(t, client_rate) for t in trained]
   # Local mode: the values inside the client's own mask, which went above.
   sent = client_masks if mode == 'local' else [mask] * len(trained)
-  uploaded += sum(len(comm.encode(t.astype(np.float32)[m != 0] + 0.0, methods=comm.METHODS))
+  uploaded += sum(len(codecs.encode(t.astype(np.float32)[m != 0] + 0.0, methods=codecs.METHODS))
                   for t, m in zip(trained, sent))
   average = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
   if mode == 'global':
@@ -139,9 +157,9 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(('global', 0.0, 0.0), ('local', 0.0, 0.0), ('global', 0.5, 0.7))
   def test_matches_numpy_algorithm(self, mode, client_rate, server_rate):
-    schedule = schedules.FedSparsifySchedule(0.5, 3, initial_sparsity=0.2)
+    schedule = configs.ScheduleConfig(0.5, 3, initial_sparsity=0.2)
     clients = linear_clients([4, 6, 2])
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    process = build(
         linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
         schedule=schedule, mode=mode, client_message_prune_rate=client_rate,
         server_message_prune_rate=server_rate)
@@ -150,21 +168,21 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     for round_num, (weights, metrics) in enumerate(history, start=1):
       previous_w = w
       previous_mask = mask
-      w, mask, uploaded = np_round(w, mask, clients, schedule.sparsity(round_num), mode,
+      w, mask, uploaded = np_round(w, mask, clients, s_t(schedule, round_num), mode,
                                    client_rate, server_rate)
       self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
       self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask,
                           msg=f'round {round_num}')
       finalizer = metrics['finalizer']
       self.assertEqual(finalizer['round_num'], round_num)
-      self.assertAlmostEqual(finalizer['target_sparsity'], schedule.sparsity(round_num), places=6)
+      self.assertAlmostEqual(finalizer['target_sparsity'], s_t(schedule, round_num), places=6)
       self.assertAlmostEqual(finalizer['sparsity'], np.mean(w == 0), places=6)
       if mode == 'global' and not server_rate:  # Exactly round(s_t * 6) zeros: 1, 3, 3.
         self.assertEqual(int(np.sum(weights.trainable[0] == 0)), [1, 3, 3][round_num - 1])
       if server_rate:  # round(0.7 * 6) = 4 zeros, of which round(s_t * 6) masked.
         self.assertEqual(int(np.sum(weights.trainable[0] == 0)), 4)
       # + 0.0 turns NumPy's -0.0 (from products) into the +0.0 the process sends.
-      downloaded = len(comm.encode((previous_w + 0.0).astype(np.float32), methods=comm.METHODS))
+      downloaded = len(codecs.encode((previous_w + 0.0).astype(np.float32), methods=codecs.METHODS))
       self.assertEqual(metrics['client_work']['communication']['bytes_downloaded'],
                        3 * downloaded)
       self.assertEqual(metrics['client_work']['communication']['bytes_uploaded'], uploaded,
@@ -181,8 +199,8 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     """
     bits = 2
     clients = linear_clients([4, 6, 2], seed=3)
-    schedule = schedules.FedSparsifySchedule(final_sparsity, 3, initial_sparsity=final_sparsity)
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    schedule = configs.ScheduleConfig(final_sparsity, 3, initial_sparsity=final_sparsity)
+    process = build(
         linear_model_fn(), tff.learning.optimizers.build_sgdm(LR), schedule=schedule,
         mode=mode, quantize_bits=bits, quantizer='sparse', quantize_threshold=0)
     history = run_rounds(process, as_datasets(clients), 3)
@@ -190,14 +208,14 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     sizes = np.array([len(x) for x, _ in clients], np.float64)
     for round_num, (weights, metrics) in enumerate(history, start=1):
       present = w != 0
-      levels, lo, hi = comm.quantize(w[present], bits)
-      message = comm.encode_quantized(levels, lo, hi, bits)
+      levels, lo, hi = codecs.quantize(w[present], bits)
+      message = codecs.encode_quantized(levels, lo, hi, bits)
       received = np.zeros_like(w)
-      received[present] = comm.decode_quantized(message)
+      received[present] = codecs.decode_quantized(message)
       self.assertLessEqual(len(set(received[present].tolist())), 2**bits)
       communication = metrics['client_work']['communication']
       self.assertEqual(communication['bytes_downloaded'], 3 * (
-          len(comm.encode_mask(present, methods=comm.METHODS)) + len(message)))
+          len(codecs.encode_mask(present, methods=codecs.METHODS)) + len(message)))
       trained = [np_client(received, mask, x, y) for x, y in clients]
       # The clients train from what they received: their loss says so.
       self.assertAllClose(metrics['client_work']['train']['loss'],
@@ -208,12 +226,12 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
         client_masks = [np_purge(t, final_sparsity) * mask for t in trained]
         trained = [t * m for t, m in zip(trained, client_masks)]
         sent = [m != 0 for m in client_masks]
-        positions = sum(len(comm.encode_mask(m[mask != 0], methods=comm.METHODS))
+        positions = sum(len(codecs.encode_mask(m[mask != 0], methods=codecs.METHODS))
                         for m in client_masks)
       else:
         sent, positions = [mask != 0] * 3, 0
       self.assertEqual(communication['bytes_uploaded'], positions + sum(
-          comm.quantized_values_size(int(m.sum()), bits) for m in sent))
+          codecs.quantized_values_size(int(m.sum()), bits) for m in sent))
       deltas = [received - t for t in trained]
       step = max(np.ptp(d[m]) for d, m in zip(deltas, sent)) / (2**bits - 1)
       # The server steps from its own full-precision model, not the broadcast.
@@ -232,8 +250,8 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     clients = as_datasets(linear_clients([4, 6, 3], seed=1))
     optimizer = tff.learning.optimizers.build_sgdm(LR, momentum=0.9)
     server = tff.learning.optimizers.build_sgdm(1.0, momentum=0.5)
-    ours = fed_sparsify.build_weighted_fed_sparsify(
-        linear_model_fn(), optimizer, server, schedule=schedules.FedSparsifySchedule(0.0, 3))
+    ours = build(
+        linear_model_fn(), optimizer, server, schedule=configs.ScheduleConfig(0.0, 3))
     fed_avg = tff.learning.algorithms.build_weighted_fed_avg(
         linear_model_fn(wrap=False), optimizer, server)
     for (a, _), (b, _) in zip(run_rounds(ours, clients, 3), run_rounds(fed_avg, clients, 3)):
@@ -242,10 +260,10 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_local_with_identical_clients_equals_global(self):
     clients = as_datasets(linear_clients([4, 4, 4], identical=True))
-    schedule = schedules.FedSparsifySchedule(0.6, 3, initial_sparsity=0.3)
+    schedule = configs.ScheduleConfig(0.6, 3, initial_sparsity=0.3)
     runs = {}
     for mode in ('global', 'local'):
-      process = fed_sparsify.build_weighted_fed_sparsify(
+      process = build(
           linear_model_fn(), tff.learning.optimizers.build_sgdm(LR, momentum=0.5),
           schedule=schedule, mode=mode)
       runs[mode] = run_rounds(process, clients, 3)
@@ -262,7 +280,7 @@ def fc_model_fn():
     return pruning.wrap_for_pruning(tf.keras.Sequential([
         tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
         tf.keras.layers.Dense(16, activation='relu'), tf.keras.layers.Dense(10)]))
-  return algorithms.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
+  return models.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
 
 
 def image_clients(num_clients=3, n=12, seed=0):
@@ -282,8 +300,8 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
       ('random', dict(pruning_method='random', seed=5)),
   )
   def test_exact_zeros_no_regrowth_and_counts(self, kwargs):
-    schedule = schedules.FedSparsifySchedule(0.9, 4)
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    schedule = configs.ScheduleConfig(0.9, 4)
+    process = build(
         fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5, momentum=0.9),
         tff.learning.optimizers.build_sgdm(1.0, momentum=0.9),
         schedule=schedule, **kwargs)
@@ -292,12 +310,12 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
     previous_zeros = None
     downloaded = prunable  # Keras biases start at zero.
     kept_at_start = prunable
-    layout = client_work.layout_from_model_fn(fc_model_fn())
+    layout = layout_lib.layout_from_model_fn(fc_model_fn())
     for round_num, (weights, metrics) in enumerate(history, start=1):
       kernels = layout.prunable_list(weights.trainable)
       zeros = np.concatenate([k.ravel() == 0 for k in kernels])
       if kwargs.get('mode') != 'local':
-        self.assertEqual(zeros.sum(), int(np.floor(schedule.sparsity(round_num) * prunable + 0.5)))
+        self.assertEqual(zeros.sum(), int(np.floor(s_t(schedule, round_num) * prunable + 0.5)))
       masks = layout.mask_list(weights.non_trainable)
       self.assertAllEqual(np.concatenate([m.ravel() == 0 for m in masks]), zeros)
       if previous_zeros is not None:
@@ -316,14 +334,14 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('global', 'local')
   def test_uniform_placement_prunes_every_kernel_to_s_t(self, mode):
-    schedule = schedules.FedSparsifySchedule(0.9, 3)
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    schedule = configs.ScheduleConfig(0.9, 3)
+    process = build(
         fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
         schedule=schedule, mode=mode, sparsity_placement='uniform')
     history = run_rounds(process, image_clients(), 3)
-    layout = client_work.layout_from_model_fn(fc_model_fn())
+    layout = layout_lib.layout_from_model_fn(fc_model_fn())
     for round_num, (weights, _) in enumerate(history, start=1):
-      target = schedule.sparsity(round_num)
+      target = s_t(schedule, round_num)
       for kernel in layout.prunable_list(weights.trainable):
         zeros = int(np.sum(kernel == 0))
         if mode == 'global':  # Exactly round(s_t * n) per kernel.
@@ -333,7 +351,7 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
           kept_by_client = kernel.size - int(np.floor(target * kernel.size + 0.5))
           self.assertGreaterEqual(zeros, kernel.size - 1.5 * kept_by_client)
     # Global placement on the same run leaves the 16x10 kernel far less sparse.
-    global_history = run_rounds(fed_sparsify.build_weighted_fed_sparsify(
+    global_history = run_rounds(build(
         fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5), schedule=schedule,
         mode=mode), image_clients(), 3)
     small = layout.prunable_list(global_history[-1][0].trainable)[1]
@@ -346,19 +364,19 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
           tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Reshape((28, 28, 1)),
           tf.keras.layers.Conv2D(4, 3, strides=2, activation='relu'),  # 13x13 positions.
           tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)]))
-    model_fn = algorithms.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
-    schedule = schedules.FedSparsifySchedule(0.8, 2)
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    model_fn = models.build_model_fn('fashion_mnist', keras_model_fn=keras_model_fn)
+    schedule = configs.ScheduleConfig(0.8, 2)
+    process = build(
         model_fn, tff.learning.optimizers.build_sgdm(0.1), schedule=schedule,
         sparsity_placement='compute')
     history = run_rounds(process, image_clients(), 2)
-    layout = client_work.layout_from_model_fn(model_fn)
+    layout = layout_lib.layout_from_model_fn(model_fn)
     self.assertEqual(layout.costs, (169.0, 1.0))
     for round_num, (weights, _) in enumerate(history, start=1):
       kernels = layout.prunable_list(weights.trainable)
       sizes = [k.size for k in kernels]
       expected = masks.compute_layer_sparsities(sizes, layout.costs,
-                                                schedule.sparsity(round_num))
+                                                s_t(schedule, round_num))
       zeros = [int(np.sum(k == 0)) for k in kernels]
       self.assertEqual(zeros, [int(masks.num_to_prune(e, n)) for e, n in zip(expected, sizes)])
     # At s_t = 0.8 the conv kernel keeps 20% of 20%: 36 x 0.04, one weight.
@@ -369,36 +387,25 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
           tf.keras.layers.Lambda(lambda x: x[..., None]), tf.keras.layers.Conv2D(4, 3),
           tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)]))
     with self.assertRaisesRegex(ValueError, "'compute' needs a built Keras model with known output sizes"):
-      client_work.build_fed_sparsify_client_work(
-          algorithms.build_model_fn('fashion_mnist', keras_model_fn=any_size),
-          tff.learning.optimizers.build_sgdm(0.1), schedule, sparsity_placement='compute')
-
-  def test_uniform_placement_needs_magnitude_pruning(self):
-    with self.assertRaisesRegex(ValueError, "sparsity_placement='uniform' needs pruning_method"):
-      fed_sparsify.build_weighted_fed_sparsify(
-          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
-          schedule=schedules.FedSparsifySchedule(0.9, 3), pruning_method='random',
-          sparsity_placement='uniform')
-    with self.assertRaisesRegex(ValueError, r"sparsity_placement must be one of \('global', 'uniform', 'compute'\), got 'even'"):
-      fed_sparsify.build_weighted_fed_sparsify(
-          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5),
-          schedule=schedules.FedSparsifySchedule(0.9, 3), sparsity_placement='even')
+      build(models.build_model_fn('fashion_mnist', keras_model_fn=any_size),
+            tff.learning.optimizers.build_sgdm(0.1), schedule=schedule,
+            sparsity_placement='compute')
 
   def test_random_differs_from_magnitude(self):
     results = {}
     for method in ('magnitude', 'random'):
-      process = fed_sparsify.build_weighted_fed_sparsify(
+      process = build(
           fc_model_fn(), tff.learning.optimizers.build_sgdm(0.1),
-          schedule=schedules.FedSparsifySchedule.one_shot(0.5, 2), pruning_method=method)
+          schedule=configs.ScheduleConfig.one_shot(0.5, 2), pruning_method=method)
       weights, metrics = run_rounds(process, image_clients(), 1)[0]
       self.assertEqual(metrics['finalizer']['sparsity'], 0.5)
       results[method] = np.concatenate([m.ravel() for m in weights.non_trainable])
     self.assertNotAllEqual(results['magnitude'], results['random'])
 
   def test_final_model_strips_to_plain_sparse_keras(self):
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    process = build(
         fc_model_fn(), tff.learning.optimizers.build_sgdm(0.1),
-        schedule=schedules.FedSparsifySchedule.one_shot(0.8, 2))
+        schedule=configs.ScheduleConfig.one_shot(0.8, 2))
     weights, _ = run_rounds(process, image_clients(), 1)[0]
     keras_model = pruning.wrap_for_pruning(tf.keras.Sequential([
         tf.keras.layers.InputLayer((28, 28)), tf.keras.layers.Flatten(),
@@ -420,7 +427,7 @@ class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
       ('mean', 3, [0, 1, 2, 3], [0, 1, 1, 1], (3 + 1 + 2 + 3) / 12),
   )
   def test_merge_votes(self, aggregation, n, votes, expected, agreement):
-    merged, found = aggregators.merge_votes(
+    merged, found = masks.merge_votes(
         [tf.constant(votes, tf.float32)], n, aggregation)
     self.assertAllEqual(merged[0], expected)
     self.assertAlmostEqual(float(found), agreement, places=6)
@@ -447,27 +454,37 @@ class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
 class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
-      ('mode', dict(mode='server'), ValueError, "mode must be one of .*'server'"),
-      ('aggregation', dict(mask_aggregation='median'), ValueError,
-       "mask_aggregation must be one of .*'median'"),
-      ('method', dict(pruning_method='gradient'), ValueError,
-       "pruning_method must be one of .*'gradient'"),
-      ('local_random', dict(mode='local', pruning_method='random'), ValueError,
-       "pruning_method must be 'magnitude' in local mode"),
-      ('schedule', dict(schedule=0.9), TypeError, 'schedule must be a FedSparsifySchedule'),
-      ('optimizer', dict(client_optimizer_fn=tf.keras.optimizers.SGD), TypeError,
-       'client_optimizer_fn must be a tff.learning.optimizers.Optimizer'),
+      ('mode', dict(mode='server'), 'mode', "mode='server': must be one of global, local"),
+      ('aggregation', dict(mask_aggregation='median'), 'mask_aggregation',
+       'must be one of majority_vote, mean'),
+      ('method', dict(pruning_method='gradient'), 'pruning_method',
+       'must be one of magnitude, random'),
+      ('local_random', dict(mode='local', pruning_method='random'), 'pruning_method',
+       "must be 'magnitude' in local mode"),
+      ('placement', dict(sparsity_placement='even'), 'sparsity_placement',
+       'must be one of global, uniform, compute'),
+      ('random_uniform', dict(pruning_method='random', sparsity_placement='uniform'),
+       'sparsity_placement', 'must be global for random pruning'),
+      ('schedule', dict(schedule=0.9), 'schedule', 'must be a ScheduleConfig'),
+      ('no_schedule', dict(schedule=None), 'schedule', 'must be a ScheduleConfig'),
+      ('seed', dict(seed=1.5), 'seed', 'must be an integer'),
   )
-  def test_bad_arguments(self, overrides, error, regex):
-    kwargs = dict(model_fn=linear_model_fn(),
-                  client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
-                  schedule=schedules.FedSparsifySchedule(0.5, 3))
-    kwargs.update(overrides)
-    with self.assertRaisesRegex(error, regex):
-      fed_sparsify.build_weighted_fed_sparsify(**kwargs)
+  def test_bad_configuration(self, overrides, field, regex):
+    values = dict(schedule=configs.ScheduleConfig(0.5, 3))
+    values.update(overrides)
+    with self.assertRaisesRegex(validation.ConfigError, regex) as raised:
+      configs.FedSparsifyConfig(**values)
+    self.assertEqual(raised.exception.field, field)
+
+  def test_bad_builder_arguments(self):
+    config = configs.FedSparsifyConfig(schedule=configs.ScheduleConfig(0.5, 3))
+    with self.assertRaisesRegex(TypeError, 'config must be a FedSparsifyConfig, got FedAvgConfig'):
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), configs.FedAvgConfig())
+    with self.assertRaisesRegex(TypeError, 'client_optimizer_fn must be a tff.learning.optimizers.Optimizer'):
+      fed_sparsify.build_weighted_fed_sparsify(
+          linear_model_fn(), config, client_optimizer_fn=tf.keras.optimizers.SGD)
 
   def test_model_without_wrappers(self):
     with self.assertRaisesRegex(ValueError, 'wrap_for_pruning'):
-      fed_sparsify.build_weighted_fed_sparsify(
-          linear_model_fn(wrap=False), tff.learning.optimizers.build_sgdm(LR),
-          schedule=schedules.FedSparsifySchedule(0.5, 3))
+      build(linear_model_fn(wrap=False), tff.learning.optimizers.build_sgdm(LR),
+            schedule=configs.ScheduleConfig(0.5, 3))

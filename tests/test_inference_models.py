@@ -4,9 +4,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from benchmarks import inference_models
-from tff_sparsify import export
-from tff_sparsify import pruning
+from tff_sparsify.deploy import export
+from tff_sparsify.deploy import inference_models
+from tff_sparsify.learning import pruning
 
 
 class InferenceTableTest(tf.test.TestCase):

@@ -1,10 +1,10 @@
-"""Tests for tff_sparsify.masks on small hand-computed fixtures."""
+"""Tests for tff_sparsify.core.masks on small hand-computed fixtures."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import masks
+from tff_sparsify.core import masks
 
 
 class MagnitudeMasksTest(tf.test.TestCase, parameterized.TestCase):
@@ -86,23 +86,29 @@ class RandomMasksTest(tf.test.TestCase):
     self.assertAllEqual(result[1], [0, 1])
 
 
+def _majority_vote(client_masks):
+  """Eq. 2 through `merge_votes`, from the clients' masks (votes summed here)."""
+  votes = [np.sum(np.stack(per_client), axis=0) for per_client in zip(*client_masks)]
+  return masks.merge_votes(votes, len(client_masks), 'majority_vote')[0]
+
+
 class MajorityVoteTest(tf.test.TestCase):
 
   def test_three_clients(self):
     client_masks = [[np.array([1, 1, 0, 0])], [np.array([1, 0, 1, 0])], [np.array([1, 0, 0, 1])]]
     # Kept counts 3, 1, 1, 1 of 3: only the first reaches half.
-    self.assertAllEqual(masks.majority_vote(client_masks)[0], [1, 0, 0, 0])
+    self.assertAllEqual(_majority_vote(client_masks)[0], [1, 0, 0, 0])
 
   def test_tie_at_exactly_half_keeps(self):
     client_masks = [[np.array([1, 0, 1])], [np.array([0, 0, 1])]]
-    self.assertAllEqual(masks.majority_vote(client_masks)[0], [1, 0, 1])
+    self.assertAllEqual(_majority_vote(client_masks)[0], [1, 0, 1])
 
   def test_four_clients_two_tensors(self):
     a = [np.array([[1, 1], [0, 0]]), np.array([1, 0])]
     b = [np.array([[1, 0], [1, 0]]), np.array([1, 0])]
     c = [np.array([[0, 0], [1, 0]]), np.array([0, 1])]
     d = [np.array([[0, 1], [1, 0]]), np.array([0, 0])]
-    merged = masks.majority_vote([a, b, c, d])
+    merged = _majority_vote([a, b, c, d])
     self.assertAllEqual(merged[0], [[1, 1], [1, 0]])  # counts 2,2,3,0 of 4
     self.assertAllEqual(merged[1], [1, 0])  # counts 2,1 of 4
 

@@ -1,9 +1,9 @@
-"""Tests for tff_sparsify.models: the paper's parameter counts."""
+"""Tests for tff_sparsify.learning.models: the paper's parameter counts."""
 
 from absl.testing import parameterized
 import tensorflow as tf
 
-from tff_sparsify import models
+from tff_sparsify.learning import models
 
 
 class ModelsTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,12 +1,12 @@
-"""Tests for tff_sparsify.pruning: masks in tfmot wrappers."""
+"""Tests for tff_sparsify.learning.pruning: masks in tfmot wrappers."""
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from tff_sparsify import masks
-from tff_sparsify import models
-from tff_sparsify import pruning
+from tff_sparsify.core import masks
+from tff_sparsify.learning import models
+from tff_sparsify.learning import pruning
 
 
 class PruningTest(tf.test.TestCase):

@@ -18,7 +18,7 @@ from absl.testing import parameterized
 
 from tests import fixtures
 from tff_sparsify import config as config_lib
-from tff_sparsify import run_record
+from tff_sparsify.simulation import run_record
 
 _TINY = dict(num_clients=4, clients_per_round=3, client_epochs_per_round=1,
              client_batch_size=16, seed=7, progress='false', total_rounds=2,
@@ -109,7 +109,7 @@ class TrainBadFlagsTest(_BinaryCase):
        r'--quantize_bits=8: must be 0 for --algorithm=fedprox'),
       ('threshold', dict(quantize_bits=8, quantize_threshold=-1), r'--quantize_threshold=-1: must be >= 0'),
       ('placement_random', dict(algorithm='random_pruning', sparsity_placement='uniform'),
-       r"--sparsity_placement='uniform': must be global for --algorithm=random_pruning"),
+       r"--sparsity_placement='uniform': must be global for random pruning \(--algorithm=random_pruning\)"),
       ('rounds_per_eval', dict(rounds_per_eval=0), r'--rounds_per_eval=0: must be positive'),
       ('rounds_per_checkpoint', dict(rounds_per_checkpoint=-1), r'--rounds_per_checkpoint=-1: must be positive'),
       ('experiment_slash', dict(experiment_name='a/b'), r"--experiment_name='a/b': must be a non-empty name"),

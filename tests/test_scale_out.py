@@ -18,9 +18,9 @@ import psutil
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import algorithms
 from tff_sparsify import config as config_lib
-from tff_sparsify import execution
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import execution
 
 ROUNDS = 2
 NUM_CLIENTS = 5
@@ -96,7 +96,7 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
     rounds = fields.pop('rounds', ROUNDS)
     atol = fields.pop('atol', 1e-6)
     twice = fields.pop('twice', False)
-    process, _ = algorithms.build_from_config(_config(**fields))
+    process, _ = registry.build_from_config(_config(**fields))
     one = _run(process, self._pool(1), rounds)
     for n in (2, 3):
       pool = self._pool(n)
@@ -118,7 +118,7 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
     one-worker runs of one round differ in about 86% of the weights, by up
     to about 4.5e-4; no number of workers can match that to 1e-6.
     """
-    process, _ = algorithms.build_from_config(
+    process, _ = registry.build_from_config(
         _config(algorithm='fedavg', quantize_bits=8, quantize_threshold=1000))
     pool = self._pool(1)
     first, second = _run(process, pool, 1), _run(process, pool, 1)
@@ -147,7 +147,7 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
           return result
 
       ctx._worker = type('W', (), {'context': Timed(inner, i)})()  # pylint: disable=protected-access
-    process, _ = algorithms.build_from_config(_config(algorithm='fedavg'))
+    process, _ = registry.build_from_config(_config(algorithm='fedavg'))
     with tff.framework.get_context_stack().install(pool):
       state = process.initialize()
       spans.clear()
@@ -161,7 +161,7 @@ class MultiWorkerTest(tf.test.TestCase, parameterized.TestCase):
   def test_bytes_between_coordinator_and_workers_are_counted(self):
     pool = self._pool(2)
     before = pool.bytes_sent, pool.bytes_received
-    process, _ = algorithms.build_from_config(_config(algorithm='fedavg'))
+    process, _ = registry.build_from_config(_config(algorithm='fedavg'))
     weights = _run(process, pool)
     sent = pool.bytes_sent - before[0]
     received = pool.bytes_received - before[1]

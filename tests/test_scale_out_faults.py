@@ -31,7 +31,7 @@ import pytest
 import tensorflow as tf
 
 from tests import fixtures
-from tff_sparsify import worker as worker_lib
+from tff_sparsify.simulation import worker as worker_lib
 
 ROUNDS = 3
 HOSTS = (('tffso1', 'tffso1v', '10.231.1.1', '10.231.1.2'),
@@ -193,7 +193,7 @@ class RemoteWorkersTest(tf.test.TestCase):
           if not tls.recv(1):
             raise ConnectionError('closed')
     # A client certificate from another CA: the coordinator cannot start.
-    from tff_sparsify import execution  # pylint: disable=g-import-not-at-top
+    from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
     with self.assertRaisesRegex(
         execution.WorkerStartError,
         f'^TFF worker at {ns_ip}:{PORT} not reachable over mutual TLS within 2 s$'):
@@ -203,7 +203,7 @@ class RemoteWorkersTest(tf.test.TestCase):
         pass
 
   def test_a_local_worker_is_reachable_from_no_other_host_or_user(self):
-    from tff_sparsify import execution  # pylint: disable=g-import-not-at-top
+    from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
 
     def attempt(prefix, code):
       return subprocess.run([*prefix, sys.executable, '-c', code], capture_output=True,

@@ -17,8 +17,8 @@ from binaries import export as export_binary
 from binaries import flag_utils
 from binaries import train
 from tests import fixtures
-from tff_sparsify import execution
 from tff_sparsify import signals
+from tff_sparsify.simulation import execution
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_FLAGS = dict(

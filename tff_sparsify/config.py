@@ -18,22 +18,18 @@ import os
 from typing import Any, Optional
 
 from tff_sparsify import files
-from tff_sparsify import worker
+from tff_sparsify import validation
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import worker
 
 DATASETS = ('fashion_mnist', 'cifar10')
 PARTITIONS = ('iid', 'non_iid', 'dirichlet')
-BASELINES = ('fedavg', 'fedavg_momentum', 'fedprox')
-SPARSIFYING = ('fedsparsify_global', 'fedsparsify_local', 'random_pruning', 'oneshot_pruning')
-ALGORITHMS = BASELINES + SPARSIFYING
-MASK_AGGREGATIONS = ('majority_vote', 'mean')
-SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
-QUANTIZERS = ('tff', 'sparse')
-QUANTIZATION_BITS = range(1, 17)
-QUANTIZATION_THRESHOLD = 20000
-MFL_DEFAULT_MOMENTUM = 0.75
-FEDPROX_DEFAULT_STRENGTH = 0.001
 NUM_CLASSES = 10
 DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
+QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD
+FEDPROX_DEFAULT_STRENGTH = configs.FEDPROX_DEFAULT_STRENGTH
+ConfigError = validation.ConfigError
 
 # Fields that cannot change what a run computes: they may differ on resume.
 # Evaluation is centralized and reads the state only, so its period changes the
@@ -44,23 +40,8 @@ RESULT_NEUTRAL_FIELDS = frozenset({
 })
 
 
-class ConfigError(ValueError):
-  """A configuration value out of range: names the field, value and what is allowed."""
-
-  def __init__(self, field: str, value: Any, reason: str):
-    self.field = field
-    self.value = value
-    self.reason = reason
-    super().__init__(f'{field}={value!r}: {reason}')
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-  return (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value))
+_is_int = validation.is_int
+_is_number = validation.is_number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,24 +91,14 @@ class TrainConfig:
   progress: bool = True
 
   def __post_init__(self):
-    for name, allowed in (
-        ('dataset', DATASETS), ('partition', PARTITIONS), ('algorithm', ALGORITHMS),
-        ('mask_aggregation', MASK_AGGREGATIONS),
-        ('sparsity_placement', SPARSITY_PLACEMENTS), ('quantizer', QUANTIZERS),
-    ):
-      if getattr(self, name) not in allowed:
-        raise ConfigError(name, getattr(self, name), f'must be one of {", ".join(allowed)}')
+    validation.check_choice('dataset', self.dataset, DATASETS)
+    validation.check_choice('partition', self.partition, PARTITIONS)
+    validation.check_choice('algorithm', self.algorithm, registry.names())
     for name in ('num_clients', 'clients_per_round', 'total_rounds',
                  'client_epochs_per_round', 'client_batch_size', 'rounds_per_eval',
                  'rounds_per_checkpoint'):
-      value = getattr(self, name)
-      if not _is_int(value) or value < 1:
-        raise ConfigError(name, value, 'must be positive')
-    for name in ('client_learning_rate', 'server_learning_rate', 'dirichlet_alpha',
-                 'proximal_strength'):
-      value = getattr(self, name)
-      if not _is_number(value) or not value > 0:
-        raise ConfigError(name, value, 'must be positive')
+      validation.check_positive_int(name, getattr(self, name))
+    validation.check_positive_number('dirichlet_alpha', self.dirichlet_alpha)
     if not _is_int(self.seed):
       raise ConfigError('seed', self.seed, 'must be an integer')
     if self.clients_per_round > self.num_clients:
@@ -136,33 +107,6 @@ class TrainConfig:
     if not _is_int(self.classes_per_client) or not 1 <= self.classes_per_client <= NUM_CLASSES:
       raise ConfigError('classes_per_client', self.classes_per_client,
                         f'must be in [1, {NUM_CLASSES}]')
-    if self.client_momentum is not None and not (
-        _is_number(self.client_momentum) and 0 <= self.client_momentum < 1):
-      raise ConfigError('client_momentum', self.client_momentum, 'must be in [0, 1)')
-    if self.algorithm == 'fedavg_momentum' and self.client_momentum == 0:
-      raise ConfigError('client_momentum', self.client_momentum,
-                        'must be > 0 for --algorithm=fedavg_momentum')
-    if self.algorithm in SPARSIFYING:
-      self._check_schedule()
-    for name in ('client_message_prune_rate', 'server_message_prune_rate'):
-      value = getattr(self, name)
-      if not _is_number(value) or not 0 <= value < 1:
-        raise ConfigError(name, value, 'must be in [0, 1)')
-      if value and self.algorithm == 'fedprox':
-        raise ConfigError(name, value, 'must be 0 for --algorithm=fedprox')
-    if self.sparsity_placement != 'global' and self.algorithm == 'random_pruning':
-      raise ConfigError('sparsity_placement', self.sparsity_placement,
-                        'must be global for --algorithm=random_pruning')
-    if not _is_int(self.quantize_bits) or (
-        self.quantize_bits != 0 and self.quantize_bits not in QUANTIZATION_BITS):
-      raise ConfigError('quantize_bits', self.quantize_bits,
-                        "must be 0 (off) or in [1, 16], what TFF's uniform "
-                        'quantization supports')
-    if self.quantize_bits and self.algorithm == 'fedprox':
-      raise ConfigError('quantize_bits', self.quantize_bits,
-                        'must be 0 for --algorithm=fedprox')
-    if not _is_int(self.quantize_threshold) or self.quantize_threshold < 0:
-      raise ConfigError('quantize_threshold', self.quantize_threshold, 'must be >= 0')
     if self.experiment_name is not None and (
         not self.experiment_name or os.sep in self.experiment_name
         or self.experiment_name in ('.', '..')):
@@ -170,25 +114,14 @@ class TrainConfig:
                         'must be a non-empty name without "/"')
     if not self.root_output_dir:
       raise ConfigError('root_output_dir', self.root_output_dir, 'must not be empty')
+    # The algorithm's own options, checked by its configuration (one place).
+    object.__setattr__(self, '_algorithm_config',
+                       registry.config_from_flags(self.as_dict()))
 
-  def _check_schedule(self):
-    """Eq. 1's ranges: 0 <= S_0 <= S_T < 1, T > t_0 >= 0, F >= 1, n > 0."""
-    final = self.final_sparsity
-    if not _is_number(final) or not 0 <= final < 1:
-      raise ConfigError('final_sparsity', final, 'must be in [0, 1)')
-    if self.algorithm != 'oneshot_pruning' and not (
-        _is_number(self.initial_sparsity) and 0 <= self.initial_sparsity <= final):
-      raise ConfigError('initial_sparsity', self.initial_sparsity,
-                        f'must be in [0, final_sparsity={final}]')
-    if not _is_int(self.sparsify_start_round) or self.sparsify_start_round < 0:
-      raise ConfigError('sparsify_start_round', self.sparsify_start_round, 'must be >= 0')
-    if self.total_rounds <= self.sparsify_start_round:
-      raise ConfigError('total_rounds', self.total_rounds,
-                        f'must be > sparsify_start_round={self.sparsify_start_round}')
-    if not _is_int(self.sparsify_frequency) or self.sparsify_frequency < 1:
-      raise ConfigError('sparsify_frequency', self.sparsify_frequency, 'must be >= 1')
-    if not _is_number(self.sparsify_exponent) or not self.sparsify_exponent > 0:
-      raise ConfigError('sparsify_exponent', self.sparsify_exponent, 'must be > 0')
+  @property
+  def algorithm_config(self):
+    """The validated configuration of `algorithm` (`learning.configs`)."""
+    return self._algorithm_config  # pylint: disable=no-member
 
   @property
   def experiment(self) -> str:
@@ -197,7 +130,7 @@ class TrainConfig:
 
   @property
   def prunes(self) -> bool:
-    return self.algorithm in SPARSIFYING
+    return registry.get(self.algorithm).prunes
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)

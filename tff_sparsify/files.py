@@ -70,3 +70,9 @@ def atomic_write_bytes(path: str, payload: bytes):
 
 def atomic_write_text(path: str, text: str):
   atomic_write_bytes(path, text.encode())
+
+
+def markdown_table(header, rows, fmt=str) -> list[str]:
+  """The lines of a Markdown table: `header` (column keys), then `fmt(row[key])` per cell."""
+  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header),
+          *['| ' + ' | '.join(fmt(row[key]) for key in header) + ' |' for row in rows]]

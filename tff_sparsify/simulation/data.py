@@ -20,20 +20,20 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify.data_sources import CentralizedData
-from tff_sparsify.data_sources import client_id
-from tff_sparsify.data_sources import DataError
-from tff_sparsify.data_sources import DATASETS
-from tff_sparsify.data_sources import DEFAULT_FASHION_MNIST_DIR
-from tff_sparsify.data_sources import load_centralized
-from tff_sparsify.data_sources import load_fashion_mnist_idx
-from tff_sparsify.data_sources import load_tfds
-from tff_sparsify.data_sources import NUM_CLASSES
-from tff_sparsify.data_sources import partition
-from tff_sparsify.data_sources import partition_by_classes
-from tff_sparsify.data_sources import partition_dirichlet
-from tff_sparsify.data_sources import partition_iid
-from tff_sparsify.data_sources import PARTITIONS
+from tff_sparsify.simulation.data_sources import CentralizedData
+from tff_sparsify.simulation.data_sources import DATASETS
+from tff_sparsify.simulation.data_sources import DEFAULT_FASHION_MNIST_DIR
+from tff_sparsify.simulation.data_sources import DataError
+from tff_sparsify.simulation.data_sources import NUM_CLASSES
+from tff_sparsify.simulation.data_sources import PARTITIONS
+from tff_sparsify.simulation.data_sources import client_id
+from tff_sparsify.simulation.data_sources import load_centralized
+from tff_sparsify.simulation.data_sources import load_fashion_mnist_idx
+from tff_sparsify.simulation.data_sources import load_tfds
+from tff_sparsify.simulation.data_sources import partition
+from tff_sparsify.simulation.data_sources import partition_by_classes
+from tff_sparsify.simulation.data_sources import partition_dirichlet
+from tff_sparsify.simulation.data_sources import partition_iid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +49,32 @@ class FederatedData:
 def to_client_data(
     images: np.ndarray, labels: np.ndarray, shards: list[np.ndarray]
 ) -> tff.simulation.datasets.ClientData:
-  """Builds a ClientData whose elements are `OrderedDict(x=uint8, y=int32)`."""
-  return tff.simulation.datasets.TestClientData({
-      client_id(i): collections.OrderedDict(
-          x=images[shard], y=labels[shard].astype(np.int32)
-      )
-      for i, shard in enumerate(shards)
-  })
+  """A ClientData whose elements are `OrderedDict(x=uint8, y=int32)`, in shard order.
+
+  `ClientData.from_clients_and_tf_fn`, TFF's general constructor: the
+  dataset function looks a client id up in a static hash table and gathers
+  the client's examples from the training arrays, so it is serializable
+  (`dataset_computation`) as well as callable from Python.
+  """
+  ids = [client_id(i) for i in range(len(shards))]
+  sizes = np.array([len(shard) for shard in shards], np.int64)
+  ends = np.cumsum(sizes)
+  order = tf.constant(np.concatenate(shards).astype(np.int64) if shards else
+                      np.zeros(0, np.int64))
+  starts_t, ends_t = tf.constant(ends - sizes), tf.constant(ends)
+  images_t = tf.constant(images)
+  labels_t = tf.constant(labels.astype(np.int32))
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(
+          tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), default_value=-1)
+
+  def dataset_fn(cid) -> tf.data.Dataset:
+    k = table.lookup(tf.convert_to_tensor(cid, tf.string))
+    indices = order[starts_t[k]:ends_t[k]]
+    return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+        x=tf.gather(images_t, indices), y=tf.gather(labels_t, indices)))
+
+  return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(ids, dataset_fn)
 
 
 def federated_data(centralized: CentralizedData, shards: list[np.ndarray]) -> FederatedData:

@@ -49,7 +49,8 @@ def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
 
 
 def wrappers(model: tf.keras.Model) -> list[_PruneLowMagnitude]:
-  return [layer for layer in model.layers if isinstance(layer, _PruneLowMagnitude)]
+  """The `prune_low_magnitude` wrappers of `model`, nested models included (tfmot's own search)."""
+  return pruning_wrapper.collect_prunable_layers(model)
 
 
 def prunable_weights(model: tf.keras.Model) -> list[tf.Variable]:

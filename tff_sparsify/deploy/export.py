@@ -29,25 +29,11 @@ import tensorflow_model_optimization as tfmot
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
-from tff_sparsify import pruning
+from tff_sparsify.deploy import layouts
+from tff_sparsify.learning import pruning
 
 DEFAULT_OPSET = config_lib.DEFAULT_OPSET
 MAX_ABS_DIFF = 1e-4
-# ONNX metadata key saying the model's input is channels-first (NCHW).
-LAYOUT_KEY = 'tff_sparsify.input_layout'
-
-
-def input_layout(onnx_model) -> str:
-  """'NCHW' if `export_model(..., inputs_as_nchw=True)` wrote it, else 'NHWC'."""
-  props = {p.key: p.value for p in onnx_model.metadata_props}
-  return props.get(LAYOUT_KEY, 'NHWC')
-
-
-def to_nchw(batch: np.ndarray) -> np.ndarray:
-  """A channels-last image batch, channels-first (what an NCHW export takes)."""
-  return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-
-
 def check_inputs_as_nchw(model: tf.keras.Model):
   """ExportError unless `model` takes images, (batch, height, width, channels)."""
   if len(model.input_shape) != 4:
@@ -162,8 +148,8 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
       read.
   """
   from tensorflow_federated import program as tff_program  # pylint: disable=g-import-not-at-top
-  from tff_sparsify import algorithms  # pylint: disable=g-import-not-at-top
-  from tff_sparsify import execution  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.learning import registry  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
 
   path = os.path.normpath(path)
   experiment_dir, version = split_checkpoint_path(path)
@@ -175,7 +161,7 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
     config = config_lib.TrainConfig.from_dict(config_lib.load_dict(config_path))
   except config_lib.ConfigError as e:
     raise ExportError(f'cannot use the run configuration {config_path!r}: {e}') from e
-  process, keras_model_fn = algorithms.build_from_config(config)
+  process, keras_model_fn = registry.build_from_config(config)
   manager = tff_program.FileProgramStateManager(experiment_dir)
   # Not asyncio.run: it leaves no current event loop behind, and TFF's
   # training loop (`asyncio.get_event_loop()`) then fails in this thread.
@@ -246,7 +232,7 @@ def check_onnx(model: tf.keras.Model, onnx_path: str, *, inputs_as_nchw: bool = 
   inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
   expected = model(inputs, training=False).numpy()
   session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
-  onnx_inputs = to_nchw(inputs) if inputs_as_nchw else inputs
+  onnx_inputs = layouts.to_nchw(inputs) if inputs_as_nchw else inputs
   found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
   max_abs_diff = float(np.max(np.abs(found - expected)))
   if not max_abs_diff <= MAX_ABS_DIFF:
@@ -276,7 +262,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
       (tf2onnx's `inputs_as_nchw`): the transpose that feeds the first
       convolution leaves the graph, and the caller transposes its batches
       (`inference.benchmark` does). Recorded in the ONNX metadata
-      (`input_layout`). The SavedModel keeps Keras' channels-last input.
+      (`layouts.input_layout`). The SavedModel keeps Keras' channels-last input.
     check_batch_size: rows of the random input the check runs.
     seed: seed of that input.
 
@@ -304,7 +290,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
         model, input_signature=spec, opset=opset,
         inputs_as_nchw=['input'] if inputs_as_nchw else None)
     layout = 'NCHW' if inputs_as_nchw else 'NHWC'
-    onnx.helper.set_model_props(onnx_model, {LAYOUT_KEY: layout})
+    onnx.helper.set_model_props(onnx_model, {layouts.LAYOUT_KEY: layout})
     onnx.save(onnx_model, onnx_temp)
     max_abs_diff, layers = check_onnx(model, onnx_temp, inputs_as_nchw=inputs_as_nchw,
                                       check_batch_size=check_batch_size, seed=seed)

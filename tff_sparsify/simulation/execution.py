@@ -3,7 +3,7 @@
 One run uses one or more TFF C++ `worker_binary`s:
 
 - **Local workers** (`num_local_workers`) are started through
-  `tff_sparsify.worker`: each in a network namespace of its own, reached over
+  `tff_sparsify.simulation.worker`: each in a network namespace of its own, reached over
   a Unix socket (mode 0600, in a 0700 directory) that only this user can
   open, dying with this process (`PR_SET_PDEATHSIG`), logging to a file,
   never to our stdout. Started with `subprocess.Popen` and no `preexec_fn`:
@@ -53,7 +53,7 @@ import grpc
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import worker as worker_lib
+from tff_sparsify.simulation import worker as worker_lib
 
 # pylint: disable=g-bad-import-order
 from tensorflow_federated.proto.v0 import executor_pb2
@@ -353,7 +353,7 @@ class Worker:
   def _start_local(self):
     with contextlib.suppress(FileNotFoundError):
       os.unlink(self._socket)
-    args = [sys.executable, '-m', 'tff_sparsify.worker',
+    args = [sys.executable, '-m', 'tff_sparsify.simulation.worker',
             f'--unix_socket={self._socket}', f'--parent_pid={os.getpid()}']
     if self._log_path:
       args.append(f'--log_file={self._log_path}')
@@ -379,7 +379,7 @@ class Worker:
       _stop(process)
       with open(errors) as err:
         lines = err.read().strip().splitlines()
-      # The launcher's one line, less its `tff_sparsify.worker: error: `.
+      # The launcher's one line, less its `tff_sparsify.simulation.worker: error: `.
       detail = lines[-1].split('error: ', 1)[-1] if lines else (
           f'exit code {process.returncode}')
       if process.returncode == 3:  # No network namespace on this platform.

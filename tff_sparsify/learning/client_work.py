@@ -24,7 +24,7 @@ the non-zero trainable parameters of the models they trained (the paper's
 w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
 masks travel (local mode); `transmission_mbits`, the paper's transmission
 cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
-bytes of the encodings of `comm.py` (the smallest lossless non-zlib one per
+bytes of the encodings of `codecs.py` (the smallest lossless non-zlib one per
 tensor): `bytes_downloaded`, the global model's trainable weights each
 client receives (the global mask is their non-zero pattern), and
 `bytes_uploaded`, the weights the client trained, inside the global mask
@@ -32,8 +32,8 @@ only (the server sent that mask, so positions outside it are never sent);
 in local mode, its mask as positions inside the global mask, then the
 values inside its mask. With `quantize_bits`, large tensors count as the
 quantizer sends them: `quantizer='tff'`, TFF's aggregator, uploads only,
-every element (`comm.quantized_size`); `quantizer='sparse'`, ours, in both
-directions, the non-zero values only (`comm.tf_quantize`): the broadcast's
+every element (`codecs.quantized_size`); `quantizer='sparse'`, ours, in both
+directions, the non-zero values only (`codecs.tf_quantize`): the broadcast's
 non-zeros rounded to the nearest level (all clients decode the same model;
 the server keeps its full-precision one), the upload's deltas at the
 positions sent, rounded stochastically. All are summed over the round's
@@ -44,7 +44,6 @@ Optionally the upload is pruned as in arXiv 2310.14693: the smallest
 """
 
 import collections
-import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
@@ -52,103 +51,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import comm
-from tff_sparsify import masks as masks_lib
-from tff_sparsify import pruning
-from tff_sparsify import schedules
+from tff_sparsify.compression import codecs
+from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning
 
-MODES = ('global', 'local')
-
-
-@dataclasses.dataclass(frozen=True)
-class PruningLayout:
-  """Where the tfmot pruning variables sit in `tff.learning.models.ModelWeights`.
-
-  Attributes:
-    num_trainable: number of trainable tensors.
-    prunable: indices in `trainable` of the weights the wrappers prune.
-    masks: indices in `non_trainable` of their masks (same order).
-    steps: indices in `non_trainable` of the wrappers' `pruning_step`.
-    costs: multiply-adds per example of one weight, per prunable weight
-      (`pruning.macs_per_weight`), or None where the Keras model's output
-      shapes are not known; `compute` placement needs them.
-  """
-  num_trainable: int
-  prunable: tuple[int, ...]
-  masks: tuple[int, ...]
-  steps: tuple[int, ...]
-  costs: Optional[tuple[float, ...]] = None
-
-  def check_placement(self, placement: str):
-    """ValueError for a placement this model cannot take."""
-    masks_lib.check_placement(placement)
-    if placement == 'compute' and self.costs is None:
-      raise ValueError("sparsity_placement='compute' needs a built Keras model with known "
-                       'output sizes (e.g. an InputLayer of fixed shape) to weigh its '
-                       'layers, got one without')
-
-  def placed_masks(self, trainable, sparsity, placement: str) -> list:
-    """`masks.placed_magnitude_masks` of the prunable weights in `trainable`."""
-    return masks_lib.placed_magnitude_masks(
-        self.prunable_list(trainable), sparsity, placement, costs=self.costs)
-
-  def masks_by_trainable(self, non_trainable) -> list:
-    """Per trainable tensor, its mask taken from `non_trainable`, or None."""
-    by_index = dict(zip(self.prunable, self.masks))
-    return [non_trainable[by_index[i]] if i in by_index else None
-            for i in range(self.num_trainable)]
-
-  def mask_list(self, non_trainable) -> list:
-    return [non_trainable[i] for i in self.masks]
-
-  def prunable_list(self, trainable) -> list:
-    return [trainable[i] for i in self.prunable]
-
-
-def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
-  """Finds the tfmot wrappers' variables in a `from_keras_model` model.
-
-  Raises:
-    TypeError: if `model` does not wrap a Keras model.
-    ValueError: if the Keras model has no `prune_low_magnitude` layer.
-  """
-  # TFF 0.87 keeps the wrapped Keras model in a private attribute only.
-  keras_model = getattr(model, '_keras_model', None)
-  if not isinstance(keras_model, tf.keras.Model):
-    raise TypeError(
-        'model_fn must return tff.learning.models.from_keras_model(...) of a '
-        f'Keras model, got {type(model).__name__}')
-  layers = pruning.wrappers(keras_model)
-  if not layers:
-    raise ValueError(
-        'model_fn must return a model whose Keras layers are wrapped for '
-        'pruning (tff_sparsify.pruning.wrap_for_pruning); found no '
-        'prune_low_magnitude layer')
-  trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
-  non_trainable = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
-  return PruningLayout(
-      num_trainable=len(model.trainable_variables),
-      prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
-      masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
-      steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers),
-      costs=_costs(keras_model))
-
-
-def _costs(keras_model) -> Optional[tuple[float, ...]]:
-  try:
-    return tuple(pruning.macs_per_weight(keras_model))
-  except (AttributeError, ValueError):  # Keras: layer never called; unknown sizes.
-    return None
-
-
-def layout_from_model_fn(model_fn) -> PruningLayout:
-  # A throwaway graph keeps the probe model's variables out of the default one.
-  with tf.Graph().as_default():
-    return pruning_layout(model_fn())
-
-
-def num_nonzero(tensors) -> tf.Tensor:
-  return tf.add_n([tf.math.count_nonzero(t, dtype=tf.int64) for t in tensors])
 
 
 def _reduce_loop(loop_implementation):
@@ -171,16 +80,6 @@ def _zero_all_if_any_non_finite(structure):
   return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
 
 
-def check_message_prune_rate(name: str, rate: float):
-  if not 0.0 <= rate < 1.0:
-    raise ValueError(f'{name} must be in [0, 1), got {rate}')
-
-
-def _masked(value, kept):
-  # As masks_lib.mask_tensor (+0.0 where pruned), the comparison hoisted.
-  return value if kept is None else tf.where(kept, value, 0.0)
-
-
 def build_train_step(model, optimizer, trainable, keep):
   """The local step, as a `dataset.reduce` function over (examples, opt state).
 
@@ -195,7 +94,7 @@ def build_train_step(model, optimizer, trainable, keep):
     optimizer_state, updated = optimizer.next(
         optimizer_state, tuple(trainable), tuple(gradients))
     for variable, value, kept in zip(trainable, updated, keep):
-      variable.assign(_masked(value, kept))
+      variable.assign(masks_lib.mask_tensor(value, kept))
     if output.num_examples is None:
       num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
     else:
@@ -206,22 +105,26 @@ def build_train_step(model, optimizer, trainable, keep):
 
 def _quantize_at(t, sent, bits, seed=None):
   """`t` with its values at `sent` (bool) replaced by their `bits`-bit quantization."""
-  _, _, _, dequantized = comm.tf_quantize(tf.boolean_mask(t, sent), bits, seed)
+  _, _, _, dequantized = codecs.tf_quantize(tf.boolean_mask(t, sent), bits, seed)
   return tf.tensor_scatter_nd_update(t, tf.where(sent), dequantized)
 
 
-def _build_client_update(model_fn, optimizer, mode, loop_implementation, message_prune_rate,
-                         quantize_bits=0, quantize_threshold=comm.QUANTIZATION_THRESHOLD,
-                         sparsity_placement='global', quantizer='tff'):
+def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
+                         loop_implementation):
   """The per-client `tf.function`, as TFF's model delta client update."""
+  mode = config.mode
+  sparsity_placement = config.sparsity_placement
+  compression = config.compression
+  message_prune_rate = compression.client_message_prune_rate
+  quantize_threshold = compression.quantize_threshold
   model = model_fn()
-  layout = pruning_layout(model)
+  layout = layout_lib.pruning_layout(model)
   # The weights are masked below after every step, so the wrappers' own
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
   reduce_loop = _reduce_loop(loop_implementation)
-  sparse_bits = quantize_bits if quantizer == 'sparse' else 0
-  tff_bits = quantize_bits if quantizer == 'tff' else 0
+  sparse_bits = compression.sparse_bits
+  tff_bits = compression.tff_bits
 
   def quantized(t):
     return sparse_bits and t.shape.num_elements() > quantize_threshold
@@ -237,11 +140,11 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       if quantized(t):
         present = tf.not_equal(t, 0)
         received.append(_quantize_at(t, present, sparse_bits))
-        bytes_downloaded.append(comm.tf_mask_size(present) + comm.tf_quantized_values_size(
+        bytes_downloaded.append(codecs.tf_mask_size(present) + codecs.tf_quantized_values_size(
             tf.math.count_nonzero(present, dtype=tf.int64), sparse_bits))
       else:
         received.append(t)
-        bytes_downloaded.append(comm.tf_encoded_size(t))
+        bytes_downloaded.append(codecs.tf_encoded_size(t))
     bytes_downloaded = tf.add_n(bytes_downloaded)
     for variable, value in zip(weights.trainable, received):
       variable.assign(value)
@@ -254,7 +157,7 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     # What the wrappers would do before the first forward pass; a global
     # model from the server is already masked, one set by the user may not be.
     for variable, kept in zip(trainable, keep):
-      variable.assign(_masked(variable, kept))
+      variable.assign(masks_lib.mask_tensor(variable, kept))
 
     reduce_fn = build_train_step(model, optimizer, trainable, keep)
 
@@ -293,18 +196,18 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
       else:
         sent = kept
       if sent is not kept:
-        bytes_uploaded.append(comm.tf_mask_size(
+        bytes_uploaded.append(codecs.tf_mask_size(
             sent if kept is None else tf.boolean_mask(sent, kept)))
       if quantized(t):
         # Stochastic rounding, seeded by what the client trained.
         sent = tf.ones_like(t, tf.bool) if sent is None else sent
         seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
         delta[i] = _quantize_at(delta[i], sent, sparse_bits, seed)
-        bytes_uploaded.append(comm.tf_quantized_values_size(
+        bytes_uploaded.append(codecs.tf_quantized_values_size(
             tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
       else:  # TFF's quantized form, or the values at `sent` (with any zeros' positions).
         bytes_uploaded.append(
-            comm.tf_upload_size(t, tff_bits, quantize_threshold, support=sent))
+            codecs.tf_upload_size(t, tff_bits, quantize_threshold, support=sent))
     bytes_uploaded = tf.add_n(bytes_uploaded)
 
     delta, non_finite = _zero_all_if_any_non_finite(tuple(delta))
@@ -319,8 +222,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)
-    downloaded = num_nonzero(initial_weights.trainable)
-    uploaded = num_nonzero(trained)
+    downloaded = masks_lib.num_nonzero(initial_weights.trainable)
+    uploaded = masks_lib.num_nonzero(trained)
     communication = collections.OrderedDict(
         params_downloaded=downloaded, params_uploaded=uploaded,
         mask_bits_uploaded=mask_bits,
@@ -335,14 +238,8 @@ def _build_client_update(model_fn, optimizer, mode, loop_implementation, message
 def build_fed_sparsify_client_work(
     model_fn: Callable[[], tff.learning.models.VariableModel],
     optimizer: tff.learning.optimizers.Optimizer,
-    schedule: schedules.FedSparsifySchedule,
+    config: configs.FedSparsifyConfig,
     *,
-    mode: str = 'global',
-    message_prune_rate: float = 0.0,
-    quantize_bits: int = 0,
-    quantize_threshold: int = comm.QUANTIZATION_THRESHOLD,
-    quantizer: str = 'tff',
-    sparsity_placement: str = 'global',
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
 ) -> tff.learning.templates.ClientWorkProcess:
@@ -350,27 +247,20 @@ def build_fed_sparsify_client_work(
 
   Args:
     model_fn: no-arg callable returning `tff.learning.models.from_keras_model`
-      of a Keras model wrapped by `tff_sparsify.pruning.wrap_for_pruning`.
+      of a Keras model wrapped by `tff_sparsify.learning.pruning.wrap_for_pruning`.
     optimizer: a `tff.learning.optimizers.Optimizer` for the clients.
-    schedule: the sparsity schedule; its target s_t is what clients prune to
-      in local mode.
-    mode: 'global' (clients keep the server's mask) or 'local' (clients prune
-      to s_t after training and send their masks).
-    message_prune_rate: fraction of the uploaded weights, the smallest by
-      magnitude over all trainable tensors, that clients zero before sending
-      (message compression of arXiv 2310.14693); no persistent mask.
-    quantize_bits: if not 0, the bits per value of the quantization of
-      tensors with more than `quantize_threshold` elements.
-    quantize_threshold: see `quantize_bits`.
-    quantizer: 'tff': TFF's uniform quantization of the uploaded deltas,
-      applied by the aggregator (`aggregators.quantized_mean_factory`, whose
-      threshold must be `quantize_threshold`); here it changes only the
-      counting (`comm.quantized_size`). 'sparse': this client work
-      quantizes the non-zero values of what it receives and of the deltas
-      it sends (`comm.tf_quantize`), and counts them as sent; the
-      aggregator is a plain mean.
-    sparsity_placement: how clients place s_t in local mode ('global',
-      'uniform' or 'compute', `masks.placed_magnitude_masks`).
+    config: the algorithm's configuration. Used here: `schedule` (s_t, what
+      clients prune to in local mode), `mode` ('global': clients keep the
+      server's mask; 'local': they prune to s_t after training and send
+      their masks), `sparsity_placement` (local mode) and `compression`:
+      `client_message_prune_rate` (the smallest uploaded weights over all
+      trainable tensors zeroed before sending, no persistent mask) and the
+      quantization. `quantizer='tff'`: TFF's uniform quantization of the
+      uploaded deltas, applied by the aggregator
+      (`compression.aggregators.quantized_mean_factory`); here it changes
+      only the counting (`codecs.quantized_size`). 'sparse': this client
+      work quantizes the non-zero values of what it receives and of the
+      deltas it sends (`codecs.tf_quantize`), and counts them as sent.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
@@ -382,20 +272,14 @@ def build_fed_sparsify_client_work(
     `bytes_uploaded` and `transmission_mbits` summed over all rounds so far;
     kept in the state, so a resumed run goes on counting).
   """
-  if mode not in MODES:
-    raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
-  check_message_prune_rate('client_message_prune_rate', message_prune_rate)
-  comm.check_quantize_bits(quantize_bits)
-  comm.check_quantizer(quantizer)
-  masks_lib.check_placement(sparsity_placement)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
+  schedule = schedules.FedSparsifySchedule(config.schedule)
   metrics_aggregator = metrics_aggregator or tff.learning.metrics.sum_then_finalize
   with tf.Graph().as_default():
     model = model_fn()
-    pruning_layout(model).check_placement(sparsity_placement)
     metrics_aggregation_fn = metrics_aggregator(model.metric_finalizers())
   data_type = tff.SequenceType(tff.types.tensorflow_to_type(model.input_spec))
   weights_type = tff.learning.models.weights_type_from_model(model)
@@ -415,13 +299,11 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation(np.int32)
   def schedule_fn(round_num):
-    return schedule.tf_call(round_num)
+    return schedule(round_num)
 
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
-    client_update = _build_client_update(
-        model_fn, optimizer, mode, loop_implementation, message_prune_rate,
-        quantize_bits, quantize_threshold, sparsity_placement, quantizer)
+    client_update = _build_client_update(model_fn, optimizer, config, loop_implementation)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   state_type = initial_state.type_signature.result

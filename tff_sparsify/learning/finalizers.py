@@ -5,9 +5,11 @@
     Local:  m^(t+1) = merged client masks (Eq. 2)  (.) m^(t)
     w^(t+1) = w^(t+1) (.) m^(t+1)
 
-As TFF's `apply_optimizer_finalizer`, plus the mask: the weights are masked
-after every server step (server momentum included) and the new mask is the
-old one AND the new one, so a pruned weight never regrows. Masks and the
+TFF's `build_apply_optimizer_finalizer` steps the server optimizer (and
+rejects a non-finite update, keeping the old model); then the mask: the
+weights are masked after every server step (server momentum included) and
+the new mask is the old one AND the new one, so a pruned weight never
+regrows. Masks and the
 wrappers' `pruning_step` live in the model's non-trainable weights, which the
 finalizer owns; its state is the optimizer state and the round number, so a
 checkpoint resumes the schedule where it stopped. Pruning is by global
@@ -27,40 +29,17 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import client_work as client_work_lib
-from tff_sparsify import masks as masks_lib
-from tff_sparsify import schedules
-
-PRUNING_METHODS = ('magnitude', 'random')
-
-
-def check_pruning_method(mode: str, pruning_method: str):
-  if mode not in client_work_lib.MODES:
-    raise ValueError(f'mode must be one of {client_work_lib.MODES}, got {mode!r}')
-  if pruning_method not in PRUNING_METHODS:
-    raise ValueError(
-        f'pruning_method must be one of {PRUNING_METHODS}, got {pruning_method!r}')
-  if mode == 'local' and pruning_method != 'magnitude':
-    raise ValueError(
-        f"pruning_method must be 'magnitude' in local mode, got {pruning_method!r}")
-
-
-def _apply_masks(trainable, masks_by_trainable):
-  return [w if m is None else masks_lib.mask_tensor(w, m)
-          for w, m in zip(trainable, masks_by_trainable)]
+from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.core import schedules
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import layout as layout_lib
 
 
 def build_fed_sparsify_finalizer(
     optimizer: tff.learning.optimizers.Optimizer,
     model_weights_type,
-    layout: client_work_lib.PruningLayout,
-    schedule: schedules.FedSparsifySchedule,
-    *,
-    mode: str = 'global',
-    pruning_method: str = 'magnitude',
-    seed: int = 0,
-    message_prune_rate: float = 0.0,
-    sparsity_placement: str = 'global',
+    layout: layout_lib.PruningLayout,
+    config: configs.FedSparsifyConfig,
 ) -> tff.learning.templates.FinalizerProcess:
   """A `FinalizerProcess` applying the server optimizer and the pruning.
 
@@ -68,35 +47,29 @@ def build_fed_sparsify_finalizer(
     optimizer: the server's `tff.learning.optimizers.Optimizer`.
     model_weights_type: the (unplaced) `ModelWeights` type of the model.
     layout: where the masks and pruning steps sit in the model weights.
-    schedule: the sparsity schedule (Eq. 1).
-    mode: 'global' (the server prunes to s_t) or 'local' (the update carries
-      the clients' merged mask: `OrderedDict(model_delta=..., mask=...)`).
-    pruning_method: one of `PRUNING_METHODS` (global mode).
-    seed: seed of the random pruning.
-    message_prune_rate: fraction of the new global model's weights, the
-      smallest by magnitude over all trainable tensors, zeroed before it is
-      broadcast (arXiv 2310.14693, server side); the masks are left as they
-      are, so these weights may grow back.
-    sparsity_placement: global mode, magnitude pruning: 'global' (one
-      ranking over all prunable weights, the paper's), 'uniform' (every
-      prunable tensor to s_t by its own ranking) or 'compute' (per-layer
-      sparsities that minimise the multiply-adds at total s_t), see
-      `masks.placed_magnitude_masks`.
+    config: the algorithm's configuration. Used here: `schedule` (Eq. 1),
+      `mode` ('global': the server prunes to s_t; 'local': the update
+      carries the clients' merged mask, `OrderedDict(model_delta, mask)`),
+      `pruning_method` and `seed` (global mode), `sparsity_placement`
+      (global mode, magnitude pruning: `masks.placed_magnitude_masks`) and
+      `compression.server_message_prune_rate`: the fraction of the new
+      global model's weights, smallest by magnitude over all trainable
+      tensors, zeroed before it is broadcast (arXiv 2310.14693, server side);
+      the masks are left as they are, so these weights may grow back.
 
   Returns:
     A `tff.learning.templates.FinalizerProcess`.
   """
-  check_pruning_method(mode, pruning_method)
-  layout.check_placement(sparsity_placement)
-  if sparsity_placement != 'global' and pruning_method != 'magnitude':
-    raise ValueError(
-        f"sparsity_placement={sparsity_placement!r} needs pruning_method='magnitude', got "
-        f'{pruning_method!r}')
-  client_work_lib.check_message_prune_rate('server_message_prune_rate', message_prune_rate)
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
+  mode = config.mode
+  pruning_method = config.pruning_method
+  sparsity_placement = config.sparsity_placement
+  seed = config.seed
+  message_prune_rate = config.compression.server_message_prune_rate
+  schedule = schedules.FedSparsifySchedule(config.schedule)
   trainable_type = model_weights_type.trainable
   mask_type = tff.StructWithPythonType(
       [trainable_type[i] for i in layout.prunable], tuple)
@@ -104,13 +77,14 @@ def build_fed_sparsify_finalizer(
       [('model_delta', trainable_type), ('mask', mask_type)], collections.OrderedDict)
                  if mode == 'local' else trainable_type)
 
-  @tff.tensorflow.computation
-  def init_tf():
-    specs = tff.types.type_to_tf_tensor_specs(trainable_type)
-    return collections.OrderedDict(
-        optimizer_state=optimizer.initialize(specs), round_num=np.int32(0))
+  # TFF's finalizer steps the server optimizer (and rejects a non-finite
+  # update, keeping the old model and optimizer state); the pruning follows.
+  optimizer_finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
+      optimizer, model_weights_type)
 
-  state_type = init_tf.type_signature.result
+  @tff.tensorflow.computation
+  def round_zero():
+    return np.int32(0)
 
   def new_masks(trainable, current, round_num, should_prune, sparsity, merged):
     if mode == 'local':
@@ -125,27 +99,23 @@ def build_fed_sparsify_finalizer(
       return [m * c for m, c in zip(found, current)]
     return tf.cond(should_prune, purge, lambda: list(current))
 
-  @tff.tensorflow.computation(state_type, model_weights_type, update_type)
+  @tff.tensorflow.computation(np.int32, model_weights_type, update_type, np.int32)
   @tf.function
-  def next_tf(state, weights, update):
-    delta, merged = ((update['model_delta'], update['mask']) if mode == 'local'
-                     else (update, None))
-    optimizer_state, trainable = optimizer.next(
-        state['optimizer_state'], tuple(weights.trainable), tuple(delta))
-    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d)) for d in tf.nest.flatten(delta)])
-    if not finite:  # As TFF's reject_non_finite_update: keep the old model.
-      optimizer_state, trainable = state['optimizer_state'], tuple(weights.trainable)
-    round_num = state['round_num'] + 1
-    should_prune, sparsity = schedule.tf_call(round_num)
+  def prune(round_num, weights, update, update_non_finite):
+    """Purge of the stepped model: `weights` hold the old masks and steps."""
+    merged = update['mask'] if mode == 'local' else None
+    round_num = round_num + 1
+    should_prune, sparsity = schedule(round_num)
     current = layout.mask_list(weights.non_trainable)
-    trainable = _apply_masks(trainable, layout.masks_by_trainable(weights.non_trainable))
+    trainable = masks_lib.apply_masks(
+        weights.trainable, layout.masks_by_trainable(weights.non_trainable))
     masks = new_masks(trainable, current, round_num, should_prune, sparsity, merged)
     non_trainable = list(weights.non_trainable)
     for i, mask in zip(layout.masks, masks):
       non_trainable[i] = mask
     for i in layout.steps:
       non_trainable[i] = tf.cast(round_num + 1, tf.int64)
-    trainable = _apply_masks(trainable, layout.masks_by_trainable(non_trainable))
+    trainable = masks_lib.apply_masks(trainable, layout.masks_by_trainable(non_trainable))
     if message_prune_rate > 0:
       trainable = masks_lib.apply_masks(
           trainable, masks_lib.magnitude_masks(trainable, message_prune_rate))
@@ -155,24 +125,32 @@ def build_fed_sparsify_finalizer(
         pruned=tf.cast(should_prune, tf.int32),
         target_sparsity=tf.cast(sparsity, tf.float32),
         sparsity=tf.cast(masks_lib.sparsity(prunable), tf.float32),
-        nonzero_params=client_work_lib.num_nonzero(trainable),
-        update_non_finite=tf.cast(tf.logical_not(finite), tf.int32))
-    new_state = collections.OrderedDict(optimizer_state=optimizer_state, round_num=round_num)
+        nonzero_params=masks_lib.num_nonzero(trainable),
+        update_non_finite=update_non_finite)
     new_weights = tff.learning.models.ModelWeights(tuple(trainable), tuple(non_trainable))
-    return new_state, new_weights, measurements
+    return round_num, new_weights, measurements
 
   @tff.federated_computation
   def init_fn():
-    return tff.federated_eval(init_tf, tff.SERVER)
+    return tff.federated_zip(collections.OrderedDict(
+        optimizer_state=optimizer_finalizer.initialize(),
+        round_num=tff.federated_eval(round_zero, tff.SERVER)))
 
   @tff.federated_computation(
-      tff.FederatedType(state_type, tff.SERVER),
+      init_fn.type_signature.result,
       tff.FederatedType(model_weights_type, tff.SERVER),
       tff.FederatedType(update_type, tff.SERVER))
   def next_fn(state, weights, update):
-    new_state, new_weights, measurements = tff.federated_map(
-        next_tf, (state, weights, update))
+    delta = update.model_delta if mode == 'local' else update
+    stepped = optimizer_finalizer.next(state.optimizer_state, weights, delta)
+    round_num, new_weights, measurements = tff.federated_map(
+        prune, (state.round_num, stepped.result, update,
+                stepped.measurements.update_non_finite))
+    new_state = tff.federated_zip(collections.OrderedDict(
+        optimizer_state=stepped.state, round_num=round_num))
     return tff.templates.MeasuredProcessOutput(new_state, new_weights, measurements)
+
+  state_type = init_fn.type_signature.result.member
 
   @tff.tensorflow.computation(state_type)
   def get_hparams_fn(state):

@@ -1,4 +1,4 @@
-"""Merging FedSparsify-Local client masks (Stripelis et al., Eq. 2).
+"""Merging FedSparsify-Local client masks (Stripelis et al., Eq. 2, `masks.merge_votes`).
 
     [m]_i = 1  if  sum_k [m_k]_i >= N / 2  else 0
     w = m (.) sum_k |D_k| / |D| w_k
@@ -20,63 +20,10 @@ import collections
 from typing import Optional
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import comm
-
-MASK_AGGREGATIONS = ('majority_vote', 'mean')
-
-
-def merge_votes(votes, num_clients, mask_aggregation: str):
-  """Merged masks and agreement from per-position keep counts (TF, no TFF).
-
-  Args:
-    votes: per prunable tensor, how many clients kept each position.
-    num_clients: number of participating clients N.
-    mask_aggregation: 'majority_vote' (keep iff 2 * votes >= N) or 'mean'
-      (keep iff votes > 0).
-
-  Returns:
-    (merged masks as float32, mask agreement as float32 scalar).
-  """
-  n = tf.cast(num_clients, tf.float32)
-  votes = [tf.cast(v, tf.float32) for v in votes]
-  if mask_aggregation == 'majority_vote':
-    kept = [2.0 * v >= n for v in votes]
-  else:
-    kept = [v > 0.0 for v in votes]
-  agreeing = tf.add_n([tf.reduce_sum(tf.where(k, v, n - v)) for k, v in zip(kept, votes)])
-  size = tf.cast(tf.add_n([tf.size(v) for v in votes]), tf.float32)
-  agreement = tf.math.divide_no_nan(agreeing, n * size)
-  return [tf.cast(k, tf.float32) for k in kept], agreement
-
-
-def check_mask_aggregation(mask_aggregation: str):
-  if mask_aggregation not in MASK_AGGREGATIONS:
-    raise ValueError(
-        f'mask_aggregation must be one of {MASK_AGGREGATIONS}, got {mask_aggregation!r}')
-
-
-def quantized_mean_factory(
-    quantize_bits: int, threshold: int = comm.QUANTIZATION_THRESHOLD,
-) -> tff.aggregators.WeightedAggregationFactory:
-  """TFF's weighted mean with the clients' values uniformly quantized.
-
-  `tff.aggregators.MeanFactory` over
-  `tff.aggregators.EncodedSumFactory.quantize_above_threshold`: each tensor
-  with more than `threshold` elements is sent as `quantize_bits`-bit levels
-  between its minimum and maximum (stochastic rounding), as in
-  `tff.learning.compression_aggregator`. `comm.quantized_size` is its size.
-  """
-  comm.check_quantize_bits(quantize_bits)
-  if quantize_bits == 0:
-    raise ValueError('quantize_bits must be in [1, 16] to quantize, got 0')
-  return tff.aggregators.MeanFactory(
-      tff.aggregators.EncodedSumFactory.quantize_above_threshold(
-          quantization_bits=int(quantize_bits), threshold=threshold))
-
+from tff_sparsify.core import masks as masks_lib
 
 def weighted_factory_or_mean(
     factory: Optional[tff.aggregators.WeightedAggregationFactory],
@@ -101,11 +48,11 @@ class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
     """Initializes the factory.
 
     Args:
-      mask_aggregation: one of `MASK_AGGREGATIONS`.
+      mask_aggregation: one of `configs.MASK_AGGREGATIONS` (checked by
+        `configs.FedSparsifyConfig`).
       model_delta_factory: weighted aggregation of the model deltas; default
         `tff.aggregators.MeanFactory()`.
     """
-    check_mask_aggregation(mask_aggregation)
     self._mask_aggregation = mask_aggregation
     self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
 
@@ -116,7 +63,7 @@ class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
 
     @tff.tensorflow.computation(mask_type, np.int32)
     def merge(votes, num_clients):
-      merged, agreement = merge_votes(list(votes), num_clients, mask_aggregation)
+      merged, agreement = masks_lib.merge_votes(list(votes), num_clients, mask_aggregation)
       return tuple(merged), agreement
 
     @tff.federated_computation

@@ -8,14 +8,15 @@ accuracy (ONNX Runtime) with Keras'.
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify import data
-from tff_sparsify import export
-from tff_sparsify import masks
-from tff_sparsify import models
-from tff_sparsify import pruning
+from tff_sparsify.core import masks
+from tff_sparsify.deploy import export
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import models
+from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import data
 
 SEED = 1990
-PLACEMENTS = ('global', 'uniform', 'compute')
+PLACEMENTS = configs.SPARSITY_PLACEMENTS
 
 
 def pruned_model(dataset: str, sparsity: float, placement: str,

@@ -74,14 +74,6 @@ def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) ->
   return _prune_lowest(tf.abs(_flat(weights)), sparsity, weights, dtype)
 
 
-PLACEMENTS = ('global', 'uniform', 'compute')
-
-
-def check_placement(placement: str):
-  if placement not in PLACEMENTS:
-    raise ValueError(f'sparsity_placement must be one of {PLACEMENTS}, got {placement!r}')
-
-
 def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
                            dtype=tf.float32, costs: Sequence[float] = None,
                            floor: float = None) -> list[tf.Tensor]:
@@ -97,7 +89,6 @@ def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: st
   sparse as the rest, which is what sparse CPU engines speed up
   (benchmarks/inference_table.py).
   """
-  check_placement(placement)
   if placement == 'global':
     return magnitude_masks(weights, sparsity, dtype)
   if placement == 'uniform':
@@ -193,26 +184,48 @@ def random_masks(
           for m, old in zip(new, masks)]
 
 
-def majority_vote(client_masks: Sequence[Sequence[tf.Tensor]], dtype=tf.float32) -> list[tf.Tensor]:
-  """Eq. 2: keep a weight iff at least half of the clients kept it."""
-  num_clients = len(client_masks)
-  merged = []
-  for per_client in zip(*client_masks):
-    kept = tf.add_n([tf.cast(m, tf.float32) for m in per_client])
-    merged.append(tf.cast(2.0 * kept >= float(num_clients), dtype))
-  return merged
+def merge_votes(votes: Sequence[tf.Tensor], num_clients, mask_aggregation: str = 'majority_vote'):
+  """Eq. 2: merged masks and their agreement from per-position keep counts.
+
+      [m]_i = 1  if  sum_k [m_k]_i >= N / 2  else 0
+
+  Args:
+    votes: per prunable tensor, how many of the N clients kept each position.
+    num_clients: the number of participating clients N.
+    mask_aggregation: 'majority_vote' (Eq. 2: keep iff 2 * votes >= N) or
+      'mean' (keep iff votes > 0: a weighted average of pruned models is zero
+      only where every client pruned).
+
+  Returns:
+    (merged masks as float32, agreement: over all positions, the mean
+    fraction of clients whose mask agrees with the merged one).
+  """
+  n = tf.cast(num_clients, tf.float32)
+  votes = [tf.cast(v, tf.float32) for v in votes]
+  if mask_aggregation == 'majority_vote':
+    kept = [2.0 * v >= n for v in votes]
+  else:
+    kept = [v > 0.0 for v in votes]
+  agreeing = tf.add_n([tf.reduce_sum(tf.where(k, v, n - v)) for k, v in zip(kept, votes)])
+  size = tf.cast(tf.add_n([tf.size(v) for v in votes]), tf.float32)
+  agreement = tf.math.divide_no_nan(agreeing, n * size)
+  return [tf.cast(k, tf.float32) for k in kept], agreement
 
 
-def mask_tensor(weight: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  """`weight` where `mask` is non-zero, else +0.0.
+def mask_tensor(weight: tf.Tensor, mask) -> tf.Tensor:
+  """`weight` where `mask` is non-zero (or True), else +0.0; `weight` if `mask` is None.
 
   Not `weight * mask`: that leaves -0.0 for negative weights, which a
   bit-exact encoder has to send as a value.
   """
-  return tf.where(tf.not_equal(mask, 0), weight, tf.zeros_like(weight))
+  if mask is None:
+    return weight
+  kept = mask if mask.dtype == tf.bool else tf.not_equal(mask, 0)
+  return tf.where(kept, weight, tf.zeros_like(weight))
 
 
-def apply_masks(weights: Sequence[tf.Tensor], masks: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+def apply_masks(weights: Sequence[tf.Tensor], masks: Sequence) -> list[tf.Tensor]:
+  """`mask_tensor` of each weight by its mask (None: not pruned)."""
   return [mask_tensor(w, m) for w, m in zip(weights, masks)]
 
 
@@ -220,3 +233,8 @@ def sparsity(weights: Sequence[tf.Tensor]) -> tf.Tensor:
   """Fraction of exact zeros over all entries of `weights`."""
   flat = tf.concat([tf.reshape(w, [-1]) for w in weights], 0)
   return 1.0 - tf.math.count_nonzero(flat, dtype=tf.float64) / tf.cast(tf.size(flat), tf.float64)
+
+
+def num_nonzero(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
+  """Non-zero elements of all `tensors` (int64 scalar)."""
+  return tf.add_n([tf.math.count_nonzero(t, dtype=tf.int64) for t in tensors])

@@ -19,7 +19,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-RUNTIMES = ('deepsparse', 'onnxruntime', 'tensorflow')
+from tff_sparsify.deploy import layouts
+
 DEFAULT_BATCH_SIZES = {'cifar10': 128, 'fashion_mnist': 32}
 
 
@@ -76,23 +77,60 @@ def _tensorflow_runner(saved_model_dir: str):
   return lambda x: serve(**{name: tf.constant(x)})
 
 
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """One inference runtime.
+
+  Attributes:
+    name: the `--runtime` value.
+    model_format: 'onnx' (takes the ONNX file, in its input layout) or
+      'saved_model' (takes the SavedModel directory, channels-last input).
+    make_runner: (model path, batch size, threads or None) -> a callable
+      running one batch; raises `RuntimeUnavailable` where it cannot run.
+  """
+  name: str
+  model_format: str
+  make_runner: Callable[[str, int, Optional[int]], Callable]
+
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+def register(runtime: Runtime):
+  """Adds a runtime: a new one is a runner function and this call."""
+  if runtime.name in _REGISTRY:
+    raise ValueError(f'runtime {runtime.name!r} is already registered')
+  _REGISTRY[runtime.name] = runtime
+
+
+register(Runtime('deepsparse', 'onnx', _deepsparse_runner))
+register(Runtime('onnxruntime', 'onnx',
+                 lambda path, batch_size, threads: _onnxruntime_runner(path, threads)))
+register(Runtime('tensorflow', 'saved_model',
+                 lambda path, batch_size, threads: _tensorflow_runner(path)))
+RUNTIMES = tuple(_REGISTRY)
+
+
 def build_runner(runtime: str, *, onnx_path: str, saved_model_dir: Optional[str],
                  batch_size: int, num_threads: Optional[int] = None) -> Callable:
   """A callable running one batch on `runtime`.
 
   Raises:
-    ValueError: unknown runtime, or tensorflow without a SavedModel.
+    ValueError: unknown runtime, or a SavedModel runtime without a SavedModel.
     RuntimeUnavailable: the runtime cannot run here (DeepSparse).
   """
-  if runtime == 'deepsparse':
-    return _deepsparse_runner(onnx_path, batch_size, num_threads)
-  if runtime == 'onnxruntime':
-    return _onnxruntime_runner(onnx_path, num_threads)
-  if runtime == 'tensorflow':
+  if runtime not in _REGISTRY:
+    raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
+  found = _REGISTRY[runtime]
+  if found.model_format == 'saved_model':
     if not saved_model_dir:
-      raise ValueError('tensorflow needs saved_model_dir, got None')
-    return _tensorflow_runner(saved_model_dir)
-  raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
+      raise ValueError(f'{runtime} needs saved_model_dir, got None')
+    return found.make_runner(saved_model_dir, batch_size, num_threads)
+  return found.make_runner(onnx_path, batch_size, num_threads)
+
+
+def takes_onnx(runtime: str) -> bool:
+  return _REGISTRY[runtime].model_format == 'onnx'
 
 
 def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
@@ -124,20 +162,13 @@ def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
       items_per_second=len(batch) * len(latencies) / seconds)
 
 
-def onnx_input_layout(onnx_path: str) -> str:
-  """'NCHW' for a model `export.export_model(..., inputs_as_nchw=True)` wrote."""
-  import onnx  # pylint: disable=g-import-not-at-top
-  from tff_sparsify import export  # pylint: disable=g-import-not-at-top
-  return export.input_layout(onnx.load(onnx_path, load_external_data=False))
-
-
 def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int = 0):
   """(the Keras-layout batch, the same batch in the ONNX model's layout)."""
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
-  from tff_sparsify import export  # pylint: disable=g-import-not-at-top
-  return batch, export.to_nchw(batch) if onnx_input_layout(onnx_path) == 'NCHW' else batch
+  nchw = layouts.onnx_input_layout(onnx_path) == 'NCHW'
+  return batch, layouts.to_nchw(batch) if nchw else batch
 
 
 def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
@@ -147,7 +178,7 @@ def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
   """Times the model on each runtime, on the same random batch.
 
   `input_shape` is the Keras model's (channels last). A channels-first ONNX
-  model (`onnx_input_layout`) gets the same batch transposed, untimed.
+  model (`layouts.onnx_input_layout`) gets the same batch transposed, untimed.
   """
   batch, onnx_batch = make_batches(onnx_path, batch_size, input_shape, seed)
   results = []
@@ -158,7 +189,7 @@ def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
     except RuntimeUnavailable as e:
       results.append(Timing(runtime=runtime, batch_size=batch_size, unavailable=str(e)))
       continue
-    results.append(time_runner(run, batch if runtime == 'tensorflow' else onnx_batch,
+    results.append(time_runner(run, onnx_batch if takes_onnx(runtime) else batch,
                                budget_seconds=budget_seconds,
                                warmup_seconds=warmup_seconds, runtime=runtime))
   return results

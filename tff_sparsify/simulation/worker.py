@@ -17,7 +17,7 @@ writes included. `serve` puts it where only the intended client reaches it:
 
 The worker dies with this process (`PR_SET_PDEATHSIG`), and this process with
 its parent when `parent_pid` is given. Python, not TF: this module imports no
-TensorFlow and is run as `python -m tff_sparsify.worker` or the console script
+TensorFlow and is run as `python -m tff_sparsify.simulation.worker` or the console script
 `tff-sparsify-worker` (see `binaries/worker.py`).
 """
 
@@ -332,7 +332,7 @@ def make_credentials(directory: str, hosts: list[str], days: int = 365):
 def main(argv: Optional[list[str]] = None) -> int:
   """Internal entry for a coordinator's own local worker (Unix socket only)."""
   import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='tff_sparsify.worker')
+  parser = argparse.ArgumentParser(prog='tff_sparsify.simulation.worker')
   parser.add_argument('--unix_socket', required=True)
   parser.add_argument('--parent_pid', type=int)
   parser.add_argument('--log_file')
@@ -343,7 +343,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   try:
     listener = unix_listener(args.unix_socket)
   except OSError as e:
-    print(f'tff_sparsify.worker: error: --unix_socket={args.unix_socket}: {e}',
+    print(f'tff_sparsify.simulation.worker: error: --unix_socket={args.unix_socket}: {e}',
           file=sys.stderr)
     return 2
   try:
@@ -352,10 +352,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                  max_concurrent_computation_calls=(
                      args.max_concurrent_computation_calls))
   except IsolationError as e:
-    print(f'tff_sparsify.worker: error: {e.strerror}', file=sys.stderr)
+    print(f'tff_sparsify.simulation.worker: error: {e.strerror}', file=sys.stderr)
     return 3
   except RuntimeError as e:
-    print(f'tff_sparsify.worker: error: {e}', file=sys.stderr)
+    print(f'tff_sparsify.simulation.worker: error: {e}', file=sys.stderr)
     return 1
   finally:
     with contextlib.suppress(OSError):

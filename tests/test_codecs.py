@@ -1,11 +1,11 @@
-"""Tests for tff_sparsify.comm: lossless round trips, sizes, entropy bound."""
+"""Tests for tff_sparsify.compression.codecs: lossless round trips, sizes, entropy bound."""
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # pylint: disable=g-direct-tensorflow-import
 
-from tff_sparsify import comm
+from tff_sparsify.compression import codecs
 
 
 def sparse_tensor(sparsity, shape=(61, 37), seed=0, dtype=np.float32):
@@ -18,12 +18,12 @@ def sparse_tensor(sparsity, shape=(61, 37), seed=0, dtype=np.float32):
 class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.product(
-      sparsity=[0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0], method=comm.LOSSLESS)
+      sparsity=[0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0], method=codecs.LOSSLESS)
   def test_every_method_is_bit_exact(self, sparsity, method):
     x = sparse_tensor(sparsity)
-    message = comm.encode(x, methods=[method])
-    self.assertEqual(comm.method_of(message), method)
-    y = comm.decode(message)
+    message = codecs.encode(x, methods=[method])
+    self.assertEqual(codecs.method_of(message), method)
+    y = codecs.decode(message)
     self.assertEqual((y.dtype, y.shape), (x.dtype, x.shape))
     self.assertEqual(y.tobytes(), x.tobytes())
 
@@ -38,17 +38,17 @@ class RoundTripTest(tf.test.TestCase, parameterized.TestCase):
       ('uint8_big', np.repeat(np.array([0, 7], np.uint8), 40_000)),
   )
   def test_edge_cases(self, x):
-    for method in comm.LOSSLESS:
-      y = comm.decode(comm.encode(x, methods=[method]))
+    for method in codecs.LOSSLESS:
+      y = codecs.decode(codecs.encode(x, methods=[method]))
       self.assertEqual((y.dtype, y.shape), (np.asarray(x).dtype, np.shape(x)), method)
       self.assertEqual(y.tobytes(), np.asarray(x).tobytes(), method)
 
   def test_negative_zero_counts_as_non_zero(self):
     x = np.array([0.0, -0.0, 0.0, 0.0], np.float32)
-    message = comm.encode(x, methods=['indices'])
+    message = codecs.encode(x, methods=['indices'])
     # Header 1+1+1+1 (dim 4), count 1, one uint8 index, one float32.
     self.assertLen(message, 4 + 1 + 1 + 4)
-    self.assertEqual(comm.decode(message).tobytes(), x.tobytes())
+    self.assertEqual(codecs.decode(message).tobytes(), x.tobytes())
 
 
 class SizeTest(tf.test.TestCase, parameterized.TestCase):
@@ -57,12 +57,12 @@ class SizeTest(tf.test.TestCase, parameterized.TestCase):
     x = np.zeros(300, np.float32)
     x[[3, 10, 299]] = [1.0, -2.0, 3.0]
     header = 3 + 2  # method, dtype, ndim, varint(300) = 2 bytes.
-    self.assertLen(comm.encode(x, methods=['dense']), header + 1200)
+    self.assertLen(codecs.encode(x, methods=['dense']), header + 1200)
     # count (1) + bitmap ceil(300 / 8) = 38 + 3 values.
-    self.assertLen(comm.encode(x, methods=['bitmap']), header + 1 + 38 + 12)
+    self.assertLen(codecs.encode(x, methods=['bitmap']), header + 1 + 38 + 12)
     # 300 needs uint16 indices.
-    self.assertLen(comm.encode(x, methods=['indices']), header + 1 + 6 + 12)
-    self.assertEqual(comm.method_of(comm.encode(x, methods=['dense', 'bitmap', 'indices'])),
+    self.assertLen(codecs.encode(x, methods=['indices']), header + 1 + 6 + 12)
+    self.assertEqual(codecs.method_of(codecs.encode(x, methods=['dense', 'bitmap', 'indices'])),
                      'indices')
 
   @parameterized.parameters(0.0, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
@@ -70,30 +70,30 @@ class SizeTest(tf.test.TestCase, parameterized.TestCase):
     tensors = [sparse_tensor(sparsity, (784, 128), seed=1),
                sparse_tensor(sparsity, (128,), seed=2),
                sparse_tensor(sparsity, (128, 10), seed=3)]
-    size = comm.encoded_size(tensors)
-    self.assertLessEqual(size, 1.1 * comm.entropy_bound_bytes(tensors))
+    size = codecs.encoded_size(tensors)
+    self.assertLessEqual(size, 1.1 * codecs.entropy_bound_bytes(tensors))
 
   def test_bound_bytes_by_hand(self):
     # d = 1/2: one bit per position; d = 0 or 1: none; n = 0: nothing.
-    self.assertAllClose(comm.bound_bytes([16, 8, 8, 0], [8, 0, 8, 0]),
+    self.assertAllClose(codecs.bound_bytes([16, 8, 8, 0], [8, 0, 8, 0]),
                         [4 * 8 + 16 / 8, 0.0, 4 * 8, 0.0])
     x = sparse_tensor(0.9, (100, 10), seed=4)
-    self.assertAllClose(comm.entropy_bound_bytes([x]),
-                        comm.bound_bytes(1000, np.count_nonzero(x)))
+    self.assertAllClose(codecs.entropy_bound_bytes([x]),
+                        codecs.bound_bytes(1000, np.count_nonzero(x)))
 
   def test_bitmap_alone_misses_the_bound_at_099(self):
     x = sparse_tensor(0.99, (784, 128))
-    bitmap = len(comm.encode(x, methods=['bitmap']))
-    self.assertGreater(bitmap, 2 * comm.entropy_bound_bytes([x]))
+    bitmap = len(codecs.encode(x, methods=['bitmap']))
+    self.assertGreater(bitmap, 2 * codecs.entropy_bound_bytes([x]))
 
   def test_float16_is_lossy_and_says_so(self):
     x = sparse_tensor(0.5, (64, 64))
-    message = comm.encode(x, float16=True)
-    self.assertEndsWith(comm.method_of(message), '(float16)')
-    y = comm.decode(message)
+    message = codecs.encode(x, float16=True)
+    self.assertEndsWith(codecs.method_of(message), '(float16)')
+    y = codecs.decode(message)
     self.assertEqual(y.dtype, np.float16)
     self.assertAllClose(y.astype(np.float32), x, rtol=1e-3, atol=1e-4)
-    self.assertLess(len(message), 0.6 * len(comm.encode(x)))
+    self.assertLess(len(message), 0.6 * len(codecs.encode(x)))
 
   @parameterized.named_parameters(
       ('method', dict(methods=['huffman']), r"methods must be a non-empty subset of .*'huffman'"),
@@ -101,11 +101,11 @@ class SizeTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_bad_arguments(self, kwargs, regex):
     with self.assertRaisesRegex(ValueError, regex):
-      comm.encode(np.ones(3, np.float32), **kwargs)
+      codecs.encode(np.ones(3, np.float32), **kwargs)
 
   def test_bad_dtype(self):
     with self.assertRaisesRegex(ValueError, 'x.dtype must be one of .*complex64'):
-      comm.encode(np.ones(3, np.complex64))
+      codecs.encode(np.ones(3, np.complex64))
 
 
 class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
@@ -114,8 +114,8 @@ class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
   def test_equals_the_encoders_output(self, sparsity):
     for shape in [(784, 128), (300,), (3, 5), (1,)]:
       x = sparse_tensor(sparsity, shape, seed=len(shape))
-      expected = len(comm.encode(x, methods=comm.METHODS))
-      self.assertEqual(int(comm.tf_encoded_size(tf.constant(x))), expected, (sparsity, shape))
+      expected = len(codecs.encode(x, methods=codecs.METHODS))
+      self.assertEqual(int(codecs.tf_encoded_size(tf.constant(x))), expected, (sparsity, shape))
 
   def test_rice_bisection_equals_exhaustive_search(self):
     rng = np.random.default_rng(7)
@@ -128,44 +128,44 @@ class TfEncodedSizeTest(tf.test.TestCase, parameterized.TestCase):
         np.array([2**31 - 1], np.int64),
     ] + [rng.integers(0, 2**rng.integers(1, 31), rng.integers(1, 500)) for _ in range(30)]
     for gaps in cases:
-      expected = min(comm._rice_bits(gaps, k) for k in range(comm._MAX_RICE_K))
-      got = comm._tf_min_rice_bits(tf.constant(gaps, tf.int64), tf.constant(gaps.size, tf.int64))
+      expected = min(codecs._rice_bits(gaps, k) for k in range(codecs._MAX_RICE_K))
+      got = codecs._tf_min_rice_bits(tf.constant(gaps, tf.int64), tf.constant(gaps.size, tf.int64))
       self.assertEqual(int(got), expected, gaps[:5])
 
   def test_inside_tf_function_with_special_values(self):
     x = np.array([[np.nan, -0.0], [0.0, 1.0]], np.float32)
-    size = tf.function(comm.tf_encoded_size)(tf.constant(x))
-    self.assertEqual(int(size), len(comm.encode(x, methods=comm.METHODS)))
+    size = tf.function(codecs.tf_encoded_size)(tf.constant(x))
+    self.assertEqual(int(size), len(codecs.encode(x, methods=codecs.METHODS)))
 
 
 class MaskTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.product(sparsity=[0.0, 0.5, 0.9, 0.999, 1.0], method=comm.SPARSE_METHODS)
+  @parameterized.product(sparsity=[0.0, 0.5, 0.9, 0.999, 1.0], method=codecs.SPARSE_METHODS)
   def test_round_trip_and_tf_size(self, sparsity, method):
     mask = (sparse_tensor(sparsity, (97, 31)) != 0).astype(np.float32)
-    message = comm.encode_mask(mask, methods=[method])
-    self.assertTrue(comm.method_of(message).endswith('(mask)'))
-    self.assertAllEqual(comm.decode_mask(message), mask != 0)
-    best = comm.encode_mask(mask, methods=comm.METHODS)
-    self.assertEqual(int(comm.tf_mask_size(tf.constant(mask))), len(best))
+    message = codecs.encode_mask(mask, methods=[method])
+    self.assertTrue(codecs.method_of(message).endswith('(mask)'))
+    self.assertAllEqual(codecs.decode_mask(message), mask != 0)
+    best = codecs.encode_mask(mask, methods=codecs.METHODS)
+    self.assertEqual(int(codecs.tf_mask_size(tf.constant(mask))), len(best))
 
   def test_full_mask_is_its_header(self):
     for shape in [(5, 3), (0,), (70000,)]:
       mask = np.ones(shape, np.float32)
-      message = comm.encode_mask(mask)
-      self.assertLen(message, 3 + sum(len(comm._varint(d)) for d in shape))
-      self.assertAllEqual(comm.decode_mask(message), np.ones(shape, bool))
-      self.assertEqual(int(comm.tf_mask_size(tf.constant(mask))), len(message))
+      message = codecs.encode_mask(mask)
+      self.assertLen(message, 3 + sum(len(codecs._varint(d)) for d in shape))
+      self.assertAllEqual(codecs.decode_mask(message), np.ones(shape, bool))
+      self.assertEqual(int(codecs.tf_mask_size(tf.constant(mask))), len(message))
     # Inside a TFF-style graph (where == on tensors is identity) too.
     with tf.Graph().as_default():
-      size = comm.tf_mask_size(tf.ones([4], tf.bool))
+      size = codecs.tf_mask_size(tf.ones([4], tf.bool))
       with tf.compat.v1.Session() as session:
         self.assertEqual(session.run(size), 4)
 
   def test_mask_costs_no_values(self):
     mask = np.zeros(800, np.float32)
     mask[::2] = 1
-    self.assertLen(comm.encode_mask(mask, methods=['bitmap']), 3 + 2 + 2 + 100)
+    self.assertLen(codecs.encode_mask(mask, methods=['bitmap']), 3 + 2 + 2 + 100)
 
 
 class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
@@ -177,20 +177,20 @@ class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
         te.encoders.uniform_quantization(bits), tf.TensorSpec(x.shape, x.dtype))
     encoded, _ = encoder.encode(x, encoder.initial_state())
     written = sum(t.dtype.size * t.shape.num_elements() for t in tf.nest.flatten(encoded))
-    self.assertEqual(comm.quantized_size(n, bits), written)
+    self.assertEqual(codecs.quantized_size(n, bits), written)
 
   def test_upload_size_quantizes_above_the_threshold_only(self):
-    small = tf.zeros([comm.QUANTIZATION_THRESHOLD], tf.float32)
-    big = tf.zeros([comm.QUANTIZATION_THRESHOLD + 1], tf.float32)
-    self.assertEqual(int(comm.tf_upload_size(small, 8)), int(comm.tf_encoded_size(small)))
-    self.assertEqual(int(comm.tf_upload_size(big, 8)),
-                     comm.quantized_size(comm.QUANTIZATION_THRESHOLD + 1, 8))
-    self.assertEqual(int(comm.tf_upload_size(big, 0)), int(comm.tf_encoded_size(big)))
+    small = tf.zeros([codecs.QUANTIZATION_THRESHOLD], tf.float32)
+    big = tf.zeros([codecs.QUANTIZATION_THRESHOLD + 1], tf.float32)
+    self.assertEqual(int(codecs.tf_upload_size(small, 8)), int(codecs.tf_encoded_size(small)))
+    self.assertEqual(int(codecs.tf_upload_size(big, 8)),
+                     codecs.quantized_size(codecs.QUANTIZATION_THRESHOLD + 1, 8))
+    self.assertEqual(int(codecs.tf_upload_size(big, 0)), int(codecs.tf_encoded_size(big)))
 
   @parameterized.parameters(17, -1, 2.5, True, '8')
   def test_bad_bits(self, bits):
     with self.assertRaisesRegex(ValueError, r'quantize_bits must be 0 .* got'):
-      comm.check_quantize_bits(bits)
+      codecs.check_quantize_bits(bits)
 
 
 class SparseQuantizerTest(tf.test.TestCase, parameterized.TestCase):
@@ -198,38 +198,38 @@ class SparseQuantizerTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.product(bits=[1, 2, 5, 8, 16], n=[0, 1, 7, 1000], seed=[None, (3, 4)])
   def test_message_decodes_to_what_tf_computes(self, bits, n, seed):
     values = np.random.default_rng(n).normal(size=n).astype(np.float32)
-    levels, lo, hi, dequantized = comm.tf_quantize(tf.constant(values), bits, seed)
-    message = comm.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), bits)
-    decoded = comm.decode_quantized(message)
+    levels, lo, hi, dequantized = codecs.tf_quantize(tf.constant(values), bits, seed)
+    message = codecs.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), bits)
+    decoded = codecs.decode_quantized(message)
     self.assertEqual(decoded.tobytes(), dequantized.numpy().tobytes())
-    self.assertLen(message, comm.quantized_values_size(n, bits))
-    self.assertEqual(int(comm.tf_quantized_values_size(tf.constant(n), bits)), len(message))
+    self.assertLen(message, codecs.quantized_values_size(n, bits))
+    self.assertEqual(int(codecs.tf_quantized_values_size(tf.constant(n), bits)), len(message))
     if n:  # Within one step (stochastic) or half a step (nearest) of the input.
       step = (values.max() - values.min()) / (2**bits - 1)
       rounding = 4 * np.finfo(np.float32).eps * np.abs(values).max()  # float32 arithmetic
       self.assertLessEqual(np.abs(decoded - values).max(), step * (1 if seed else 0.5) + rounding)
     if seed is None:
-      self.assertAllEqual(comm.quantize(values, bits)[0], levels)
+      self.assertAllEqual(codecs.quantize(values, bits)[0], levels)
 
   def test_stochastic_rounding_is_unbiased(self):
     values = tf.fill([20000], 0.3)
     values = tf.concat([[0.0, 1.0], values], 0)
-    *_, nearest = comm.tf_quantize(values, 2)
-    *_, stochastic = comm.tf_quantize(values, 2, seed=(1, 2))
+    *_, nearest = codecs.tf_quantize(values, 2)
+    *_, stochastic = codecs.tf_quantize(values, 2, seed=(1, 2))
     self.assertAllClose(nearest[2:], tf.fill([20000], 1 / 3))
     self.assertNear(float(tf.reduce_mean(stochastic[2:])), 0.3, 0.005)
 
   def test_constant_values(self):
-    levels, lo, hi, dequantized = comm.tf_quantize(tf.fill([5], -2.0), 8)
+    levels, lo, hi, dequantized = codecs.tf_quantize(tf.fill([5], -2.0), 8)
     self.assertAllEqual(levels, np.zeros(5))
     self.assertAllEqual(dequantized, np.full(5, -2.0))
-    message = comm.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), 8)
-    self.assertAllEqual(comm.decode_quantized(message), np.full(5, -2.0))
+    message = codecs.encode_quantized(levels.numpy(), lo.numpy(), hi.numpy(), 8)
+    self.assertAllEqual(codecs.decode_quantized(message), np.full(5, -2.0))
 
   def test_bad_arguments(self):
     with self.assertRaisesRegex(ValueError, r'bits must be 0 .* got 17'):
-      comm.encode_quantized([0], 0.0, 1.0, 17)
+      codecs.encode_quantized([0], 0.0, 1.0, 17)
     with self.assertRaisesRegex(ValueError, r'levels must be in \[0, 3\] for bits=2'):
-      comm.encode_quantized([4], 0.0, 1.0, 2)
+      codecs.encode_quantized([4], 0.0, 1.0, 2)
     with self.assertRaisesRegex(ValueError, r"quantizer must be one of \('tff', 'sparse'\), got 'dense'"):
-      comm.check_quantizer('dense')
+      codecs.check_quantizer('dense')

@@ -6,14 +6,18 @@
   Conv64-Conv64-MaxPool-BN-Conv128-Conv128-MaxPool-BN-Conv128-Conv128-MaxPool-
   Flatten-Dense512-Dropout0.2-Dense10 (3x3 kernels, same padding, relu).
 
-Both output logits (use `from_logits=True`).
+Both output logits (use `from_logits=True`). `build_model_fn` wraps them as
+the no-arg `model_fn` TFF's builders take, optionally wrapped for pruning.
 """
 
 import collections
+from typing import Callable, Optional
 
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify.learning import pruning
 
 INPUT_SHAPES = collections.OrderedDict(
     fashion_mnist=(28, 28), cifar10=(32, 32, 3)
@@ -68,3 +72,46 @@ def create_model(dataset: str, seed: int = 0) -> tf.keras.Model:
 
 def num_trainable_parameters(model: tf.keras.Model) -> int:
   return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
+
+
+def input_spec(dataset: str) -> collections.OrderedDict:
+  """The batched element spec that the client datasets produce."""
+  if dataset not in INPUT_SHAPES:
+    raise ValueError(f'dataset must be one of {tuple(INPUT_SHAPES)}, got {dataset!r}')
+  return collections.OrderedDict(
+      x=tf.TensorSpec((None,) + INPUT_SHAPES[dataset], tf.float32),
+      y=tf.TensorSpec((None,), tf.int32),
+  )
+
+
+def loss_fn() -> tf.keras.losses.Loss:
+  return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def create_keras_model(dataset: str, seed: int = 0, *, prunable: bool = False) -> tf.keras.Model:
+  """The paper's model for `dataset`, wrapped for pruning if `prunable`."""
+  model = create_model(dataset, seed)
+  return pruning.wrap_for_pruning(model) if prunable else model
+
+
+def build_model_fn(
+    dataset: str, seed: int = 0,
+    keras_model_fn: Optional[Callable[[], tf.keras.Model]] = None,
+    *, prunable: bool = False,
+) -> Callable[[], tff.learning.models.VariableModel]:
+  """A no-arg `model_fn` wrapping the paper's Keras model for `dataset`.
+
+  `prunable=True` wraps it in tfmot's `prune_low_magnitude`, as the pruning
+  algorithms (and compression, `registry.uses_prunable_model`) need.
+  """
+  spec = input_spec(dataset)
+  keras_model_fn = keras_model_fn or (
+      lambda: create_keras_model(dataset, seed, prunable=prunable))
+
+  def model_fn():
+    return tff.learning.models.from_keras_model(
+        keras_model_fn(), loss=loss_fn(), input_spec=spec,
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy()],
+    )
+
+  return model_fn

@@ -26,7 +26,7 @@ and maximum; the positions travel as a mask message where the receiver does
 not know them already. TFF's quantizer (below) sends every element.
 
 Uploads quantized by TFF (`tff.aggregators.EncodedSumFactory.
-quantize_above_threshold`, see `aggregators.quantized_mean_factory`) are
+quantize_above_threshold`, see `compression.aggregators.quantized_mean_factory`) are
 counted as TFF's encoder writes them (`quantized_size`): it quantizes every
 element of a tensor with more than `QUANTIZATION_THRESHOLD` elements, zeros
 included, so sparsity no longer shortens such a tensor.
@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import config as config_lib
+from tff_sparsify.learning import configs
 
 METHODS = ('dense', 'bitmap', 'indices', 'golomb')
 LOSSLESS = METHODS + tuple(f'{m}_zlib' for m in METHODS)
@@ -51,34 +51,8 @@ _ZLIB_FLAG = 0x10
 _FLOAT16_FLAG = 0x20
 _MASK_FLAG = 0x40
 SPARSE_METHODS = METHODS[1:]
-# What tff.aggregators' uniform quantization accepts, and its default
-# threshold (tensors with more elements than this are quantized).
-QUANTIZATION_BITS = config_lib.QUANTIZATION_BITS
-# 'tff': TFF's aggregator quantizes each upload, every element of it (dense);
-# 'sparse': ours, the non-zero values only, uploads and broadcasts.
-QUANTIZERS = config_lib.QUANTIZERS
-QUANTIZATION_THRESHOLD = config_lib.QUANTIZATION_THRESHOLD
+QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD
 _BITPACK_WORD_BITS = 28  # tensor_encoding's BitpackingEncodingStage.
-
-
-def check_quantize_bits(bits, name: str = 'quantize_bits'):
-  """0 (off) or an integer in [1, 16]; ValueError naming `name` otherwise."""
-  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or (
-      bits != 0 and bits not in QUANTIZATION_BITS):
-    raise ValueError(
-        f'{name} must be 0 (no quantization) or an integer in [1, 16] (what '
-        f'tff.aggregators uniform quantization supports), got {bits!r}')
-
-
-def check_quantize_threshold(threshold, name: str = 'quantize_threshold'):
-  if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
-    raise ValueError(f'{name} must be an integer >= 0 (tensors with more elements '
-                     f'are quantized), got {threshold!r}')
-
-
-def check_quantizer(quantizer, name: str = 'quantizer'):
-  if quantizer not in QUANTIZERS:
-    raise ValueError(f'{name} must be one of {QUANTIZERS}, got {quantizer!r}')
 
 
 def quantized_size(num_elements: int, bits: int) -> int:
@@ -455,9 +429,8 @@ def quantize(values, bits: int):
 
 def encode_quantized(levels, lo, hi, bits: int) -> bytes:
   """The message of quantized values (`tf_quantize`'s levels, min and max)."""
-  check_quantize_bits(bits, 'bits')
-  if bits == 0:
-    raise ValueError('bits must be in [1, 16], got 0')
+  if bits not in configs.QUANTIZATION_BITS:
+    raise ValueError(f'bits must be in [1, 16], got {bits!r}')
   levels = np.asarray(levels, np.int64).reshape(-1)
   if levels.size and (levels.min() < 0 or levels.max() >= 2**bits):
     raise ValueError(f'levels must be in [0, {2**bits - 1}] for bits={bits}')

@@ -37,12 +37,12 @@ import tensorflow_model_optimization as tfmot
 import tqdm
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import data as data_lib
 from tff_sparsify import files
-from tff_sparsify import masks as masks_lib
 from tff_sparsify import signals
-from tff_sparsify import pruning
-from tff_sparsify import run_record
+from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import data as data_lib
+from tff_sparsify.simulation import run_record
 
 TRAIN_LOSS_KEY = 'client_work/train/loss'
 TEST_ACCURACY_KEY = 'evaluation/accuracy'
@@ -198,9 +198,6 @@ def build_training_selection_fn(
   index = {cid: i for i, cid in enumerate(client_ids)}
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
-    # Before each round: a termination signal must end the run even if its
-    # exception was raised, and dropped, inside a finalizer.
-    signals.raise_if_signalled()
     return [
         data_lib.preprocess_client_dataset(
             client_data.create_tf_dataset_for_client(cid),
@@ -291,10 +288,17 @@ def run_federated_training(
   for d in dirs.all():
     os.makedirs(d, exist_ok=True)
 
-  selection_fn = build_training_selection_fn(
+  sample_clients = build_training_selection_fn(
       client_data, clients_per_round=clients_per_round,
       batch_size=client_batch_size, epochs=client_epochs_per_round, seed=seed,
   )
+
+  def selection_fn(round_num: int) -> list[tf.data.Dataset]:
+    # Before each round: a termination signal must end the run even if its
+    # exception was raised, and dropped, inside a finalizer.
+    signals.raise_if_signalled()
+    return sample_clients(round_num)
+
   evaluation_fn = build_centralized_evaluation_fn(process, keras_model, test_data)
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not show_progress)

@@ -1,0 +1,1 @@
+"""Shipping a trained model: export (SavedModel, ONNX) and the inference runtimes that time it."""

@@ -1,0 +1,54 @@
+"""The paper's no-pruning baselines (Stripelis et al., Section 4), from `tff.learning`.
+
+FedAvg with vanilla SGD (McMahan et al. 2017), FedAvg with momentum SGD at
+the clients ("MFL", Liu et al. 2020; momentum 0.75 in the paper's Appendix C)
+and FedProx (Li et al. 2020, mu = 0.001). FedAvg with compression (message
+pruning, quantization) is FedSparsify with S_T = 0, which equals TFF's FedAvg
+when nothing compresses (tested), so that its bytes are measured.
+"""
+
+import dataclasses
+from typing import Callable
+
+import tensorflow_federated as tff
+
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import fed_sparsify
+
+
+def build_fed_avg(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    config: configs.FedAvgConfig,
+    **components,
+) -> tff.learning.templates.LearningProcess:
+  """FedAvg or MFL: `tff.learning.algorithms.build_weighted_fed_avg`.
+
+  Args:
+    model_fn: no-arg `model_fn`; with compression, of a model wrapped for
+      pruning (`models.build_model_fn(..., prunable=True)`).
+    config: a `configs.FedAvgConfig` (or `FedAvgMomentumConfig`).
+    **components: TFF's optional keyword-only components
+      (`model_aggregator`, `loop_implementation`, ...).
+  """
+  if config.compression.enabled:
+    return fed_sparsify.build_weighted_fed_sparsify(
+        model_fn, configs.FedSparsifyConfig(
+            schedule=configs.NEVER_PRUNE,
+            **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)}),
+        **components)
+  client, server = fed_sparsify.client_and_server_optimizers(config)
+  return tff.learning.algorithms.build_weighted_fed_avg(
+      model_fn, client_optimizer_fn=client, server_optimizer_fn=server, **components)
+
+
+def build_fed_prox(
+    model_fn: Callable[[], tff.learning.models.VariableModel],
+    config: configs.FedProxConfig,
+    **components,
+) -> tff.learning.templates.LearningProcess:
+  """FedProx: `tff.learning.algorithms.build_weighted_fed_prox` at `proximal_strength`."""
+  client, server = fed_sparsify.client_and_server_optimizers(config)
+  return tff.learning.algorithms.build_weighted_fed_prox(
+      model_fn, proximal_strength=config.proximal_strength,
+      client_optimizer_fn=client, server_optimizer_fn=server, **components)

@@ -1,0 +1,215 @@
+"""One frozen, validated configuration per algorithm (pure Python, no TensorFlow).
+
+Each option is checked here, once, when the configuration is made; builders
+take the configuration and check nothing again. Field names are the flag
+names of `binaries/train.py`, so a `validation.ConfigError` names the flag.
+
+- `ScheduleConfig`: Eq. 1 of Stripelis et al. (Section 3),
+
+      s_t = S_T + (S_0 - S_T) * (1 - (F * floor(t / F) - t_0) / (T - t_0)) ** n
+
+  with 0 <= S_0 <= S_T < 1, T > t_0 >= 0, F >= 1, n > 0.
+- `CompressionConfig`: message pruning (arXiv 2310.14693) and quantization.
+- `FedAvgConfig`, `FedAvgMomentumConfig` (MFL), `FedProxConfig`,
+  `FedSparsifyConfig` (Global, Local, Random, one-shot).
+"""
+
+import dataclasses
+from typing import Optional
+
+from tff_sparsify import validation
+
+MODES = ('global', 'local')
+PRUNING_METHODS = ('magnitude', 'random')
+MASK_AGGREGATIONS = ('majority_vote', 'mean')
+SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
+QUANTIZERS = ('tff', 'sparse')
+QUANTIZATION_BITS = range(1, 17)  # What tff.aggregators' uniform quantization accepts.
+QUANTIZATION_THRESHOLD = 20000  # TFF's default: larger tensors are quantized.
+MFL_DEFAULT_MOMENTUM = 0.75  # The paper's Appendix C.
+FEDPROX_DEFAULT_STRENGTH = 0.001
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleConfig:
+  """Eq. 1: s_t from S_T (`final_sparsity`), T, S_0, t_0, F and n."""
+  final_sparsity: float
+  total_rounds: int
+  initial_sparsity: float = 0.0
+  sparsify_start_round: int = 1
+  sparsify_frequency: int = 1
+  sparsify_exponent: float = 3.0
+
+  def __post_init__(self):
+    final = self.final_sparsity
+    validation.check_fraction('final_sparsity', final)
+    if not (validation.is_number(self.initial_sparsity)
+            and 0 <= self.initial_sparsity <= final):
+      raise validation.ConfigError('initial_sparsity', self.initial_sparsity,
+                                   f'must be in [0, final_sparsity={final}]')
+    if not validation.is_int(self.sparsify_start_round) or self.sparsify_start_round < 0:
+      raise validation.ConfigError('sparsify_start_round', self.sparsify_start_round,
+                                   'must be >= 0')
+    if not validation.is_int(self.total_rounds) or (
+        self.total_rounds <= self.sparsify_start_round):
+      raise validation.ConfigError(
+          'total_rounds', self.total_rounds,
+          f'must be > sparsify_start_round={self.sparsify_start_round}')
+    if not validation.is_int(self.sparsify_frequency) or self.sparsify_frequency < 1:
+      raise validation.ConfigError('sparsify_frequency', self.sparsify_frequency,
+                                   'must be >= 1')
+    if not validation.is_number(self.sparsify_exponent) or not self.sparsify_exponent > 0:
+      raise validation.ConfigError('sparsify_exponent', self.sparsify_exponent, 'must be > 0')
+
+  @classmethod
+  def one_shot(cls, final_sparsity: float, total_rounds: int, *,
+               sparsify_start_round: int = 1) -> 'ScheduleConfig':
+    """Prunes once, to `final_sparsity` at `sparsify_start_round` (S_0 = S_T)."""
+    return cls(final_sparsity, total_rounds, initial_sparsity=final_sparsity,
+               sparsify_start_round=sparsify_start_round)
+
+
+NEVER_PRUNE = ScheduleConfig(0.0, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionConfig:
+  """What is done to the messages (no persistent mask).
+
+  Attributes:
+    client_message_prune_rate: fraction of the uploaded weights, smallest by
+      magnitude over all trainable tensors, zeroed before sending, in [0, 1).
+    server_message_prune_rate: the same for the model the server broadcasts.
+    quantize_bits: 0 (off) or the bits per value, in [1, 16], of the
+      quantization of tensors with more than `quantize_threshold` elements.
+    quantize_threshold: see `quantize_bits` (TFF's default, 20000).
+    quantizer: 'tff' (TFF's quantizing aggregator: the uploaded deltas,
+      every element) or 'sparse' (ours: the non-zero values only, of the
+      uploads and of the broadcast).
+  """
+  client_message_prune_rate: float = 0.0
+  server_message_prune_rate: float = 0.0
+  quantize_bits: int = 0
+  quantize_threshold: int = QUANTIZATION_THRESHOLD
+  quantizer: str = 'tff'
+
+  def __post_init__(self):
+    validation.check_fraction('client_message_prune_rate', self.client_message_prune_rate)
+    validation.check_fraction('server_message_prune_rate', self.server_message_prune_rate)
+    if not validation.is_int(self.quantize_bits) or (
+        self.quantize_bits != 0 and self.quantize_bits not in QUANTIZATION_BITS):
+      raise validation.ConfigError(
+          'quantize_bits', self.quantize_bits,
+          "must be 0 (off) or in [1, 16], what TFF's uniform quantization supports")
+    if not validation.is_int(self.quantize_threshold) or self.quantize_threshold < 0:
+      raise validation.ConfigError('quantize_threshold', self.quantize_threshold,
+                                   'must be >= 0')
+    validation.check_choice('quantizer', self.quantizer, QUANTIZERS)
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.client_message_prune_rate or self.server_message_prune_rate
+                or self.quantize_bits)
+
+  @property
+  def sparse_bits(self) -> int:
+    """Bits of our quantizer, 0 when it is off."""
+    return self.quantize_bits if self.quantizer == 'sparse' else 0
+
+  @property
+  def tff_bits(self) -> int:
+    """Bits of TFF's quantizing aggregator, 0 when it is off."""
+    return self.quantize_bits if self.quantizer == 'tff' else 0
+
+
+def _check_optimizers(config):
+  validation.check_positive_number('client_learning_rate', config.client_learning_rate)
+  validation.check_positive_number('server_learning_rate', config.server_learning_rate)
+  if not (validation.is_number(config.client_momentum) and 0 <= config.client_momentum < 1):
+    raise validation.ConfigError('client_momentum', config.client_momentum, 'must be in [0, 1)')
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvgConfig:
+  """FedAvg (McMahan et al. 2017): client SGD, server SGD (1.0 is plain FedAvg).
+
+  With compression on, FedAvg is FedSparsify with S_T = 0 (which equals TFF's
+  FedAvg when nothing compresses, tested), so that its bytes are measured.
+  """
+  client_learning_rate: float = 0.02
+  server_learning_rate: float = 1.0
+  client_momentum: float = 0.0
+  compression: CompressionConfig = CompressionConfig()
+
+  def __post_init__(self):
+    _check_optimizers(self)
+    if not isinstance(self.compression, CompressionConfig):
+      raise validation.ConfigError('compression', self.compression,
+                                   'must be a CompressionConfig')
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvgMomentumConfig(FedAvgConfig):
+  """MFL (Liu et al. 2020): FedAvg with momentum SGD at the clients."""
+  client_momentum: float = MFL_DEFAULT_MOMENTUM
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.client_momentum == 0:
+      raise validation.ConfigError('client_momentum', self.client_momentum,
+                                   'must be > 0 for --algorithm=fedavg_momentum')
+
+
+@dataclasses.dataclass(frozen=True)
+class FedProxConfig:
+  """FedProx (Li et al. 2020): FedAvg with the proximal term mu/2 ||w - w_t||^2."""
+  client_learning_rate: float = 0.02
+  server_learning_rate: float = 1.0
+  client_momentum: float = 0.0
+  proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
+
+  def __post_init__(self):
+    _check_optimizers(self)
+    validation.check_positive_number('proximal_strength', self.proximal_strength)
+
+
+@dataclasses.dataclass(frozen=True)
+class FedSparsifyConfig(FedAvgConfig):
+  """FedSparsify (Stripelis et al., Algorithm 1) and the paper's pruning baselines.
+
+  Attributes:
+    schedule: s_t (Eq. 1); one-shot pruning is `ScheduleConfig.one_shot`.
+    mode: 'global' (the server prunes after aggregation) or 'local' (the
+      clients prune, the server merges their masks).
+    mask_aggregation: local mode: 'majority_vote' (Eq. 2) or 'mean' (keep a
+      weight any client kept, the paper's plain-average variant).
+    pruning_method: global mode: 'magnitude' (FedSparsify) or 'random' (the
+      paper's Random baseline, seeded by (seed, round)).
+    sparsity_placement: magnitude pruning: 'global' (one ranking over all
+      prunable weights, the paper's), 'uniform' (each prunable tensor pruned
+      to s_t) or 'compute' (per-layer sparsities minimising the multiply-adds).
+    seed: seed of random pruning.
+  """
+  schedule: Optional[ScheduleConfig] = None
+  mode: str = 'global'
+  mask_aggregation: str = 'majority_vote'
+  pruning_method: str = 'magnitude'
+  sparsity_placement: str = 'global'
+  seed: int = 0
+
+  def __post_init__(self):
+    super().__post_init__()
+    if not isinstance(self.schedule, ScheduleConfig):
+      raise validation.ConfigError('schedule', self.schedule, 'must be a ScheduleConfig')
+    validation.check_choice('mode', self.mode, MODES)
+    validation.check_choice('mask_aggregation', self.mask_aggregation, MASK_AGGREGATIONS)
+    validation.check_choice('pruning_method', self.pruning_method, PRUNING_METHODS)
+    validation.check_choice('sparsity_placement', self.sparsity_placement, SPARSITY_PLACEMENTS)
+    if self.mode == 'local' and self.pruning_method != 'magnitude':
+      raise validation.ConfigError('pruning_method', self.pruning_method,
+                                   "must be 'magnitude' in local mode")
+    if self.sparsity_placement != 'global' and self.pruning_method != 'magnitude':
+      raise validation.ConfigError('sparsity_placement', self.sparsity_placement,
+                                   'must be global for random pruning (--algorithm=random_pruning)')
+    if not validation.is_int(self.seed):
+      raise validation.ConfigError('seed', self.seed, 'must be an integer')
