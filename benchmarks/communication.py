@@ -159,7 +159,10 @@ def _read(key):
 
 
 def _column(rows, name, cast=float):
-  return [cast(r[f'client_work/communication/{name}']) for r in rows]
+  """Per round, the sum of the metrics named `name` (bytes_uploaded: the client
+  work's and, with TFF's quantizer, the aggregator's), cumulative totals aside."""
+  paths = [p for p in rows[0] if p.rsplit('/', 1)[-1] == name and not p.startswith('cumulative/')]
+  return [sum(cast(r[p]) for p in paths if r[p] not in ('', None)) for r in rows]
 
 
 def _summarize(key, rows):
@@ -226,7 +229,7 @@ def _check_bytes(key, rows):
   tensors = [w.numpy() for w in export.load_checkpoint_model(path).trainable_weights]
   config = CONFIGS[key[:2]]
   encoded = _message_bytes(tensors, config)
-  reported = int(rows[checkpoint]['client_work/communication/bytes_downloaded'])
+  reported = int(rows[checkpoint]['distributor/bytes_downloaded'])
   lossless = not config.get('quantize_bits')
   ratios = [len(codecs.encode(t, methods=codecs.METHODS)) / codecs.entropy_bound_bytes([t])
             for t in tensors if codecs.entropy_bound_bytes([t]) > 0]

@@ -3,9 +3,12 @@
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 from tensorflow_model_optimization.python.core.internal import tensor_encoding as te  # pylint: disable=g-direct-tensorflow-import
 
+from tff_sparsify.compression import aggregators as compression_aggregators
 from tff_sparsify.compression import codecs
+from tff_sparsify.simulation import execution
 
 
 def sparse_tensor(sparsity, shape=(61, 37), seed=0, dtype=np.float32):
@@ -179,18 +182,34 @@ class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
     written = sum(t.dtype.size * t.shape.num_elements() for t in tf.nest.flatten(encoded))
     self.assertEqual(codecs.quantized_size(n, bits), written)
 
-  def test_upload_size_quantizes_above_the_threshold_only(self):
-    small = tf.zeros([codecs.QUANTIZATION_THRESHOLD], tf.float32)
-    big = tf.zeros([codecs.QUANTIZATION_THRESHOLD + 1], tf.float32)
-    self.assertEqual(int(codecs.tf_upload_size(small, 8)), int(codecs.tf_encoded_size(small)))
-    self.assertEqual(int(codecs.tf_upload_size(big, 8)),
-                     codecs.quantized_size(codecs.QUANTIZATION_THRESHOLD + 1, 8))
-    self.assertEqual(int(codecs.tf_upload_size(big, 0)), int(codecs.tf_encoded_size(big)))
+  def test_quantized_mean_counts_what_tffs_encoder_writes(self):
+    """Each client's bytes: TFF's encoders' outputs, tensor by tensor (the oracle)."""
+    threshold, bits = 100, 4
+    shapes = [(101,), (100,), (20, 7), (3,)]
+    value_type = tff.StructWithPythonType(
+        [tff.TensorType(np.float32, s) for s in shapes], tuple)
+    written = 0
+    for shape in shapes:
+      x = tf.zeros(shape, tf.float32)
+      stage = (te.encoders.uniform_quantization(bits) if x.shape.num_elements() > threshold
+               else te.encoders.identity())
+      encoder = te.encoders.as_simple_encoder(stage, tf.TensorSpec(x.shape, x.dtype))
+      encoded, _ = encoder.encode(x, encoder.initial_state())
+      written += sum(t.dtype.size * t.shape.num_elements() for t in tf.nest.flatten(encoded))
+    self.assertEqual(compression_aggregators.encoded_upload_bytes(value_type, bits, threshold),
+                     written)
+    process = compression_aggregators.QuantizedMeanFactory(bits, threshold).create(
+        value_type, tff.TensorType(np.float32))
+    values = [tuple(np.full(s, i, np.float32) for s in shapes) for i in range(3)]
+    with execution.local_cpp_execution_context():
+      output = process.next(process.initialize(), values, [1.0, 0.0, 2.0])
+    self.assertEqual(output.measurements['bytes_uploaded'], 3 * written)
+    self.assertAllClose(output.result[3], np.full(3, 4 / 3))  # Unquantized: exact mean.
 
-  @parameterized.parameters(17, -1, 2.5, True, '8')
+  @parameterized.parameters(17, 0, 2.5, True)
   def test_bad_bits(self, bits):
-    with self.assertRaisesRegex(ValueError, r'quantize_bits must be 0 .* got'):
-      codecs.check_quantize_bits(bits)
+    with self.assertRaisesRegex(ValueError, r'bits must be in \[1, 16\], got'):
+      codecs.encode_quantized([0], 0.0, 1.0, bits)
 
 
 class SparseQuantizerTest(tf.test.TestCase, parameterized.TestCase):
@@ -227,9 +246,7 @@ class SparseQuantizerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(codecs.decode_quantized(message), np.full(5, -2.0))
 
   def test_bad_arguments(self):
-    with self.assertRaisesRegex(ValueError, r'bits must be 0 .* got 17'):
+    with self.assertRaisesRegex(ValueError, r'bits must be in \[1, 16\], got 17'):
       codecs.encode_quantized([0], 0.0, 1.0, 17)
     with self.assertRaisesRegex(ValueError, r'levels must be in \[0, 3\] for bits=2'):
       codecs.encode_quantized([4], 0.0, 1.0, 2)
-    with self.assertRaisesRegex(ValueError, r"quantizer must be one of \('tff', 'sparse'\), got 'dense'"):
-      codecs.check_quantizer('dense')

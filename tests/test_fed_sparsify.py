@@ -15,6 +15,7 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import validation
 from tff_sparsify.compression import codecs
+from tff_sparsify.compression import distributors
 from tff_sparsify.core import masks
 from tff_sparsify.core import schedules
 from tff_sparsify.learning import aggregators
@@ -183,7 +184,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(int(np.sum(weights.trainable[0] == 0)), 4)
       # + 0.0 turns NumPy's -0.0 (from products) into the +0.0 the process sends.
       downloaded = len(codecs.encode((previous_w + 0.0).astype(np.float32), methods=codecs.METHODS))
-      self.assertEqual(metrics['client_work']['communication']['bytes_downloaded'],
+      self.assertEqual(metrics['distributor']['bytes_downloaded'],
                        3 * downloaded)
       self.assertEqual(metrics['client_work']['communication']['bytes_uploaded'], uploaded,
                        msg=f'round {round_num}, {int(np.sum(previous_mask == 0))} masked')
@@ -214,7 +215,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
       received[present] = codecs.decode_quantized(message)
       self.assertLessEqual(len(set(received[present].tolist())), 2**bits)
       communication = metrics['client_work']['communication']
-      self.assertEqual(communication['bytes_downloaded'], 3 * (
+      self.assertEqual(metrics['distributor']['bytes_downloaded'], 3 * (
           len(codecs.encode_mask(present, methods=codecs.METHODS)) + len(message)))
       trained = [np_client(received, mask, x, y) for x, y in clients]
       # The clients train from what they received: their loss says so.
@@ -257,6 +258,44 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     for (a, _), (b, _) in zip(run_rounds(ours, clients, 3), run_rounds(fed_avg, clients, 3)):
       self.assertAllClose(a.trainable, b.trainable, atol=1e-6, rtol=0)
     self.assertNotAllClose(a.trainable[0], W0)
+
+  def test_encoded_broadcast_composes_with_tff_fed_avg(self):
+    """TFF's own FedAvg with `model_distributor=` our broadcast: clients train
+    from the 2-bit broadcast, the server steps from its full-precision model,
+    and the distributor counts what it sent (NumPy codecs as the oracle)."""
+    bits = 2
+    clients = linear_clients([4, 6, 2], seed=3)
+    model_fn = linear_model_fn(wrap=False)
+    compression = configs.CompressionConfig(
+        quantize_bits=bits, quantizer='sparse', quantize_threshold=0)
+    with tf.Graph().as_default():
+      weights_type = tff.learning.models.weights_type_from_model(model_fn())
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, tff.learning.optimizers.build_sgdm(LR),
+        model_distributor=distributors.build_encoded_broadcast_process(
+            weights_type, compression))
+    weights, metrics = run_rounds(process, as_datasets(clients), 1)[0]
+    levels, lo, hi = codecs.quantize(W0, bits)
+    message = codecs.encode_quantized(levels, lo, hi, bits)
+    received = codecs.decode_quantized(message).reshape(W0.shape)
+    self.assertNotAllClose(received, W0)
+    self.assertEqual(metrics['distributor']['bytes_downloaded'], 3 * (
+        len(codecs.encode_mask(W0 != 0, methods=codecs.METHODS)) + len(message)))
+    sizes = np.array([len(x) for x, _ in clients], np.float64)
+    deltas = [received - np_client(received, np.ones_like(W0), x, y) for x, y in clients]
+    expected = W0 - np.tensordot(sizes / sizes.sum(), np.stack(deltas), 1)
+    self.assertAllClose(weights.trainable[0], expected, atol=1e-6, rtol=0)
+    # Without quantization it is TFF's broadcast, plus the lossless bytes.
+    lossless = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, tff.learning.optimizers.build_sgdm(LR),
+        model_distributor=distributors.build_encoded_broadcast_process(weights_type))
+    plain = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, tff.learning.optimizers.build_sgdm(LR))
+    (ours, ours_metrics), = run_rounds(lossless, as_datasets(clients), 1)
+    (tffs, _), = run_rounds(plain, as_datasets(clients), 1)
+    self.assertAllEqual(ours.trainable, tffs.trainable)
+    self.assertEqual(ours_metrics['distributor']['bytes_downloaded'],
+                     3 * len(codecs.encode(W0, methods=codecs.METHODS)))
 
   def test_local_with_identical_clients_equals_global(self):
     clients = as_datasets(linear_clients([4, 4, 4], identical=True))

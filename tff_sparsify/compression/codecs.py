@@ -26,10 +26,11 @@ and maximum; the positions travel as a mask message where the receiver does
 not know them already. TFF's quantizer (below) sends every element.
 
 Uploads quantized by TFF (`tff.aggregators.EncodedSumFactory.
-quantize_above_threshold`, see `compression.aggregators.quantized_mean_factory`) are
+quantize_above_threshold`, see `compression.aggregators.QuantizedMeanFactory`) are
 counted as TFF's encoder writes them (`quantized_size`): it quantizes every
 element of a tensor with more than `QUANTIZATION_THRESHOLD` elements, zeros
-included, so sparsity no longer shortens such a tensor.
+included, so sparsity no longer shortens such a tensor, and sends the other
+tensors as they are (4 bytes an element).
 """
 
 import math
@@ -63,22 +64,6 @@ def quantized_size(num_elements: int, bits: int) -> int:
   bits per int32 word.
   """
   return 8 + 4 * math.ceil(num_elements * bits / _BITPACK_WORD_BITS)
-
-
-def tf_upload_size(x: tf.Tensor, quantize_bits: int = 0,
-                   threshold: int = QUANTIZATION_THRESHOLD, support=None) -> tf.Tensor:
-  """Bytes of a client's upload of `x`.
-
-  `quantized_size` where TFF quantizes `x` (all of it); otherwise the
-  lossless encoding of `x`, or, given `support` (a boolean tensor shaped as
-  `x` that the server already knows, e.g. the global mask it broadcast, and
-  outside which `x` is zero), of `x[support]`: positions the server knows
-  are not sent. `len(encode(x[support]))` in NumPy is the same count.
-  """
-  n = x.shape.num_elements()
-  if quantize_bits and n > threshold:
-    return tf.constant(quantized_size(n, quantize_bits), tf.int64)
-  return tf_encoded_size(x if support is None else tf.boolean_mask(x, support))
 
 
 def _varint(value: int) -> bytes:
@@ -415,6 +400,12 @@ def tf_quantize(values: tf.Tensor, bits: int, seed=None):
   return levels, lo, hi, lo + tf.cast(levels, tf.float32) * scale
 
 
+def tf_quantize_at(t: tf.Tensor, positions: tf.Tensor, bits: int, seed=None) -> tf.Tensor:
+  """`t` with its values at `positions` (bool) replaced by their `tf_quantize`d values."""
+  _, _, _, dequantized = tf_quantize(tf.boolean_mask(t, positions), bits, seed)
+  return tf.tensor_scatter_nd_update(t, tf.where(positions), dequantized)
+
+
 def quantize(values, bits: int):
   """NumPy `tf_quantize` without a seed: (levels, minimum, maximum)."""
   values = np.asarray(values, np.float32).reshape(-1)
@@ -429,7 +420,8 @@ def quantize(values, bits: int):
 
 def encode_quantized(levels, lo, hi, bits: int) -> bytes:
   """The message of quantized values (`tf_quantize`'s levels, min and max)."""
-  if bits not in configs.QUANTIZATION_BITS:
+  if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or (
+      bits not in configs.QUANTIZATION_BITS):
     raise ValueError(f'bits must be in [1, 16], got {bits!r}')
   levels = np.asarray(levels, np.int64).reshape(-1)
   if levels.size and (levels.min() < 0 or levels.max() >= 2**bits):

@@ -24,20 +24,19 @@ the non-zero trainable parameters of the models they trained (the paper's
 w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
 masks travel (local mode); `transmission_mbits`, the paper's transmission
 cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
-bytes of the encodings of `codecs.py` (the smallest lossless non-zlib one per
-tensor): `bytes_downloaded`, the global model's trainable weights each
-client receives (the global mask is their non-zero pattern), and
-`bytes_uploaded`, the weights the client trained, inside the global mask
-only (the server sent that mask, so positions outside it are never sent);
-in local mode, its mask as positions inside the global mask, then the
-values inside its mask. With `quantize_bits`, large tensors count as the
-quantizer sends them: `quantizer='tff'`, TFF's aggregator, uploads only,
-every element (`codecs.quantized_size`); `quantizer='sparse'`, ours, in both
-directions, the non-zero values only (`codecs.tf_quantize`): the broadcast's
-non-zeros rounded to the nearest level (all clients decode the same model;
-the server keeps its full-precision one), the upload's deltas at the
-positions sent, rounded stochastically. All are summed over the round's
-clients.
+bytes of the encodings of `compression.codecs` (the smallest lossless
+non-zlib one per tensor): `bytes_uploaded`, the weights the client trained,
+inside the global mask only (the server sent that mask, so positions outside
+it are never sent); in local mode, its mask as positions inside the global
+mask, then the values inside its mask. With `quantize_bits` and
+`quantizer='sparse'` (ours), large tensors count as the deltas at the
+positions sent, rounded stochastically (`codecs.tf_quantize`). With
+`quantizer='tff'`, TFF's aggregator encodes the deltas and counts them
+(`compression.aggregators.QuantizedMeanFactory`); the client counts only
+its mask (local mode).
+All are summed over the round's clients. What the clients receive, and its
+bytes, is the distributor's (`compression.distributors`): with the sparse
+quantizer the clients train from the dequantized broadcast.
 
 Optionally the upload is pruned as in arXiv 2310.14693: the smallest
 `message_prune_rate` of the trained weights are zeroed before sending.
@@ -103,12 +102,6 @@ def build_train_step(model, optimizer, trainable, keep):
   return step
 
 
-def _quantize_at(t, sent, bits, seed=None):
-  """`t` with its values at `sent` (bool) replaced by their `bits`-bit quantization."""
-  _, _, _, dequantized = codecs.tf_quantize(tf.boolean_mask(t, sent), bits, seed)
-  return tf.tensor_scatter_nd_update(t, tf.where(sent), dequantized)
-
-
 def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
                          loop_implementation):
   """The per-client `tf.function`, as TFF's model delta client update."""
@@ -132,20 +125,8 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   @tf.function
   def client_update(initial_weights, data, should_prune, sparsity):
     weights = tff.learning.models.ModelWeights.from_model(model)
-    # What the client receives: with the sparse quantizer, the non-zero
-    # values of the large tensors as levels (rounded to the nearest, so every
-    # client decodes the same model), their positions as a mask message.
-    received, bytes_downloaded = [], []
-    for t in initial_weights.trainable:
-      if quantized(t):
-        present = tf.not_equal(t, 0)
-        received.append(_quantize_at(t, present, sparse_bits))
-        bytes_downloaded.append(codecs.tf_mask_size(present) + codecs.tf_quantized_values_size(
-            tf.math.count_nonzero(present, dtype=tf.int64), sparse_bits))
-      else:
-        received.append(t)
-        bytes_downloaded.append(codecs.tf_encoded_size(t))
-    bytes_downloaded = tf.add_n(bytes_downloaded)
+    # The model as the client decoded it (the distributor encodes it).
+    received = list(initial_weights.trainable)
     for variable, value in zip(weights.trainable, received):
       variable.assign(value)
     for variable, value in zip(weights.non_trainable, initial_weights.non_trainable):
@@ -202,13 +183,16 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
         # Stochastic rounding, seeded by what the client trained.
         sent = tf.ones_like(t, tf.bool) if sent is None else sent
         seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
-        delta[i] = _quantize_at(delta[i], sent, sparse_bits, seed)
+        delta[i] = codecs.tf_quantize_at(delta[i], sent, sparse_bits, seed)
         bytes_uploaded.append(codecs.tf_quantized_values_size(
             tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
-      else:  # TFF's quantized form, or the values at `sent` (with any zeros' positions).
-        bytes_uploaded.append(
-            codecs.tf_upload_size(t, tff_bits, quantize_threshold, support=sent))
-    bytes_uploaded = tf.add_n(bytes_uploaded)
+      elif not tff_bits:  # The values at `sent` (with any zeros' positions).
+        bytes_uploaded.append(codecs.tf_encoded_size(
+            t if sent is None else tf.boolean_mask(t, sent)))
+      # With TFF's quantizer the aggregator encodes the whole delta and counts
+      # it (`compression.aggregators.QuantizedMeanFactory`).
+    bytes_uploaded = (tf.add_n(bytes_uploaded) if bytes_uploaded
+                      else tf.constant(0, tf.int64))
 
     delta, non_finite = _zero_all_if_any_non_finite(tuple(delta))
     if non_finite:
@@ -228,7 +212,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
         params_downloaded=downloaded, params_uploaded=uploaded,
         mask_bits_uploaded=mask_bits,
         transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
-        bytes_downloaded=bytes_downloaded, bytes_uploaded=bytes_uploaded)
+        bytes_uploaded=bytes_uploaded)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
             model.report_local_unfinalized_metrics(), communication)
 
@@ -256,21 +240,21 @@ def build_fed_sparsify_client_work(
       `client_message_prune_rate` (the smallest uploaded weights over all
       trainable tensors zeroed before sending, no persistent mask) and the
       quantization. `quantizer='tff'`: TFF's uniform quantization of the
-      uploaded deltas, applied by the aggregator
-      (`compression.aggregators.quantized_mean_factory`); here it changes
-      only the counting (`codecs.quantized_size`). 'sparse': this client
-      work quantizes the non-zero values of what it receives and of the
-      deltas it sends (`codecs.tf_quantize`), and counts them as sent.
+      uploaded deltas, applied and counted by the aggregator
+      (`compression.aggregators.QuantizedMeanFactory`); this client work
+      then counts only its mask (local mode). 'sparse': this client work
+      quantizes the non-zero values of the deltas it sends
+      (`codecs.tf_quantize`), and counts them as sent (the broadcast is the
+      distributor's).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
 
   Returns:
-    A `tff.learning.templates.ClientWorkProcess` whose state is
-    `OrderedDict(round_num, cumulative)`, with measurements `train` (the
-    model's metrics), `communication` (the round's counts of the module
-    docstring, summed over its clients) and `cumulative` (`bytes_downloaded`,
-    `bytes_uploaded` and `transmission_mbits` summed over all rounds so far;
-    kept in the state, so a resumed run goes on counting).
+    A `tff.learning.templates.ClientWorkProcess` whose state is the round
+    number, with measurements `train` (the model's metrics) and
+    `communication` (the round's counts of the module docstring, summed over
+    its clients). The bytes of the broadcast are the distributor's
+    (`compression.distributors`).
   """
   if not isinstance(optimizer, tff.learning.optimizers.Optimizer):
     raise TypeError(
@@ -286,12 +270,7 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation
   def initial_state():
-    return collections.OrderedDict(
-        round_num=tf.constant(0, tf.int32),
-        cumulative=collections.OrderedDict(
-            bytes_downloaded=tf.constant(0, tf.int64),
-            bytes_uploaded=tf.constant(0, tf.int64),
-            transmission_mbits=tf.constant(0.0, tf.float64)))
+    return tf.constant(0, tf.int32)  # The round number.
 
   @tff.federated_computation
   def init_fn():
@@ -306,25 +285,9 @@ def build_fed_sparsify_client_work(
     client_update = _build_client_update(model_fn, optimizer, config, loop_implementation)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
-  state_type = initial_state.type_signature.result
-
-  @tff.tensorflow.computation(state_type)
-  def increment(state):
-    return state['round_num'] + 1
-
-  communication_type = client_update_computation.type_signature.result[2]
-
-  @tff.tensorflow.computation(np.int32, state_type, communication_type)
-  def accumulate(round_num, state, communication):
-    cumulative = state['cumulative']
-    return collections.OrderedDict(
-        round_num=round_num,
-        cumulative=collections.OrderedDict(
-            (key, cumulative[key] + communication[key]) for key in cumulative))
-
-  @tff.tensorflow.computation(state_type)
-  def get_cumulative(state):
-    return state['cumulative']
+  @tff.tensorflow.computation(np.int32)
+  def increment(round_num):
+    return round_num + 1
 
   @tff.federated_computation(
       init_fn.type_signature.result,
@@ -337,13 +300,9 @@ def build_fed_sparsify_client_work(
         client_update_computation,
         (weights, client_data, tff.federated_broadcast(should_prune),
          tff.federated_broadcast(sparsity)))
-    round_communication = tff.federated_sum(communication)
-    new_state = tff.federated_map(
-        accumulate, (round_num, state, round_communication))
     measurements = tff.federated_zip(collections.OrderedDict(
         train=metrics_aggregation_fn(model_outputs),
-        communication=round_communication,
-        cumulative=tff.federated_map(get_cumulative, new_state)))
-    return tff.templates.MeasuredProcessOutput(new_state, client_result, measurements)
+        communication=tff.federated_sum(communication)))
+    return tff.templates.MeasuredProcessOutput(round_num, client_result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -25,6 +25,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import aggregators as compression_aggregators
+from tff_sparsify.compression import distributors
 from tff_sparsify.learning import aggregators
 from tff_sparsify.learning import client_work as client_work_lib
 from tff_sparsify.learning import configs
@@ -105,7 +106,9 @@ def build_weighted_fed_sparsify(
     client_optimizer_fn: the clients' `tff.learning.optimizers.Optimizer`;
       default SGD at `config.client_learning_rate` and `client_momentum`.
     server_optimizer_fn: the server's; default SGD at `config.server_learning_rate`.
-    model_distributor: default `tff.learning.templates.build_broadcast_process`.
+    model_distributor: default `distributors.build_encoded_broadcast_process`
+      (TFF's broadcast, measuring `bytes_downloaded`; with the sparse
+      quantizer, it quantizes the broadcast).
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`, or TFF's quantizing mean with
       `quantize_bits` and `quantizer='tff'` (not both). In local mode it is
@@ -115,11 +118,11 @@ def build_weighted_fed_sparsify(
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its metrics hold
-    `client_work/communication/*` (parameters exchanged, Appendix E, and
-    bytes of the encodings, per round), `client_work/cumulative/*` (bytes
-    and transmission summed over the rounds so far),
+    `distributor/bytes_downloaded`, `client_work/communication/*`
+    (parameters exchanged, Appendix E, and bytes uploaded, per round),
     `aggregator/mask_agreement` (local mode) and `finalizer/*` (sparsity,
-    target s_t, non-zero parameters, see `finalizers.py`).
+    target s_t, non-zero parameters, see `finalizers.py`). The training loop
+    (`simulation.training`) adds the totals over the rounds so far.
   """
   if not isinstance(config, configs.FedSparsifyConfig):
     raise TypeError(f'config must be a FedSparsifyConfig, got {type(config).__name__}')
@@ -129,7 +132,7 @@ def build_weighted_fed_sparsify(
       raise ValueError(
           'quantize_bits builds the model aggregator; pass quantize_bits=0 '
           f'with a model_aggregator, got quantize_bits={compression.quantize_bits}')
-    model_aggregator = compression_aggregators.quantized_mean_factory(
+    model_aggregator = compression_aggregators.QuantizedMeanFactory(
         compression.quantize_bits, compression.quantize_threshold)
   model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   default_client, default_server = client_and_server_optimizers(config)
@@ -140,7 +143,8 @@ def build_weighted_fed_sparsify(
   initial_weights_fn = build_initial_weights_fn(model_fn, layout)
   model_weights_type = initial_weights_fn.type_signature.result
   if model_distributor is None:
-    model_distributor = tff.learning.templates.build_broadcast_process(model_weights_type)
+    model_distributor = distributors.build_encoded_broadcast_process(
+        model_weights_type, compression)
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, config,

@@ -23,7 +23,9 @@ evaluated on the test set. At the end the final model is saved as
 accuracy, non-zero parameters and sparsity.
 """
 
+import asyncio
 import collections
+import csv
 import dataclasses
 import json
 import os
@@ -83,6 +85,59 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
 
   def close(self):
     self._bar.close()
+
+
+# The per-round counts the loop adds up: every released metric whose name ends
+# so (the distributor's downloads; the client work's and, with TFF's
+# quantizer, the aggregator's uploads).
+CUMULATIVE_METRICS = ('bytes_downloaded', 'bytes_uploaded', 'transmission_mbits')
+
+
+class CumulativeReleaseManager(tff.program.ReleaseManager):
+  """Adds `cumulative/*`, the totals so far of the rounds' byte counts, then releases to `managers`.
+
+  The totals come from the metrics released, not from the learning
+  process's state: on the first release of a resumed run they start from the
+  `cumulative/*` columns of the metrics CSV's row for the round before, so a
+  resumed run goes on counting.
+  """
+
+  def __init__(self, managers, csv_path: str):
+    self._managers = list(managers)
+    self._csv_path = csv_path
+    self._totals = None
+
+  def _totals_before(self, round_num: int) -> dict:
+    totals = {}
+    if round_num > 1 and os.path.exists(self._csv_path):
+      with open(self._csv_path, newline='') as f:
+        for row in csv.DictReader(f):
+          if row.get('round_num') == str(round_num - 1):
+            for name in CUMULATIVE_METRICS:
+              if row.get(f'cumulative/{name}'):
+                totals[name] = _parse_total(name, row[f'cumulative/{name}'])
+    return totals
+
+  async def release(self, value, key) -> None:
+    flat = flatten_metrics(value)
+    this_round = collections.OrderedDict()
+    for path, count in flat.items():
+      name = path.rsplit('/', 1)[-1]
+      if name in CUMULATIVE_METRICS and not path.startswith('cumulative/'):
+        this_round[name] = this_round.get(name, 0) + _parse_total(name, count)
+    if this_round:
+      if self._totals is None:
+        self._totals = self._totals_before(int(key))
+      for name, count in this_round.items():
+        self._totals[name] = self._totals.get(name, 0) + count
+      value = collections.OrderedDict(value)
+      value['cumulative'] = collections.OrderedDict(
+          (name, self._totals[name]) for name in CUMULATIVE_METRICS if name in this_round)
+    await asyncio.gather(*[m.release(value, key) for m in self._managers])
+
+
+def _parse_total(name: str, value):
+  return float(value) if name == 'transmission_mbits' else int(value)
 
 
 class NoCheckpointError(Exception):
@@ -303,14 +358,14 @@ def run_federated_training(
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not show_progress)
   csv_path = os.path.join(dirs.results, 'metrics.csv')
-  metrics_managers = [
+  metrics_managers = [CumulativeReleaseManager([
       _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
           csv_path, key_fieldname='round_num',
           save_mode=tff.program.CSVSaveMode.WRITE), csv_path),
       _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
                              f'TensorBoard events in {dirs.logdir}'),
       progress,
-  ]
+  ], csv_path)]
   try:
     state = tff.simulation.run_training_process(
         process, training_selection_fn=selection_fn, total_rounds=total_rounds,
