@@ -1,105 +1,11 @@
-r"""A TFF worker for remote coordinators, behind mutual TLS.
+"""`python -m binaries.worker`: A TFF worker for remote coordinators, behind mutual TLS.
 
-On each worker host (see README, "Several hosts"):
-
-  tff-sparsify-worker --make_credentials=creds --hosts=10.0.0.2,10.0.0.3
-  # copy creds/{ca.pem,worker.pem,worker.key} to each worker host and
-  # creds/{ca.pem,coordinator.pem,coordinator.key} to the coordinator
-  tff-sparsify-worker --host=10.0.0.2 --port=8000 --credentials=creds \
-    --log_file=/var/log/tff-worker.log
-
-and on the coordinator:
-
-  python -m binaries.train --workers=10.0.0.2:8000,10.0.0.3:8000 \
-    --worker_credentials=creds ...
-
-The worker accepts only TLS connections whose client certificate the CA
-signed; TFF's `worker_binary` itself runs in a private network namespace, so
-nothing reaches it but this relay. It serves until SIGINT or SIGTERM.
+The binary is `tff_sparsify.binaries.worker` (installed as a package module, so
+that its console script works from any directory); this file runs it from a
+checkout. Flags: `python -m binaries.worker --help`.
 """
 
-import os
-import sys
-
-from absl import flags
-
-from binaries import flag_utils
-from tff_sparsify.simulation import worker as worker_lib
-
-_HOST = flags.DEFINE_string(
-    'host', '127.0.0.1',
-    'Address to listen on (0.0.0.0: every interface of this host).')
-_PORT = flags.DEFINE_integer('port', None, 'TCP port to listen on.',
-                             lower_bound=1, upper_bound=65535)
-_CREDENTIALS = flags.DEFINE_string(
-    'credentials', None,
-    'Directory holding ca.pem, worker.pem and worker.key.')
-_LOG_FILE = flags.DEFINE_string(
-    'log_file', None, "File for worker_binary's output (default: discarded).")
-_ALLOW_UNISOLATED = flags.DEFINE_bool(
-    'allow_unisolated', False,
-    'Where no private network namespace can be made, run worker_binary '
-    'anyway: its own TCP port is then open on this host, unauthenticated.')
-_MAKE_CREDENTIALS = flags.DEFINE_string(
-    'make_credentials', None,
-    'Write a new CA, a worker certificate for --hosts and a coordinator '
-    'certificate to this directory, then exit.')
-_HOSTS = flags.DEFINE_list(
-    'hosts', [],
-    'With --make_credentials: the worker hosts\' names or IP addresses, as '
-    'the coordinator will name them in --workers.')
-
-
-def main(argv):
-  if len(argv) > 1:
-    flag_utils.fail_with(
-        f'{flag_utils.program_name()}: error: unexpected arguments: '
-        f'{" ".join(argv[1:])}')
-  if _MAKE_CREDENTIALS.value is not None:
-    if not _HOSTS.value:
-      flag_utils.fail(_HOSTS, 'must name the worker hosts with --make_credentials')
-    worker_lib.make_credentials(_MAKE_CREDENTIALS.value, _HOSTS.value)
-    print(f'wrote {worker_lib.CA_FILE}, {worker_lib.SERVER_CERT}, '
-          f'{worker_lib.SERVER_KEY} (worker hosts) and {worker_lib.CLIENT_CERT}, '
-          f'{worker_lib.CLIENT_KEY} (coordinator) to {_MAKE_CREDENTIALS.value}')
-    return
-  if _PORT.value is None:
-    flag_utils.fail(_PORT, 'must be set: the TCP port to serve on')
-  if _CREDENTIALS.value is None:
-    flag_utils.fail(_CREDENTIALS, 'must be set: a worker is served only over '
-                    'mutual TLS (make the files with --make_credentials)')
-  for name in (worker_lib.CA_FILE, worker_lib.SERVER_CERT, worker_lib.SERVER_KEY):
-    if not os.path.isfile(os.path.join(_CREDENTIALS.value, name)):
-      flag_utils.fail(_CREDENTIALS, f'has no {name}')
-  if _LOG_FILE.value and not os.path.isdir(
-      os.path.dirname(os.path.abspath(_LOG_FILE.value))):
-    flag_utils.fail(_LOG_FILE, 'its directory does not exist')
-  try:
-    tls = worker_lib.server_tls_context(_CREDENTIALS.value)
-  except (OSError, ValueError) as e:
-    flag_utils.fail(_CREDENTIALS, f'unreadable TLS files: {e}')
-  try:
-    listener = worker_lib.tcp_listener(_HOST.value, _PORT.value)
-  except OSError as e:
-    flag_utils.fail_with(f'{flag_utils.program_name()}: error: cannot listen '
-                         f'on {_HOST.value}:{_PORT.value}: {e.strerror}', code=1)
-  try:
-    code = worker_lib.serve(listener, isolate=not _ALLOW_UNISOLATED.value,
-                            tls=tls, log_path=_LOG_FILE.value,
-                            ready_fd=sys.stdout)
-  except worker_lib.IsolationError as e:
-    flag_utils.fail_with(
-        f'{flag_utils.program_name()}: error: {e.strerror}; pass '
-        '--allow_unisolated to serve anyway (worker_binary\'s own port then '
-        'open on this host, unauthenticated)', code=1)
-  except RuntimeError as e:
-    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
-  sys.exit(code)
-
-
-def run():
-  flag_utils.run_main(main)
-
+from tff_sparsify.binaries.worker import run
 
 if __name__ == '__main__':
   run()

@@ -7,9 +7,9 @@ from absl.testing import parameterized
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
-from binaries import benchmark_inference
-from binaries import export as export_binary
-from binaries import flag_utils
+from tff_sparsify.binaries import benchmark_inference
+from tff_sparsify.binaries import export as export_binary
+from tff_sparsify.binaries import flag_utils
 from tests import fixtures
 from tests import test_export
 

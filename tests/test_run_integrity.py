@@ -83,7 +83,7 @@ class TrainBadFlagsTest(_BinaryCase):
       ('server_lr', dict(server_learning_rate=-1), r'--server_learning_rate=-1.0: must be positive'),
       ('lr_nan', dict(client_learning_rate='nan'), r'--client_learning_rate=nan: must be positive'),
       ('alpha', dict(dirichlet_alpha=0), r'--dirichlet_alpha=0.0: must be positive'),
-      ('mu', dict(proximal_strength=0), r'--proximal_strength=0.0: must be positive'),
+      ('mu', dict(algorithm='fedprox', proximal_strength=0), r'--proximal_strength=0.0: must be positive'),
       ('k', dict(classes_per_client=11), r'--classes_per_client=11: must be in \[1, 10\]'),
       ('momentum', dict(client_momentum=1.0), r'--client_momentum=1.0: must be in \[0, 1\)'),
       ('mfl_zero', dict(algorithm='fedavg_momentum', client_momentum=0),

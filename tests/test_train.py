@@ -13,9 +13,9 @@ import numpy as np
 import psutil
 import tensorflow as tf
 
-from binaries import export as export_binary
-from binaries import flag_utils
-from binaries import train
+from tff_sparsify.binaries import export as export_binary
+from tff_sparsify.binaries import flag_utils
+from tff_sparsify.binaries import train
 from tests import fixtures
 from tff_sparsify import signals
 from tff_sparsify.simulation import execution

@@ -1,0 +1,118 @@
+r"""Exports a training run's final model to SavedModel and ONNX, with checks.
+
+  python -m binaries.export --run_dir=output/results/global_090
+  python -m binaries.export --checkpoint=output/checkpoints/global_090/program_state_100
+
+Writes {output_dir}/saved_model/, {output_dir}/model.onnx and
+{output_dir}/export_report.{json,md} (default output_dir: {run_dir}/export).
+The ONNX outputs are checked against Keras (max abs diff <= 1e-4) and the
+ONNX initializers against the pruned kernels' zeros.
+"""
+
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from tff_sparsify.binaries import flag_utils
+from tff_sparsify import config as config_lib
+from tff_sparsify import files
+
+
+
+_RUN_DIR = flags.DEFINE_string(
+    'run_dir', None, 'A run\'s results directory ({root_output_dir}/results/'
+    '{experiment}) holding final_model.keras, or the .keras file itself.')
+_CHECKPOINT = flags.DEFINE_string(
+    'checkpoint', None, 'Instead of --run_dir: a training checkpoint, '
+    '{root_output_dir}/checkpoints/{experiment}[/program_state_N] (latest if no N).')
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Where to write; default {run_dir}/export, or '
+    '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
+_OPSET = flags.DEFINE_integer('opset', config_lib.DEFAULT_OPSET, 'ONNX opset.')
+_INPUTS_AS_NCHW = flags.DEFINE_bool(
+    'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
+    'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
+    'metadata, which binaries/benchmark_inference reads.')
+
+
+def write_report(report, output_dir: str):
+  """Writes `export_report.{json,md}` of an `export.ExportReport` (atomically)."""
+  files.atomic_write_text(os.path.join(output_dir, 'export_report.json'),
+                          json.dumps(report.as_dict(), indent=2))
+  lines = [
+      '# Export report', '',
+      f'- ONNX: `{report.onnx_path}`: {report.onnx_bytes} bytes, '
+      f'{report.onnx_gzip_bytes} gzip\'d',
+      f'- parameters: {report.total_params}, non-zero {report.nonzero_params}, '
+      f'sparsity of the kernels {report.sparsity:.4f}',
+      f'- max |ONNX - Keras| on random inputs: {report.max_abs_diff:.3g}',
+      f'- ONNX input layout: {report.input_layout}', '',
+      '| layer | shape | size | zeros (Keras) | zeros (ONNX) | sparsity |', '|---|---|---|---|---|---|',
+      *[f'| {l.name} | {l.shape} | {l.size} | {l.keras_zeros} | {l.onnx_zeros} | '
+        f'{l.sparsity:.4f} |' for l in report.layers]]
+  files.atomic_write_text(os.path.join(output_dir, 'export_report.md'),
+                          '\n'.join(lines) + '\n')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.set_verbosity(logging.WARNING)
+  if bool(_RUN_DIR.value) == bool(_CHECKPOINT.value):
+    flag_utils.fail(_RUN_DIR, 'give exactly one of --run_dir and --checkpoint')
+  if not 9 <= _OPSET.value <= 18:
+    flag_utils.fail(_OPSET, 'must be in [9, 18], the opsets tf2onnx 1.17 writes')
+  for holder in (_RUN_DIR, _CHECKPOINT):
+    if holder.value and not os.path.exists(holder.value):
+      flag_utils.fail(holder, 'does not exist')
+  if _OUTPUT_DIR.value is not None and (
+      not _OUTPUT_DIR.value or os.path.isfile(_OUTPUT_DIR.value)):
+    flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
+  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.simulation import execution
+  from tff_sparsify.deploy import export
+  # pylint: enable=g-import-not-at-top
+  execution.drop_import_time_default_context()
+  if _RUN_DIR.value:
+    try:
+      model = export.load_run_model(_RUN_DIR.value)
+    except export.ExportError as e:
+      flag_utils.fail(_RUN_DIR, str(e))
+    run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
+    output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
+  else:
+    try:
+      model = export.load_checkpoint_model(_CHECKPOINT.value)
+    except export.ExportError as e:
+      flag_utils.fail(_CHECKPOINT, str(e))
+    experiment_dir, version = export.split_checkpoint_path(_CHECKPOINT.value)
+    output_dir = _OUTPUT_DIR.value or os.path.join(
+        export.run_results_dir(experiment_dir),
+        f'export_{version if version is not None else "latest"}')
+  if _INPUTS_AS_NCHW.value:
+    try:
+      export.check_inputs_as_nchw(model)
+    except export.ExportError as e:
+      flag_utils.fail(_INPUTS_AS_NCHW, str(e))
+  try:
+    report = export.export_model(model, output_dir, opset=_OPSET.value,
+                                 inputs_as_nchw=_INPUTS_AS_NCHW.value)
+  except export.ExportError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  write_report(report, output_dir)
+  print(f'exported: {report.onnx_path} ({report.onnx_bytes} bytes, '
+        f'{report.onnx_gzip_bytes} gzip\'d), sparsity {report.sparsity:.4f}, '
+        f'max abs diff {report.max_abs_diff:.3g}', flush=True)
+
+
+def run():
+  flag_utils.run_main(main)
+
+
+if __name__ == '__main__':
+  run()

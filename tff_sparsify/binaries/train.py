@@ -1,0 +1,287 @@
+r"""Federated training of the paper's models on TFF.
+
+Example:
+
+  python -m binaries.train --dataset=fashion_mnist --partition=non_iid \
+    --classes_per_client=2 --num_clients=10 --clients_per_round=10 \
+    --total_rounds=10 --algorithm=fedsparsify_global --final_sparsity=0.9 \
+    --root_output_dir=/tmp/fl --experiment_name=global_090
+
+Outputs go to {root_output_dir}/checkpoints|results|logdir/{experiment_name}.
+Running the same command again resumes from the latest checkpoint. The
+results hold metrics.csv (per round: sparsity, parameters exchanged, ...),
+summary.json and final_model.keras (stripped of pruning wrappers).
+"""
+
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')  # No C-core lines on stderr.
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+from absl import logging
+
+from tff_sparsify.binaries import flag_utils
+from tff_sparsify import config as config_lib
+from tff_sparsify import signals
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import data_sources
+from tff_sparsify.simulation import run_record
+
+# TensorFlow and TFF are imported in `train`, after the flags are checked: a
+# bad flag is refused in well under a second instead of after 15 s of imports.
+
+_DATASET = flags.DEFINE_enum(
+    'dataset', 'fashion_mnist', list(config_lib.DATASETS), 'Dataset.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None,
+    'Directory holding the four FashionMNIST IDX .gz files (default: '
+    '/usr/share/datasets/fashion-mnist, else TFDS); for cifar10, the TFDS '
+    'data directory.')
+_PARTITION = flags.DEFINE_enum(
+    'partition', 'non_iid', list(config_lib.PARTITIONS),
+    'How the training examples are split over clients.')
+_CLASSES_PER_CLIENT = flags.DEFINE_integer(
+    'classes_per_client', 2, 'Classes per client for --partition=non_iid.')
+_DIRICHLET_ALPHA = flags.DEFINE_float(
+    'dirichlet_alpha', 0.5, 'Concentration for --partition=dirichlet.')
+_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Number of clients.')
+_CLIENTS_PER_ROUND = flags.DEFINE_integer(
+    'clients_per_round', 10, 'Clients sampled (uniformly) each round.')
+_TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 200, 'Federated rounds.')
+_CLIENT_EPOCHS = flags.DEFINE_integer(
+    'client_epochs_per_round', 4, 'Local epochs per round.')
+_CLIENT_BATCH_SIZE = flags.DEFINE_integer(
+    'client_batch_size', 32, 'Local batch size.')
+_CLIENT_LR = flags.DEFINE_float(
+    'client_learning_rate', 0.02, 'Client SGD learning rate.')
+_CLIENT_MOMENTUM = flags.DEFINE_float(
+    'client_momentum', None,
+    'Client SGD momentum; default 0 (fedavg, fedprox) or 0.75 '
+    '(fedavg_momentum, the paper\'s MFL).')
+_SERVER_LR = flags.DEFINE_float(
+    'server_learning_rate', 1.0, 'Server SGD learning rate (1.0: FedAvg).')
+_ALGORITHM = flags.DEFINE_enum(
+    'algorithm', 'fedavg', list(registry.names()),
+    'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at '
+    'the server (global) or at the clients merged by mask voting (local), '
+    'progressive random pruning, or one-shot pruning at --sparsify_start_round.')
+_FINAL_SPARSITY = flags.DEFINE_float(
+    'final_sparsity', 0.9, 'S_T: sparsity reached at --total_rounds (pruning '
+    'algorithms).')
+_INITIAL_SPARSITY = flags.DEFINE_float(
+    'initial_sparsity', 0.0, 'S_0: sparsity at --sparsify_start_round.')
+_SPARSIFY_START_ROUND = flags.DEFINE_integer(
+    'sparsify_start_round', 1, 't_0: first round that prunes.')
+_SPARSIFY_FREQUENCY = flags.DEFINE_integer(
+    'sparsify_frequency', 1, 'F: prune every F rounds.')
+_SPARSIFY_EXPONENT = flags.DEFINE_float(
+    'sparsify_exponent', 3.0, 'n: exponent of the schedule (Eq. 1).')
+_MASK_AGGREGATION = flags.DEFINE_enum(
+    'mask_aggregation', 'majority_vote', list(configs.MASK_AGGREGATIONS),
+    'How --algorithm=fedsparsify_local merges client masks: majority vote '
+    '(Eq. 2) or plain average (keep what any client kept).')
+_PROXIMAL_STRENGTH = flags.DEFINE_float(
+    'proximal_strength', 0.001, 'FedProx mu, for --algorithm=fedprox.')
+_SEED = flags.DEFINE_integer('seed', 1990, 'Seed of data split, model '
+                             'initialization, sampling and shuffling.')
+_ROOT_OUTPUT_DIR = flags.DEFINE_string(
+    'root_output_dir', 'output', 'Root directory of all outputs.')
+_EXPERIMENT_NAME = flags.DEFINE_string(
+    'experiment_name', None, 'Name of this run\'s output subdirectories '
+    '(default: {algorithm}_{dataset}_{partition}).')
+_ROUNDS_PER_EVAL = flags.DEFINE_integer(
+    'rounds_per_eval', 1, 'Evaluate on the test set every this many rounds.')
+_ROUNDS_PER_CHECKPOINT = flags.DEFINE_integer(
+    'rounds_per_checkpoint', 1, 'Save program state every this many rounds.')
+_PROGRESS = flags.DEFINE_bool('progress', True, 'Show a progress bar.')
+_OVERWRITE = flags.DEFINE_bool(
+    'overwrite', False, 'Start the experiment afresh: remove its checkpoints, '
+    'results and logs first. Without it, a command whose flags differ from the '
+    'ones the experiment was started with is refused.')
+
+
+_CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
+    'client_message_prune_rate', 0.0,
+    'Message compression of arXiv 2310.14693: fraction of the uploaded '
+    'weights (smallest by magnitude) the clients zero before sending, in '
+    '[0, 1). For fedavg, fedavg_momentum and the pruning algorithms.')
+_SERVER_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
+    'server_message_prune_rate', 0.0,
+    'The same for the model the server broadcasts.')
+_SPARSITY_PLACEMENT = flags.DEFINE_enum(
+    'sparsity_placement', 'global', list(configs.SPARSITY_PLACEMENTS),
+    'Pruning algorithms: global (one magnitude ranking over all kernels, the '
+    'paper\'s), uniform (every kernel pruned to s_t by its own ranking: '
+    'equally sparse layers, which DeepSparse runs faster) or compute (per-layer '
+    'sparsities that minimise the multiply-adds at total s_t: the layers that '
+    'cost most per weight, early convolutions, pruned hardest). Not with '
+    'random_pruning.')
+_QUANTIZE_BITS = flags.DEFINE_integer(
+    'quantize_bits', 0,
+    'If not 0, uniform quantization at this many bits, in [1, 16], of the '
+    'tensors over --quantize_threshold elements, by --quantizer (default: the uploaded '
+    'model deltas, aggregated with tff.aggregators.EncodedSumFactory.'
+    'quantize_above_threshold), stackable with the message prune rates. Not with fedprox.')
+_QUANTIZE_THRESHOLD = flags.DEFINE_integer(
+    'quantize_threshold', config_lib.QUANTIZATION_THRESHOLD,
+    'With --quantize_bits: tensors with more elements than this are quantized '
+    '(TFF\'s default; smaller kernels and the biases stay lossless).')
+_QUANTIZER = flags.DEFINE_enum(
+    'quantizer', 'tff', list(configs.QUANTIZERS),
+    'With --quantize_bits: tff (TFF\'s quantizing aggregator, the uploads '
+    'only, every element, zeros included) or sparse (this package\'s: the '
+    'non-zero values only, of the uploads and of the broadcast; the server '
+    'keeps its full-precision model).')
+
+_NUM_LOCAL_WORKERS = flags.DEFINE_integer(
+    'num_local_workers', 1,
+    'TFF workers this run starts on this machine; with more than one, the '
+    'sampled clients of each round are split across them (TFF\'s '
+    'mergeable-comp runtime). Each runs in its own network namespace, '
+    'reached only by this process over a Unix socket.')
+_WORKERS = flags.DEFINE_list(
+    'workers', [],
+    'HOST:PORT,... of remote workers (tff-sparsify-worker on each host), '
+    'reached over mutual TLS with --worker_credentials; instead of local '
+    'workers.')
+_WORKER_CREDENTIALS = flags.DEFINE_string(
+    'worker_credentials', None,
+    'With --workers: directory holding ca.pem, coordinator.pem and '
+    'coordinator.key (tff-sparsify-worker --make_credentials=DIR).')
+_WORKER_TIMEOUT = flags.DEFINE_float(
+    'worker_timeout_seconds', config_lib.DEFAULT_WORKER_TIMEOUT_SECONDS,
+    'A worker that has died or not answered for this long is lost: a local '
+    'one is restarted and its round run again (at most '
+    '--max_worker_restarts times), a remote one ends the run (resume with '
+    'the same command).')
+_MAX_WORKER_RESTARTS = flags.DEFINE_integer(
+    'max_worker_restarts', 3, 'Restarts of lost local workers in one run.',
+    lower_bound=0)
+_ALLOW_UNISOLATED = flags.DEFINE_bool(
+    'allow_unisolated_workers', False,
+    'Where no private network namespace can be made, run local workers '
+    'anyway (their TCP ports then open on this machine).')
+
+
+def _execution_config() -> config_lib.ExecutionConfig:
+  values = {name: flags.FLAGS[name].value
+            for name in config_lib.execution_field_names()}
+  values['workers'] = tuple(values['workers'])
+  try:
+    return config_lib.ExecutionConfig(**values)
+  except config_lib.ConfigError as e:
+    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+
+
+def _config() -> config_lib.TrainConfig:
+  """The run's configuration from the flags; a bad value fails naming its flag."""
+  values = {name: flags.FLAGS[name].value for name in config_lib.field_names()}
+  try:
+    config = config_lib.TrainConfig(**values)
+  except config_lib.ConfigError as e:
+    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+  if config.data_dir is not None and not os.path.isdir(config.data_dir):
+    flag_utils.fail(_DATA_DIR, 'is not a directory')
+  return config
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  config = _config()
+  execution_config = _execution_config()
+  signals.handle_termination_signals()
+  logging.set_verbosity(logging.WARNING)
+  try:  # FashionMNIST's IDX files are read with NumPy: errors come before TF loads.
+    centralized = data_sources.load_centralized(config.dataset, config.data_dir)
+    shards = data_sources.partition(
+        centralized.train_labels, partition_type=config.partition,
+        num_clients=config.num_clients, seed=config.seed,
+        classes_per_client=config.classes_per_client,
+        dirichlet_alpha=config.dirichlet_alpha)
+  except data_sources.DataError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  try:  # Before anything is written: a run resumes only as itself.
+    dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
+  except run_record.RunMismatchError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  train(config, dirs, centralized, shards, execution_config)
+
+
+def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
+          centralized: data_sources.CentralizedData, shards: list,
+          execution_config: config_lib.ExecutionConfig = config_lib.ExecutionConfig()):
+  """Builds the process and runs it on the clients of `shards` (TensorFlow loads here)."""
+  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf
+  from tff_sparsify.simulation import data
+  from tff_sparsify.simulation import execution
+  from tff_sparsify.simulation import training
+  # pylint: enable=g-import-not-at-top
+  execution.drop_import_time_default_context()
+  tf.keras.utils.set_random_seed(config.seed)
+  federated = data.federated_data(centralized, shards)
+
+  process, keras_model_fn = registry.build_from_config(config)
+  # After the process is traced: TFF's stochastic quantization
+  # (--quantize_bits) has unseeded random ops, which TF refuses to trace
+  # under op determinism. The process runs in TFF's worker, which this
+  # setting does not reach; it makes the in-process Keras evaluation exact.
+  tf.config.experimental.enable_op_determinism()
+  try:
+    with execution.worker_pool_context(
+        num_local_workers=execution_config.num_local_workers,
+        workers=execution_config.workers,
+        credentials_dir=execution_config.worker_credentials,
+        log_dir=dirs.logdir,
+        worker_timeout=execution_config.worker_timeout_seconds,
+        max_restarts=execution_config.max_worker_restarts,
+        allow_unisolated_workers=execution_config.allow_unisolated_workers):
+      result = training.run_federated_training(
+          process, federated.train,
+          # Built after the process: see BUILD_NOTES (Keras models built
+          # before TFF traces model_fn cannot train afterwards).
+          keras_model=keras_model_fn(),
+          test_data=data.test_dataset(federated.test_images, federated.test_labels),
+          total_rounds=config.total_rounds,
+          clients_per_round=config.clients_per_round,
+          client_batch_size=config.client_batch_size,
+          client_epochs_per_round=config.client_epochs_per_round, seed=config.seed,
+          root_output_dir=config.root_output_dir, experiment_name=config.experiment,
+          rounds_per_eval=config.rounds_per_eval,
+          rounds_per_checkpoint=config.rounds_per_checkpoint,
+          show_progress=config.progress,
+      )
+  except training.NoCheckpointError as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
+  except (execution.WorkerStartError, execution.AggregationSplitError) as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
+  except execution.WorkerLostError as e:
+    flag_utils.fail_with(
+        f'{flag_utils.program_name()}: error: {e}; run the same command to resume '
+        'from the last checkpoint', code=1)
+  except training.OutputWriteError as e:
+    flag_utils.fail_with(
+        f'{flag_utils.program_name()}: error: {e}; the earlier checkpoints are '
+        'intact: fix the cause and run the same command to resume', code=1)
+  m = result.final_metrics
+  sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
+  print(
+      f'done: {config.experiment}: {m["total_rounds"]} rounds, test accuracy '
+      f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}{sparsity}, '
+      f'{m["nonzero_params"]} non-zero parameters; outputs in '
+      f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
+      flush=True,
+  )
+
+
+def run():
+  flag_utils.run_main(main)
+
+
+if __name__ == '__main__':
+  run()
