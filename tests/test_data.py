@@ -171,3 +171,50 @@ class PartitionTest(tf.test.TestCase, parameterized.TestCase):
         cd.create_tf_dataset_for_client('client_0001'), batch_size=32,
         epochs=2, seed=5))
     self.assertAllEqual(batches[0]['y'], again[0]['y'])
+
+
+class ShardsPartitionTest(tf.test.TestCase, parameterized.TestCase):
+  """The authors' split, pinned on FashionMNIST's label layout (6,000 per class)."""
+
+  def setUp(self):
+    super().setUp()
+    # Labels in a scrambled dataset order, 6,000 of each of 10 classes.
+    self.labels = np.random.default_rng(5).permutation(np.repeat(np.arange(10), 6000))
+
+  def test_ten_clients_two_classes(self):
+    shards = data.partition_shards(self.labels, 10, 2)
+    pairs = [sorted(set(self.labels[s].tolist())) for s in shards]
+    self.assertEqual(pairs, [[0, 1], [0, 1], [2, 3], [2, 3], [4, 5], [4, 5],
+                             [6, 7], [6, 7], [8, 9], [8, 9]])
+    self.assertEqual({len(s) for s in shards}, {6000})
+    for s in shards:  # Half of each of its classes: 3,000 and 3,000.
+      self.assertEqual(sorted(np.bincount(self.labels[s]).tolist())[-2:], [3000, 3000])
+    # Client 0 has the first half (in dataset order) of classes 0 and 1.
+    first_half_of_0 = np.flatnonzero(self.labels == 0)[:3000]
+    self.assertAllEqual(shards[0][:3000], first_half_of_0)
+    self.assertAllEqual(np.sort(np.concatenate(shards)), np.arange(60000))
+
+  def test_hundred_clients_two_classes(self):
+    shards = data.partition_shards(self.labels, 100, 2)
+    pairs = [tuple(sorted(set(self.labels[s].tolist()))) for s in shards]
+    self.assertEqual(pairs, [(c, c + 1) for c in range(0, 10, 2) for _ in range(20)])
+    self.assertEqual({len(s) for s in shards}, {600})
+    self.assertAllEqual(np.sort(np.concatenate(shards)), np.arange(60000))
+
+  def test_no_randomness(self):
+    via_partition = data.partition(self.labels, partition_type='shards', num_clients=10,
+                                   seed=1, classes_per_client=2)
+    for a, b in zip(via_partition, data.partition_shards(self.labels, 10, 2)):
+      self.assertAllEqual(a, b)
+
+  @parameterized.named_parameters(
+      ('chunks_do_not_divide', 7, 2, r'into num_clients x classes_per_client = 14 equal chunks, '
+                                     'which does not divide them'),
+      ('more_classes_than_exist', 10, 11, r'classes_per_client \(11\) exceeds the number of classes \(10\)'),
+      # 3 clients x 4 classes: 12 chunks of 5,000; the third client finds only
+      # chunks of classes it already holds.
+      ('no_new_class_left', 3, 4, 'client 2 finds 2 chunks of classes it does not hold, not 4'),
+  )
+  def test_bad_combinations(self, clients, k, regex):
+    with self.assertRaisesRegex(data.DataError, regex):
+      data.partition_shards(self.labels, clients, k)

@@ -136,6 +136,10 @@ class TrainBadFlagsTest(_BinaryCase):
       ('aggregation', dict(mask_aggregation='median'), r'flag --mask_aggregation=median: value should be one of'),
       ('unknown_flag', dict(no_such_flag=1), r"Unknown command line flag 'no_such_flag'"),
       ('data_dir_missing', dict(data_dir='/nonexistent/fmnist'), r"--data_dir='/nonexistent/fmnist': is not a directory"),
+      # The authors' partition on the 400 fixture examples: 3 x 2 chunks do not divide them.
+      ('shards_uneven', dict(partition='shards', num_clients=3, clients_per_round=3),
+       r'partition shards cuts the 400 training examples into num_clients x classes_per_client '
+       r'= 6 equal chunks, which does not divide them'),
       # Workers (issue 12).
       ('local_workers_zero', dict(num_local_workers=0), r'--num_local_workers=0: must be in \[1, 64\]'),
       ('local_workers_many', dict(num_local_workers=65), r'--num_local_workers=65: must be in \[1, 64\]'),

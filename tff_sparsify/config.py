@@ -24,7 +24,7 @@ from tff_sparsify.learning import registry
 from tff_sparsify.simulation import worker
 
 DATASETS = ('fashion_mnist', 'cifar10')
-PARTITIONS = ('iid', 'non_iid', 'dirichlet')
+PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
 NUM_CLASSES = 10
 DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
 QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD

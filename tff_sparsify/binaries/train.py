@@ -43,9 +43,14 @@ _DATA_DIR = flags.DEFINE_string(
     'data directory.')
 _PARTITION = flags.DEFINE_enum(
     'partition', 'non_iid', list(config_lib.PARTITIONS),
-    'How the training examples are split over clients.')
+    'How the training examples are split over clients: iid (a seeded shuffle '
+    'cut into equal shards), non_iid (--classes_per_client classes each, from a '
+    'seeded class order), dirichlet (per class, Dir(--dirichlet_alpha) '
+    'proportions) or shards (the FedSparsify authors\' split: examples sorted by '
+    'label, cut into num_clients x classes_per_client equal chunks, each client '
+    'taking chunks of classes it does not hold yet; no randomness).')
 _CLASSES_PER_CLIENT = flags.DEFINE_integer(
-    'classes_per_client', 2, 'Classes per client for --partition=non_iid.')
+    'classes_per_client', 2, 'Classes per client for --partition=non_iid and shards.')
 _DIRICHLET_ALPHA = flags.DEFINE_float(
     'dirichlet_alpha', 0.5, 'Concentration for --partition=dirichlet.')
 _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Number of clients.')

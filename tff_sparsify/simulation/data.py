@@ -34,6 +34,7 @@ from tff_sparsify.simulation.data_sources import partition
 from tff_sparsify.simulation.data_sources import partition_by_classes
 from tff_sparsify.simulation.data_sources import partition_dirichlet
 from tff_sparsify.simulation.data_sources import partition_iid
+from tff_sparsify.simulation.data_sources import partition_shards
 
 
 @dataclasses.dataclass(frozen=True)
