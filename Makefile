@@ -40,7 +40,7 @@ data:
 	fi
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=30 tests
 
 demo: setup
 	$(PY) -m binaries.train --dataset=fashion_mnist --partition=non_iid \

@@ -386,13 +386,14 @@ def main(argv):
       f'Machine: {platform.machine()}, {os.cpu_count()} CPUs.', '',
       'MB are 10^6 bytes summed over all clients and rounds; `_q8`: 8-bit TFF '
       'quantization of the uploads (tensors over 20000 elements, counted as TFF '
-      'encodes them: every element, zeros included; downloads not quantized); '
+      'encodes them: every element, zeros included, and the other tensors as they '
+      'are, 4 bytes an element; downloads not quantized); '
       '`_q8_sparse`: this package\'s 8-bit quantization of the non-zero values '
       'of the same tensors, uploads and downloads (positions as a mask message '
       'where the receiver does not know them); `_kernels`: of every kernel '
       '(threshold 1000 elements; the biases stay lossless).', '',
       *_table(summaries), '',
-      f'Checks on the global model of the last checkpoint (downloaded in the next round):', '',
+      'Checks on the global model of the last checkpoint (downloaded in the next round):', '',
       *(_table(checks) if checks else ['(no checkpoint)']), '',
       'Targets:', *_targets(by_key, checks, seeds),
   ]

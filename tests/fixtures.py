@@ -54,6 +54,17 @@ def write_fashion_mnist_like(
   return directory
 
 
+def read_test_set(directory: str) -> tuple[np.ndarray, np.ndarray]:
+  """(images, labels) of the test split written by `write_fashion_mnist_like`."""
+  arrays = []
+  for name, dims in (('test_images', 3), ('test_labels', 1)):
+    with gzip.open(os.path.join(directory, FILES[name]), 'rb') as f:
+      payload = f.read()
+    shape = struct.unpack(f'>{dims}i', payload[4:4 + 4 * dims])
+    arrays.append(np.frombuffer(payload, np.uint8, offset=4 + 4 * dims).reshape(shape))
+  return arrays[0], arrays[1].astype(np.int64)
+
+
 def run_binary(module, argv):
   """Runs a binary's `run()` in this process with `argv` (after the program name).
 

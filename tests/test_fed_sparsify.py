@@ -259,6 +259,31 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(a.trainable, b.trainable, atol=1e-6, rtol=0)
     self.assertNotAllClose(a.trainable[0], W0)
 
+  def test_non_finite_client_updates_are_dropped(self):
+    """A client whose update is not finite sends zero weight and zero delta;
+    an aggregate that is still not finite is rejected by the server."""
+    clients = linear_clients([4, 6, 2], seed=2)
+    poisoned = [(x.copy(), y) for x, y in clients]
+    poisoned[1][0][0, 0] = np.nan  # Client 1's first example: NaN loss, NaN delta.
+    schedule = configs.ScheduleConfig(0.5, 3, initial_sparsity=0.5)
+    process = build(linear_model_fn(), tff.learning.optimizers.build_sgdm(LR), schedule=schedule)
+    (weights, metrics), = run_rounds(process, as_datasets(poisoned), 1)
+    # NumPy: the weighted mean over clients 0 and 2 only, then the purge to 0.5.
+    trained = {i: np_client(W0, np.ones_like(W0), x, y) for i, (x, y) in enumerate(clients)
+               if i != 1}
+    sizes = {i: len(clients[i][0]) for i in trained}
+    average = W0 - sum(sizes[i] * (W0 - trained[i]) for i in trained) / sum(sizes.values())
+    self.assertAllClose(weights.trainable[0], average * np_purge(average, 0.5), atol=1e-6)
+    self.assertEqual(metrics['client_work']['train']['num_examples'], 4 + 2)
+    self.assertEqual(metrics['finalizer']['update_non_finite'], 0)
+    # Every client poisoned: zero total weight, the mean is 0/0, and TFF's
+    # finalizer keeps the old model (then the purge of round 1 applies).
+    for x, _ in poisoned:
+      x[0, 0] = np.nan
+    (weights, metrics), = run_rounds(process, as_datasets(poisoned), 1)
+    self.assertEqual(metrics['finalizer']['update_non_finite'], 1)
+    self.assertAllClose(weights.trainable[0], W0 * np_purge(W0, 0.5), atol=0)
+
   def test_encoded_broadcast_composes_with_tff_fed_avg(self):
     """TFF's own FedAvg with `model_distributor=` our broadcast: clients train
     from the 2-bit broadcast, the server steps from its full-precision model,

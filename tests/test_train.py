@@ -66,11 +66,41 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotEmpty(os.listdir(os.path.join(out, 'logdir', 'exp')))
     with open(os.path.join(results, 'config.json')) as f:
       self.assertEqual(json.load(f)['num_clients'], 4)
-    # Same command again: already at total_rounds, same final accuracy.
+    # Same command again: already at total_rounds, so no round runs: the
+    # metrics and checkpoints are not rewritten, the summary is the same.
+    def written():
+      return {path: os.stat(path).st_mtime_ns for path in
+              [os.path.join(results, 'metrics.csv')] + [
+                  os.path.join(root, name) for root, _, names in
+                  os.walk(os.path.join(out, 'checkpoints')) for name in names]}
+    before = written()
     code, _ = _run_in_process(_argv(self.data_dir, out))
     self.assertIn(code, (0, None))
+    self.assertEqual(written(), before)
     with open(os.path.join(results, 'summary.json')) as f:
       self.assertEqual(json.load(f), summary)
+
+  def test_evaluation_and_checkpoint_periods(self):
+    out = self.create_tempdir().full_path
+    code, _ = _run_in_process(_argv(self.data_dir, out, total_rounds=3, rounds_per_eval=2,
+                                    rounds_per_checkpoint=2))
+    self.assertIn(code, (0, None))
+    results = os.path.join(out, 'results', 'exp')
+    with open(os.path.join(results, 'metrics.csv')) as f:
+      rows = {row['round_num']: row for row in csv.DictReader(f)}
+    self.assertEqual(sorted(rows), ['0', '1', '2', '3'])
+    evaluated = [r for r in sorted(rows) if rows[r].get('evaluation/accuracy')]
+    self.assertEqual(evaluated, ['0', '2'])  # Every 2 rounds (and the initial model).
+    self.assertEqual(sorted(os.listdir(os.path.join(out, 'checkpoints', 'exp'))),
+                     ['program_state_0', 'program_state_2'])
+    # The last round is evaluated all the same: the summary is the saved
+    # final model's accuracy on the test set.
+    with open(os.path.join(results, 'summary.json')) as f:
+      summary = json.load(f)
+    images, labels = fixtures.read_test_set(self.data_dir)
+    model = tf.keras.models.load_model(os.path.join(results, 'final_model.keras'))
+    predicted = np.argmax(model.predict(images.astype(np.float32) / 255.0, verbose=0), axis=1)
+    self.assertAlmostEqual(summary['test_accuracy'], float(np.mean(predicted == labels)), places=6)
 
   def test_fedsparsify_writes_sparsity_and_a_stripped_model(self):
     out = self.create_tempdir().full_path

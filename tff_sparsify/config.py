@@ -13,7 +13,6 @@ it (`differences`): a run resumes only as the run it claims to be.
 
 import dataclasses
 import json
-import math
 import os
 from typing import Any, Optional
 

@@ -14,7 +14,6 @@ summary.json and final_model.keras (stripped of pruning wrappers).
 """
 
 import os
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')  # No C-core lines on stderr.
@@ -247,20 +246,11 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
         max_restarts=execution_config.max_worker_restarts,
         allow_unisolated_workers=execution_config.allow_unisolated_workers):
       result = training.run_federated_training(
-          process, federated.train,
+          process, federated.train, config,
           # Built after the process: see BUILD_NOTES (Keras models built
           # before TFF traces model_fn cannot train afterwards).
           keras_model=keras_model_fn(),
-          test_data=data.test_dataset(federated.test_images, federated.test_labels),
-          total_rounds=config.total_rounds,
-          clients_per_round=config.clients_per_round,
-          client_batch_size=config.client_batch_size,
-          client_epochs_per_round=config.client_epochs_per_round, seed=config.seed,
-          root_output_dir=config.root_output_dir, experiment_name=config.experiment,
-          rounds_per_eval=config.rounds_per_eval,
-          rounds_per_checkpoint=config.rounds_per_checkpoint,
-          show_progress=config.progress,
-      )
+          test_data=data.test_dataset(federated.test_images, federated.test_labels))
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except (execution.WorkerStartError, execution.AggregationSplitError) as e:

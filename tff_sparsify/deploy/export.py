@@ -16,7 +16,6 @@ shows the gain; the paper's "Model Size") and the non-zero parameter count.
 import asyncio
 import dataclasses
 import gzip
-import json
 import os
 from typing import Optional
 

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -39,6 +39,7 @@ import tensorflow_model_optimization as tfmot
 import tqdm
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify import signals
 from tff_sparsify.core import masks as masks_lib
@@ -294,58 +295,38 @@ class TrainingResult:
 def run_federated_training(
     process: tff.learning.templates.LearningProcess,
     client_data: tff.simulation.datasets.ClientData,
+    config: config_lib.TrainConfig,
     *,
     keras_model: tf.keras.Model,
     test_data: tf.data.Dataset,
-    total_rounds: int,
-    clients_per_round: int,
-    client_batch_size: int,
-    client_epochs_per_round: int,
-    seed: int,
-    root_output_dir: str,
-    experiment_name: str,
-    rounds_per_eval: int = 1,
-    rounds_per_checkpoint: int = 1,
-    show_progress: bool = True,
 ) -> TrainingResult:
-  """Trains `process` for `total_rounds`, resuming from the latest checkpoint.
+  """Trains `process` for `config.total_rounds`, resuming from the latest checkpoint.
 
   Args:
     process: the learning process to run.
     client_data: the clients' training data (`OrderedDict(x, y)` elements).
+    config: the run's validated configuration. Used here: `total_rounds`,
+      `clients_per_round`, `client_batch_size`, `client_epochs_per_round`,
+      `seed` (client sampling and shuffling), `root_output_dir` and
+      `experiment` (the directories), `rounds_per_eval` (the last round is
+      always evaluated, for the summary), `rounds_per_checkpoint` and
+      `progress`.
     keras_model: a Keras model of the same architecture (wrapped for pruning if
       the process prunes), used for evaluation and saved at the end.
     test_data: batched `(x, y)` centralized test set.
-    total_rounds: number of rounds to reach (>= 1).
-    clients_per_round: clients sampled each round.
-    client_batch_size: local batch size.
-    client_epochs_per_round: local epochs.
-    seed: seeds client sampling and shuffling.
-    root_output_dir: root of `checkpoints/`, `results/` and `logdir/`.
-    experiment_name: name of this run's subdirectories.
-    rounds_per_eval: evaluate on the test set every this many rounds; the last
-      round is always evaluated.
-    rounds_per_checkpoint: save program state every this many rounds.
-    show_progress: show a progress bar on stderr.
 
   Returns:
     A `TrainingResult` with the final state and metrics.
   """
-  for name, value in (
-      ('total_rounds', total_rounds), ('client_batch_size', client_batch_size),
-      ('client_epochs_per_round', client_epochs_per_round),
-      ('rounds_per_eval', rounds_per_eval),
-      ('rounds_per_checkpoint', rounds_per_checkpoint),
-  ):
-    if value < 1:
-      raise ValueError(f'{name} must be a positive integer, got {value}')
-  dirs = run_record.output_dirs(root_output_dir, experiment_name)
+  total_rounds = config.total_rounds
+  seed = config.seed
+  dirs = run_record.output_dirs(config.root_output_dir, config.experiment)
   for d in dirs.all():
     os.makedirs(d, exist_ok=True)
 
   sample_clients = build_training_selection_fn(
-      client_data, clients_per_round=clients_per_round,
-      batch_size=client_batch_size, epochs=client_epochs_per_round, seed=seed,
+      client_data, clients_per_round=config.clients_per_round,
+      batch_size=config.client_batch_size, epochs=config.client_epochs_per_round, seed=seed,
   )
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
@@ -356,7 +337,7 @@ def run_federated_training(
 
   evaluation_fn = build_centralized_evaluation_fn(process, keras_model, test_data)
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
-  progress = ProgressReleaseManager(total_rounds, disable=not show_progress)
+  progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
   csv_path = os.path.join(dirs.results, 'metrics.csv')
   metrics_managers = [CumulativeReleaseManager([
       _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
@@ -371,9 +352,9 @@ def run_federated_training(
         process, training_selection_fn=selection_fn, total_rounds=total_rounds,
         evaluation_fn=evaluation_fn,
         evaluation_selection_fn=lambda round_num: None,
-        rounds_per_evaluation=rounds_per_eval,
+        rounds_per_evaluation=config.rounds_per_eval,
         program_state_manager=state_manager,
-        rounds_per_saving_program_state=rounds_per_checkpoint,
+        rounds_per_saving_program_state=config.rounds_per_checkpoint,
         metrics_managers=metrics_managers,
     )
   finally:
