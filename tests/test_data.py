@@ -141,8 +141,8 @@ class PartitionTest(tf.test.TestCase, parameterized.TestCase):
        'dirichlet_alpha must be > 0, got 0.0'),
       ('alpha_negative', dict(partition_type='dirichlet', dirichlet_alpha=-1.0),
        'dirichlet_alpha must be > 0, got -1.0'),
-      ('unknown', dict(partition_type='shards'),
-       "partition must be one of .* got 'shards'"),
+      ('unknown', dict(partition_type='pathological'),
+       "partition must be one of .* got 'pathological'"),
   )
   def test_impossible_requests(self, kwargs, regex):
     with self.assertRaisesRegex(data.DataError, regex):
