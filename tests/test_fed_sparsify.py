@@ -414,12 +414,12 @@ class MultiLayerTest(tf.test.TestCase, parameterized.TestCase):
           # a few more (up to 1.5x what one client keeps, with 3 clients).
           kept_by_client = kernel.size - int(np.floor(target * kernel.size + 0.5))
           self.assertGreaterEqual(zeros, kernel.size - 1.5 * kept_by_client)
-    # Global placement on the same run leaves the 16x10 kernel far less sparse.
-    global_history = run_rounds(build(
-        fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5), schedule=schedule,
-        mode=mode), image_clients(), 3)
-    small = layout.prunable_list(global_history[-1][0].trainable)[1]
-    self.assertLess(np.mean(small == 0), 0.8)
+    if mode == 'global':  # Global placement leaves the 16x10 kernel far less sparse.
+      global_history = run_rounds(build(
+          fc_model_fn(), tff.learning.optimizers.build_sgdm(0.5), schedule=schedule,
+          mode=mode), image_clients(), 3)
+      small = layout.prunable_list(global_history[-1][0].trainable)[1]
+      self.assertLess(np.mean(small == 0), 0.8)
 
   def test_compute_placement_prunes_the_costly_kernel_hardest(self):
     def keras_model_fn():

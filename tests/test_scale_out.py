@@ -25,17 +25,17 @@ from tff_sparsify.simulation import execution
 ROUNDS = 2
 NUM_CLIENTS = 5
 
-# name -> TrainConfig fields beyond the common ones.
+# name -> TrainConfig fields beyond the common ones: one case per way the
+# clients' results are aggregated (MFL, Random and one-shot pruning aggregate
+# as FedAvg and FedSparsify-Global do; they differ only in client or server
+# steps, which run whole on one worker).
 CASES = collections.OrderedDict(
     fedavg=dict(algorithm='fedavg'),
-    mfl=dict(algorithm='fedavg_momentum'),
     fedprox=dict(algorithm='fedprox', proximal_strength=0.5),
     global_=dict(algorithm='fedsparsify_global'),
     local_vote=dict(algorithm='fedsparsify_local', mask_aggregation='majority_vote'),
     local_mean=dict(algorithm='fedsparsify_local', mask_aggregation='mean',
                     twice=True),
-    random=dict(algorithm='random_pruning', rounds=1),
-    oneshot=dict(algorithm='oneshot_pruning', rounds=1),
     message_pruning=dict(algorithm='fedavg', client_message_prune_rate=0.5,
                          server_message_prune_rate=0.3, rounds=1),
     # Stochastic rounding: TFF's is unseeded (two runs on one worker differ),
