@@ -48,6 +48,45 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual(report.onnx_gzip_bytes, len(gzip.compress(raw, 9)))
     self.assertAlmostEqual(report.as_dict()['sparsity'], round(0.8 * kernels) / kernels)
 
+  def test_check_rejects_an_altered_export(self):
+    """Each failure branch of the check, on an ONNX file altered on purpose."""
+    import onnx  # pylint: disable=g-import-not-at-top
+    from onnx import numpy_helper  # pylint: disable=g-import-not-at-top
+    model = tfmot.sparsity.keras.strip_pruning(small_pruned_model())
+    out = self.create_tempdir().full_path
+    report = export.export_model(model, out)
+    dense = model.layers[-1].kernel.numpy()
+
+    def altered(change):
+      onnx_model = onnx.load(report.onnx_path)
+      for i, tensor in enumerate(onnx_model.graph.initializer):
+        array = numpy_helper.to_array(tensor)
+        if array.size == dense.size:  # The 144x10 kernel, however tf2onnx laid it out.
+          array = array.copy()
+          change(array.reshape(-1))
+          onnx_model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array, tensor.name))
+      path = os.path.join(out, f'altered_{len(os.listdir(out))}.onnx')
+      onnx.save(onnx_model, path)
+      return path
+
+    def scale_largest(flat):
+      flat[np.argmax(np.abs(flat))] *= 3.0
+
+    def nudge_one(flat):  # 1e-5: outputs still within 1e-4, values not within 1e-6.
+      flat[np.flatnonzero(flat)[0]] += 1e-5
+
+    def fill_zeros(flat):  # Zeros become 1e-9: outputs and values match, zeros lost.
+      flat[flat == 0] = 1e-9
+
+    with self.assertRaisesRegex(export.ExportError, 'ONNX outputs differ from Keras by'):
+      export.check_onnx(model, altered(scale_largest))
+    with self.assertRaisesRegex(export.ExportError, r'kernel \(144, 10\) not found among the ONNX'):
+      export.check_onnx(model, altered(nudge_one))
+    zeros = int(np.sum(dense == 0))
+    with self.assertRaisesRegex(export.ExportError, f'{zeros} zeros in Keras, 0 in the ONNX'):
+      export.check_onnx(model, altered(fill_zeros))
+    export.check_onnx(model, report.onnx_path)  # The file as exported passes.
+
   def test_load_run_model_round_trip_and_errors(self):
     run = self.create_tempdir().full_path
     model = tfmot.sparsity.keras.strip_pruning(small_pruned_model())

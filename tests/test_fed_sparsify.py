@@ -24,6 +24,7 @@ from tff_sparsify.learning import fed_sparsify
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
+from tff_sparsify.learning import registry
 from tff_sparsify.simulation import execution
 
 LR = 0.1
@@ -258,6 +259,41 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     for (a, _), (b, _) in zip(run_rounds(ours, clients, 3), run_rounds(fed_avg, clients, 3)):
       self.assertAllClose(a.trainable, b.trainable, atol=1e-6, rtol=0)
     self.assertNotAllClose(a.trainable[0], W0)
+
+  def test_fedprox_proximal_term_acts(self):
+    """TFF's FedProx through the registry against NumPy SGD on loss + mu/2 ||w - w_t||^2."""
+    clients = linear_clients([4, 6, 2], seed=4)
+    sizes = np.array([len(x) for x, _ in clients], np.float64)
+    results = {}
+    for mu in (2.0, 1e-9):
+      config = configs.FedProxConfig(client_learning_rate=LR, proximal_strength=mu)
+      process = registry.get('fedprox').build(linear_model_fn(), config)
+      (weights, _), = run_rounds(process, as_datasets(clients), 1)
+      trained = []
+      for x, y in clients:
+        w = W0.astype(np.float64)
+        for start in range(0, len(x), BATCH):
+          xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+          w = w - LR * (2.0 / yb.size * xb.T @ (xb @ w - yb) + mu * (w - W0))
+        trained.append(w)
+      expected = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
+      self.assertAllClose(weights.trainable[0], expected, atol=1e-6, rtol=0, msg=f'mu={mu}')
+      results[mu] = weights.trainable[0]
+    self.assertGreater(np.abs(results[2.0] - results[1e-9]).max(), 1e-3)  # mu acts.
+    # TFF 0.87's own FedProx steps the other way: mu (w_t - w) is added.
+    tffs = tff.learning.algorithms.build_weighted_fed_prox(
+        linear_model_fn(wrap=False), proximal_strength=2.0,
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR))
+    (weights, _), = run_rounds(tffs, as_datasets(clients), 1)
+    trained = []
+    for x, y in clients:
+      w = W0.astype(np.float64)
+      for start in range(0, len(x), BATCH):
+        xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+        w = w - LR * (2.0 / yb.size * xb.T @ (xb @ w - yb) + 2.0 * (W0 - w))
+      trained.append(w)
+    self.assertAllClose(weights.trainable[0], np.tensordot(sizes / sizes.sum(), np.stack(trained), 1),
+                        atol=1e-6, rtol=0)
 
   def test_non_finite_client_updates_are_dropped(self):
     """A client whose update is not finite sends zero weight and zero delta;

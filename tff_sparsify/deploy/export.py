@@ -33,6 +33,7 @@ from tff_sparsify.learning import pruning
 
 DEFAULT_OPSET = config_lib.DEFAULT_OPSET
 MAX_ABS_DIFF = 1e-4
+KERNEL_MATCH_ATOL = 1e-6
 def check_inputs_as_nchw(model: tf.keras.Model):
   """ExportError unless `model` takes images, (batch, height, width, channels)."""
   if len(model.input_shape) != 4:
@@ -203,10 +204,13 @@ def _match_initializers(kernels, onnx_model) -> list:
     by_size.setdefault(array.size, []).append(array)
   layers = []
   for name, kernel in kernels:
+    # tf2onnx may transpose a kernel: match its values, sorted, to 1e-6, so
+    # that a kernel whose zeros became tiny values is found (and reported).
     key = np.sort(kernel.ravel())
     onnx_zeros = None
     for array in by_size.get(kernel.size, []):
-      if array.dtype == kernel.dtype and np.array_equal(np.sort(array.ravel()), key):
+      if array.dtype == kernel.dtype and np.allclose(
+          np.sort(array.ravel()), key, rtol=0, atol=KERNEL_MATCH_ATOL):
         onnx_zeros = int(np.sum(array == 0))
         break
     layers.append(LayerSparsity(name, tuple(kernel.shape), int(kernel.size),

@@ -47,8 +47,18 @@ def build_fed_prox(
     config: configs.FedProxConfig,
     **components,
 ) -> tff.learning.templates.LearningProcess:
-  """FedProx: `tff.learning.algorithms.build_weighted_fed_prox` at `proximal_strength`."""
-  client, server = fed_sparsify.client_and_server_optimizers(config)
-  return tff.learning.algorithms.build_weighted_fed_prox(
-      model_fn, proximal_strength=config.proximal_strength,
-      client_optimizer_fn=client, server_optimizer_fn=server, **components)
+  """FedProx: FedSparsify with S_T = 0 whose clients add mu (w - w_t) to the gradient.
+
+  Not `tff.learning.algorithms.build_weighted_fed_prox`: in TFF 0.87 its
+  client step adds mu (w_t - w), which pushes the client away from the
+  global model (`tests/test_fed_sparsify.py` shows it against NumPy).
+  `model_fn` must wrap the model for pruning (`models.build_model_fn(...,
+  prunable=True)`), as the client work finds its weights there.
+  """
+  return fed_sparsify.build_weighted_fed_sparsify(
+      model_fn, configs.FedSparsifyConfig(
+          schedule=configs.NEVER_PRUNE, client_learning_rate=config.client_learning_rate,
+          server_learning_rate=config.server_learning_rate,
+          client_momentum=config.client_momentum,
+          proximal_strength=config.proximal_strength),
+      **components)

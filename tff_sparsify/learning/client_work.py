@@ -79,17 +79,24 @@ def _zero_all_if_any_non_finite(structure):
   return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
 
 
-def build_train_step(model, optimizer, trainable, keep):
+def build_train_step(model, optimizer, trainable, keep, proximal_strength: float = 0.0,
+                     anchor=None):
   """The local step, as a `dataset.reduce` function over (examples, opt state).
 
   Forward pass, gradient, `optimizer.next`, then each trainable variable is
   set to the update masked by `keep` (boolean tensors, None = not pruned).
+  With `proximal_strength` mu > 0 (FedProx), the gradient of
+  mu/2 ||w - w_t||^2, mu (w - w_t), is added, w_t being `anchor` (the model
+  the client received).
   """
   def step(state, batch):
     num_examples, optimizer_state = state
     with tf.GradientTape() as tape:
       output = model.forward_pass(batch, training=True)
     gradients = tape.gradient(output.loss, trainable)
+    if proximal_strength > 0:
+      gradients = [g + proximal_strength * (w - w_t)
+                   for g, w, w_t in zip(gradients, trainable, anchor)]
     optimizer_state, updated = optimizer.next(
         optimizer_state, tuple(trainable), tuple(gradients))
     for variable, value, kept in zip(trainable, updated, keep):
@@ -140,7 +147,8 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
     for variable, kept in zip(trainable, keep):
       variable.assign(masks_lib.mask_tensor(variable, kept))
 
-    reduce_fn = build_train_step(model, optimizer, trainable, keep)
+    reduce_fn = build_train_step(model, optimizer, trainable, keep,
+                                 config.proximal_strength, received)
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)

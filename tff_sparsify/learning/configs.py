@@ -162,7 +162,12 @@ class FedAvgMomentumConfig(FedAvgConfig):
 
 @dataclasses.dataclass(frozen=True)
 class FedProxConfig:
-  """FedProx (Li et al. 2020): FedAvg with the proximal term mu/2 ||w - w_t||^2."""
+  """FedProx (Li et al. 2020): FedAvg with the proximal term mu/2 ||w - w_t||^2.
+
+  Built as FedSparsify with S_T = 0 and the proximal term in the client
+  step: TFF 0.87's `build_weighted_fed_prox` adds mu (w_t - w) to the
+  gradient, the opposite sign (measured in `tests/test_fed_sparsify.py`).
+  """
   client_learning_rate: float = 0.02
   server_learning_rate: float = 1.0
   client_momentum: float = 0.0
@@ -189,6 +194,8 @@ class FedSparsifyConfig(FedAvgConfig):
       prunable weights, the paper's), 'uniform' (each prunable tensor pruned
       to s_t) or 'compute' (per-layer sparsities minimising the multiply-adds).
     seed: seed of random pruning.
+    proximal_strength: FedProx's mu: the clients minimise their loss plus
+      mu/2 ||w - w_t||^2, w_t the model they received (0: none).
   """
   schedule: Optional[ScheduleConfig] = None
   mode: str = 'global'
@@ -196,6 +203,7 @@ class FedSparsifyConfig(FedAvgConfig):
   pruning_method: str = 'magnitude'
   sparsity_placement: str = 'global'
   seed: int = 0
+  proximal_strength: float = 0.0
 
   def __post_init__(self):
     super().__post_init__()
@@ -213,3 +221,6 @@ class FedSparsifyConfig(FedAvgConfig):
                                    'must be global for random pruning (--algorithm=random_pruning)')
     if not validation.is_int(self.seed):
       raise validation.ConfigError('seed', self.seed, 'must be an integer')
+    if not validation.is_number(self.proximal_strength) or self.proximal_strength < 0:
+      raise validation.ConfigError('proximal_strength', self.proximal_strength,
+                                   'must be >= 0 (0: no proximal term)')

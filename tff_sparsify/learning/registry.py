@@ -71,10 +71,11 @@ def names() -> tuple[str, ...]:
 def uses_prunable_model(config) -> bool:
   """Whether the model must be wrapped for pruning (tfmot `prune_low_magnitude`).
 
-  Pruning algorithms, and FedAvg with compression (built as FedSparsify with
-  S_T = 0, whose client work finds the masks in the wrappers).
+  Pruning algorithms, FedProx, and FedAvg with compression (built as
+  FedSparsify with S_T = 0, whose client work finds the masks in the
+  wrappers).
   """
-  return isinstance(config, configs.FedSparsifyConfig) or (
+  return isinstance(config, (configs.FedSparsifyConfig, configs.FedProxConfig)) or (
       isinstance(config, configs.FedAvgConfig) and config.compression.enabled)
 
 
