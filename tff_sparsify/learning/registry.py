@@ -108,8 +108,8 @@ def _fed_avg(config_class):
 
 
 def _fed_prox(values) -> configs.FedProxConfig:
-  # FedProx is TFF's own process: nothing compresses its messages. (The
-  # quantizer and its threshold matter only with quantize_bits.)
+  # FedProxConfig holds no compression: FedProx messages are not compressed.
+  # (The quantizer and its threshold matter only with quantize_bits.)
   for name in ('client_message_prune_rate', 'server_message_prune_rate', 'quantize_bits'):
     if values.get(name):
       raise validation.ConfigError(name, values[name], 'must be 0 for --algorithm=fedprox')
