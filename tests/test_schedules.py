@@ -86,7 +86,7 @@ class FedSparsifyScheduleTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(values, sorted(values))
     again = schedules.FedSparsifySchedule.from_config(sched.get_config())
     self.assertEqual(again.config, sched.config)
-    self.assertEqual(again.final_sparsity, 0.95)
+    self.assertEqual(again.config.final_sparsity, 0.95)
 
   @parameterized.named_parameters(
       ('final_high', dict(final_sparsity=1.0), r'final_sparsity=1.0: must be in \[0, 1\)'),

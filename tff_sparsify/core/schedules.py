@@ -35,11 +35,6 @@ class FedSparsifySchedule(tfmot.sparsity.keras.PruningSchedule):
       raise TypeError(f'config must be a ScheduleConfig, got {type(config).__name__}')
     self.config = config
 
-  def __getattr__(self, name):  # final_sparsity, total_rounds, ... of the config.
-    if name != 'config' and name in _FIELDS:
-      return getattr(self.config, name)
-    raise AttributeError(name)
-
   def __call__(self, step) -> tuple[tf.Tensor, tf.Tensor]:
     """(should_prune, s_t) at round `step` (the first round is 1), in TensorFlow ops.
 
@@ -79,5 +74,3 @@ class FedSparsifySchedule(tfmot.sparsity.keras.PruningSchedule):
   def from_config(cls, config: dict) -> 'FedSparsifySchedule':
     return cls(configs.ScheduleConfig(**config))
 
-
-_FIELDS = frozenset(f.name for f in dataclasses.fields(configs.ScheduleConfig))
