@@ -3,6 +3,7 @@
 import collections
 import gzip
 import os
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from tests import fixtures
 from tff_sparsify.simulation import data
+from tff_sparsify.simulation import data_sources
 
 
 class IdxLoaderTest(tf.test.TestCase, parameterized.TestCase):
@@ -218,3 +220,38 @@ class ShardsPartitionTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_combinations(self, clients, k, regex):
     with self.assertRaisesRegex(data.DataError, regex):
       data.partition_shards(self.labels, clients, k)
+
+
+class DataErrorsTest(tf.test.TestCase):
+  """The data errors a user meets, each one clear DataError."""
+
+  def test_dirichlet_gives_up_when_a_client_stays_empty(self):
+    # 10 examples of 2 classes, 8 clients, alpha 0.01: each class's examples
+    # land on about one client, so 8 clients never all get one.
+    labels = np.arange(10) % 2
+    with self.assertRaisesRegex(
+        data.DataError, r'dirichlet_alpha=0.01 left a client without examples in 3 draws; '
+        'raise dirichlet_alpha or lower num_clients'):
+      data.partition_dirichlet(labels, 8, alpha=0.01, seed=0, max_attempts=3)
+
+  def test_a_class_with_fewer_examples_than_its_clients(self):
+    # 4 clients x 1 class of 2: each class is held by 2 clients; class 0 has 1 example.
+    labels = np.array([0] + [1] * 10)
+    with self.assertRaisesRegex(
+        data.DataError, r'class 0 has 1 examples for 2 clients; use fewer clients or more '
+        'classes_per_client'):
+      data.partition_by_classes(labels, 4, 1, seed=0)
+
+  def test_fashion_mnist_missing_and_tfds_failing_says_how_to_install(self):
+    missing = os.path.join(self.create_tempdir().full_path, 'nothing_here')
+
+    def offline(*args, **kwargs):
+      raise ConnectionError('no network')
+
+    with mock.patch.object(data_sources, 'DEFAULT_FASHION_MNIST_DIR', missing), \
+        mock.patch.object(data_sources, 'load_tfds', offline):
+      with self.assertRaisesRegex(
+          data.DataError, f'FashionMNIST not found in {missing} and TFDS could not load it '
+          r'\(ConnectionError\); install it with `.*apt-get install -y dataset-fashion-mnist` '
+          'or pass --data_dir'):
+        data.load_centralized('fashion_mnist')
