@@ -261,23 +261,27 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllClose(a.trainable[0], W0)
 
   def test_fedprox_proximal_term_acts(self):
-    """TFF's FedProx through the registry against NumPy SGD on loss + mu/2 ||w - w_t||^2."""
+    """FedProx through the registry against NumPy SGD on loss + mu/2 ||w - w_t||^2."""
     clients = linear_clients([4, 6, 2], seed=4)
     sizes = np.array([len(x) for x, _ in clients], np.float64)
-    results = {}
-    for mu in (2.0, 1e-9):
-      config = configs.FedProxConfig(client_learning_rate=LR, proximal_strength=mu)
-      process = registry.get('fedprox').build(linear_model_fn(), config)
-      (weights, _), = run_rounds(process, as_datasets(clients), 1)
+
+    def np_fed_prox(proximal_gradient):
       trained = []
       for x, y in clients:
         w = W0.astype(np.float64)
         for start in range(0, len(x), BATCH):
           xb, yb = x[start:start + BATCH], y[start:start + BATCH]
-          w = w - LR * (2.0 / yb.size * xb.T @ (xb @ w - yb) + mu * (w - W0))
+          w = w - LR * (2.0 / yb.size * xb.T @ (xb @ w - yb) + proximal_gradient(w))
         trained.append(w)
-      expected = np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
-      self.assertAllClose(weights.trainable[0], expected, atol=1e-6, rtol=0, msg=f'mu={mu}')
+      return np.tensordot(sizes / sizes.sum(), np.stack(trained), 1)
+
+    results = {}
+    for mu in (2.0, 1e-9):
+      config = configs.FedProxConfig(client_learning_rate=LR, proximal_strength=mu)
+      process = registry.get('fedprox').build(linear_model_fn(), config)
+      (weights, _), = run_rounds(process, as_datasets(clients), 1)
+      self.assertAllClose(weights.trainable[0], np_fed_prox(lambda w, mu=mu: mu * (w - W0)),
+                          atol=1e-6, rtol=0, msg=f'mu={mu}')
       results[mu] = weights.trainable[0]
     self.assertGreater(np.abs(results[2.0] - results[1e-9]).max(), 1e-3)  # mu acts.
     # TFF 0.87's own FedProx steps the other way: mu (w_t - w) is added.
@@ -285,14 +289,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
         linear_model_fn(wrap=False), proximal_strength=2.0,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR))
     (weights, _), = run_rounds(tffs, as_datasets(clients), 1)
-    trained = []
-    for x, y in clients:
-      w = W0.astype(np.float64)
-      for start in range(0, len(x), BATCH):
-        xb, yb = x[start:start + BATCH], y[start:start + BATCH]
-        w = w - LR * (2.0 / yb.size * xb.T @ (xb @ w - yb) + 2.0 * (W0 - w))
-      trained.append(w)
-    self.assertAllClose(weights.trainable[0], np.tensordot(sizes / sizes.sum(), np.stack(trained), 1),
+    self.assertAllClose(weights.trainable[0], np_fed_prox(lambda w: 2.0 * (W0 - w)),
                         atol=1e-6, rtol=0)
 
   def test_non_finite_client_updates_are_dropped(self):
