@@ -43,11 +43,7 @@ test: setup
 	$(PY) -m pytest -q --durations=30 tests
 
 demo: setup
-	$(PY) -m binaries.train --dataset=fashion_mnist --partition=non_iid \
-	  --classes_per_client=2 --num_clients=10 --clients_per_round=10 \
-	  --total_rounds=10 --client_epochs_per_round=1 --client_batch_size=32 \
-	  --client_learning_rate=0.02 --algorithm=fedavg --seed=1990 \
-	  --root_output_dir=$(OUTPUT) --experiment_name=demo_fedavg
+	$(PY) -m benchmarks.demo --output_dir=$(OUTPUT)/demo --rounds=20
 
 bench-round-time: setup
 	$(PY) -m benchmarks.round_time

@@ -27,11 +27,10 @@ NUM_CLIENTS = 5
 
 # name -> TrainConfig fields beyond the common ones: one case per way the
 # clients' results are aggregated (MFL, Random and one-shot pruning aggregate
-# as FedAvg and FedSparsify-Global do; they differ only in client or server
-# steps, which run whole on one worker).
+# as FedAvg and FedSparsify-Global do, FedProx as Global; they differ only in
+# client or server steps, which run whole on one worker).
 CASES = collections.OrderedDict(
     fedavg=dict(algorithm='fedavg'),
-    fedprox=dict(algorithm='fedprox', proximal_strength=0.5),
     global_=dict(algorithm='fedsparsify_global'),
     local_vote=dict(algorithm='fedsparsify_local', mask_aggregation='majority_vote'),
     local_mean=dict(algorithm='fedsparsify_local', mask_aggregation='mean',
