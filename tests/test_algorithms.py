@@ -78,6 +78,9 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
       ('random_placement', dict(name='random_pruning', final_sparsity=0.5, total_rounds=3,
                                 sparsity_placement='uniform'), 'sparsity_placement',
        r'must be global for random pruning'),
+      ('snip_placement', dict(name='snip', final_sparsity=0.5, total_rounds=3,
+                              sparsity_placement='compute'), 'sparsity_placement',
+       r'must be global for SNIP \(--algorithm=snip\)'),
   )
   def test_each_bad_option_is_one_config_error_naming_it(self, overrides, field, regex):
     values = dict(name='fedavg', client_learning_rate=0.1)
@@ -92,7 +95,8 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
         fedavg=configs.FedAvgConfig, fedavg_momentum=configs.FedAvgMomentumConfig,
         fedprox=configs.FedProxConfig, fedsparsify_global=configs.FedSparsifyConfig,
         fedsparsify_local=configs.FedSparsifyConfig, random_pruning=configs.FedSparsifyConfig,
-        oneshot_pruning=configs.FedSparsifyConfig)
+        oneshot_pruning=configs.FedSparsifyConfig, snip=configs.FedSparsifyConfig,
+        grasp=configs.FedSparsifyConfig)
     self.assertEqual(registry.names(), tuple(expected))
     flags = dict(final_sparsity=0.6, total_rounds=4, initial_sparsity=0.1)
     made = {name: registry.config_from_flags(flags, name) for name in expected}
@@ -106,6 +110,12 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(made['oneshot_pruning'].schedule, configs.ScheduleConfig(
         0.6, 4, initial_sparsity=0.6))
     self.assertEqual(made['fedsparsify_global'].schedule.initial_sparsity, 0.1)
+    # SNIP and GraSP: S_T from before round 1 (t_0 = 0), the mask scored once.
+    for name in ('snip', 'grasp'):
+      self.assertEqual(made[name].schedule, configs.ScheduleConfig(
+          0.6, 4, initial_sparsity=0.6, sparsify_start_round=0), name)
+      self.assertEqual(made[name].pruning_method, name)
+      self.assertTrue(registry.get(name).scores_at_init)
     with self.assertRaisesRegex(TypeError, 'fedprox takes a FedProxConfig, got FedAvgConfig'):
       registry.get('fedprox').build(None, made['fedavg'])
 

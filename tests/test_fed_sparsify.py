@@ -192,6 +192,34 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     if mode == 'local':
       self.assertLess(history[1][1]['aggregator']['mask_agreement'], 1.0)
 
+  @parameterized.parameters('snip', 'grasp')
+  def test_mask_fixed_at_initialization_matches_numpy(self, method):
+    """SNIP/GraSP: the initial weights carry the mask, which never changes.
+
+    The NumPy round is FedAvg under that mask: with s = 0.5 its global purge
+    keeps exactly the 3 weights the mask keeps (they are non-zero).
+    """
+    mask = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    schedule = configs.ScheduleConfig.one_shot(0.5, 3, sparsify_start_round=0)
+    clients = linear_clients([4, 6, 2])
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), configs.FedSparsifyConfig(schedule=schedule, pruning_method=method),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR), initial_masks=[mask])
+    with execution.local_cpp_execution_context():
+      initial = process.get_model_weights(process.initialize())
+    self.assertAllEqual(initial.trainable[0], W0 * mask)
+    self.assertAllEqual(LINEAR_LAYOUT.mask_list(initial.non_trainable)[0], mask)
+    w = (W0 * mask).astype(np.float64)
+    for round_num, (weights, metrics) in enumerate(
+        run_rounds(process, as_datasets(clients), 3), start=1):
+      w, np_mask, _ = np_round(w, mask, clients, 0.5, 'global')
+      self.assertAllEqual(np_mask, mask)
+      self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
+      self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask)
+      self.assertAllEqual(weights.trainable[0] == 0, mask == 0)
+      self.assertAlmostEqual(metrics['finalizer']['target_sparsity'], 0.5)
+      self.assertEqual(metrics['finalizer']['nonzero_params'], 3)
+
   @parameterized.parameters(('global', 0.0), ('global', 0.5), ('local', 0.5))
   def test_sparse_quantizer(self, mode, final_sparsity):
     """Quantized broadcast and uploads, against NumPy (threshold 0: all tensors).
@@ -555,7 +583,12 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
       ('aggregation', dict(mask_aggregation='median'), 'mask_aggregation',
        'must be one of majority_vote, mean'),
       ('method', dict(pruning_method='gradient'), 'pruning_method',
-       'must be one of magnitude, random'),
+       'must be one of magnitude, random, snip, grasp'),
+      ('snip_start', dict(pruning_method='grasp'), 'sparsify_start_round',
+       'must be 0 for grasp: its mask is made before round 1'),
+      ('local_snip', dict(mode='local', pruning_method='snip',
+                          schedule=configs.ScheduleConfig(0.5, 3, sparsify_start_round=0)),
+       'pruning_method', "must be 'magnitude' in local mode"),
       ('local_random', dict(mode='local', pruning_method='random'), 'pruning_method',
        "must be 'magnitude' in local mode"),
       ('placement', dict(sparsity_placement='even'), 'sparsity_placement',
@@ -580,6 +613,18 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(TypeError, 'client_optimizer_fn must be a tff.learning.optimizers.Optimizer'):
       fed_sparsify.build_weighted_fed_sparsify(
           linear_model_fn(), config, client_optimizer_fn=tf.keras.optimizers.SGD)
+    with self.assertRaisesRegex(ValueError, "initial_masks must be given with pruning_method in "
+                                r"\('snip', 'grasp'\) and only then; got pruning_method='magnitude'"):
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), config,
+                                               initial_masks=[np.ones((3, 2))])
+    snip = configs.FedSparsifyConfig(
+        schedule=configs.ScheduleConfig.one_shot(0.5, 3, sparsify_start_round=0),
+        pruning_method='snip')
+    with self.assertRaisesRegex(ValueError, "got pruning_method='snip' and initial_masks None"):
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip)
+    with self.assertRaisesRegex(ValueError, 'initial_masks must hold 1 masks'):
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip,
+                                               initial_masks=[np.ones((3, 2))] * 2)
 
   def test_model_without_wrappers(self):
     with self.assertRaisesRegex(ValueError, 'wrap_for_pruning'):

@@ -230,7 +230,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
   tf.keras.utils.set_random_seed(config.seed)
   federated = data.federated_data(centralized, shards)
 
-  process, keras_model_fn = registry.build_from_config(config)
+  process, keras_model_fn = registry.build_from_config(config, federated.train)
   # After the process is traced: TFF's stochastic quantization
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this

@@ -69,6 +69,17 @@ def _prune_lowest(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor], dtype)
   return [tf.cast(tf.reshape(p, tf.shape(t)), dtype) for p, t in zip(parts, like)]
 
 
+def lowest_score_masks(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor],
+                       dtype=tf.float32) -> list[tf.Tensor]:
+  """Masks shaped as `like` zeroing the round(sparsity * n) lowest of the flat `scores`.
+
+  `scores` holds one score per element of `like`, concatenated in order
+  (SNIP's and GraSP's saliencies, `learning.saliency`). Ties go to the
+  earlier position, so the count is exact.
+  """
+  return _prune_lowest(tf.reshape(tf.cast(scores, tf.float32), [-1]), sparsity, like, dtype)
+
+
 def magnitude_masks(weights: Sequence[tf.Tensor], sparsity, dtype=tf.float32) -> list[tf.Tensor]:
   """Global magnitude masks with exactly round(sparsity * n) zeros."""
   return _prune_lowest(tf.abs(_flat(weights)), sparsity, weights, dtype)

@@ -161,7 +161,7 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
     config = config_lib.TrainConfig.from_dict(config_lib.load_dict(config_path))
   except config_lib.ConfigError as e:
     raise ExportError(f'cannot use the run configuration {config_path!r}: {e}') from e
-  process, keras_model_fn = registry.build_from_config(config)
+  process, keras_model_fn = registry.build_from_config(config, structure_only=True)
   manager = tff_program.FileProgramStateManager(experiment_dir)
   # Not asyncio.run: it leaves no current event loop behind, and TFF's
   # training loop (`asyncio.get_event_loop()`) then fails in this thread.

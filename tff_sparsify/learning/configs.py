@@ -20,7 +20,10 @@ from typing import Optional
 from tff_sparsify import validation
 
 MODES = ('global', 'local')
-PRUNING_METHODS = ('magnitude', 'random')
+PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp')
+AT_INITIALIZATION = ('snip', 'grasp')  # A mask fixed before round 1 (`learning.saliency`).
+_METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 'snip'),
+                     grasp=('GraSP', 'grasp'))
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
 QUANTIZERS = ('tff', 'sparse')
@@ -188,8 +191,12 @@ class FedSparsifyConfig(FedAvgConfig):
       clients prune, the server merges their masks).
     mask_aggregation: local mode: 'majority_vote' (Eq. 2) or 'mean' (keep a
       weight any client kept, the paper's plain-average variant).
-    pruning_method: global mode: 'magnitude' (FedSparsify) or 'random' (the
-      paper's Random baseline, seeded by (seed, round)).
+    pruning_method: global mode: 'magnitude' (FedSparsify), 'random' (the
+      paper's Random baseline, seeded by (seed, round)), or 'snip' or
+      'grasp' (pruning at initialization: the initial weights carry the
+      mask, `learning.saliency`, and the server never prunes again; the
+      schedule is `ScheduleConfig.one_shot(S_T, T, sparsify_start_round=0)`,
+      which only reports s_t = S_T).
     sparsity_placement: magnitude pruning: 'global' (one ranking over all
       prunable weights, the paper's), 'uniform' (each prunable tensor pruned
       to s_t) or 'compute' (per-layer sparsities minimising the multiply-adds).
@@ -213,12 +220,17 @@ class FedSparsifyConfig(FedAvgConfig):
     validation.check_choice('mask_aggregation', self.mask_aggregation, MASK_AGGREGATIONS)
     validation.check_choice('pruning_method', self.pruning_method, PRUNING_METHODS)
     validation.check_choice('sparsity_placement', self.sparsity_placement, SPARSITY_PLACEMENTS)
+    if self.pruning_method in AT_INITIALIZATION and self.schedule.sparsify_start_round != 0:
+      raise validation.ConfigError(
+          'sparsify_start_round', self.schedule.sparsify_start_round,
+          f'must be 0 for {self.pruning_method}: its mask is made before round 1')
     if self.mode == 'local' and self.pruning_method != 'magnitude':
       raise validation.ConfigError('pruning_method', self.pruning_method,
                                    "must be 'magnitude' in local mode")
     if self.sparsity_placement != 'global' and self.pruning_method != 'magnitude':
-      raise validation.ConfigError('sparsity_placement', self.sparsity_placement,
-                                   'must be global for random pruning (--algorithm=random_pruning)')
+      raise validation.ConfigError(
+          'sparsity_placement', self.sparsity_placement,
+          'must be global for {} (--algorithm={})'.format(*_METHOD_NAMES[self.pruning_method]))
     if not validation.is_int(self.seed):
       raise validation.ConfigError('seed', self.seed, 'must be an integer')
     if not validation.is_number(self.proximal_strength) or self.proximal_strength < 0:

@@ -17,7 +17,7 @@ variables, so `process.get_model_weights(state).assign_weights_to(keras_model)`
 followed by `tfmot.sparsity.keras.strip_pruning` gives the plain sparse model.
 """
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +26,7 @@ import tensorflow_federated as tff
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import aggregators as compression_aggregators
 from tff_sparsify.compression import distributors
+from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import aggregators
 from tff_sparsify.learning import client_work as client_work_lib
 from tff_sparsify.learning import configs
@@ -33,22 +34,30 @@ from tff_sparsify.learning import finalizers
 from tff_sparsify.learning import layout as layout_lib
 
 
-def build_initial_weights_fn(model_fn, layout: layout_lib.PruningLayout):
+def build_initial_weights_fn(model_fn, layout: layout_lib.PruningLayout, initial_masks=None):
   """Initial `ModelWeights` with every wrapper's `pruning_step` at 1.
 
   tfmot initialises the step to -1 and asserts >= 1 in training; the server
-  owns it (the finalizer sets it to the next round number).
+  owns it (the finalizer sets it to the next round number). `initial_masks`
+  (one array per prunable weight, or None: all ones) become the wrappers'
+  masks, and the kernels are masked by them (pruning at initialization).
   """
+  if initial_masks is not None:
+    initial_masks = [np.asarray(m, np.float32) for m in initial_masks]
 
   @tff.tensorflow.computation
   def initial_weights_fn():
     model = model_fn()
     weights = tff.learning.models.ModelWeights.from_model(model)
+    trainable = [tf.identity(v) for v in weights.trainable]
     non_trainable = [tf.identity(v) for v in weights.non_trainable]
     for i in layout.steps:
       non_trainable[i] = tf.ones([], tf.int64)
-    return tff.learning.models.ModelWeights(
-        tuple(tf.identity(v) for v in weights.trainable), tuple(non_trainable))
+    if initial_masks is not None:
+      for t, n, mask in zip(layout.prunable, layout.masks, initial_masks):
+        non_trainable[n] = tf.constant(mask)
+        trainable[t] = masks_lib.mask_tensor(trainable[t], non_trainable[n])
+    return tff.learning.models.ModelWeights(tuple(trainable), tuple(non_trainable))
 
   return initial_weights_fn
 
@@ -71,6 +80,7 @@ def build_weighted_fed_sparsify(
     model_aggregator: Optional[tff.aggregators.WeightedAggregationFactory] = None,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
+    initial_masks: Optional[Sequence[np.ndarray]] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FedSparsify-Global or -Local, weighted by client example counts.
 
@@ -115,6 +125,9 @@ def build_weighted_fed_sparsify(
       wrapped by `aggregators.MaskMergingFactory`.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
+    initial_masks: with `pruning_method='snip'|'grasp'` (required there, and
+      only there), the fixed masks of the prunable weights
+      (`saliency.initial_masks`), which the initial weights carry.
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its metrics hold
@@ -140,7 +153,16 @@ def build_weighted_fed_sparsify(
   server_optimizer_fn = server_optimizer_fn or default_server
   layout = layout_lib.layout_from_model_fn(model_fn)
   layout.check_placement(config.sparsity_placement)
-  initial_weights_fn = build_initial_weights_fn(model_fn, layout)
+  at_init = config.pruning_method in configs.AT_INITIALIZATION
+  if at_init != (initial_masks is not None):
+    raise ValueError(
+        f'initial_masks must be given with pruning_method in {configs.AT_INITIALIZATION} '
+        f'and only then; got pruning_method={config.pruning_method!r} and initial_masks '
+        f'{"given" if initial_masks is not None else "None"}')
+  if at_init and len(initial_masks) != len(layout.prunable):
+    raise ValueError(f'initial_masks must hold {len(layout.prunable)} masks (one per '
+                     f'prunable weight), got {len(initial_masks)}')
+  initial_weights_fn = build_initial_weights_fn(model_fn, layout, initial_masks)
   model_weights_type = initial_weights_fn.type_signature.result
   if model_distributor is None:
     model_distributor = distributors.build_encoded_broadcast_process(

@@ -15,7 +15,8 @@ finalizer owns; its state is the optimizer state and the round number, so a
 checkpoint resumes the schedule where it stopped. Pruning is by global
 magnitude ('magnitude', the paper's FedSparsify) or uniformly at random among
 the kept weights ('random', the paper's Random baseline), seeded by
-(seed, round).
+(seed, round); SNIP and GraSP ('snip', 'grasp') keep the mask the initial
+weights carry (`learning.saliency`).
 
 Measurements: `round_num`, `pruned` (1 if the schedule pruned this round),
 `target_sparsity` (s_t), `sparsity` (zeros among the prunable weights),
@@ -89,6 +90,8 @@ def build_fed_sparsify_finalizer(
   def new_masks(trainable, current, round_num, should_prune, sparsity, merged):
     if mode == 'local':
       return [m * c for m, c in zip(merged, current)]
+    if pruning_method in configs.AT_INITIALIZATION:  # Fixed since round 0.
+      return list(current)
 
     def purge():
       if pruning_method == 'random':

@@ -32,6 +32,8 @@ class Algorithm:
       configuration; raises `validation.ConfigError` naming the flag.
     prunes: whether it prunes the model (needs S_T and the Eq. 1 flags).
     description: one line for `--help`.
+    scores_at_init: whether its builder takes `initial_masks`, scored on one
+      client's data before round 1 (`learning.saliency`).
   """
   name: str
   config_class: type
@@ -39,6 +41,7 @@ class Algorithm:
   from_flags: Callable[[Mapping[str, Any]], Any]
   prunes: bool
   description: str
+  scores_at_init: bool = False
 
   def build(self, model_fn, config, **components):
     """The learning process of `config` (an instance of `config_class`)."""
@@ -119,12 +122,15 @@ def _fed_prox(values) -> configs.FedProxConfig:
 
 def _fed_sparsify(mode: str = 'global', pruning_method: str = 'magnitude',
                   one_shot: bool = False):
+  at_init = pruning_method in configs.AT_INITIALIZATION
   def from_flags(values):
     picked = _pick(values, _SCHEDULE_FIELDS)
-    if one_shot and 'final_sparsity' in picked:  # --initial_sparsity is not used.
+    if (one_shot or at_init) and 'final_sparsity' in picked:  # --initial_sparsity unused.
       picked['initial_sparsity'] = picked['final_sparsity']
+    if at_init:  # Pruned before round 1: --sparsify_start_round plays no part.
+      picked['sparsify_start_round'] = 0
     schedule = configs.ScheduleConfig(**picked)
-    if one_shot:  # S_0 = S_T: the whole sparsity at t_0 (F and n play no part).
+    if one_shot or at_init:  # S_0 = S_T: the whole sparsity at t_0 (F and n play no part).
       schedule = configs.ScheduleConfig.one_shot(
           schedule.final_sparsity, schedule.total_rounds,
           sparsify_start_round=schedule.sparsify_start_round)
@@ -166,6 +172,14 @@ register(Algorithm(
     'oneshot_pruning', configs.FedSparsifyConfig, _FED_SPARSIFY,
     _fed_sparsify('global', one_shot=True), prunes=True,
     description='one-shot pruning to S_T at --sparsify_start_round'))
+register(Algorithm(
+    'snip', configs.FedSparsifyConfig, _FED_SPARSIFY,
+    _fed_sparsify('global', 'snip'), prunes=True, scores_at_init=True,
+    description='SNIP: |g w| of the initial model on one seeded client\'s batch, mask fixed'))
+register(Algorithm(
+    'grasp', configs.FedSparsifyConfig, _FED_SPARSIFY,
+    _fed_sparsify('global', 'grasp'), prunes=True, scores_at_init=True,
+    description='GraSP: -w Hg of the initial model on one seeded client\'s batch, mask fixed'))
 
 
 def config_from_flags(values: Mapping[str, Any], name: Optional[str] = None):
@@ -173,12 +187,18 @@ def config_from_flags(values: Mapping[str, Any], name: Optional[str] = None):
   return get(name or values['algorithm']).from_flags(values)
 
 
-def build_from_config(train_config):
+def build_from_config(train_config, client_data=None, *, structure_only: bool = False):
   """The learning process and Keras model of a training run.
 
   Args:
     train_config: the run's `config.TrainConfig` (`binaries/train.py` makes
       it from its flags and saves it as `config.json`).
+    client_data: the clients' `tff.simulation.datasets.ClientData`; SNIP and
+      GraSP score the initial model on one batch of one of them
+      (`learning.saliency`). Other algorithms do not use it.
+    structure_only: the process is wanted only for the structure of its
+      state (to load a checkpoint into): SNIP and GraSP then skip the
+      scoring, and the process's `initialize()` is not theirs.
 
   Returns:
     (the learning process, a no-arg function building the matching Keras
@@ -186,9 +206,35 @@ def build_from_config(train_config):
   """
   from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top  (TensorFlow)
   config = train_config.algorithm_config
+  algorithm = get(train_config.algorithm)
   prunable = uses_prunable_model(config)
   model_fn = models.build_model_fn(train_config.dataset, seed=train_config.seed,
                                    prunable=prunable)
-  process = get(train_config.algorithm).build(model_fn, config)
-  return process, lambda: models.create_keras_model(
-      train_config.dataset, train_config.seed, prunable=prunable)
+
+  def keras_model_fn():
+    return models.create_keras_model(train_config.dataset, train_config.seed,
+                                     prunable=prunable)
+
+  components = {}
+  if algorithm.scores_at_init:
+    components['initial_masks'] = _initial_masks(
+        train_config, keras_model_fn, client_data, structure_only)
+  return algorithm.build(model_fn, config, **components), keras_model_fn
+
+
+def _initial_masks(train_config, keras_model_fn, client_data, structure_only):
+  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  import numpy as np
+  from tff_sparsify.learning import models
+  from tff_sparsify.learning import pruning
+  from tff_sparsify.learning import saliency
+  model = keras_model_fn()  # The process's initial weights (same seed).
+  if structure_only:
+    return [np.ones(w.shape, np.float32) for w in pruning.prunable_weights(model)]
+  if client_data is None:
+    raise ValueError(f'--algorithm={train_config.algorithm} scores the initial model on '
+                     'client data: pass client_data')
+  x, y = saliency.scoring_batch(client_data, train_config.seed, train_config.client_batch_size)
+  return saliency.initial_masks(
+      model, models.loss_fn(), x, y, method=train_config.algorithm_config.pruning_method,
+      sparsity=train_config.algorithm_config.schedule.final_sparsity)
