@@ -17,10 +17,7 @@ Results go to benchmarks/results/paper/ (index.md maps each paper figure and
 table to its file); every file names the command that made it.
 """
 
-import collections
-import csv
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -28,93 +25,8 @@ import time
 from absl import app
 from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(REPO, 'benchmarks', 'results', 'paper')
-NUM_PARAMS = 118_282
-LAST_ROUNDS = 10
-PAPER_SEED = 1990
-SPARSITIES = ('0.8', '0.85', '0.9', '0.95', '0.99')
-
-ENVIRONMENTS = collections.OrderedDict([
-    ('shards10', dict(partition='shards', num_clients=10, clients_per_round=10)),
-    ('iid10', dict(partition='iid', num_clients=10, clients_per_round=10)),
-    ('shards100', dict(partition='shards', num_clients=100, clients_per_round=10)),
-    ('iid100', dict(partition='iid', num_clients=100, clients_per_round=10)),
-])
-COMMON_FLAGS = dict(
-    dataset='fashion_mnist', classes_per_client=2, client_batch_size=32,
-    client_learning_rate=0.02, initial_sparsity=0.0, sparsify_start_round=1,
-    sparsify_frequency=1, sparsify_exponent=3.0, rounds_per_eval=1,
-    rounds_per_checkpoint=5, progress=False)
-
-
-def _methods():
-  methods = collections.OrderedDict([
-      ('fedavg', dict(algorithm='fedavg')),
-      ('fedprox', dict(algorithm='fedprox', proximal_strength=0.001)),
-  ])
-  for s in SPARSITIES:
-    methods[f'global_{s}'] = dict(algorithm='fedsparsify_global', final_sparsity=s)
-    methods[f'local_{s}'] = dict(algorithm='fedsparsify_local', final_sparsity=s)
-    methods[f'random_{s}'] = dict(algorithm='random_pruning', final_sparsity=s)
-    methods[f'snip_{s}'] = dict(algorithm='snip', final_sparsity=s)
-    methods[f'grasp_{s}'] = dict(algorithm='grasp', final_sparsity=s)
-  # Figure 3: FedSparsify-Global at 0.95 with sparsification frequency F.
-  for f in (2, 5, 10, 20):
-    methods[f'global_0.95_F{f}'] = dict(algorithm='fedsparsify_global',
-                                        final_sparsity='0.95', sparsify_frequency=f)
-  # Figure 4: FedSparsify-Local at 0.9, plain averaging instead of the vote.
-  methods['local_0.9_mean'] = dict(algorithm='fedsparsify_local', final_sparsity='0.9',
-                                   mask_aggregation='mean')
-  return methods
-
-
-METHODS = _methods()
-PAPER_PROTOCOL = (200, 4)
-SHORT_PROTOCOL = (200, 1)
-
-
-class Run(collections.namedtuple('Run', 'environment method rounds epochs seed')):
-  """One training run of the grid."""
-
-  @property
-  def name(self) -> str:
-    suffix = '' if self.seed == PAPER_SEED else f'_seed{self.seed}'
-    return f'{self.environment}_{self.method}_{self.rounds}x{self.epochs}{suffix}'
-
-  def flags(self, work_dir: str) -> dict:
-    return dict(COMMON_FLAGS, **ENVIRONMENTS[self.environment], **METHODS[self.method],
-                total_rounds=self.rounds, client_epochs_per_round=self.epochs,
-                seed=self.seed, root_output_dir=work_dir, experiment_name=self.name)
-
-
-def _plan_required() -> list[Run]:
-  """What the issue requires at the paper's protocol, most important first."""
-  rounds, epochs = PAPER_PROTOCOL
-  first = ['fedavg', 'global_0.9', 'global_0.99', 'fedprox', 'random_0.9',
-           'random_0.99', 'snip_0.9', 'snip_0.99', 'grasp_0.9', 'grasp_0.99',
-           'local_0.9', 'local_0.99', 'global_0.8', 'global_0.85', 'global_0.95']
-  runs = [Run('shards10', m, rounds, epochs, PAPER_SEED) for m in first]
-  runs += [Run('shards10', m, rounds, epochs, seed)
-           for seed in (PAPER_SEED + 1, PAPER_SEED + 2) for m in ('fedavg', 'global_0.9')]
-  return runs
-
-
-def _plan_short() -> list[Run]:
-  """The rest of the grid at 200 rounds x 1 epoch (stated as such in the results)."""
-  rounds, epochs = SHORT_PROTOCOL
-  grid = ['fedavg', 'fedprox'] + [f'{m}_{s}' for m in ('global', 'local', 'random',
-                                                        'snip', 'grasp')
-                                  for s in SPARSITIES]
-  runs = [Run(env, m, rounds, epochs, PAPER_SEED) for env in ENVIRONMENTS for m in grid]
-  runs += [Run('shards10', f'global_0.95_F{f}', rounds, epochs, PAPER_SEED)
-           for f in (2, 5, 10, 20)]
-  runs += [Run(env, m, rounds, epochs, PAPER_SEED) for env in ('shards10', 'iid10')
-           for m in ('local_0.9', 'local_0.9_mean')]
-  return runs
-
-
-PLANS = {'required': _plan_required, 'short': _plan_short}
+from benchmarks import paper_grid as grid
+from benchmarks.paper_grid import PLANS, REPO, Run, read_rows
 
 _PLAN = flags.DEFINE_list('plan', ['required'], f'Plans to train, in order: {list(PLANS)}.')
 _ONLY = flags.DEFINE_list('only', None, 'Train only these run names (of the plans).')
@@ -126,23 +38,6 @@ _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Do not train; report what is there.')
 _MAX_HOURS = flags.DEFINE_float('max_hours', None,
                                 'Start no new run after this many hours.')
-
-
-def _metrics_path(work_dir: str, run: Run) -> str:
-  return os.path.join(work_dir, 'results', run.name, 'metrics.csv')
-
-
-def read_rows(work_dir: str, run: Run):
-  """The run's per-round metrics if it has finished all its rounds, else None."""
-  path = _metrics_path(work_dir, run)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    rows = [r for r in csv.DictReader(f) if int(r['round_num']) >= 1]
-  rows.sort(key=lambda r: int(r['round_num']))
-  if not rows or int(rows[-1]['round_num']) < run.rounds:
-    return None
-  return rows[:run.rounds]
 
 
 def _command(run: Run, work_dir: str) -> list[str]:
@@ -180,39 +75,6 @@ def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
     print(f'failed (see their logs in {work_dir}): {", ".join(failed)}', flush=True)
 
 
-def summarize(run: Run, rows) -> collections.OrderedDict:
-  """Accuracy (final and mean of the last 10 rounds), sparsity and exchange of one run."""
-  accuracy = [float(r['evaluation/accuracy']) for r in rows]
-  config = METHODS[run.method]
-  if 'finalizer/nonzero_params' in rows[0]:
-    nonzero = int(rows[-1]['finalizer/nonzero_params'])
-    sparsity = float(rows[-1]['finalizer/sparsity'])
-    exchanged = sum(int(r['client_work/communication/params_downloaded'])
-                    + int(r['client_work/communication/params_uploaded']) for r in rows)
-    mbits = sum(float(r['client_work/communication/transmission_mbits']) for r in rows)
-  else:  # TFF's FedAvg: every parameter both ways (Appendix E counts the same).
-    nonzero, sparsity = NUM_PARAMS, 0.0
-    exchanged = len(rows) * 2 * ENVIRONMENTS[run.environment]['clients_per_round'] * NUM_PARAMS
-    mbits = 32 * exchanged / 1e6
-  return collections.OrderedDict(
-      run=run.name, environment=run.environment, method=run.method,
-      algorithm=config['algorithm'], target_sparsity=float(config.get('final_sparsity', 0.0)),
-      rounds=run.rounds, epochs=run.epochs, seed=run.seed,
-      sparsity=round(sparsity, 4), nonzero_params=nonzero,
-      final_accuracy=round(accuracy[-1], 4),
-      mean_accuracy_last_10=round(statistics.mean(accuracy[-LAST_ROUNDS:]), 4),
-      params_exchanged_millions=round(exchanged / 1e6, 1),
-      transmission_mbits=round(mbits, 1))
-
-
-def all_runs() -> list[Run]:
-  seen = collections.OrderedDict()
-  for plan in PLANS.values():
-    for run in plan():
-      seen[run] = None
-  return list(seen)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
@@ -234,7 +96,7 @@ def main(argv):
     train(runs, work_dir, _PARALLEL.value, deadline)
   # pylint: disable=g-import-not-at-top
   from benchmarks import paper_report
-  paper_report.write(work_dir, all_runs())
+  paper_report.write(work_dir, grid.all_runs())
 
 
 if __name__ == '__main__':

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,13 +127,26 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(zeros, round(0.8 * sum(k.size for k in kernels)))
     self.assertEqual(summary['nonzero_params'],
                      sum(int((w != 0).sum()) for w in model.get_weights()))
-    # The last checkpoint exports to the same model.
+    # The experiment's checkpoint directory exports its latest version, the
+    # last round's model.
     code, _, err = fixtures.run_binary(export_binary, [
-        f'--checkpoint={os.path.join(out, "checkpoints", "exp", "program_state_3")}'])
+        f'--checkpoint={os.path.join(out, "checkpoints", "exp")}'])
     self.assertEqual(code, 0, err)
-    with open(os.path.join(results, 'export_3', 'export_report.json')) as f:
+    with open(os.path.join(results, 'export_latest', 'export_report.json')) as f:
       report = json.load(f)
     self.assertEqual(report['nonzero_params'], summary['nonzero_params'])
+    # An experiment that never checkpointed: one line, nothing written.
+    other = self.create_tempdir().full_path
+    os.makedirs(os.path.join(other, 'checkpoints', 'exp'))
+    os.makedirs(os.path.join(other, 'results', 'exp'))
+    shutil.copy(os.path.join(results, 'config.json'), os.path.join(other, 'results', 'exp'))
+    code, _, err = fixtures.run_binary(export_binary, [
+        f'--checkpoint={os.path.join(other, "checkpoints", "exp")}'])
+    self.assertEqual(code, flag_utils.USAGE_EXIT_CODE)
+    self.assertRegex(err, r"no program_state_N in '.*checkpoints/exp': the run has not "
+                     'checkpointed')
+    self.assertLen(err.strip().splitlines(), 1, err)
+    self.assertEqual(os.listdir(os.path.join(other, 'results', 'exp')), ['config.json'])
 
 
 def _start(argv, **kwargs):

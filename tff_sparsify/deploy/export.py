@@ -161,19 +161,19 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
     config = config_lib.TrainConfig.from_dict(config_lib.load_dict(config_path))
   except config_lib.ConfigError as e:
     raise ExportError(f'cannot use the run configuration {config_path!r}: {e}') from e
-  process, keras_model_fn = registry.build_from_config(config, structure_only=True)
   manager = tff_program.FileProgramStateManager(experiment_dir)
   # Not asyncio.run: it leaves no current event loop behind, and TFF's
   # training loop (`asyncio.get_event_loop()`) then fails in this thread.
   loop = asyncio.new_event_loop()
   try:
+    if version is None:  # Before the process is built: no checkpoint, one line.
+      versions = loop.run_until_complete(manager.get_versions())
+      if not versions:
+        raise ExportError(f'no program_state_N in {path!r}: the run has not checkpointed')
+      version = max(versions)
+    process, keras_model_fn = registry.build_from_config(config, structure_only=True)
     with execution.local_cpp_execution_context():
       structure = process.initialize()
-      if version is None:
-        versions = loop.run_until_complete(manager.get_versions())
-        if not versions:
-          raise ExportError(f'no program_state_N in {path!r}')
-        version = max(versions)
       state = loop.run_until_complete(manager.load(version, structure))
       weights = process.get_model_weights(state)
   except ExportError:
