@@ -40,6 +40,8 @@ def _methods():
     methods[f'random_{s}'] = dict(algorithm='random_pruning', final_sparsity=s)
     methods[f'snip_{s}'] = dict(algorithm='snip', final_sparsity=s)
     methods[f'grasp_{s}'] = dict(algorithm='grasp', final_sparsity=s)
+  # PruneFL at the paper's 0.3 (readjusted every 50 rounds, ratio 0.3 * 0.5^(t/1000)).
+  methods['prunefl_0.3'] = dict(algorithm='prunefl', final_sparsity='0.3')
   # Figure 3: FedSparsify-Global at 0.95 with sparsification frequency F.
   for f in (2, 5, 10, 20):
     methods[f'global_0.95_F{f}'] = dict(algorithm='fedsparsify_global',
@@ -74,7 +76,8 @@ def _plan_required() -> list[Run]:
   rounds, epochs = PAPER_PROTOCOL
   first = ['fedavg', 'global_0.9', 'global_0.99', 'fedprox', 'random_0.9',
            'random_0.99', 'snip_0.9', 'snip_0.99', 'grasp_0.9', 'grasp_0.99',
-           'local_0.9', 'local_0.99', 'global_0.8', 'global_0.85', 'global_0.95']
+           'prunefl_0.3', 'local_0.9', 'local_0.99', 'global_0.8', 'global_0.85',
+           'global_0.95']
   runs = [Run('shards10', m, rounds, epochs, PAPER_SEED) for m in first]
   runs += [Run('shards10', m, rounds, epochs, seed)
            for seed in (PAPER_SEED + 1, PAPER_SEED + 2) for m in ('fedavg', 'global_0.9')]
@@ -86,7 +89,7 @@ def _plan_short() -> list[Run]:
   rounds, epochs = SHORT_PROTOCOL
   grid = ['fedavg', 'fedprox'] + [f'{m}_{s}' for m in ('global', 'local', 'random',
                                                         'snip', 'grasp')
-                                  for s in SPARSITIES]
+                                  for s in SPARSITIES] + ['prunefl_0.3']
   runs = [Run(env, m, rounds, epochs, PAPER_SEED) for env in ENVIRONMENTS for m in grid]
   runs += [Run('shards10', f'global_0.95_F{f}', rounds, epochs, PAPER_SEED)
            for f in (2, 5, 10, 20)]

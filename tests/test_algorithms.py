@@ -96,7 +96,7 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
         fedprox=configs.FedProxConfig, fedsparsify_global=configs.FedSparsifyConfig,
         fedsparsify_local=configs.FedSparsifyConfig, random_pruning=configs.FedSparsifyConfig,
         oneshot_pruning=configs.FedSparsifyConfig, snip=configs.FedSparsifyConfig,
-        grasp=configs.FedSparsifyConfig)
+        grasp=configs.FedSparsifyConfig, prunefl=configs.FedSparsifyConfig)
     self.assertEqual(registry.names(), tuple(expected))
     flags = dict(final_sparsity=0.6, total_rounds=4, initial_sparsity=0.1)
     made = {name: registry.config_from_flags(flags, name) for name in expected}
@@ -111,7 +111,7 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
         0.6, 4, initial_sparsity=0.6))
     self.assertEqual(made['fedsparsify_global'].schedule.initial_sparsity, 0.1)
     # SNIP and GraSP: S_T from before round 1 (t_0 = 0), the mask scored once.
-    for name in ('snip', 'grasp'):
+    for name in ('snip', 'grasp', 'prunefl'):
       self.assertEqual(made[name].schedule, configs.ScheduleConfig(
           0.6, 4, initial_sparsity=0.6, sparsify_start_round=0), name)
       self.assertEqual(made[name].pruning_method, name)

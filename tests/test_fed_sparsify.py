@@ -220,6 +220,62 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAlmostEqual(metrics['finalizer']['target_sparsity'], 0.5)
       self.assertEqual(metrics['finalizer']['nonzero_params'], 3)
 
+  def test_prunefl_readjusts_from_the_clients_squared_gradients(self):
+    """PruneFL against NumPy: FedAvg under the mask, readjusted at the end of rounds 1 and 3.
+
+    Importance: per client, the squared gradients of its local steps
+    (unmasked), summed over the steps and the clients. Readjustment at ratio
+    0.5 * 0.5^(t / 1000), t = 2 and 4: k = round(1.5 * 0.5^(t / 1000)) = 1 of
+    the 3 kept weights, the smallest |w|, swapped for the pruned position of
+    largest importance, which starts at zero.
+    """
+    mask = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    clients = linear_clients([4, 6, 2], seed=3)
+    config = configs.FedSparsifyConfig(
+        schedule=configs.ScheduleConfig.one_shot(0.5, 4, sparsify_start_round=0),
+        pruning_method='prunefl', readjust_every=2, readjust_ratio=0.5)
+    process = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), config, client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
+        initial_masks=[mask])
+    w = (W0 * mask).astype(np.float64)
+    changed = 0
+    for round_num, (weights, metrics) in enumerate(
+        run_rounds(process, as_datasets(clients), 4), start=1):
+      per_client = []
+      for x, y in clients:
+        squares, w_k = np.zeros_like(w), w.copy()
+        for start in range(0, len(x), BATCH):
+          xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+          squares += (2.0 / yb.size * xb.T @ (xb @ w_k - yb)) ** 2
+          w_k = np_client(w_k, mask, xb, yb)
+        per_client.append(squares)
+      importance = np.sum(per_client, axis=0)
+      w, _, uploaded = np_round(w, mask, clients, 0.5, 'global')
+      if round_num in (1, 3):
+        k = int(np.floor(1.5 * 0.5 ** ((round_num + 1) / 1000) + 0.5))
+        self.assertEqual(k, 1)
+        flat_w, flat_imp, kept = np.abs(w).ravel(), importance.ravel(), mask.ravel() != 0
+        drop = np.flatnonzero(kept)[np.argsort(flat_w[kept], kind='stable')[:k]]
+        grow = np.flatnonzero(~kept)[np.argsort(-flat_imp[~kept], kind='stable')[:k]]
+        new = mask.ravel().copy()
+        new[drop], new[grow] = 0.0, 1.0
+        changed += int(np.any(new.reshape(mask.shape) != mask))
+        mask = new.reshape(mask.shape)
+        w = w * mask
+      self.assertAllEqual(LINEAR_LAYOUT.mask_list(weights.non_trainable)[0], mask,
+                          msg=f'round {round_num}')
+      self.assertAllClose(weights.trainable[0], w, atol=1e-6, msg=f'round {round_num}')
+      self.assertEqual(metrics['finalizer']['pruned'], int(round_num in (1, 3)))
+      # 3 pruned, and the weight regrown this round starts at zero.
+      self.assertEqual(int(np.sum(weights.trainable[0] == 0)), 3 + int(round_num in (1, 3)))
+      # Each client's importance goes up at readjustment rounds only (dense).
+      if round_num in (1, 3):
+        uploaded += sum(len(codecs.encode(p.astype(np.float32), methods=codecs.METHODS))
+                        for p in per_client)
+      self.assertEqual(metrics['client_work']['communication']['bytes_uploaded'], uploaded,
+                       msg=f'round {round_num}')
+    self.assertEqual(changed, 2)
+
   @parameterized.parameters(('global', 0.0), ('global', 0.5), ('local', 0.5))
   def test_sparse_quantizer(self, mode, final_sparsity):
     """Quantized broadcast and uploads, against NumPy (threshold 0: all tensors).
@@ -584,6 +640,11 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
        'must be one of majority_vote, mean'),
       ('method', dict(pruning_method='gradient'), 'pruning_method',
        'must be one of magnitude, random, snip, grasp'),
+      ('readjust_every', dict(readjust_every=0), 'readjust_every', 'must be >= 1'),
+      ('readjust_ratio', dict(readjust_ratio=1.0), 'readjust_ratio', r'must be in \[0, 1\)'),
+      ('halving', dict(readjust_halving_rounds=0.5), 'readjust_halving_rounds', 'must be >= 1'),
+      ('reconfigurations', dict(initial_reconfigurations=0), 'initial_reconfigurations',
+       'must be >= 1'),
       ('snip_start', dict(pruning_method='grasp'), 'sparsify_start_round',
        'must be 0 for grasp: its mask is made before round 1'),
       ('local_snip', dict(mode='local', pruning_method='snip',

@@ -68,6 +68,38 @@ class MagnitudeMasksTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(keys[3], keys[4])  # -0.0 ranks before +0.0.
 
 
+class ReadjustedMasksTest(tf.test.TestCase):
+  """PruneFL's readjustment on hand-made vectors."""
+
+  def test_swaps_the_smallest_kept_for_the_most_important_pruned(self):
+    w = [np.array([[0.5, -2.0], [0.0, 0.1]], np.float32), np.array([1.0, 0.0, -0.3], np.float32)]
+    m = [np.array([[1, 1], [0, 1]], np.float32), np.array([1, 0, 1], np.float32)]
+    importance = [np.array([[9, 9], [4, 9]], np.float32), np.array([9, 7, 9], np.float32)]
+    # 5 kept: k = round(0.2 * 5) = 1: 0.1 (the smallest |w| kept) goes, the
+    # pruned position of importance 7 comes back.
+    new = masks.readjusted_masks(w, m, importance, 0.2)
+    self.assertAllEqual(new[0], [[1, 1], [0, 0]])
+    self.assertAllEqual(new[1], [1, 1, 1])
+    # k = round(0.4 * 5) = 2 = every pruned position: -0.3 goes too.
+    new = masks.readjusted_masks(w, m, importance, 0.4)
+    self.assertAllEqual(new[0], [[1, 1], [1, 0]])
+    self.assertAllEqual(new[1], [1, 1, 0])
+    # k = round(0.9 * 5) = 4, capped at the 2 pruned positions: the count kept stays 5.
+    new = masks.readjusted_masks(w, m, importance, 0.9)
+    self.assertEqual(sum(int(np.sum(x)) for x in new), 5)
+    # Ratio 0: nothing moves.
+    new = masks.readjusted_masks(w, m, importance, 0.0)
+    self.assertAllEqual(new[0], m[0])
+    self.assertAllEqual(new[1], m[1])
+
+  def test_ties_go_to_the_earlier_position(self):
+    w = [np.array([1.0, 1.0, 1.0, 0.0, 0.0], np.float32)]
+    m = [np.array([1, 1, 1, 0, 0], np.float32)]
+    importance = [np.array([0.0, 0.0, 0.0, 5.0, 5.0], np.float32)]
+    new = masks.readjusted_masks(w, m, importance, 0.3)  # k = round(0.9) = 1
+    self.assertAllEqual(new[0], [0, 1, 1, 1, 0])
+
+
 class RandomMasksTest(tf.test.TestCase):
 
   def test_random_keeps_pruned_and_counts(self):

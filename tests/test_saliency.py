@@ -156,6 +156,51 @@ class MasksTest(tf.test.TestCase):
     self.assertAllClose(x, np.full((32, 2, 2), drawn * 50 / 255.0, np.float32))
 
 
+class PruneFLInitialPruningTest(tf.test.TestCase):
+  """`prunefl.initial_masks` against NumPy on a linear model (MSE, no bias)."""
+
+  def test_reconfigurations_against_numpy(self):
+    from tff_sparsify.learning import prunefl  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(4)
+    w0 = rng.normal(size=(5, 4)).astype(np.float32)
+    x = rng.normal(size=(12, 5)).astype(np.float32)
+    y = rng.normal(size=(12, 4)).astype(np.float32)
+    lr, batch, sparsity, ratio = 0.05, 4, 0.6, 0.25
+
+    def np_masks(reconfigurations):
+      w, mask = w0.astype(np.float64), np.ones_like(w0)
+      for r in range(reconfigurations):
+        squares = np.zeros_like(w)
+        for start in range(0, len(x), batch):
+          xb, yb = x[start:start + batch], y[start:start + batch]
+          grad = 2.0 / yb.size * xb.T @ (xb @ w - yb)
+          squares += grad ** 2
+          w = (w - lr * grad) * mask
+        flat = np.abs(w).ravel()
+        if r == 0:  # Magnitude: round(0.6 * 20) = 12 pruned.
+          new = np.ones(w.size, np.float32)
+          new[np.argsort(flat, kind='stable')[:12]] = 0.0
+        else:  # k = round(0.25 * 8) = 2 swapped.
+          kept = mask.ravel() != 0
+          new = mask.ravel().copy()
+          new[np.flatnonzero(kept)[np.argsort(flat[kept], kind='stable')[:2]]] = 0.0
+          new[np.flatnonzero(~kept)[np.argsort(-squares.ravel()[~kept], kind='stable')[:2]]] = 1.0
+        mask = new.reshape(w.shape)
+        w = w * mask
+      return mask
+
+    for reconfigurations in (1, 3):
+      model = pruning.wrap_for_pruning(tf.keras.Sequential([tf.keras.layers.Dense(
+          4, use_bias=False, input_shape=(5,),
+          kernel_initializer=tf.keras.initializers.Constant(w0))]))
+      masks = prunefl.initial_masks(
+          model, tf.keras.losses.MeanSquaredError(), x, y, sparsity=sparsity,
+          reconfigurations=reconfigurations, ratio=ratio, learning_rate=lr, batch_size=batch)
+      self.assertAllEqual(masks[0], np_masks(reconfigurations), msg=str(reconfigurations))
+      self.assertEqual(int(np.sum(masks[0] == 0)), 12)
+    self.assertNotAllEqual(np_masks(1), np_masks(3))
+
+
 class RegistryTest(tf.test.TestCase):
 
   def test_process_starts_from_the_seeded_clients_masks(self):

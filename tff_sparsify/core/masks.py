@@ -52,21 +52,49 @@ def _kth_smallest(keys: tf.Tensor, k) -> tf.Tensor:
   return tf.cast(lo, tf.int32)
 
 
-def _prune_lowest(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
-  """Masks (shaped as `like`) zeroing the round(sparsity * n) lowest scores.
-
-  Ties go to the earlier position (stable sort), so the count is exact.
-  """
-  k = num_to_prune(sparsity, tf.size(scores))
+def _lowest_k(scores: tf.Tensor, k) -> tf.Tensor:
+  """Flat bool: True at the k lowest of the flat `scores` (ties to the earlier position)."""
   keys = _order_keys(scores)
   threshold = _kth_smallest(keys, k)
   below = keys < threshold
   # Of the scores equal to the k-th smallest, the earliest fill the count.
   at = tf.equal(keys, threshold)
   room = k - tf.math.count_nonzero(below, dtype=tf.int32)
-  pruned = tf.logical_or(below, tf.logical_and(at, tf.cumsum(tf.cast(at, tf.int32)) <= room))
-  parts = tf.split(tf.logical_not(pruned), [tf.size(t) for t in like])
+  return tf.logical_or(below, tf.logical_and(at, tf.cumsum(tf.cast(at, tf.int32)) <= room))
+
+
+def _split_like(flat: tf.Tensor, like: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
+  parts = tf.split(flat, [tf.size(t) for t in like])
   return [tf.cast(tf.reshape(p, tf.shape(t)), dtype) for p, t in zip(parts, like)]
+
+
+def _prune_lowest(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor], dtype) -> list[tf.Tensor]:
+  """Masks (shaped as `like`) zeroing the round(sparsity * n) lowest scores.
+
+  Ties go to the earlier position (stable sort), so the count is exact.
+  """
+  pruned = _lowest_k(scores, num_to_prune(sparsity, tf.size(scores)))
+  return _split_like(tf.logical_not(pruned), like, dtype)
+
+
+def readjusted_masks(weights: Sequence[tf.Tensor], masks: Sequence[tf.Tensor],
+                     importance: Sequence[tf.Tensor], ratio, dtype=tf.float32) -> list[tf.Tensor]:
+  """PruneFL's readjustment: swap a `ratio` of the kept weights, the count kept unchanged.
+
+  k = min(round(ratio * kept), pruned): the k kept weights of smallest |w|
+  are pruned, and the k pruned positions (pruned before this call) of
+  largest `importance` (PruneFL: the squared gradients summed over the
+  clients' local steps) are kept again. Ties go to the earlier position.
+  """
+  kept = _flat(masks) > 0
+  n_kept = tf.math.count_nonzero(kept, dtype=tf.int32)
+  n_pruned = tf.size(kept) - n_kept
+  k = tf.minimum(num_to_prune(ratio, n_kept), n_pruned)
+  big = tf.fill(tf.shape(kept), tf.float32.max)
+  drop = _lowest_k(tf.where(kept, tf.abs(_flat(weights)), big), k)
+  grow = _lowest_k(tf.where(kept, big, -_flat(importance)), k)
+  new = tf.logical_or(tf.logical_and(kept, tf.logical_not(drop)), grow)
+  return _split_like(new, masks, dtype)
 
 
 def lowest_score_masks(scores: tf.Tensor, sparsity, like: Sequence[tf.Tensor],

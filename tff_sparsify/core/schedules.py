@@ -74,3 +74,18 @@ class FedSparsifySchedule(tfmot.sparsity.keras.PruningSchedule):
   def from_config(cls, config: dict) -> 'FedSparsifySchedule':
     return cls(configs.ScheduleConfig(**config))
 
+
+
+def readjusts(round_num, every: int):
+  """PruneFL: whether the server readjusts the mask at the end of round `round_num`.
+
+  At the end of rounds every - 1, 2 every - 1, ...: the new mask is in force
+  from round every, 2 every, ... on, as the authors readjust at the start of
+  those rounds (so the last one is still trained).
+  """
+  return tf.equal(tf.math.floormod(round_num + 1, every), 0)
+
+
+def readjust_ratio(round_num, ratio: float, halving_rounds: int):
+  """PruneFL's readjustment ratio s * 0.5^(t / H) for the mask in force from round t + 1."""
+  return ratio * tf.pow(0.5, tf.cast(round_num + 1, tf.float32) / halving_rounds)

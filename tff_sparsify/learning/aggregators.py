@@ -86,3 +86,37 @@ class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
       return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
 
     return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+class ImportanceSummingFactory(tff.aggregators.WeightedAggregationFactory):
+  """Aggregates PruneFL's `OrderedDict(model_delta, importance)` client updates.
+
+  The deltas go through any weighted TFF aggregator (default `MeanFactory`);
+  the importance (each client's squared gradients summed over its local
+  steps, sent at readjustment rounds) is summed over the clients, unweighted.
+  """
+
+  def __init__(self, model_delta_factory: Optional[
+      tff.aggregators.WeightedAggregationFactory] = None):
+    self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)
+
+    @tff.federated_computation
+    def init_fn():
+      return delta_process.initialize()
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(value_type, tff.CLIENTS),
+        tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      delta_output = delta_process.next(state, value.model_delta, weight)
+      result = tff.federated_zip(collections.OrderedDict(
+          model_delta=delta_output.result, importance=tff.federated_sum(value.importance)))
+      measurements = tff.federated_zip(collections.OrderedDict(
+          model_delta=delta_output.measurements))
+      return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)

@@ -80,17 +80,23 @@ def _zero_all_if_any_non_finite(structure):
 
 
 def build_train_step(model, optimizer, trainable, keep, proximal_strength: float = 0.0,
-                     anchor=None):
+                     anchor=None, squares_of=None):
   """The local step, as a `dataset.reduce` function over (examples, opt state).
 
   Forward pass, gradient, `optimizer.next`, then each trainable variable is
   set to the update masked by `keep` (boolean tensors, None = not pruned).
   With `proximal_strength` mu > 0 (FedProx), the gradient of
   mu/2 ||w - w_t||^2, mu (w - w_t), is added, w_t being `anchor` (the model
-  the client received).
+  the client received). With `squares_of` (indices into `trainable`), the
+  state has a third part, the squared gradients of those tensors summed over
+  the steps (PruneFL's importance; the gradient is not masked, so pruned
+  positions have theirs too).
   """
   def step(state, batch):
-    num_examples, optimizer_state = state
+    if squares_of is not None:
+      num_examples, optimizer_state, squares = state
+    else:
+      num_examples, optimizer_state = state
     with tf.GradientTape() as tape:
       output = model.forward_pass(batch, training=True)
     gradients = tape.gradient(output.loss, trainable)
@@ -105,6 +111,9 @@ def build_train_step(model, optimizer, trainable, keep, proximal_strength: float
       num_examples += tf.shape(output.predictions, out_type=tf.int64)[0]
     else:
       num_examples += tf.cast(output.num_examples, tf.int64)
+    if squares_of is not None:
+      squares = tuple(s + tf.square(gradients[i]) for s, i in zip(squares, squares_of))
+      return num_examples, optimizer_state, squares
     return num_examples, optimizer_state
   return step
 
@@ -113,6 +122,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
                          loop_implementation):
   """The per-client `tf.function`, as TFF's model delta client update."""
   mode = config.mode
+  prunefl = config.pruning_method == 'prunefl'
   sparsity_placement = config.sparsity_placement
   compression = config.compression
   message_prune_rate = compression.client_message_prune_rate
@@ -148,13 +158,18 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
       variable.assign(masks_lib.mask_tensor(variable, kept))
 
     reduce_fn = build_train_step(model, optimizer, trainable, keep,
-                                 config.proximal_strength, received)
+                                 config.proximal_strength, received,
+                                 squares_of=layout.prunable if prunefl else None)
 
     def initial_state():
       specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      return tf.zeros([], tf.int64), optimizer.initialize(specs)
+      state = (tf.zeros([], tf.int64), optimizer.initialize(specs))
+      if prunefl:
+        state += (tuple(tf.zeros_like(trainable[i]) for i in layout.prunable),)
+      return state
 
-    num_examples, _ = reduce_loop(reduce_fn, data, initial_state)
+    reduced = reduce_loop(reduce_fn, data, initial_state)
+    num_examples = reduced[0]
     trained = [tf.identity(v) for v in trainable]
     global_masks = layout.mask_list(initial_weights.non_trainable)
     if mode == 'local':
@@ -199,6 +214,13 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
             t if sent is None else tf.boolean_mask(t, sent)))
       # With TFF's quantizer the aggregator encodes the whole delta and counts
       # it (`compression.aggregators.QuantizedMeanFactory`).
+    if prunefl:
+      # PruneFL: the squared gradients go up at readjustment rounds only
+      # (`should_prune`); zeros (not sent, not counted) at the others.
+      importance = tuple(tf.where(should_prune, s, tf.zeros_like(s)) for s in reduced[2])
+      bytes_uploaded.append(tf.where(
+          should_prune, tf.add_n([codecs.tf_encoded_size(s) for s in importance]),
+          tf.constant(0, tf.int64)))
     bytes_uploaded = (tf.add_n(bytes_uploaded) if bytes_uploaded
                       else tf.constant(0, tf.int64))
 
@@ -211,6 +233,12 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
       update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
       mask_bits = tf.constant(
           sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
+    elif prunefl:
+      # A client whose update is dropped sends no importance either.
+      importance, _ = _zero_all_if_any_non_finite(importance)
+      importance = tuple(tf.where(non_finite, tf.zeros_like(s), s) for s in importance)
+      update = collections.OrderedDict(model_delta=delta, importance=importance)
+      mask_bits = tf.constant(0, tf.int64)
     else:
       update = delta
       mask_bits = tf.constant(0, tf.int64)
@@ -286,6 +314,9 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation(np.int32)
   def schedule_fn(round_num):
+    if config.pruning_method == 'prunefl':  # Readjustment rounds: importance goes up.
+      return (schedules.readjusts(round_num, config.readjust_every),
+              tf.constant(config.schedule.final_sparsity, tf.float64))
     return schedule(round_num)
 
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)

@@ -20,9 +20,11 @@ from typing import Optional
 from tff_sparsify import validation
 
 MODES = ('global', 'local')
-PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp')
-AT_INITIALIZATION = ('snip', 'grasp')  # A mask fixed before round 1 (`learning.saliency`).
+PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp', 'prunefl')
+# A mask made before round 1 (`learning.saliency`, `learning.prunefl`).
+AT_INITIALIZATION = ('snip', 'grasp', 'prunefl')
 _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 'snip'),
+                     prunefl=('PruneFL', 'prunefl'),
                      grasp=('GraSP', 'grasp'))
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
@@ -203,6 +205,13 @@ class FedSparsifyConfig(FedAvgConfig):
     seed: seed of random pruning.
     proximal_strength: FedProx's mu: the clients minimise their loss plus
       mu/2 ||w - w_t||^2, w_t the model they received (0: none).
+    readjust_every: PruneFL ('prunefl'): rounds between readjustments of
+      the mask (the paper's 50).
+    readjust_ratio: PruneFL: s of the readjustment ratio s * 0.5^(t / H)
+      (the paper's 0.3), the fraction of kept weights swapped at round t.
+    readjust_halving_rounds: PruneFL: H (the paper's 1000).
+    initial_reconfigurations: PruneFL: reconfigurations of the initial
+      pruning on one client (the paper's 5).
   """
   schedule: Optional[ScheduleConfig] = None
   mode: str = 'global'
@@ -211,9 +220,20 @@ class FedSparsifyConfig(FedAvgConfig):
   sparsity_placement: str = 'global'
   seed: int = 0
   proximal_strength: float = 0.0
+  readjust_every: int = 50
+  readjust_ratio: float = 0.3
+  readjust_halving_rounds: int = 1000
+  initial_reconfigurations: int = 5
 
   def __post_init__(self):
     super().__post_init__()
+    for name in ('readjust_every', 'readjust_halving_rounds'):
+      if not validation.is_int(getattr(self, name)) or getattr(self, name) < 1:
+        raise validation.ConfigError(name, getattr(self, name), 'must be >= 1')
+    validation.check_fraction('readjust_ratio', self.readjust_ratio)
+    if not validation.is_int(self.initial_reconfigurations) or self.initial_reconfigurations < 1:
+      raise validation.ConfigError('initial_reconfigurations', self.initial_reconfigurations,
+                                   'must be >= 1')
     if not isinstance(self.schedule, ScheduleConfig):
       raise validation.ConfigError('schedule', self.schedule, 'must be a ScheduleConfig')
     validation.check_choice('mode', self.mode, MODES)

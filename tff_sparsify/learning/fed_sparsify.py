@@ -175,6 +175,8 @@ def build_weighted_fed_sparsify(
   if config.mode == 'local':
     model_aggregator = aggregators.MaskMergingFactory(
         config.mask_aggregation, model_delta_factory=model_aggregator)
+  elif config.pruning_method == 'prunefl':
+    model_aggregator = aggregators.ImportanceSummingFactory(model_aggregator)
   aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
   finalizer = finalizers.build_fed_sparsify_finalizer(
       server_optimizer_fn, model_weights_type, layout, config)

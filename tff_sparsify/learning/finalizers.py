@@ -16,7 +16,9 @@ checkpoint resumes the schedule where it stopped. Pruning is by global
 magnitude ('magnitude', the paper's FedSparsify) or uniformly at random among
 the kept weights ('random', the paper's Random baseline), seeded by
 (seed, round); SNIP and GraSP ('snip', 'grasp') keep the mask the initial
-weights carry (`learning.saliency`).
+weights carry (`learning.saliency`); PruneFL ('prunefl') readjusts it at the
+end of rounds readjust_every - 1, 2 readjust_every - 1, ... from the summed
+squared gradients the clients send (`masks.readjusted_masks`: regrowth).
 
 Measurements: `round_num`, `pruned` (1 if the schedule pruned this round),
 `target_sparsity` (s_t), `sparsity` (zeros among the prunable weights),
@@ -74,9 +76,13 @@ def build_fed_sparsify_finalizer(
   trainable_type = model_weights_type.trainable
   mask_type = tff.StructWithPythonType(
       [trainable_type[i] for i in layout.prunable], tuple)
-  update_type = (tff.StructWithPythonType(
-      [('model_delta', trainable_type), ('mask', mask_type)], collections.OrderedDict)
-                 if mode == 'local' else trainable_type)
+  prunefl = pruning_method == 'prunefl'
+  if mode == 'local' or prunefl:
+    update_type = tff.StructWithPythonType(
+        [('model_delta', trainable_type), ('importance' if prunefl else 'mask', mask_type)],
+        collections.OrderedDict)
+  else:
+    update_type = trainable_type
 
   # TFF's finalizer steps the server optimizer (and rejects a non-finite
   # update, keeping the old model and optimizer state); the pruning follows.
@@ -90,6 +96,14 @@ def build_fed_sparsify_finalizer(
   def new_masks(trainable, current, round_num, should_prune, sparsity, merged):
     if mode == 'local':
       return [m * c for m, c in zip(merged, current)]
+    if prunefl:  # Readjusted every `readjust_every` rounds, regrowing.
+      ratio = schedules.readjust_ratio(round_num, config.readjust_ratio,
+                                       config.readjust_halving_rounds)
+      return tf.cond(
+          schedules.readjusts(round_num, config.readjust_every),
+          lambda: masks_lib.readjusted_masks(layout.prunable_list(trainable), current,
+                                             list(merged), ratio),
+          lambda: list(current))
     if pruning_method in configs.AT_INITIALIZATION:  # Fixed since round 0.
       return list(current)
 
@@ -106,9 +120,12 @@ def build_fed_sparsify_finalizer(
   @tf.function
   def prune(round_num, weights, update, update_non_finite):
     """Purge of the stepped model: `weights` hold the old masks and steps."""
-    merged = update['mask'] if mode == 'local' else None
+    merged = (update['mask'] if mode == 'local' else
+              update['importance'] if prunefl else None)
     round_num = round_num + 1
     should_prune, sparsity = schedule(round_num)
+    if prunefl:  # `pruned`: the mask was readjusted.
+      should_prune = schedules.readjusts(round_num, config.readjust_every)
     current = layout.mask_list(weights.non_trainable)
     trainable = masks_lib.apply_masks(
         weights.trainable, layout.masks_by_trainable(weights.non_trainable))
@@ -144,7 +161,7 @@ def build_fed_sparsify_finalizer(
       tff.FederatedType(model_weights_type, tff.SERVER),
       tff.FederatedType(update_type, tff.SERVER))
   def next_fn(state, weights, update):
-    delta = update.model_delta if mode == 'local' else update
+    delta = update.model_delta if (mode == 'local' or prunefl) else update
     stepped = optimizer_finalizer.next(state.optimizer_state, weights, delta)
     round_num, new_weights, measurements = tff.federated_map(
         prune, (state.round_num, stepped.result, update,

@@ -180,6 +180,10 @@ register(Algorithm(
     'grasp', configs.FedSparsifyConfig, _FED_SPARSIFY,
     _fed_sparsify('global', 'grasp'), prunes=True, scores_at_init=True,
     description='GraSP: -w Hg of the initial model on one seeded client\'s batch, mask fixed'))
+register(Algorithm(
+    'prunefl', configs.FedSparsifyConfig, _FED_SPARSIFY,
+    _fed_sparsify('global', 'prunefl'), prunes=True, scores_at_init=True,
+    description='PruneFL: initial pruning on one seeded client, readjusted every 50 rounds'))
 
 
 def config_from_flags(values: Mapping[str, Any], name: Optional[str] = None):
@@ -227,6 +231,7 @@ def _initial_masks(train_config, keras_model_fn, client_data, structure_only):
   import numpy as np
   from tff_sparsify.learning import models
   from tff_sparsify.learning import pruning
+  from tff_sparsify.learning import prunefl
   from tff_sparsify.learning import saliency
   model = keras_model_fn()  # The process's initial weights (same seed).
   if structure_only:
@@ -234,7 +239,14 @@ def _initial_masks(train_config, keras_model_fn, client_data, structure_only):
   if client_data is None:
     raise ValueError(f'--algorithm={train_config.algorithm} scores the initial model on '
                      'client data: pass client_data')
+  config = train_config.algorithm_config
+  if config.pruning_method == 'prunefl':
+    x, y = saliency.scoring_batch(client_data, train_config.seed)
+    return prunefl.initial_masks(
+        model, models.loss_fn(), x, y, sparsity=config.schedule.final_sparsity,
+        reconfigurations=config.initial_reconfigurations, ratio=config.readjust_ratio,
+        learning_rate=config.client_learning_rate,
+        batch_size=train_config.client_batch_size)
   x, y = saliency.scoring_batch(client_data, train_config.seed, train_config.client_batch_size)
-  return saliency.initial_masks(
-      model, models.loss_fn(), x, y, method=train_config.algorithm_config.pruning_method,
-      sparsity=train_config.algorithm_config.schedule.final_sparsity)
+  return saliency.initial_masks(model, models.loss_fn(), x, y, method=config.pruning_method,
+                                sparsity=config.schedule.final_sparsity)
