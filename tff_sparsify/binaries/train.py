@@ -72,7 +72,9 @@ _ALGORITHM = flags.DEFINE_enum(
     'algorithm', 'fedavg', list(registry.names()),
     'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at '
     'the server (global) or at the clients merged by mask voting (local), '
-    'progressive random pruning, or one-shot pruning at --sparsify_start_round.')
+    'progressive random pruning, one-shot pruning at --sparsify_start_round, '
+    'SNIP or GraSP (a mask fixed before round 1, scored on one client drawn with '
+    '--seed), or PruneFL (initial pruning on that client, readjusted every 50 rounds).')
 _FINAL_SPARSITY = flags.DEFINE_float(
     'final_sparsity', 0.9, 'S_T: sparsity reached at --total_rounds (pruning '
     'algorithms).')
