@@ -675,7 +675,8 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
       fed_sparsify.build_weighted_fed_sparsify(
           linear_model_fn(), config, client_optimizer_fn=tf.keras.optimizers.SGD)
     with self.assertRaisesRegex(ValueError, "initial_masks must be given with pruning_method in "
-                                r"\('snip', 'grasp'\) and only then; got pruning_method='magnitude'"):
+                                r"\('snip', 'grasp', 'prunefl'\) and only then; got "
+                                "pruning_method='magnitude'"):
       fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), config,
                                                initial_masks=[np.ones((3, 2))])
     snip = configs.FedSparsifyConfig(
