@@ -38,8 +38,50 @@ def weighted_factory_or_mean(
   return factory
 
 
-class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
+class _DeltaAndSideFactory(tff.aggregators.WeightedAggregationFactory):
+  """Aggregates `OrderedDict(model_delta, <side>)` updates: the deltas by a weighted factory.
+
+  Subclasses name the side part (`_SIDE`) and aggregate it (`_aggregate_side`,
+  a federated computation body returning the server-placed result and a
+  dict of server-placed measurements).
+  """
+  _SIDE = ''
+
+  def __init__(self, model_delta_factory: Optional[
+      tff.aggregators.WeightedAggregationFactory] = None):
+    self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
+
+  def _aggregate_side(self, side_type, side):
+    raise NotImplementedError
+
+  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
+    delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)
+    side_name = self._SIDE
+    side_type = value_type[side_name]
+
+    @tff.federated_computation
+    def init_fn():
+      return delta_process.initialize()
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(value_type, tff.CLIENTS),
+        tff.FederatedType(weight_type, tff.CLIENTS))
+    def next_fn(state, value, weight):
+      delta_output = delta_process.next(state, value.model_delta, weight)
+      side, side_measurements = self._aggregate_side(side_type, value[side_name])
+      result = tff.federated_zip(collections.OrderedDict(
+          [('model_delta', delta_output.result), (side_name, side)]))
+      measurements = tff.federated_zip(collections.OrderedDict(
+          model_delta=delta_output.measurements, **side_measurements))
+      return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+class MaskMergingFactory(_DeltaAndSideFactory):
   """Aggregates `OrderedDict(model_delta, mask)` client updates (Eq. 2)."""
+  _SIDE = 'mask'
 
   def __init__(
       self, mask_aggregation: str = 'majority_vote',
@@ -53,70 +95,32 @@ class MaskMergingFactory(tff.aggregators.WeightedAggregationFactory):
       model_delta_factory: weighted aggregation of the model deltas; default
         `tff.aggregators.MeanFactory()`.
     """
+    super().__init__(model_delta_factory)
     self._mask_aggregation = mask_aggregation
-    self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
 
-  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-    delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)
-    mask_type = value_type.mask
+  def _aggregate_side(self, side_type, side):
     mask_aggregation = self._mask_aggregation
 
-    @tff.tensorflow.computation(mask_type, np.int32)
+    @tff.tensorflow.computation(side_type, np.int32)
     def merge(votes, num_clients):
       merged, agreement = masks_lib.merge_votes(list(votes), num_clients, mask_aggregation)
       return tuple(merged), agreement
 
-    @tff.federated_computation
-    def init_fn():
-      return delta_process.initialize()
-
-    @tff.federated_computation(
-        init_fn.type_signature.result,
-        tff.FederatedType(value_type, tff.CLIENTS),
-        tff.FederatedType(weight_type, tff.CLIENTS))
-    def next_fn(state, value, weight):
-      delta_output = delta_process.next(state, value.model_delta, weight)
-      votes = tff.federated_sum(value.mask)
-      num_clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
-      merged, agreement = tff.federated_map(merge, (votes, num_clients))
-      result = tff.federated_zip(
-          collections.OrderedDict(model_delta=delta_output.result, mask=merged))
-      measurements = tff.federated_zip(collections.OrderedDict(
-          model_delta=delta_output.measurements, mask_agreement=agreement))
-      return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+    votes = tff.federated_sum(side)
+    num_clients = tff.federated_sum(tff.federated_value(np.int32(1), tff.CLIENTS))
+    merged, agreement = tff.federated_map(merge, (votes, num_clients))
+    return merged, dict(mask_agreement=agreement)
 
 
-class ImportanceSummingFactory(tff.aggregators.WeightedAggregationFactory):
+class ImportanceSummingFactory(_DeltaAndSideFactory):
   """Aggregates PruneFL's `OrderedDict(model_delta, importance)` client updates.
 
   The deltas go through any weighted TFF aggregator (default `MeanFactory`);
   the importance (each client's squared gradients summed over its local
   steps, sent at readjustment rounds) is summed over the clients, unweighted.
   """
+  _SIDE = 'importance'
 
-  def __init__(self, model_delta_factory: Optional[
-      tff.aggregators.WeightedAggregationFactory] = None):
-    self._model_delta_factory = weighted_factory_or_mean(model_delta_factory)
-
-  def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
-    delta_process = self._model_delta_factory.create(value_type.model_delta, weight_type)
-
-    @tff.federated_computation
-    def init_fn():
-      return delta_process.initialize()
-
-    @tff.federated_computation(
-        init_fn.type_signature.result,
-        tff.FederatedType(value_type, tff.CLIENTS),
-        tff.FederatedType(weight_type, tff.CLIENTS))
-    def next_fn(state, value, weight):
-      delta_output = delta_process.next(state, value.model_delta, weight)
-      result = tff.federated_zip(collections.OrderedDict(
-          model_delta=delta_output.result, importance=tff.federated_sum(value.importance)))
-      measurements = tff.federated_zip(collections.OrderedDict(
-          model_delta=delta_output.measurements))
-      return tff.templates.MeasuredProcessOutput(delta_output.state, result, measurements)
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+  def _aggregate_side(self, side_type, side):
+    del side_type
+    return tff.federated_sum(side), {}
