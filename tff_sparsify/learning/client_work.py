@@ -16,7 +16,11 @@ doubled the local training time. The gradient itself is not masked: TFF's
 optimizers are element-wise, so optimizer state at a pruned position never
 reaches a kept one. In local mode the client prunes its trained model to
 s_t by global magnitude (already pruned weights stay pruned) and sends its
-mask beside the delta: `OrderedDict(model_delta=..., mask=...)`.
+mask beside the delta: `OrderedDict(model_delta=..., mask=...)`. PruneFL
+(`pruning_method='prunefl'`) sends `OrderedDict(model_delta=...,
+importance=...)`: its squared gradients summed over the local steps, at
+readjustment rounds (zeros at the others); they count in `bytes_uploaded`
+(dense float32), not in the parameter counts of Appendix E.
 
 Measurements (Appendix E of the paper, in parameters): `params_downloaded`,
 the non-zero trainable parameters the clients received; `params_uploaded`,
