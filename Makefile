@@ -39,8 +39,14 @@ data:
 	  echo "or pass --data_dir=DIR holding the four IDX .gz files to binaries/train.py"; \
 	fi
 
+# Tests that start processes, workers or namespaces and time them run alone,
+# after the rest has run on both cores (pytest-xdist, one class per worker).
+SERIAL_TESTS := tests/test_faults.py tests/test_scale_out_faults.py tests/test_train.py \
+	tests/test_scale_out.py tests/test_execution.py
+
 test: setup
-	$(PY) -m pytest -q --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 tests $(addprefix --ignore=,$(SERIAL_TESTS))
+	$(PY) -m pytest -q --durations=15 $(SERIAL_TESTS)
 
 demo: setup
 	$(PY) -m benchmarks.demo --output_dir=$(OUTPUT)/demo --rounds=20
