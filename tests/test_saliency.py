@@ -60,9 +60,6 @@ def toy_model():
     model = pruning.wrap_for_pruning(model)
   finally:
     tf.keras.backend.set_floatx('float32')
-  by_name = {}
-  for v in model.trainable_variables:
-    by_name[v.name] = v
   kernels = pruning.prunable_weights(model)
   biases = [v for v in model.trainable_variables if 'bias' in v.name]
   for var, value in zip(kernels + biases, [W1, W2, B1, B2]):
