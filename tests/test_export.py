@@ -146,11 +146,13 @@ class InferenceTest(tf.test.TestCase):
 
   def test_all_runtimes_on_an_exported_model(self):
     out = self.create_tempdir().full_path
-    report = export.export_model(small_pruned_model(), out)
+    report = export.export_model(small_pruned_model(), out, formats=('onnx', 'tflite'))
     results = inference.benchmark(
         report.onnx_path, saved_model_dir=report.saved_model_dir, batch_size=8,
         input_shape=(6, 6, 1), budget_seconds=0.2, warmup_seconds=0.05)
     self.assertEqual([r.runtime for r in results], list(inference.RUNTIMES))
+    self.assertEqual(list(inference.RUNTIMES), ['deepsparse', 'onnxruntime', 'tflite',
+                                                'tensorflow'])
     for r in results:
       if r.unavailable:  # Only DeepSparse may be missing, with a one-line reason.
         self.assertEqual(r.runtime, 'deepsparse')

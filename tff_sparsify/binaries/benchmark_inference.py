@@ -1,11 +1,12 @@
-r"""Times ONNX models on DeepSparse, ONNX Runtime and TensorFlow, side by side.
+r"""Times exported models on DeepSparse, ONNX Runtime, TFLite and TensorFlow, side by side.
 
   python -m binaries.benchmark_inference \
     --onnx=output/results/dense/export/model.onnx,output/results/global_090/export/model.onnx \
     --budget_seconds=60 --warmup_seconds=10 --output=/tmp/inference
 
-TensorFlow runs the `saved_model/` next to each `model.onnx` when there is
-one. A channels-first export (`binaries/export.py --inputs_as_nchw`) gets the
+TensorFlow runs the `saved_model/` next to each float `model.onnx` when there
+is one, TFLite the `.tflite` file of the same name (`model_int8.onnx` ->
+`model_int8.tflite`, written by `binaries/export --formats=onnx,tflite`). A channels-first export (`binaries/export.py --inputs_as_nchw`) gets the
 same batch, transposed. The batch size defaults to the paper's: 32 for 28x28 inputs
 (FashionMNIST), 128 otherwise (CIFAR-10). Writes {output}.json and .md.
 """
@@ -88,7 +89,8 @@ def main(argv):
     saved_model = os.path.join(os.path.dirname(path), 'saved_model')
     timings = inference.benchmark(
         path, saved_model_dir=saved_model if os.path.isdir(saved_model) else None,
-        runtimes=[r for r in _RUNTIMES.value if inference.takes_onnx(r) or os.path.isdir(saved_model)],
+        runtimes=inference.runtimes_for(
+            path, saved_model if os.path.isdir(saved_model) else None, _RUNTIMES.value),
         batch_size=batch_size, input_shape=shape, budget_seconds=_BUDGET.value,
         warmup_seconds=_WARMUP.value, num_threads=_NUM_THREADS.value)
     for t in timings:

@@ -1,12 +1,17 @@
-r"""Exports a training run's final model to SavedModel and ONNX, with checks.
+r"""Exports a training run's final model to SavedModel, ONNX and TFLite, with checks.
 
   python -m binaries.export --run_dir=output/results/global_090
   python -m binaries.export --checkpoint=output/checkpoints/global_090/program_state_100
+  python -m binaries.export --run_dir=output/results/global_090 --formats=onnx,tflite --int8
 
 Writes {output_dir}/saved_model/, {output_dir}/model.onnx and
-{output_dir}/export_report.{json,md} (default output_dir: {run_dir}/export).
-The ONNX outputs are checked against Keras (max abs diff <= 1e-4) and the
-ONNX initializers against the pruned kernels' zeros.
+{output_dir}/export_report.{json,md} (default output_dir: {run_dir}/export);
+`--formats=onnx,tflite` adds model.tflite, `--int8` model_int8.onnx (and
+model_int8.tflite), calibrated on training examples of the run's dataset.
+The ONNX and TFLite outputs are checked against Keras (max abs diff <= 1e-4),
+the ONNX initializers against the pruned kernels' zeros, and with `--int8`
+each INT8 model's test accuracy against Keras' (at most
+--max_int8_accuracy_drop below).
 """
 
 import json
@@ -38,6 +43,19 @@ _INPUTS_AS_NCHW = flags.DEFINE_bool(
     'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
     'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
     'metadata, which binaries/benchmark_inference reads.')
+_FORMATS = flags.DEFINE_list(
+    'formats', ['onnx'], 'Formats to write, among onnx,tflite; onnx is always '
+    'written (binaries/benchmark_inference times from it).')
+_INT8 = flags.DEFINE_bool(
+    'int8', False, 'Also write the INT8 model of each format (ONNX: ONNX '
+    'Runtime\'s static QDQ; TFLite: full-integer), calibrated on training '
+    'examples of the run\'s dataset, and check its test accuracy.')
+_CALIBRATION_EXAMPLES = flags.DEFINE_integer(
+    'calibration_examples', 256, 'With --int8: training examples drawn (with the '
+    'run\'s seed) to calibrate the INT8 models.')
+_MAX_INT8_ACCURACY_DROP = flags.DEFINE_float(
+    'max_int8_accuracy_drop', 0.01, 'With --int8: how far (a fraction, 0.01 = '
+    '1 point) an INT8 model\'s test accuracy may fall below the Keras model\'s.')
 
 
 def write_report(report, output_dir: str):
@@ -51,12 +69,25 @@ def write_report(report, output_dir: str):
       f'- parameters: {report.total_params}, non-zero {report.nonzero_params}, '
       f'sparsity of the kernels {report.sparsity:.4f}',
       f'- max |ONNX - Keras| on random inputs: {report.max_abs_diff:.3g}',
-      f'- ONNX input layout: {report.input_layout}', '',
+      f'- ONNX input layout: {report.input_layout}',
+      *([f'- test accuracy: Keras {report.keras_test_accuracy:.4f}, ONNX '
+         f'{report.onnx_test_accuracy:.4f}'] if report.keras_test_accuracy is not None else []),
+      '', *_files_table(report.files),
       '| layer | shape | size | zeros (Keras) | zeros (ONNX) | sparsity |', '|---|---|---|---|---|---|',
       *[f'| {l.name} | {l.shape} | {l.size} | {l.keras_zeros} | {l.onnx_zeros} | '
         f'{l.sparsity:.4f} |' for l in report.layers]]
   files.atomic_write_text(os.path.join(output_dir, 'export_report.md'),
                           '\n'.join(lines) + '\n')
+
+
+def _files_table(model_files) -> list[str]:
+  if not model_files:
+    return []
+  fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
+  header = ['path', 'format', 'precision', 'bytes', 'gzip_bytes', 'max_abs_diff',
+            'test_accuracy', 'sparse_encoding']
+  rows = [{k: getattr(f, k) for k in header} for f in model_files]
+  return files.markdown_table(header, rows, fmt) + ['']
 
 
 def main(argv):
@@ -70,6 +101,14 @@ def main(argv):
   for holder in (_RUN_DIR, _CHECKPOINT):
     if holder.value and not os.path.exists(holder.value):
       flag_utils.fail(holder, 'does not exist')
+  formats = tuple(_FORMATS.value)
+  if not set(formats) <= {'onnx', 'tflite'} or 'onnx' not in formats:
+    flag_utils.fail(_FORMATS, 'must list formats among onnx,tflite and include onnx '
+                    '(binaries/benchmark_inference times from it)')
+  if _CALIBRATION_EXAMPLES.value < 1:
+    flag_utils.fail(_CALIBRATION_EXAMPLES, 'must be >= 1')
+  if not 0 <= _MAX_INT8_ACCURACY_DROP.value <= 1:
+    flag_utils.fail(_MAX_INT8_ACCURACY_DROP, 'must be in [0, 1]')
   if _OUTPUT_DIR.value is not None and (
       not _OUTPUT_DIR.value or os.path.isfile(_OUTPUT_DIR.value)):
     flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
@@ -84,6 +123,7 @@ def main(argv):
     except export.ExportError as e:
       flag_utils.fail(_RUN_DIR, str(e))
     run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
+    config_holder, results_dir = _RUN_DIR, run_dir
     output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
   else:
     try:
@@ -91,6 +131,7 @@ def main(argv):
     except export.ExportError as e:
       flag_utils.fail(_CHECKPOINT, str(e))
     experiment_dir, version = export.split_checkpoint_path(_CHECKPOINT.value)
+    config_holder, results_dir = _CHECKPOINT, export.run_results_dir(experiment_dir)
     output_dir = _OUTPUT_DIR.value or os.path.join(
         export.run_results_dir(experiment_dir),
         f'export_{version if version is not None else "latest"}')
@@ -99,15 +140,29 @@ def main(argv):
       export.check_inputs_as_nchw(model)
     except export.ExportError as e:
       flag_utils.fail(_INPUTS_AS_NCHW, str(e))
+  calibration = test_set = None
+  if _INT8.value:
+    try:
+      calibration, test_set = export.run_data(export.load_run_config(results_dir),
+                                              _CALIBRATION_EXAMPLES.value)
+    except export.ExportError as e:
+      flag_utils.fail(config_holder, f'--int8 needs the run\'s data: {e}')
   try:
-    report = export.export_model(model, output_dir, opset=_OPSET.value,
-                                 inputs_as_nchw=_INPUTS_AS_NCHW.value)
+    report = export.export_model(
+        model, output_dir, formats=formats, opset=_OPSET.value,
+        inputs_as_nchw=_INPUTS_AS_NCHW.value, int8_calibration=calibration,
+        test_set=test_set, max_int8_accuracy_drop=_MAX_INT8_ACCURACY_DROP.value)
   except export.ExportError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)
   print(f'exported: {report.onnx_path} ({report.onnx_bytes} bytes, '
         f'{report.onnx_gzip_bytes} gzip\'d), sparsity {report.sparsity:.4f}, '
         f'max abs diff {report.max_abs_diff:.3g}', flush=True)
+  for found in report.files:
+    accuracy = ('' if found.test_accuracy is None
+                else f', test accuracy {found.test_accuracy:.4f}')
+    print(f'exported: {found.path} ({found.bytes} bytes, {found.gzip_bytes} gzip\'d){accuracy}',
+          flush=True)
 
 
 def run():

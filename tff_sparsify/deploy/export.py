@@ -1,4 +1,4 @@
-"""Pruned Keras model -> SavedModel and ONNX, with the checks that matter.
+"""Pruned Keras model -> SavedModel, ONNX and TensorFlow Lite, with the checks that matter.
 
 The path of Stripelis et al.'s inference tables: the final federated model,
 stripped of its tfmot wrappers (`strip_pruning`), converted by
@@ -11,7 +11,16 @@ stripped of its tfmot wrappers (`strip_pruning`), converted by
 
 and reports the raw and gzip'd ONNX size (zeros do not shrink a file, gzip
 shows the gain; the paper's "Model Size") and the non-zero parameter count.
+
+`formats` adds TensorFlow Lite (`deploy/tflite.py`): its float32 outputs
+must match Keras to 1e-4 as well. Given calibration inputs, every format
+also gets its INT8 model (`model_int8.onnx`, ONNX Runtime's static QDQ,
+`deploy/onnx_int8.py`; `model_int8.tflite`, TFLite's full-integer
+quantization), whose test accuracy must stay within `max_int8_accuracy_drop`
+of the Keras model's.
 """
+
+import contextlib
 
 import asyncio
 import dataclasses
@@ -29,11 +38,17 @@ from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import onnx_int8
+from tff_sparsify.deploy import tflite
 from tff_sparsify.learning import pruning
 
 DEFAULT_OPSET = config_lib.DEFAULT_OPSET
 MAX_ABS_DIFF = 1e-4
 KERNEL_MATCH_ATOL = 1e-6
+FORMATS = ('onnx', 'tflite')
+MAX_INT8_ACCURACY_DROP = 0.01
+
+
 def check_inputs_as_nchw(model: tf.keras.Model):
   """ExportError unless `model` takes images, (batch, height, width, channels)."""
   if len(model.input_shape) != 4:
@@ -59,6 +74,19 @@ class LayerSparsity:
 
 
 @dataclasses.dataclass
+class ModelFile:
+  """One exported file beside the float ONNX model."""
+  format: str  # 'onnx' or 'tflite'.
+  precision: str  # 'float32' or 'int8'.
+  path: str
+  bytes: int
+  gzip_bytes: int
+  max_abs_diff: Optional[float] = None  # Float32: max |file - Keras| on random inputs.
+  test_accuracy: Optional[float] = None
+  sparse_encoding: Optional[bool] = None  # TFLite: EXPERIMENTAL_SPARSITY kept.
+
+
+@dataclasses.dataclass
 class ExportReport:
   onnx_path: str
   saved_model_dir: str
@@ -69,6 +97,9 @@ class ExportReport:
   max_abs_diff: float
   layers: list
   input_layout: str = 'NHWC'
+  files: list = dataclasses.field(default_factory=list)  # ModelFile, beyond model.onnx.
+  keras_test_accuracy: Optional[float] = None
+  onnx_test_accuracy: Optional[float] = None
 
   @property
   def sparsity(self) -> float:
@@ -156,11 +187,7 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
   if not os.path.isdir(path):
     raise ExportError(f'{path!r} is not a checkpoint of a training run '
                       '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
-  config_path = os.path.join(run_results_dir(experiment_dir), 'config.json')
-  try:
-    config = config_lib.TrainConfig.from_dict(config_lib.load_dict(config_path))
-  except config_lib.ConfigError as e:
-    raise ExportError(f'cannot use the run configuration {config_path!r}: {e}') from e
+  config = load_run_config(run_results_dir(experiment_dir))
   manager = tff_program.FileProgramStateManager(experiment_dir)
   # Not asyncio.run: it leaves no current event loop behind, and TFF's
   # training loop (`asyncio.get_event_loop()`) then fails in this thread.
@@ -186,6 +213,40 @@ def load_checkpoint_model(path: str) -> tf.keras.Model:
   model = keras_model_fn()
   weights.assign_weights_to(model)
   return model
+
+
+def load_run_config(results_dir: str) -> config_lib.TrainConfig:
+  """The `TrainConfig` a run saved in `{results_dir}/config.json`; ExportError if none."""
+  path = os.path.join(results_dir, 'config.json')
+  try:
+    return config_lib.TrainConfig.from_dict(config_lib.load_dict(path))
+  except config_lib.ConfigError as e:
+    raise ExportError(f'cannot use the run configuration {path!r}: {e}') from e
+
+
+def run_data(config: config_lib.TrainConfig, calibration_examples: int):
+  """(calibration inputs, (test images, test labels)) of a run's dataset, float32 in [0, 1].
+
+  The calibration inputs are `calibration_examples` training examples drawn
+  without replacement with the run's seed; the test set is the whole split.
+
+  Raises:
+    ExportError: if the dataset cannot be loaded (the message says why).
+  """
+  from tff_sparsify.simulation import data_sources  # pylint: disable=g-import-not-at-top
+  if calibration_examples < 1:
+    raise ValueError(f'calibration_examples must be >= 1, got {calibration_examples}')
+  try:
+    centralized = data_sources.load_centralized(config.dataset, config.data_dir)
+  except Exception as e:  # pylint: disable=broad-except  (DataError, TFDS errors)
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ExportError(f'cannot load {config.dataset} for INT8 calibration: {first_line}') from e
+  train = centralized.train_images
+  picked = np.random.default_rng(config.seed).choice(
+      len(train), size=min(calibration_examples, len(train)), replace=False)
+  scale = lambda images: np.asarray(images, np.float32) / 255.0
+  return scale(train[np.sort(picked)]), (scale(centralized.test_images),
+                                         np.asarray(centralized.test_labels))
 
 
 def _strip(model: tf.keras.Model) -> tf.keras.Model:
@@ -252,40 +313,114 @@ def check_onnx(model: tf.keras.Model, onnx_path: str, *, inputs_as_nchw: bool = 
   return max_abs_diff, layers
 
 
-def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT_OPSET,
-                 inputs_as_nchw: bool = False, check_batch_size: int = 8,
-                 seed: int = 0) -> ExportReport:
-  """Writes `saved_model/` and `model.onnx` under `output_dir` and checks them.
+def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+  return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def _onnx_logits(path: str, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+  import onnxruntime as ort  # pylint: disable=g-import-not-at-top
+  session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+  name = session.get_inputs()[0].name
+  nchw = layouts.onnx_input_layout(path) == 'NCHW'
+  return np.concatenate([
+      session.run(None, {name: layouts.to_nchw(b) if nchw else b})[0]
+      for b in (images[i:i + batch_size] for i in range(0, len(images), batch_size))])
+
+
+def _file_sizes(path: str) -> tuple[int, int]:
+  with open(path, 'rb') as f:
+    raw = f.read()
+  return len(raw), len(gzip.compress(raw, 9))
+
+
+def check_tflite(model: tf.keras.Model, path: str, *, check_batch_size: int = 8,
+                 seed: int = 0) -> float:
+  """Max |TFLite - Keras| on random inputs; ExportError above `MAX_ABS_DIFF`."""
+  input_shape = tuple(model.input_shape[1:])
+  inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
+  expected = model(inputs, training=False).numpy()
+  max_abs_diff = float(np.max(np.abs(tflite.Model(path)(inputs) - expected)))
+  if not max_abs_diff <= MAX_ABS_DIFF:
+    raise ExportError(f'TFLite outputs differ from Keras by {max_abs_diff:.3g} '
+                      f'(allowed {MAX_ABS_DIFF})')
+  return max_abs_diff
+
+
+def check_int8_accuracy(path: str, int8_accuracy: float, reference_accuracy: float,
+                        max_drop: float = MAX_INT8_ACCURACY_DROP):
+  """ExportError if the INT8 model's test accuracy is more than `max_drop` below."""
+  if not reference_accuracy - int8_accuracy <= max_drop:
+    raise ExportError(f'{os.path.basename(path)}: INT8 test accuracy {int8_accuracy:.4f} is '
+                      f'{reference_accuracy - int8_accuracy:.4f} below the float model\'s '
+                      f'{reference_accuracy:.4f} (allowed {max_drop})')
+
+
+def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
+                 opset: int = DEFAULT_OPSET, inputs_as_nchw: bool = False,
+                 int8_calibration: Optional[np.ndarray] = None,
+                 test_set: Optional[tuple] = None,
+                 max_int8_accuracy_drop: float = MAX_INT8_ACCURACY_DROP,
+                 check_batch_size: int = 8, seed: int = 0) -> ExportReport:
+  """Writes `saved_model/`, `model.onnx` (and more) under `output_dir`, checked.
 
   Args:
     model: the Keras model (tfmot wrappers are stripped).
-    output_dir: where `saved_model/` and `model.onnx` go.
+    output_dir: where `saved_model/`, `model.onnx`, `model.tflite`,
+      `model_int8.onnx` and `model_int8.tflite` go.
+    formats: among `FORMATS`; 'onnx' is always written (the checked
+      reference, what `binaries/benchmark_inference` times from); 'tflite'
+      adds `model.tflite` (float32).
     opset: the ONNX opset tf2onnx targets.
     inputs_as_nchw: an image model's ONNX input becomes channels-first
       (tf2onnx's `inputs_as_nchw`): the transpose that feeds the first
       convolution leaves the graph, and the caller transposes its batches
       (`inference.benchmark` does). Recorded in the ONNX metadata
-      (`layouts.input_layout`). The SavedModel keeps Keras' channels-last input.
-    check_batch_size: rows of the random input the check runs.
+      (`layouts.input_layout`). The SavedModel and TFLite files keep Keras'
+      channels-last input.
+    int8_calibration: channels-last float32 inputs drawn from the training
+      data: each format then also gets its INT8 model, calibrated on them.
+    test_set: (float32 images in [0, 1], labels): the test accuracy of every
+      file is measured; needed with `int8_calibration`.
+    max_int8_accuracy_drop: how far below the Keras model's test accuracy an
+      INT8 model may fall.
+    check_batch_size: rows of the random input the float checks run.
     seed: seed of that input.
 
   Raises:
-    ExportError: if ONNX Runtime's outputs differ from Keras by more than
-      1e-4 or a pruned kernel lost zeros in the ONNX file, or
-      `inputs_as_nchw` for a model whose input is not (batch, H, W, C).
+    ExportError: if ONNX Runtime's or TFLite's outputs differ from Keras by
+      more than 1e-4, a pruned kernel lost zeros in the ONNX file, an INT8
+      model's test accuracy falls more than `max_int8_accuracy_drop` below
+      Keras', or `inputs_as_nchw` for a model whose input is not
+      (batch, H, W, C). Nothing is written then.
+    ValueError: unknown formats, or INT8 without a test set.
   """
   import tf2onnx  # pylint: disable=g-import-not-at-top
 
+  formats = tuple(formats)
+  unknown = [f for f in formats if f not in FORMATS]
+  if unknown or 'onnx' not in formats:
+    raise ValueError(f'formats must be among {FORMATS} and include \'onnx\', got {formats}')
+  if int8_calibration is not None and test_set is None:
+    raise ValueError('INT8 export needs a test_set to check its accuracy')
   model = _strip(model)
   if inputs_as_nchw:
     check_inputs_as_nchw(model)
   os.makedirs(output_dir, exist_ok=True)
   saved_model_dir = os.path.join(output_dir, 'saved_model')
   onnx_path = os.path.join(output_dir, 'model.onnx')
+  outputs = [('onnx', 'int8')] if int8_calibration is not None else []
+  if 'tflite' in formats:
+    outputs += [('tflite', 'float32')] + (
+        [('tflite', 'int8')] if int8_calibration is not None else [])
+  images, labels = test_set if test_set is not None else (None, None)
+  keras_accuracy = onnx_accuracy = None
+  if images is not None:
+    keras_accuracy = _accuracy(model.predict(images, batch_size=1000, verbose=0), labels)
   # Written under temporary names and renamed only once every check passed:
   # a failed or interrupted export leaves the previous one as it was.
-  with files.atomic_path(onnx_path) as onnx_temp, \
-       files.atomic_path(saved_model_dir) as saved_model_temp:
+  with contextlib.ExitStack() as stack:
+    onnx_temp = stack.enter_context(files.atomic_path(onnx_path))
+    saved_model_temp = stack.enter_context(files.atomic_path(saved_model_dir))
     tf.saved_model.save(model, saved_model_temp)
     input_shape = tuple(model.input_shape[1:])
     spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
@@ -297,12 +432,38 @@ def export_model(model: tf.keras.Model, output_dir: str, *, opset: int = DEFAULT
     onnx.save(onnx_model, onnx_temp)
     max_abs_diff, layers = check_onnx(model, onnx_temp, inputs_as_nchw=inputs_as_nchw,
                                       check_batch_size=check_batch_size, seed=seed)
-    with open(onnx_temp, 'rb') as f:
-      raw = f.read()
+    if images is not None:
+      onnx_accuracy = _accuracy(_onnx_logits(onnx_temp, images), labels)
+    exported = []
+    for file_format, precision in outputs:
+      suffix = '_int8' if precision == 'int8' else ''
+      path = os.path.join(output_dir, f'model{suffix}.{file_format}')
+      temp = stack.enter_context(files.atomic_path(path))
+      found = ModelFile(file_format, precision, path, 0, 0)
+      if file_format == 'onnx':
+        onnx_int8.quantize(onnx_temp, temp, int8_calibration)
+        logits = _onnx_logits(temp, images)
+      else:
+        conversion = tflite.convert(model, precision, int8_calibration)
+        with open(temp, 'wb') as f:
+          f.write(conversion.flatbuffer)
+        found.sparse_encoding = conversion.sparse_encoding
+        if precision == 'float32':
+          found.max_abs_diff = check_tflite(model, temp, check_batch_size=check_batch_size,
+                                            seed=seed)
+        logits = tflite.predict(tflite.Model(temp), images) if images is not None else None
+      if logits is not None:
+        found.test_accuracy = _accuracy(logits, labels)
+      if precision == 'int8':
+        check_int8_accuracy(path, found.test_accuracy, keras_accuracy, max_int8_accuracy_drop)
+      found.bytes, found.gzip_bytes = _file_sizes(temp)
+      exported.append(found)
+    onnx_bytes, onnx_gzip_bytes = _file_sizes(onnx_temp)
   trainable = [w.numpy() for w in model.trainable_weights]
   return ExportReport(
-      onnx_path=onnx_path, saved_model_dir=saved_model_dir, onnx_bytes=len(raw),
-      onnx_gzip_bytes=len(gzip.compress(raw, 9)),
+      onnx_path=onnx_path, saved_model_dir=saved_model_dir, onnx_bytes=onnx_bytes,
+      onnx_gzip_bytes=onnx_gzip_bytes,
       total_params=int(sum(w.size for w in trainable)),
       nonzero_params=int(sum(np.count_nonzero(w) for w in trainable)),
-      max_abs_diff=max_abs_diff, layers=layers, input_layout=layout)
+      max_abs_diff=max_abs_diff, layers=layers, input_layout=layout, files=exported,
+      keras_test_accuracy=keras_accuracy, onnx_test_accuracy=onnx_accuracy)

@@ -1,4 +1,4 @@
-"""Inference speed of an exported model on DeepSparse, ONNX Runtime and TensorFlow.
+"""Inference speed of an exported model on DeepSparse, ONNX Runtime, TFLite and TensorFlow.
 
 The paper's method (Stripelis et al., Section 4, Tables 1-2): run batches
 back to back for a fixed time budget after a warm-up (60 s and 10 s there),
@@ -8,12 +8,18 @@ iterations and items per second. Every runtime gets the same input batch.
 DeepSparse (Neural Magic) needs an x86 CPU with AVX2/AVX-512 (or ARMv8.2) on
 Linux, and its licence allows evaluation only; where it cannot run the result
 says why in one line and the other runtimes still run. `NM_DISABLE_ANALYTICS`
-is set before DeepSparse is imported.
+is set before DeepSparse is imported. TFLite runs `tf.lite.Interpreter`
+(with its default XNNPACK delegate) on the `.tflite` file beside the ONNX
+one (`model.onnx` -> `model.tflite`, `model_int8.onnx` -> `model_int8.tflite`);
+an INT8 TFLite model quantizes the float batch inside the timed call, as the
+QDQ ONNX model does in its graph.
 """
 
 import dataclasses
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable, Optional
 
@@ -48,8 +54,39 @@ def _deepsparse_unavailable(e: Exception) -> RuntimeUnavailable:
   return RuntimeUnavailable(f'deepsparse: {first_line}')
 
 
+DEEPSPARSE_PROBE_SECONDS = 600
+_PROBE = ('import sys, deepsparse; '
+          'deepsparse.Engine(model=sys.argv[1], batch_size=int(sys.argv[2]), '
+          'num_cores=int(sys.argv[3]) or None)')
+
+
+def probe_deepsparse(onnx_path: str, batch_size: int, num_threads: Optional[int]):
+  """Compiles the model with DeepSparse in a child process first.
+
+  DeepSparse aborts its process (a failed C++ assertion, SIGABRT) on some
+  graphs it cannot plan, which no `except` catches: the child takes that
+  abort, and this raises `RuntimeUnavailable` naming the model instead.
+  """
+  env = dict(os.environ, NM_DISABLE_ANALYTICS='1')
+  try:
+    done = subprocess.run(
+        [sys.executable, '-c', _PROBE, onnx_path, str(batch_size), str(num_threads or 0)],
+        capture_output=True, text=True, timeout=DEEPSPARSE_PROBE_SECONDS, env=env,
+        check=False)
+  except subprocess.TimeoutExpired:
+    raise RuntimeUnavailable(f'deepsparse: compiling {onnx_path} took over '
+                             f'{DEEPSPARSE_PROBE_SECONDS} s') from None
+  if done.returncode != 0:
+    lines = [line for line in done.stderr.splitlines()
+             if 'Assertion' in line or 'Error' in line] or done.stderr.splitlines()[-1:]
+    why = lines[-1].strip() if lines else f'exit status {done.returncode}'
+    raise RuntimeUnavailable(f'deepsparse: the engine failed compiling {onnx_path} '
+                             f'(exit status {done.returncode}: {why})')
+
+
 def _deepsparse_runner(onnx_path: str, batch_size: int, num_threads: Optional[int]):
   os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
+  probe_deepsparse(onnx_path, batch_size, num_threads)
   try:
     import deepsparse  # pylint: disable=g-import-not-at-top
     engine = deepsparse.Engine(model=onnx_path, batch_size=batch_size,
@@ -77,14 +114,20 @@ def _tensorflow_runner(saved_model_dir: str):
   return lambda x: serve(**{name: tf.constant(x)})
 
 
+def _tflite_runner(tflite_path: str, num_threads: Optional[int]):
+  from tff_sparsify.deploy import tflite  # pylint: disable=g-import-not-at-top
+  return tflite.Model(tflite_path, num_threads=num_threads)
+
+
 @dataclasses.dataclass(frozen=True)
 class Runtime:
   """One inference runtime.
 
   Attributes:
     name: the `--runtime` value.
-    model_format: 'onnx' (takes the ONNX file, in its input layout) or
-      'saved_model' (takes the SavedModel directory, channels-last input).
+    model_format: 'onnx' (takes the ONNX file, in its input layout),
+      'saved_model' (takes the SavedModel directory, channels-last input) or
+      'tflite' (the .tflite file beside the ONNX one, channels-last input).
     make_runner: (model path, batch size, threads or None) -> a callable
       running one batch; raises `RuntimeUnavailable` where it cannot run.
   """
@@ -106,9 +149,16 @@ def register(runtime: Runtime):
 register(Runtime('deepsparse', 'onnx', _deepsparse_runner))
 register(Runtime('onnxruntime', 'onnx',
                  lambda path, batch_size, threads: _onnxruntime_runner(path, threads)))
+register(Runtime('tflite', 'tflite',
+                 lambda path, batch_size, threads: _tflite_runner(path, threads)))
 register(Runtime('tensorflow', 'saved_model',
                  lambda path, batch_size, threads: _tensorflow_runner(path)))
 RUNTIMES = tuple(_REGISTRY)
+
+
+def tflite_path(onnx_path: str) -> str:
+  """The TFLite file an export wrote beside `onnx_path` (same name, .tflite)."""
+  return os.path.splitext(onnx_path)[0] + '.tflite'
 
 
 def build_runner(runtime: str, *, onnx_path: str, saved_model_dir: Optional[str],
@@ -116,7 +166,8 @@ def build_runner(runtime: str, *, onnx_path: str, saved_model_dir: Optional[str]
   """A callable running one batch on `runtime`.
 
   Raises:
-    ValueError: unknown runtime, or a SavedModel runtime without a SavedModel.
+    ValueError: unknown runtime, a SavedModel runtime without a SavedModel,
+      or TFLite without a .tflite file beside `onnx_path`.
     RuntimeUnavailable: the runtime cannot run here (DeepSparse).
   """
   if runtime not in _REGISTRY:
@@ -126,7 +177,33 @@ def build_runner(runtime: str, *, onnx_path: str, saved_model_dir: Optional[str]
     if not saved_model_dir:
       raise ValueError(f'{runtime} needs saved_model_dir, got None')
     return found.make_runner(saved_model_dir, batch_size, num_threads)
+  if found.model_format == 'tflite':
+    path = tflite_path(onnx_path)
+    if not os.path.isfile(path):
+      raise ValueError(f'{runtime} needs {path!r} beside the ONNX model (binaries/export '
+                       '--formats=onnx,tflite writes it)')
+    return found.make_runner(path, batch_size, num_threads)
   return found.make_runner(onnx_path, batch_size, num_threads)
+
+
+def runtimes_for(onnx_path: str, saved_model_dir: Optional[str], runtimes=RUNTIMES) -> list:
+  """Those of `runtimes` that have a file to run for the export at `onnx_path`.
+
+  ONNX runtimes always; TFLite where the .tflite file is beside it;
+  TensorFlow where there is a SavedModel and the ONNX model is not an INT8
+  one (the SavedModel is the float model).
+  """
+  from tff_sparsify.deploy import onnx_int8  # pylint: disable=g-import-not-at-top
+  import onnx  # pylint: disable=g-import-not-at-top
+  int8 = onnx_int8.precision(onnx.load(onnx_path, load_external_data=False)) == 'int8'
+  found = []
+  for runtime in runtimes:
+    model_format = _REGISTRY[runtime].model_format
+    if (model_format == 'onnx'
+        or (model_format == 'tflite' and os.path.isfile(tflite_path(onnx_path)))
+        or (model_format == 'saved_model' and saved_model_dir and not int8)):
+      found.append(runtime)
+  return found
 
 
 def takes_onnx(runtime: str) -> bool:
@@ -172,15 +249,18 @@ def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int 
 
 
 def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
-              runtimes=RUNTIMES, batch_size: int, input_shape: tuple,
+              runtimes=None, batch_size: int, input_shape: tuple,
               budget_seconds: float = 60.0, warmup_seconds: float = 10.0,
               num_threads: Optional[int] = None, seed: int = 0) -> list[Timing]:
   """Times the model on each runtime, on the same random batch.
 
   `input_shape` is the Keras model's (channels last). A channels-first ONNX
   model (`layouts.onnx_input_layout`) gets the same batch transposed, untimed.
+  `runtimes` defaults to every runtime with a file to run (`runtimes_for`).
   """
   batch, onnx_batch = make_batches(onnx_path, batch_size, input_shape, seed)
+  if runtimes is None:
+    runtimes = runtimes_for(onnx_path, saved_model_dir)
   results = []
   for runtime in runtimes:
     try:

@@ -1,0 +1,113 @@
+"""TensorFlow Lite export: float32 and full-integer INT8, through TF's own converter.
+
+- Float32: `tf.lite.TFLiteConverter` on the stripped Keras model.
+- INT8: full-integer post-training quantization (TFLite's "integer only"):
+  `Optimize.DEFAULT` with a representative dataset drawn from the run's
+  training data, `TFLITE_BUILTINS_INT8` only (conversion fails rather than
+  leave a float op) and int8 input and output, as integer-only devices need.
+  `predict` and the inference runner quantize float batches with the input's
+  scale and zero point and dequantize the logits, so every runtime takes and
+  returns the same floats.
+- `Optimize.EXPERIMENTAL_SPARSITY` (TFLite's sparse tensor encoding) is tried
+  for both and kept where it makes the file smaller.
+
+The interpreter is `tf.lite.Interpreter`, which applies its default XNNPACK
+delegate to what XNNPACK supports.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+PRECISIONS = ('float32', 'int8')
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+  flatbuffer: bytes
+  sparse_encoding: bool  # Optimize.EXPERIMENTAL_SPARSITY was kept.
+
+
+def _converter(model: tf.keras.Model) -> tf.lite.TFLiteConverter:
+  spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+  function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+  return tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+
+
+def convert(model: tf.keras.Model, precision: str = 'float32',
+            representative: Optional[np.ndarray] = None) -> Conversion:
+  """The TFLite flatbuffer of `model` (no tfmot wrappers) at `precision`.
+
+  Args:
+    model: a Keras model taking float32 inputs.
+    precision: 'float32' or 'int8' (full-integer, int8 input and output).
+    representative: for 'int8', the calibration inputs (float32, the model's
+      input shape), fed one example at a time.
+
+  Raises:
+    ValueError: unknown precision, or 'int8' without representative inputs.
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}')
+  if precision == 'int8' and (representative is None or not len(representative)):
+    raise ValueError('int8 needs representative inputs, got none')
+  found = []
+  for sparse in (False, True):
+    converter = _converter(model)
+    optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
+    if precision == 'int8':
+      optimizations.insert(0, tf.lite.Optimize.DEFAULT)
+      examples = np.asarray(representative, np.float32)
+      converter.representative_dataset = lambda: ([x[None]] for x in examples)
+      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+      converter.inference_input_type = tf.int8
+      converter.inference_output_type = tf.int8
+    converter.optimizations = optimizations
+    found.append(Conversion(converter.convert(), sparse))
+  return min(found, key=lambda c: (len(c.flatbuffer), c.sparse_encoding))
+
+
+class Model:
+  """A TFLite model that takes float32 batches and returns float32 logits."""
+
+  def __init__(self, path_or_flatbuffer, *, num_threads: Optional[int] = None):
+    kwargs = ({'model_content': path_or_flatbuffer} if isinstance(path_or_flatbuffer, bytes)
+              else {'model_path': path_or_flatbuffer})
+    self._interpreter = tf.lite.Interpreter(**kwargs, num_threads=num_threads)
+    self._batch_size = None
+
+  def _resize(self, batch_size: int):
+    if batch_size != self._batch_size:
+      index = self._interpreter.get_input_details()[0]['index']
+      shape = self._interpreter.get_input_details()[0]['shape']
+      self._interpreter.resize_tensor_input(index, [batch_size] + list(shape[1:]))
+      self._interpreter.allocate_tensors()
+      self._batch_size = batch_size
+      self._input = self._interpreter.get_input_details()[0]
+      self._output = self._interpreter.get_output_details()[0]
+
+  @property
+  def input_dtype(self):
+    self._resize(self._batch_size or 1)
+    return self._input['dtype']
+
+  def __call__(self, batch: np.ndarray) -> np.ndarray:
+    self._resize(len(batch))
+    if self._input['dtype'] == np.int8:
+      scale, zero_point = self._input['quantization']
+      batch = np.clip(np.round(batch / scale + zero_point), -128, 127).astype(np.int8)
+    self._interpreter.set_tensor(self._input['index'], batch)
+    self._interpreter.invoke()
+    out = self._interpreter.get_tensor(self._output['index'])
+    if self._output['dtype'] == np.int8:
+      scale, zero_point = self._output['quantization']
+      out = (out.astype(np.float32) - zero_point) * scale
+    return out
+
+
+def predict(model: Model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+  """The logits of `images` (float32, in batches of `batch_size`)."""
+  return np.concatenate([model(images[i:i + batch_size])
+                         for i in range(0, len(images), batch_size)])
