@@ -3,13 +3,18 @@ r"""The paper's inference tables (Table 1 CIFAR-10 CNN, Table 2 FashionMNIST FC)
 For each model and sparsity (0, 0.8, 0.85, 0.9, 0.95, 0.99): magnitude-
 pruned weights (random init, seed 1990; the sparsity placed `global`ly,
 `uniform`ly or by `compute`, see `pruned_model`), stripped, exported to
-ONNX and timed on DeepSparse, ONNX Runtime and TensorFlow with the paper's
-method (fixed budget after a warm-up; batch 128 for CIFAR-10, 32 for
+ONNX and TensorFlow Lite and timed on DeepSparse, ONNX Runtime, TFLite
+(`tf.lite.Interpreter`, XNNPACK) and TensorFlow with the paper's method (fixed budget after a warm-up; batch 128 for CIFAR-10, 32 for
 FashionMNIST); then each DeepSparse model is profiled per fused kernel.
 Speed-ups are against the dense model on the same runtime and against dense
 ONNX Runtime, measured in the same run. Where the test set is at hand
 (FashionMNIST's IDX files; CIFAR-10 only if TFDS has it prepared), the
 exported model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
+`--precisions=float32,int8` adds each model's INT8 exports (ONNX Runtime's
+static QDQ, timed on DeepSparse and ONNX Runtime; TFLite full-integer),
+calibrated on 256 training images where the training set is at hand, else on
+uniform random inputs (said in the table); their test accuracy is reported,
+not checked, since random-init weights have none worth keeping.
 
   python -m benchmarks.inference_table --budget_seconds=60 --warmup_seconds=10
   # NHWC against channels-first ONNX inputs, 5 repeats taken in turn:
@@ -17,6 +22,11 @@ exported model's accuracy (ONNX Runtime) is checked against Keras' to 1e-4.
     --runtimes=deepsparse,onnxruntime --placements=uniform --layouts=NHWC,NCHW \
     --repeats=5 --budget_seconds=5 --warmup_seconds=3 \
     --output=benchmarks/results/inference_layouts_repeats
+  # Float32 against INT8 on every runtime, channels-first, 3 repeats of 5 s:
+  python -m benchmarks.inference_table --datasets=cifar10 --placements=uniform \
+    --layouts=NCHW --precisions=float32,int8 --repeats=3 --budget_seconds=5 \
+    --warmup_seconds=2 --sparsities=0,0.9,0.95,0.99 --noprofile \
+    --output=benchmarks/results/inference_int8
   # Uniform against compute placement, channels-first, 3 repeats of 30 s:
   python -m benchmarks.inference_table --datasets=cifar10 \
     --runtimes=deepsparse,onnxruntime --placements=uniform,compute \
@@ -78,6 +88,8 @@ _LAYOUTS = flags.DEFINE_list(
     'inserts a transpose before the first convolution) and/or NCHW '
     '(tf2onnx inputs_as_nchw: no transpose; batches are fed channels-first). '
     'FashionMNIST (no channels) is always NHWC.')
+_PRECISIONS = flags.DEFINE_list(
+    'precisions', ['float32'], 'float32 and/or int8 (the INT8 ONNX and TFLite exports).')
 _PROFILE = flags.DEFINE_bool(
     'profile', True, 'After the timings, profile every DeepSparse model per fused '
     'kernel (DeepSparse\'s DebugAnalysisEngine) into {output}_{dataset}_profile.csv/.md.')
@@ -136,6 +148,29 @@ def _write_profile(stem: str, dataset: str, profiled):
     f.write('\n'.join(lines) + '\n')
 
 
+def _scaled(test_set):
+  images, labels = test_set
+  return images.astype('float32') / 255.0, labels
+
+
+def _calibration(dataset: str, examples: int = 256):
+  """(INT8 calibration inputs, where they come from): training images, or random."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.simulation import data_sources  # pylint: disable=g-import-not-at-top
+  try:
+    if dataset == 'cifar10':  # No download: TFDS would try the network.
+      train = data_sources.load_tfds('cifar10', data_dir=_TFDS_DATA_DIR.value,
+                                     download=False).train_images
+    else:
+      train = data_sources.load_centralized(dataset, _DATA_DIR.value).train_images
+    picked = np.random.default_rng(SEED).choice(len(train), examples, replace=False)
+    return train[np.sort(picked)].astype(np.float32) / 255.0, f'{examples} training images'
+  except Exception:  # pylint: disable=broad-except  (offline: no CIFAR-10)
+    shape = (examples,) + tuple(models.INPUT_SHAPES[dataset])
+    return (np.random.default_rng(SEED).random(shape, np.float32),
+            f'{examples} uniform random inputs (no {dataset} training set here)')
+
+
 def main(argv):
   execution.drop_import_time_default_context()
   if len(argv) > 1:
@@ -148,6 +183,9 @@ def main(argv):
     raise app.UsageError(f'--compute_floor must be in (0, 1], got {_COMPUTE_FLOOR.value}')
   if _REPEATS.value < 1:
     raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
+  unknown = set(_PRECISIONS.value) - {'float32', 'int8'}
+  if unknown or not _PRECISIONS.value:
+    raise app.UsageError(f'--precisions: unknown {sorted(unknown)}; allowed: float32, int8')
   unknown = set(_LAYOUTS.value) - {'NHWC', 'NCHW'}
   if unknown or not _LAYOUTS.value:
     raise app.UsageError(f'--layouts: unknown {sorted(unknown)}; allowed: NHWC, NCHW')
@@ -158,6 +196,7 @@ def main(argv):
     test_set, why = load_test_set(dataset, _DATA_DIR.value, _TFDS_DATA_DIR.value)
     if test_set is None:
       print(f'{dataset}: {why}; accuracy check skipped', flush=True)
+    calibration, calibration_source = _calibration(dataset)
     rows = []
     layouts = _LAYOUTS.value if dataset == 'cifar10' else ['NHWC']
     cases = [(p, s) for p in _PLACEMENTS.value for s in _SPARSITIES.value if float(s) > 0]
@@ -169,29 +208,41 @@ def main(argv):
     for layout, placement, s in cases:
       model = pruned_model(dataset, float(s), 'global' if placement == 'dense' else placement,
                            _COMPUTE_FLOOR.value)
+      int8 = 'int8' in _PRECISIONS.value
       report = export.export_model(
           model, os.path.join(_WORK_DIR.value, f'{dataset}_{layout}_{placement}_{s}'),
-          opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW')
+          formats=('onnx', 'tflite'), opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW',
+          int8_calibration=calibration if int8 else None,
+          test_set=_scaled(test_set) if int8 and test_set else None,
+          max_int8_accuracy_drop=None)
       accuracy = None
       if test_set is not None:
         accuracy = accuracy_check(report, model, *test_set)
+      int8_onnx = [f for f in report.files if (f.format, f.precision) == ('onnx', 'int8')]
+      exports = [('float32', report.onnx_path, report.onnx_gzip_bytes, accuracy)] * (
+          'float32' in _PRECISIONS.value) + [
+              ('int8', f.path, f.gzip_bytes, f.test_accuracy) for f in int8_onnx]
       batch, onnx_batch = inference.make_batches(
           report.onnx_path, batch_size, models.INPUT_SHAPES[dataset])
-      for runtime in _RUNTIMES.value:
-        try:
-          run = inference.build_runner(
-              runtime, onnx_path=report.onnx_path, saved_model_dir=report.saved_model_dir,
-              batch_size=batch_size)
-        except inference.RuntimeUnavailable as e:
-          run = str(e)
-        prefix = collections.OrderedDict(
-            layout=layout, placement=placement, sparsity=float(s), runtime=runtime,
-            params=report.total_params, nonzero_params=report.nonzero_params,
-            gzip_mb=report.onnx_gzip_bytes / 1e6,
-            kernel_sparsities=' '.join(f'{layer.sparsity:.4f}' for layer in report.layers))
-        timed.append((prefix, accuracy, run, onnx_batch if inference.takes_onnx(runtime) else batch))
-        if runtime == 'deepsparse' and _PROFILE.value and not isinstance(run, str):
-          profiled.append((prefix, report.onnx_path, onnx_batch))
+      for precision, onnx_path, gzip_bytes, found_accuracy in exports:
+        for runtime in inference.runtimes_for(onnx_path, report.saved_model_dir,
+                                              _RUNTIMES.value):
+          try:
+            run = inference.build_runner(
+                runtime, onnx_path=onnx_path, saved_model_dir=report.saved_model_dir,
+                batch_size=batch_size)
+          except inference.RuntimeUnavailable as e:
+            run = str(e)
+          prefix = collections.OrderedDict(
+              layout=layout, placement=placement, sparsity=float(s), precision=precision,
+              runtime=runtime, params=report.total_params, nonzero_params=report.nonzero_params,
+              gzip_mb=gzip_bytes / 1e6,
+              kernel_sparsities=' '.join(f'{layer.sparsity:.4f}' for layer in report.layers))
+          timed.append((prefix, found_accuracy, run,
+                        onnx_batch if inference.takes_onnx(runtime) else batch))
+          if (runtime == 'deepsparse' and precision == 'float32' and _PROFILE.value
+              and not isinstance(run, str)):
+            profiled.append((prefix, onnx_path, onnx_batch))
     # Repeats go round all models in turn, so that the machine's slow spells
     # fall on all of them alike; each row is the repeat of median throughput.
     repeats = [[] for _ in timed]
@@ -215,11 +266,13 @@ def main(argv):
           items_per_second=t.items_per_second, repeats=len(found),
           items_per_second_all=' '.join(f'{x.items_per_second:.1f}' for x in found),
           onnx_accuracy=accuracy, unavailable=t.unavailable))
-    # Against the dense model of the same layout, measured in the same run.
-    dense = {(r['layout'], r['runtime']): r for r in rows if r['sparsity'] == 0.0}
+    # Against the dense model of the same layout (and precision), measured in
+    # the same run; and against dense float32 ONNX Runtime.
+    dense = {(r['layout'], r['precision'], r['runtime']): r for r in rows
+             if r['sparsity'] == 0.0}
     for r in rows:
-      base = dense.get((r['layout'], r['runtime']))
-      ort = dense.get((r['layout'], 'onnxruntime'))
+      base = dense.get((r['layout'], r['precision'], r['runtime']))
+      ort = dense.get((r['layout'], 'float32', 'onnxruntime'))
       r['gzip_reduction'] = base['gzip_mb'] / r['gzip_mb'] if base else None
       r['speedup_vs_dense_same_runtime'] = (
           r['items_per_second'] / base['items_per_second'] if base else None)
@@ -237,6 +290,9 @@ def main(argv):
              f'--budget_seconds={_BUDGET.value} --warmup_seconds={_WARMUP.value} '
              f'--placements={",".join(_PLACEMENTS.value)} --layouts={",".join(layouts)} '
              f'--opset={_OPSET.value} --repeats={_REPEATS.value}' + (
+                 f' --precisions={",".join(_PRECISIONS.value)}'
+                 if _PRECISIONS.value != _PRECISIONS.default else '') + (
+                 ' --noprofile' if not _PROFILE.value else '') + (
                  f' --runtimes={",".join(_RUNTIMES.value)}'
                  if _RUNTIMES.value != _RUNTIMES.default else '') + (
                  f' --sparsities={",".join(_SPARSITIES.value)}'
@@ -250,14 +306,18 @@ def main(argv):
              'throughput ratios against the dense model of the same run.', '',
              'Accuracy of each exported model on the test set (ONNX Runtime) against '
              'Keras\', to 1e-4: ' + ('checked, all equal (`onnx_accuracy`).' if test_set
-                                     else f'not checked: {why}.'), '',
+                                     else f'not checked: {why}.'),
+             *([f'INT8 models: calibrated on {calibration_source}; their `onnx_accuracy` '
+                'is the INT8 ONNX model\'s test accuracy (random-init weights: reported, '
+                'not checked); their TFLite rows time `model_int8.tflite`.']
+               if 'int8' in _PRECISIONS.value else []), '',
              *files.markdown_table(header, rows, fmt)]
     if dataset == 'cifar10':
       lines += ['', 'Targets (CIFAR-10): DeepSparse speed-up over dense DeepSparse at least '
                 "the paper's, and at least 6x over dense ONNX Runtime at 0.99:"]
       for r in rows:
         if r['runtime'] == 'deepsparse' and r['sparsity'] in PAPER_SPEEDUPS and (
-            r['speedup_vs_dense_same_runtime']):
+            r['speedup_vs_dense_same_runtime']) and r['precision'] == 'float32':
           paper = PAPER_SPEEDUPS[r['sparsity']]
           found = r['speedup_vs_dense_same_runtime']
           lines.append(f'- {r["layout"]} {r["placement"]} {r["sparsity"]}: {found:.2f}x (paper {paper}): '
@@ -272,13 +332,15 @@ def main(argv):
       _write_profile(f'{stem}_profile', dataset, profiled)
     for layout in layouts:
       for placement in _PLACEMENTS.value:
-        for runtime in _RUNTIMES.value:
-          points = [(r['sparsity'], r['speedup_vs_dense_same_runtime']) for r in rows
-                    if r['runtime'] == runtime and r['placement'] in (placement, 'dense')
-                    and r['layout'] == layout and r['speedup_vs_dense_same_runtime']]
-          if points:
-            ax.plot(*zip(*points), marker='o',
-                    label=f'{dataset} {layout} {placement} {runtime}')
+        for precision in _PRECISIONS.value:
+          for runtime in _RUNTIMES.value:
+            points = [(r['sparsity'], r['speedup_vs_dense_same_runtime']) for r in rows
+                      if r['runtime'] == runtime and r['placement'] in (placement, 'dense')
+                      and r['layout'] == layout and r['precision'] == precision
+                      and r['speedup_vs_dense_same_runtime']]
+            if points:
+              ax.plot(*zip(*points), marker='o',
+                      label=f'{dataset} {layout} {placement} {precision} {runtime}')
   ax.set_xlabel('sparsity')
   ax.set_ylabel('throughput speed-up over dense (same runtime)')
   ax.legend(fontsize=7)

@@ -359,7 +359,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
                  opset: int = DEFAULT_OPSET, inputs_as_nchw: bool = False,
                  int8_calibration: Optional[np.ndarray] = None,
                  test_set: Optional[tuple] = None,
-                 max_int8_accuracy_drop: float = MAX_INT8_ACCURACY_DROP,
+                 max_int8_accuracy_drop: Optional[float] = MAX_INT8_ACCURACY_DROP,
                  check_batch_size: int = 8, seed: int = 0) -> ExportReport:
   """Writes `saved_model/`, `model.onnx` (and more) under `output_dir`, checked.
 
@@ -382,7 +382,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
     test_set: (float32 images in [0, 1], labels): the test accuracy of every
       file is measured; needed with `int8_calibration`.
     max_int8_accuracy_drop: how far below the Keras model's test accuracy an
-      INT8 model may fall.
+      INT8 model may fall; None: not checked (random-init models, timed only).
     check_batch_size: rows of the random input the float checks run.
     seed: seed of that input.
 
@@ -400,8 +400,9 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
   unknown = [f for f in formats if f not in FORMATS]
   if unknown or 'onnx' not in formats:
     raise ValueError(f'formats must be among {FORMATS} and include \'onnx\', got {formats}')
-  if int8_calibration is not None and test_set is None:
-    raise ValueError('INT8 export needs a test_set to check its accuracy')
+  if int8_calibration is not None and test_set is None and max_int8_accuracy_drop is not None:
+    raise ValueError('INT8 export needs a test_set to check its accuracy (or '
+                     'max_int8_accuracy_drop=None: not checked)')
   model = _strip(model)
   if inputs_as_nchw:
     check_inputs_as_nchw(model)
@@ -442,7 +443,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
       found = ModelFile(file_format, precision, path, 0, 0)
       if file_format == 'onnx':
         onnx_int8.quantize(onnx_temp, temp, int8_calibration)
-        logits = _onnx_logits(temp, images)
+        logits = _onnx_logits(temp, images) if images is not None else None
       else:
         conversion = tflite.convert(model, precision, int8_calibration)
         with open(temp, 'wb') as f:
@@ -454,7 +455,7 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
         logits = tflite.predict(tflite.Model(temp), images) if images is not None else None
       if logits is not None:
         found.test_accuracy = _accuracy(logits, labels)
-      if precision == 'int8':
+      if precision == 'int8' and max_int8_accuracy_drop is not None:
         check_int8_accuracy(path, found.test_accuracy, keras_accuracy, max_int8_accuracy_drop)
       found.bytes, found.gzip_bytes = _file_sizes(temp)
       exported.append(found)
