@@ -76,6 +76,7 @@ class TrainConfig:
   sparsify_exponent: float = 3.0
   mask_aggregation: str = 'majority_vote'
   sparsity_placement: str = 'global'
+  sparsity_granularity: str = 'weight'
   # Message compression (arXiv 2310.14693) and quantization.
   client_message_prune_rate: float = 0.0
   server_message_prune_rate: float = 0.0

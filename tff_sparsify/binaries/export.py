@@ -43,6 +43,10 @@ _INPUTS_AS_NCHW = flags.DEFINE_bool(
     'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
     'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
     'metadata, which binaries/benchmark_inference reads.')
+_COMPACT = flags.DEFINE_bool(
+    'compact', False, 'Export the physically smaller model of a channel-pruned '
+    'run (--sparsity_granularity=channel): pruned filters and units removed, '
+    'checked against the masked model to 1e-5.')
 _FORMATS = flags.DEFINE_list(
     'formats', ['onnx'], 'Formats to write, among onnx,tflite; onnx is always '
     'written (binaries/benchmark_inference times from it).')
@@ -70,6 +74,9 @@ def write_report(report, output_dir: str):
       f'sparsity of the kernels {report.sparsity:.4f}',
       f'- max |ONNX - Keras| on random inputs: {report.max_abs_diff:.3g}',
       f'- ONNX input layout: {report.input_layout}',
+      *([f'- compact model: {report.total_params} parameters (masked model: '
+         f'{report.masked_params}), max |compact - masked| {report.compact_max_abs_diff:.3g}']
+        if report.masked_params is not None else []),
       *([f'- test accuracy: Keras {report.keras_test_accuracy:.4f}, ONNX '
          f'{report.onnx_test_accuracy:.4f}'] if report.keras_test_accuracy is not None else []),
       '', *_files_table(report.files),
@@ -151,7 +158,8 @@ def main(argv):
     report = export.export_model(
         model, output_dir, formats=formats, opset=_OPSET.value,
         inputs_as_nchw=_INPUTS_AS_NCHW.value, int8_calibration=calibration,
-        test_set=test_set, max_int8_accuracy_drop=_MAX_INT8_ACCURACY_DROP.value)
+        test_set=test_set, max_int8_accuracy_drop=_MAX_INT8_ACCURACY_DROP.value,
+        compact=_COMPACT.value)
   except export.ExportError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)

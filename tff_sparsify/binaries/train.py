@@ -126,6 +126,13 @@ _SPARSITY_PLACEMENT = flags.DEFINE_enum(
     'sparsities that minimise the multiply-adds at total s_t: the layers that '
     'cost most per weight, early convolutions, pruned hardest). Not with '
     'random_pruning.')
+_SPARSITY_GRANULARITY = flags.DEFINE_enum(
+    'sparsity_granularity', 'weight', list(configs.SPARSITY_GRANULARITIES),
+    'Pruning algorithms (magnitude pruning): weight (the paper\'s) or channel '
+    '(whole output channels of convolutions and units of dense layers, by '
+    'L2 norm, the output layer excepted; with their biases and '
+    'BatchNormalization: the model can then be exported physically smaller, '
+    'binaries/export --compact). Placement global or uniform.')
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,
     'If not 0, uniform quantization at this many bits, in [1, 16], of the '

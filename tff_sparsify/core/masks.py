@@ -141,6 +141,75 @@ def placed_magnitude_masks(weights: Sequence[tf.Tensor], sparsity, placement: st
   return sparsity_masks(weights, sparsities, dtype)
 
 
+def channel_norms(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+  """Per tensor, the L2 norm of each output channel (slice along the last axis).
+
+  A Conv2D kernel (h, w, in, out) has `out` channels (filters), a Dense
+  kernel (in, out) `out` units.
+  """
+  found = []
+  for w in weights:
+    w = tf.cast(w, tf.float32)
+    flat = tf.reshape(w, [-1, tf.shape(w)[-1]])
+    found.append(tf.sqrt(tf.reduce_sum(tf.square(flat), axis=0)))
+  return found
+
+
+def channel_vector(mask: tf.Tensor) -> tf.Tensor:
+  """1.0 for each output channel of `mask` with any weight kept, else 0.0."""
+  mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
+  return tf.reduce_max(tf.reshape(mask, [-1, tf.shape(mask)[-1]]), axis=0)
+
+
+def _expand_channels(keep: tf.Tensor, like: tf.Tensor, dtype) -> tf.Tensor:
+  return tf.cast(tf.broadcast_to(keep, tf.shape(like)), dtype)
+
+
+def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
+                  dtype=tf.float32, frozen: Sequence[int] = ()) -> list[tf.Tensor]:
+  """Masks pruning whole output channels: round(sparsity * C) of them, smallest first.
+
+  The channel-granularity counterpart of `placed_magnitude_masks`: the unit
+  is an output channel, scored by its root mean square (its L2 norm,
+  `channel_norms`, over the square root of its number of weights), the
+  channel analogue of |w|, so that channels of layers with different fan-in
+  compare as single weights do in weight pruning (by the plain L2 norm, the
+  small-fan-in first convolution loses every channel first: measured on the
+  test CNN). A channel mask is a weight mask whose pruned channels are whole
+  zero slices. `global`: one ranking over the channels of all tensors not
+  in `frozen`; `uniform`: each such tensor loses round(sparsity * its
+  channels). The strongest channel of each tensor is never pruned (a layer
+  without channels would cut the network), so the counts are exact up to
+  C minus one channel per tensor. Ties go to the earlier channel, and
+  already-pruned channels (score 0) rank first. Tensors in `frozen`
+  (indices; a model's output layer, whose units are its outputs) keep every
+  channel.
+  """
+  if placement not in ('global', 'uniform'):
+    raise ValueError("channel masks take placement 'global' or 'uniform', "
+                     f'got {placement!r}')
+  scores = []
+  for w, norm in zip(weights, channel_norms(weights)):
+    per_channel = tf.cast(tf.size(w) // tf.shape(w)[-1], tf.float32)
+    rms = norm / tf.sqrt(per_channel)
+    strongest = tf.one_hot(tf.argmax(rms), tf.size(rms), on_value=True, off_value=False)
+    scores.append(tf.where(strongest, tf.float32.max, rms))
+  pruned_of = [i for i in range(len(weights)) if i not in set(frozen)]
+  keep = [tf.ones_like(score) for score in scores]
+  if placement == 'uniform':
+    for i in pruned_of:
+      count = tf.minimum(num_to_prune(sparsity, tf.size(scores[i])), tf.size(scores[i]) - 1)
+      keep[i] = 1.0 - tf.cast(_lowest_k(scores[i], count), tf.float32)
+  elif pruned_of:
+    flat = tf.concat([scores[i] for i in pruned_of], 0)
+    count = tf.minimum(num_to_prune(sparsity, tf.size(flat)), tf.size(flat) - len(pruned_of))
+    pruned = _lowest_k(flat, count)
+    parts = tf.split(1.0 - tf.cast(pruned, tf.float32), [tf.size(scores[i]) for i in pruned_of])
+    for i, part in zip(pruned_of, parts):
+      keep[i] = part
+  return [_expand_channels(k, w, dtype) for k, w in zip(keep, weights)]
+
+
 COMPUTE_FLOOR = 0.2
 
 

@@ -37,6 +37,7 @@ import tensorflow_model_optimization as tfmot
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
+from tff_sparsify.deploy import compact as compact_lib
 from tff_sparsify.deploy import layouts
 from tff_sparsify.deploy import onnx_int8
 from tff_sparsify.deploy import tflite
@@ -100,6 +101,9 @@ class ExportReport:
   files: list = dataclasses.field(default_factory=list)  # ModelFile, beyond model.onnx.
   keras_test_accuracy: Optional[float] = None
   onnx_test_accuracy: Optional[float] = None
+  # `compact=True`: the masked model's parameters, and max |compact - masked|.
+  masked_params: Optional[int] = None
+  compact_max_abs_diff: Optional[float] = None
 
   @property
   def sparsity(self) -> float:
@@ -360,7 +364,8 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
                  int8_calibration: Optional[np.ndarray] = None,
                  test_set: Optional[tuple] = None,
                  max_int8_accuracy_drop: Optional[float] = MAX_INT8_ACCURACY_DROP,
-                 check_batch_size: int = 8, seed: int = 0) -> ExportReport:
+                 compact: bool = False, check_batch_size: int = 8,
+                 seed: int = 0) -> ExportReport:
   """Writes `saved_model/`, `model.onnx` (and more) under `output_dir`, checked.
 
   Args:
@@ -383,6 +388,9 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
       file is measured; needed with `int8_calibration`.
     max_int8_accuracy_drop: how far below the Keras model's test accuracy an
       INT8 model may fall; None: not checked (random-init models, timed only).
+    compact: export the physically smaller model of a channel-pruned one
+      (`deploy.compact`, checked against the masked model to 1e-5); every
+      later check and every file is of that model.
     check_batch_size: rows of the random input the float checks run.
     seed: seed of that input.
 
@@ -404,6 +412,13 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
     raise ValueError('INT8 export needs a test_set to check its accuracy (or '
                      'max_int8_accuracy_drop=None: not checked)')
   model = _strip(model)
+  masked_params = compact_diff = None
+  if compact:
+    masked_params = int(sum(w.numpy().size for w in model.trainable_weights))
+    try:
+      model, compact_diff = compact_lib.compact_model(model, check_batch_size, seed)
+    except compact_lib.CompactError as e:
+      raise ExportError(str(e)) from e
   if inputs_as_nchw:
     check_inputs_as_nchw(model)
   os.makedirs(output_dir, exist_ok=True)
@@ -467,4 +482,5 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
       total_params=int(sum(w.size for w in trainable)),
       nonzero_params=int(sum(np.count_nonzero(w) for w in trainable)),
       max_abs_diff=max_abs_diff, layers=layers, input_layout=layout, files=exported,
-      keras_test_accuracy=keras_accuracy, onnx_test_accuracy=onnx_accuracy)
+      keras_test_accuracy=keras_accuracy, onnx_test_accuracy=onnx_accuracy,
+      masked_params=masked_params, compact_max_abs_diff=compact_diff)

@@ -132,7 +132,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   message_prune_rate = compression.client_message_prune_rate
   quantize_threshold = compression.quantize_threshold
   model = model_fn()
-  layout = layout_lib.pruning_layout(model)
+  layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
   # The weights are masked below after every step, so the wrappers' own
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access

@@ -28,6 +28,7 @@ _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 
                      grasp=('GraSP', 'grasp'))
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
+SPARSITY_GRANULARITIES = ('weight', 'channel')
 QUANTIZERS = ('tff', 'sparse')
 QUANTIZATION_BITS = range(1, 17)  # What tff.aggregators' uniform quantization accepts.
 QUANTIZATION_THRESHOLD = 20000  # TFF's default: larger tensors are quantized.
@@ -202,6 +203,12 @@ class FedSparsifyConfig(FedAvgConfig):
     sparsity_placement: magnitude pruning: 'global' (one ranking over all
       prunable weights, the paper's), 'uniform' (each prunable tensor pruned
       to s_t) or 'compute' (per-layer sparsities minimising the multiply-adds).
+    sparsity_granularity: magnitude pruning: 'weight' (the paper's) or
+      'channel': the unit pruned is an output channel of a convolution or a
+      unit of a dense layer, ranked by its L2 norm, round(s_t * channels)
+      of them (the output layer's excepted); its bias and the following
+      BatchNormalization's gamma and beta are masked with it
+      (`layout.PruningLayout`). Placement 'global' or 'uniform'.
     seed: seed of random pruning.
     proximal_strength: FedProx's mu: the clients minimise their loss plus
       mu/2 ||w - w_t||^2, w_t the model they received (0: none).
@@ -218,6 +225,7 @@ class FedSparsifyConfig(FedAvgConfig):
   mask_aggregation: str = 'majority_vote'
   pruning_method: str = 'magnitude'
   sparsity_placement: str = 'global'
+  sparsity_granularity: str = 'weight'
   seed: int = 0
   proximal_strength: float = 0.0
   readjust_every: int = 50
@@ -240,6 +248,17 @@ class FedSparsifyConfig(FedAvgConfig):
     validation.check_choice('mask_aggregation', self.mask_aggregation, MASK_AGGREGATIONS)
     validation.check_choice('pruning_method', self.pruning_method, PRUNING_METHODS)
     validation.check_choice('sparsity_placement', self.sparsity_placement, SPARSITY_PLACEMENTS)
+    validation.check_choice('sparsity_granularity', self.sparsity_granularity,
+                            SPARSITY_GRANULARITIES)
+    if self.sparsity_granularity == 'channel':
+      if self.pruning_method != 'magnitude':
+        raise validation.ConfigError(
+            'sparsity_granularity', self.sparsity_granularity,
+            'must be weight for {} (--algorithm={})'.format(*_METHOD_NAMES[self.pruning_method]))
+      if self.sparsity_placement == 'compute':
+        raise validation.ConfigError(
+            'sparsity_placement', self.sparsity_placement,
+            'must be global or uniform with sparsity_granularity=channel')
     if self.pruning_method in AT_INITIALIZATION and self.schedule.sparsify_start_round != 0:
       raise validation.ConfigError(
           'sparsify_start_round', self.schedule.sparsify_start_round,

@@ -151,8 +151,9 @@ def build_weighted_fed_sparsify(
   default_client, default_server = client_and_server_optimizers(config)
   client_optimizer_fn = client_optimizer_fn or default_client
   server_optimizer_fn = server_optimizer_fn or default_server
-  layout = layout_lib.layout_from_model_fn(model_fn)
+  layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
   layout.check_placement(config.sparsity_placement)
+  layout.check_granularity()
   at_init = config.pruning_method in configs.AT_INITIALIZATION
   if at_init != (initial_masks is not None):
     raise ValueError(

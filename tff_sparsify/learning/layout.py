@@ -6,6 +6,13 @@ wrapper, a kernel among its trainable variables and a mask and a
 `pruning_step` among its non-trainable ones. `PruningLayout` records their
 indices, so that TFF computations, which see the weights as flat tuples,
 find the masks of the kernels they train, prune and send.
+
+With `granularity='channel'` the unit pruned is an output channel: the
+kernels' masks are channel masks (`masks.channel_masks`), and the tensors
+that belong to a kernel's output channels (its layer's bias; the gamma and
+beta of a BatchNormalization that follows it) are masked with the kernel's
+channel vector (`channel_links`), so that a pruned channel outputs exactly
+zero and `deploy.compact` can remove it.
 """
 
 import dataclasses
@@ -31,12 +38,23 @@ class PruningLayout:
     costs: multiply-adds per example of one weight, per prunable weight
       (`pruning.macs_per_weight`), or None where the Keras model's output
       shapes are not known; `compute` placement needs them.
+    granularity: 'weight' or 'channel' (what `placed_masks` prunes).
+    channel_links: (index in `trainable`, position in `prunable`) of each
+      tensor masked by that kernel's channel vector in channel granularity.
+    channel_frozen: positions in `prunable` of kernels whose channels are
+      never pruned: the model's output layer (its units are the outputs).
+    channel_unlinked: names of BatchNormalization layers that follow no
+      prunable kernel of their size (channel granularity refuses the model).
   """
   num_trainable: int
   prunable: tuple[int, ...]
   masks: tuple[int, ...]
   steps: tuple[int, ...]
   costs: Optional[tuple[float, ...]] = None
+  granularity: str = 'weight'
+  channel_links: tuple[tuple[int, int], ...] = ()
+  channel_frozen: tuple[int, ...] = ()
+  channel_unlinked: tuple[str, ...] = ()
 
   def check_placement(self, placement: str):
     """ValueError for a placement this model cannot take."""
@@ -45,16 +63,43 @@ class PruningLayout:
                        'output sizes (e.g. an InputLayer of fixed shape) to weigh its '
                        'layers, got one without')
 
+  def check_granularity(self):
+    """ValueError for a model channel granularity cannot prune."""
+    if self.granularity != 'channel':
+      return
+    if self.channel_unlinked:
+      raise ValueError("sparsity_granularity='channel' needs every BatchNormalization to "
+                       'follow a prunable layer with its number of channels; '
+                       f'{", ".join(self.channel_unlinked)} do not')
+    if len(self.channel_frozen) == len(self.prunable):
+      raise ValueError("sparsity_granularity='channel' needs a prunable layer before the "
+                       'output layer, got none')
+
   def placed_masks(self, trainable, sparsity, placement: str) -> list:
-    """`masks.placed_magnitude_masks` of the prunable weights in `trainable`."""
+    """Masks of the prunable weights in `trainable` at `sparsity`.
+
+    Weight granularity: `masks.placed_magnitude_masks`; channel:
+    `masks.channel_masks` (the output layer's channels frozen).
+    """
+    if self.granularity == 'channel':
+      return masks_lib.channel_masks(self.prunable_list(trainable), sparsity, placement,
+                                     frozen=self.channel_frozen)
     return masks_lib.placed_magnitude_masks(
         self.prunable_list(trainable), sparsity, placement, costs=self.costs)
 
   def masks_by_trainable(self, non_trainable) -> list:
-    """Per trainable tensor, its mask taken from `non_trainable`, or None."""
+    """Per trainable tensor, its mask taken from `non_trainable`, or None.
+
+    In channel granularity a linked tensor (bias, BatchNormalization gamma
+    and beta) gets its kernel's channel vector.
+    """
     by_index = dict(zip(self.prunable, self.masks))
-    return [non_trainable[by_index[i]] if i in by_index else None
-            for i in range(self.num_trainable)]
+    found = [non_trainable[by_index[i]] if i in by_index else None
+             for i in range(self.num_trainable)]
+    if self.granularity == 'channel':
+      for index, position in self.channel_links:
+        found[index] = masks_lib.channel_vector(non_trainable[self.masks[position]])
+    return found
 
   def mask_list(self, non_trainable) -> list:
     return [non_trainable[i] for i in self.masks]
@@ -63,7 +108,8 @@ class PruningLayout:
     return [trainable[i] for i in self.prunable]
 
 
-def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
+def pruning_layout(model: tff.learning.models.VariableModel,
+                   granularity: str = 'weight') -> PruningLayout:
   """Finds the tfmot wrappers' variables in a `from_keras_model` model.
 
   Raises:
@@ -84,12 +130,52 @@ def pruning_layout(model: tff.learning.models.VariableModel) -> PruningLayout:
         'prune_low_magnitude layer')
   trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
   non_trainable = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
+  links, frozen, unlinked = _channel_structure(keras_model, trainable)
   return PruningLayout(
       num_trainable=len(model.trainable_variables),
       prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
       masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
       steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers),
-      costs=_costs(keras_model))
+      costs=_costs(keras_model), granularity=granularity, channel_links=links,
+      channel_frozen=frozen, channel_unlinked=unlinked)
+
+
+def _channel_structure(keras_model, trainable_index):
+  """(channel_links, channel_frozen, channel_unlinked) of the model's top-level layers.
+
+  Walks the layers in order: a wrapper with one kernel links its layer's
+  bias to that kernel; a BatchNormalization links its gamma and beta to the
+  last such kernel if their channels agree (layers without weights, such as
+  pooling, dropout and activations, pass the channels through).
+  """
+  position = {w.ref(): p for p, w in enumerate(pruning.prunable_weights(keras_model))}
+  links, unlinked = [], []
+  last = None  # (position, channels) of the kernel whose channels flow here.
+  for layer in keras_model.layers:
+    kernels = []
+    if isinstance(layer, pruning.PruneLowMagnitude):  # tfmot wraps weightless layers too.
+      kernels = [w for w, _, _ in layer.pruning_vars]
+      layer = layer.layer
+    if kernels:
+      last = None
+      if len(kernels) == 1:
+        last = (position[kernels[0].ref()], int(kernels[0].shape[-1]))
+        bias = getattr(layer, 'bias', None)
+        if bias is not None and bias.ref() in trainable_index:
+          links.append((trainable_index[bias.ref()], last[0]))
+    elif isinstance(layer, tf.keras.layers.BatchNormalization):
+      tensors = [v for v in (layer.gamma, layer.beta) if v is not None]
+      if last is None or any(int(v.shape[-1]) != last[1] for v in tensors):
+        unlinked.append(layer.name)
+        continue
+      links.extend((trainable_index[v.ref()], last[0]) for v in tensors
+                   if v.ref() in trainable_index)
+    elif layer.weights or isinstance(layer, tf.keras.layers.Flatten):
+      last = None  # Weights we do not know, or channels no longer on the last axis.
+  frozen = ()
+  if keras_model.layers and isinstance(keras_model.layers[-1], pruning.PruneLowMagnitude):
+    frozen = tuple(position[w.ref()] for w, _, _ in keras_model.layers[-1].pruning_vars)
+  return tuple(links), frozen, tuple(unlinked)
 
 
 def _costs(keras_model) -> Optional[tuple[float, ...]]:
@@ -99,7 +185,7 @@ def _costs(keras_model) -> Optional[tuple[float, ...]]:
     return None
 
 
-def layout_from_model_fn(model_fn) -> PruningLayout:
+def layout_from_model_fn(model_fn, granularity: str = 'weight') -> PruningLayout:
   # A throwaway graph keeps the probe model's variables out of the default one.
   with tf.Graph().as_default():
-    return pruning_layout(model_fn())
+    return pruning_layout(model_fn(), granularity)

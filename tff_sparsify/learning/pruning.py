@@ -30,6 +30,7 @@ from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 
 # tfmot 0.7.5 does not export the wrapper class in its public API.
 _PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+PruneLowMagnitude = _PruneLowMagnitude
 
 
 class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):

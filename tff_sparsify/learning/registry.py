@@ -138,7 +138,8 @@ def _fed_sparsify(mode: str = 'global', pruning_method: str = 'magnitude',
         compression=_compression(values), schedule=schedule,
         mode=mode, pruning_method=pruning_method,
         **_optimizers(values),
-        **_pick(values, ('mask_aggregation', 'sparsity_placement', 'seed')))
+        **_pick(values, ('mask_aggregation', 'sparsity_placement', 'sparsity_granularity',
+                         'seed')))
   return from_flags
 
 
