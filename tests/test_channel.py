@@ -15,6 +15,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 
+from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+
+from tff_sparsify.binaries import export as export_binary
+from tff_sparsify.binaries import train
 from tff_sparsify.core import masks
 from tff_sparsify.deploy import compact
 from tff_sparsify.deploy import export
@@ -114,10 +118,11 @@ class ChannelProcessTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('global', 'local')
   def test_whole_channels_exact_counts_no_regrowth(self, mode):
-    schedule = configs.ScheduleConfig(0.6, 3)
+    # s_1 = 0.3 (S_0), s_2 = 0.6: two rounds show the counts and the nesting.
+    schedule = configs.ScheduleConfig(0.6, 2, initial_sparsity=0.3)
     process = fs.build(cnn_model_fn(), tff.learning.optimizers.build_sgdm(0.1),
                        schedule=schedule, mode=mode, sparsity_granularity='channel')
-    history = fs.run_rounds(process, fs.image_clients(), 3)
+    history = fs.run_rounds(process, fs.image_clients(), 2)
     layout = layout_lib.layout_from_model_fn(cnn_model_fn(), 'channel')
     channels = [6, 8, 12]  # The output layer's 10 are frozen.
     before = [set() for _ in channels]
@@ -230,18 +235,24 @@ class CompactTest(tf.test.TestCase):
 
 
 class ChannelBinaryTest(tf.test.TestCase):
+  """Through the binaries, in this process (their start-up is tested elsewhere)."""
+
+  @classmethod
+  def tearDownClass(cls):
+    tf_config.disable_op_determinism()  # The training binary turned it on.
+    super().tearDownClass()
 
   def test_train_channel_then_export_compact(self):
     root = self.create_tempdir().full_path
     data_dir = fixtures.write_fashion_mnist_like(os.path.join(root, 'data'))
-    code, _, err = fixtures.run_binary_process('train', [
+    code, _, err = fixtures.run_binary(train, [
         f'--data_dir={data_dir}', f'--root_output_dir={root}', '--experiment_name=ch',
         '--algorithm=fedsparsify_global', '--sparsity_granularity=channel',
         '--final_sparsity=0.5', '--total_rounds=2', '--num_clients=2',
         '--clients_per_round=2', '--client_epochs_per_round=1', '--noprogress'])
     self.assertEqual(code, 0, err)
     run_dir = os.path.join(root, 'results', 'ch')
-    code, stdout, err = fixtures.run_binary_process('export', [
+    code, stdout, err = fixtures.run_binary(export_binary, [
         f'--run_dir={run_dir}', '--compact'])
     self.assertEqual(code, 0, err)
     self.assertIn('exported:', stdout)
@@ -249,7 +260,7 @@ class ChannelBinaryTest(tf.test.TestCase):
       text = f.read()
     # FashionMNIST FC: 256 hidden units, round(0.5 * 256) = 128 pruned.
     self.assertRegex(text, r'compact model: \d+ parameters \(masked model: 118282\)')
-    code, _, err = fixtures.run_binary_process('train', [
+    code, _, err = fixtures.run_binary(train, [
         f'--data_dir={data_dir}', f'--root_output_dir={root}', '--experiment_name=bad',
         '--algorithm=random_pruning', '--sparsity_granularity=channel'])
     self.assertNotEqual(code, 0)

@@ -277,9 +277,9 @@ class ExportFormatsBinaryTest(tf.test.TestCase):
         (['--int8', '--calibration_examples=0'], '--calibration_examples=0: must be >= 1'),
         (['--int8', '--max_int8_accuracy_drop=2'], '--max_int8_accuracy_drop=2.0: must be in'),
     ]
-    for extra, pattern in cases:
-      code, _, err = fixtures.run_binary_process(
-          'export', [f'--run_dir={self.run_dir}', f'--output_dir={keras_only}/e'] + extra)
+    for extra, pattern in cases:  # In this process; the last case as a user meets it.
+      code, _, err = fixtures.run_binary(
+          export_binary, [f'--run_dir={self.run_dir}', f'--output_dir={keras_only}/e'] + extra)
       self.assertEqual(code, flag_utils.USAGE_EXIT_CODE, err)
       self.assertRegex(err, pattern)
       self.assertLen(err.strip().splitlines(), 1, err)

@@ -85,33 +85,6 @@ def _assert_equal_weights(test, a, b):
     np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason='limiting namespaces needs root')
-class IsolationPlatformsTest(tf.test.TestCase):
-  """A platform where no network namespace can be made: one line, refused."""
-
-  def test_no_namespace_is_one_line_and_a_refusal(self):
-    # A user namespace that may make no more (max_user_namespaces=0), and a
-    # process in it without capabilities (uid 0 made ordinary by securebits):
-    # neither unshare works, as on a platform without namespaces.
-    out = self.create_tempdir().full_path
-    data_dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
-    argv = ' '.join(_argv(data_dir, out))
-    script = ('echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv '
-              '--securebits=+noroot,+noroot_locked --bounding-set=-all --inh-caps=-all '
-              f'{sys.executable} -m binaries.train {argv}')
-    result = subprocess.run(
-        ['unshare', '--user', '--map-root-user', 'sh', '-c', script],
-        cwd=fixtures.REPO, env=fixtures.subprocess_env(), capture_output=True,
-        text=True, timeout=300)
-    self.assertEqual(result.returncode, 1, result.stderr)
-    self.assertRegex(
-        result.stderr.strip(),
-        r'^train.py: error: cannot make a private network namespace .*: a local '
-        r'worker cannot be isolated here; pass --allow_unisolated_workers to run '
-        r'it anyway \(its TCP port then open on this machine\)$')
-    self.assertFalse(os.path.exists(os.path.join(out, 'checkpoints', 'exp', 'program_state_1')))
-
-
 def _sh(*args):
   subprocess.run(args, check=True, capture_output=True)
 
