@@ -57,7 +57,7 @@ def main():
     _run('train', dict(TRAIN_FLAGS, **flags, total_rounds=args.rounds, root_output_dir=out,
                        experiment_name=name))
     results = os.path.join(out, 'results', name)
-    _run('export', dict(run_dir=results))
+    _run('export', dict(run_dir=results, formats='onnx,tflite', int8=True))
     with open(os.path.join(results, 'summary.json')) as f:
       summary = json.load(f)
     with open(os.path.join(results, 'export', 'export_report.json')) as f:
@@ -91,7 +91,10 @@ def main():
   print(f'- ONNX file: {sparse["report"]["onnx_bytes"]:,} bytes '
         f'({sparse["report"]["onnx_gzip_bytes"]:,} gzipped) against FedAvg\'s '
         f'{dense["report"]["onnx_bytes"]:,} ({dense["report"]["onnx_gzip_bytes"]:,} gzipped)')
-  for runtime in ('deepsparse', 'onnxruntime', 'tensorflow'):
+  for f in sparse['report']['files']:
+    print(f'- {os.path.basename(f["path"])}: {f["bytes"]:,} bytes ({f["gzip_bytes"]:,} gzipped), '
+          f'test accuracy {f["test_accuracy"]:.4f}')
+  for runtime in ('deepsparse', 'onnxruntime', 'tflite', 'tensorflow'):
     a, b = speed.get((sparse['onnx'], runtime)), speed.get((dense['onnx'], runtime))
     if a and b:
       print(f'- {runtime}: {a:,.0f} items/s sparse, {b:,.0f} dense: {a / b:.2f}x '
