@@ -86,10 +86,7 @@ class ChannelMasksTest(tf.test.TestCase):
   def test_layout_links_biases_and_batch_norm(self):
     layout = layout_lib.layout_from_model_fn(cnn_model_fn(), 'channel')
     with tf.Graph().as_default():
-      keras_model = cnn()
-      model = cnn_model_fn()()
-      names = [v.name for v in model.trainable_variables]
-    del keras_model
+      names = [v.name for v in cnn_model_fn()().trainable_variables]
     linked = {names[t].split('/')[-1].split(':')[0]: p for t, p in layout.channel_links}
     self.assertEqual(sorted(linked), ['beta', 'bias', 'gamma'])  # Names collapse to kinds.
     by_kernel = {}
@@ -180,7 +177,7 @@ def _channel_pruned_cnn(sparsity=0.5):
   pruning.set_masks(model, found)
   pruning.apply_wrapper_masks(model)
   stripped = tfmot.sparsity.keras.strip_pruning(model)
-  conv, bn = stripped.layers[1], stripped.layers[3]
+  bn = stripped.layers[3]
   vector = masks.channel_vector(found[0]).numpy()
   for layer in stripped.layers:
     if hasattr(layer, 'kernel'):
@@ -189,7 +186,6 @@ def _channel_pruned_cnn(sparsity=0.5):
   bn.moving_mean.assign(np.linspace(0.1, 0.6, 6).astype(np.float32))
   bn.gamma.assign(bn.gamma.numpy() * vector)
   bn.beta.assign((bn.beta.numpy() + 0.3) * vector)
-  del conv
   return stripped, found
 
 

@@ -173,9 +173,9 @@ def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'glob
   is an output channel, scored by its root mean square (its L2 norm,
   `channel_norms`, over the square root of its number of weights), the
   channel analogue of |w|, so that channels of layers with different fan-in
-  compare as single weights do in weight pruning (by the plain L2 norm, the
-  small-fan-in first convolution loses every channel first: measured on the
-  test CNN). A channel mask is a weight mask whose pruned channels are whole
+  compare as single weights do in weight pruning (by the plain L2 norm, a
+  small-fan-in first convolution has the smallest norms and loses its
+  channels first). A channel mask is a weight mask whose pruned channels are whole
   zero slices. `global`: one ranking over the channels of all tensors not
   in `frozen`; `uniform`: each such tensor loses round(sparsity * its
   channels). The strongest channel of each tensor is never pruned (a layer

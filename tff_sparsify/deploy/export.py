@@ -283,6 +283,13 @@ def _match_initializers(kernels, onnx_model) -> list:
   return layers
 
 
+def _random_check(model: tf.keras.Model, check_batch_size: int, seed: int):
+  """(uniform random inputs of the model's shape, Keras' outputs on them)."""
+  shape = (check_batch_size,) + tuple(model.input_shape[1:])
+  inputs = np.random.default_rng(seed).random(shape, np.float32)
+  return inputs, model(inputs, training=False).numpy()
+
+
 def check_onnx(model: tf.keras.Model, onnx_path: str, *, inputs_as_nchw: bool = False,
                check_batch_size: int = 8, seed: int = 0) -> tuple[float, list[LayerSparsity]]:
   """Checks an ONNX export of `model`: same outputs, same zeros.
@@ -296,9 +303,7 @@ def check_onnx(model: tf.keras.Model, onnx_path: str, *, inputs_as_nchw: bool = 
   """
   import onnxruntime as ort  # pylint: disable=g-import-not-at-top
 
-  input_shape = tuple(model.input_shape[1:])
-  inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
-  expected = model(inputs, training=False).numpy()
+  inputs, expected = _random_check(model, check_batch_size, seed)
   session = ort.InferenceSession(onnx_path, providers=['CPUExecutionProvider'])
   onnx_inputs = layouts.to_nchw(inputs) if inputs_as_nchw else inputs
   found = session.run(None, {session.get_inputs()[0].name: onnx_inputs})[0]
@@ -340,9 +345,7 @@ def _file_sizes(path: str) -> tuple[int, int]:
 def check_tflite(model: tf.keras.Model, path: str, *, check_batch_size: int = 8,
                  seed: int = 0) -> float:
   """Max |TFLite - Keras| on random inputs; ExportError above `MAX_ABS_DIFF`."""
-  input_shape = tuple(model.input_shape[1:])
-  inputs = np.random.default_rng(seed).random((check_batch_size,) + input_shape, np.float32)
-  expected = model(inputs, training=False).numpy()
+  inputs, expected = _random_check(model, check_batch_size, seed)
   max_abs_diff = float(np.max(np.abs(tflite.Model(path)(inputs) - expected)))
   if not max_abs_diff <= MAX_ABS_DIFF:
     raise ExportError(f'TFLite outputs differ from Keras by {max_abs_diff:.3g} '

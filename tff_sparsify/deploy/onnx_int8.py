@@ -21,7 +21,6 @@ path, and the written model is checked by running it.
 
 import os
 import tempfile
-from typing import Optional
 
 import numpy as np
 import onnx
@@ -47,7 +46,7 @@ def precision(onnx_model) -> str:
 
 
 def quantize(onnx_path: str, output_path: str, calibration: np.ndarray,
-             batch_size: Optional[int] = 32):
+             batch_size: int = 32):
   """Writes the static INT8 QDQ model of the float ONNX model at `onnx_path`.
 
   Args:

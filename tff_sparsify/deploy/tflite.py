@@ -88,11 +88,6 @@ class Model:
       self._input = self._interpreter.get_input_details()[0]
       self._output = self._interpreter.get_output_details()[0]
 
-  @property
-  def input_dtype(self):
-    self._resize(self._batch_size or 1)
-    return self._input['dtype']
-
   def __call__(self, batch: np.ndarray) -> np.ndarray:
     self._resize(len(batch))
     if self._input['dtype'] == np.int8:
