@@ -243,23 +243,16 @@ def main(argv):
           if (runtime == 'deepsparse' and precision == 'float32' and _PROFILE.value
               and not isinstance(run, str)):
             profiled.append((prefix, onnx_path, onnx_batch))
-    # Repeats go round all models in turn, so that the machine's slow spells
-    # fall on all of them alike; each row is the repeat of median throughput.
-    repeats = [[] for _ in timed]
-    for repeat in range(_REPEATS.value):
-      for (prefix, _, run, batch), found in zip(timed, repeats):
-        if isinstance(run, str):
-          found.append(inference.Timing(runtime=prefix['runtime'], batch_size=batch_size,
-                                        unavailable=run))
-          continue
-        found.append(inference.time_runner(
-            run, batch, budget_seconds=_BUDGET.value,
-            warmup_seconds=_WARMUP.value if repeat == 0 else 0.0, runtime=prefix['runtime']))
-        print(f'{dataset} repeat {repeat}: {dict(prefix)}: '
-              f'{found[-1].ms_median:.3f} ms/batch', flush=True)
+    # Repeats go round all models in turn (`inference.time_in_turn`); each
+    # row is the repeat of median throughput.
+    log = lambda repeat, i, t: print(f'{dataset} repeat {repeat}: {dict(timed[i][0])}: '
+                                     f'{t.ms_median:.3f} ms/batch', flush=True)
+    repeats = inference.time_in_turn(
+        [(prefix['runtime'], run, batch) for prefix, _, run, batch in timed],
+        repeats=_REPEATS.value, budget_seconds=_BUDGET.value,
+        warmup_seconds=_WARMUP.value, log=log)
     for (prefix, accuracy, _, _), found in zip(timed, repeats):
-      ordered = sorted(found, key=lambda t: -t.items_per_second if not t.unavailable else 0)
-      t = ordered[len(ordered) // 2]
+      t = inference.median_timing(found)
       rows.append(collections.OrderedDict(
           prefix, ms_per_batch_mean=t.ms_mean, ms_per_batch_median=t.ms_median,
           ms_p90=t.ms_p90, ms_p99=t.ms_p99, iterations=t.iterations,

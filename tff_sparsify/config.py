@@ -23,6 +23,10 @@ from tff_sparsify.learning import registry
 from tff_sparsify.simulation import worker
 
 DATASETS = ('fashion_mnist', 'cifar10')
+# `learning.models`: 'paper' is the paper's model of the dataset; 'small_cnn'
+# a small CNN of ours for FashionMNIST (pure Python here: no TensorFlow).
+MODELS = ('paper', 'small_cnn')
+MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',)}
 PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
 NUM_CLASSES = 10
 DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
@@ -52,6 +56,7 @@ class TrainConfig:
   """
   # Data.
   dataset: str = 'fashion_mnist'
+  model: str = 'paper'
   data_dir: Optional[str] = None
   partition: str = 'non_iid'
   classes_per_client: int = 2
@@ -92,6 +97,10 @@ class TrainConfig:
 
   def __post_init__(self):
     validation.check_choice('dataset', self.dataset, DATASETS)
+    validation.check_choice('model', self.model, MODELS)
+    if self.dataset not in MODEL_DATASETS[self.model]:
+      raise ConfigError('model', self.model, f'is a model for {", ".join(MODEL_DATASETS[self.model])} '
+                        f'only; --dataset={self.dataset} takes --model=paper')
     validation.check_choice('partition', self.partition, PARTITIONS)
     validation.check_choice('algorithm', self.algorithm, registry.names())
     for name in ('num_clients', 'clients_per_round', 'total_rounds',
@@ -125,8 +134,9 @@ class TrainConfig:
 
   @property
   def experiment(self) -> str:
-    """The run's directory name: `experiment_name` or `{algorithm}_{dataset}_{partition}`."""
-    return self.experiment_name or f'{self.algorithm}_{self.dataset}_{self.partition}'
+    """The run's directory name: `experiment_name` or `{algorithm}_{dataset}[_{model}]_{partition}`."""
+    model = '' if self.model == 'paper' else f'_{self.model}'
+    return self.experiment_name or f'{self.algorithm}_{self.dataset}{model}_{self.partition}'
 
   @property
   def prunes(self) -> bool:

@@ -35,6 +35,11 @@ from tff_sparsify.simulation import run_record
 
 _DATASET = flags.DEFINE_enum(
     'dataset', 'fashion_mnist', list(config_lib.DATASETS), 'Dataset.')
+_MODEL = flags.DEFINE_enum(
+    'model', 'paper', list(config_lib.MODELS),
+    'paper: the paper\'s model of --dataset (FashionMNIST: 2-layer fully connected; '
+    'CIFAR-10: 6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only '
+    '(241,930 parameters, see learning/models.py), not in the paper.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the four FashionMNIST IDX .gz files (default: '

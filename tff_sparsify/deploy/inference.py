@@ -206,8 +206,13 @@ def runtimes_for(onnx_path: str, saved_model_dir: Optional[str], runtimes=RUNTIM
   return found
 
 
+def model_format(runtime: str) -> str:
+  """The file `runtime` runs: 'onnx', 'tflite' or 'saved_model'."""
+  return _REGISTRY[runtime].model_format
+
+
 def takes_onnx(runtime: str) -> bool:
-  return _REGISTRY[runtime].model_format == 'onnx'
+  return model_format(runtime) == 'onnx'
 
 
 def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
@@ -237,6 +242,40 @@ def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
       ms_mean=float(ms.mean()), ms_median=float(statistics.median(ms)),
       ms_p90=float(np.percentile(ms, 90)), ms_p99=float(np.percentile(ms, 99)),
       items_per_second=len(batch) * len(latencies) / seconds)
+
+
+def time_in_turn(cases, *, repeats: int, budget_seconds: float, warmup_seconds: float,
+                 log: Optional[Callable[[int, int, Timing], None]] = None) -> list:
+  """Times every case `repeats` times, going round all cases in turn.
+
+  The machine's slow spells then fall on all cases alike; only the first
+  repeat warms up. `cases` are `(runtime, runner or the one-line reason it
+  cannot run, batch)`; `log(repeat, case index, timing)` is called after each.
+
+  Returns:
+    for each case, its `repeats` Timings (unavailable ones say why).
+  """
+  if repeats < 1:
+    raise ValueError(f'repeats must be >= 1, got {repeats}')
+  found = [[] for _ in cases]
+  for repeat in range(repeats):
+    for i, (runtime, run, batch) in enumerate(cases):
+      if isinstance(run, str):
+        timing = Timing(runtime=runtime, batch_size=len(batch), unavailable=run)
+      else:
+        timing = time_runner(run, batch, budget_seconds=budget_seconds,
+                             warmup_seconds=warmup_seconds if repeat == 0 else 0.0,
+                             runtime=runtime)
+      found[i].append(timing)
+      if log:
+        log(repeat, i, timing)
+  return found
+
+
+def median_timing(timings: list) -> Timing:
+  """The repeat of median throughput (of an odd count; the upper middle otherwise)."""
+  ordered = sorted(timings, key=lambda t: -t.items_per_second if not t.unavailable else 0)
+  return ordered[len(ordered) // 2]
 
 
 def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int = 0):

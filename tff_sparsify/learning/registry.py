@@ -214,11 +214,11 @@ def build_from_config(train_config, client_data=None, *, structure_only: bool = 
   algorithm = get(train_config.algorithm)
   prunable = uses_prunable_model(config)
   model_fn = models.build_model_fn(train_config.dataset, seed=train_config.seed,
-                                   prunable=prunable)
+                                   prunable=prunable, model=train_config.model)
 
   def keras_model_fn():
     return models.create_keras_model(train_config.dataset, train_config.seed,
-                                     prunable=prunable)
+                                     prunable=prunable, model=train_config.model)
 
   components = {}
   if algorithm.scores_at_init:
