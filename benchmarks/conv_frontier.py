@@ -162,7 +162,7 @@ def _write(rows, stem: str):
           f' --runtimes={",".join(_RUNTIMES.value)}' if _RUNTIMES.value else '') + '`; '
       f'{platform.machine()}, {os.cpu_count()} CPUs.', '',
       'Model: FashionMNIST small CNN (ours, not the paper\'s; `--model=small_cnn`, '
-      '241,930 parameters). Training: 10 IID clients, all every round, '
+      '241,546 parameters). Training: 10 IID clients, all every round, '
       f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.02, seed 1990; FedSparsify-Global '
       'at weight granularity (global placement) or channel granularity (uniform placement, '
       'exported `--compact`). `test_accuracy` is the timed file\'s on the 10,000 test '

@@ -39,7 +39,7 @@ _MODEL = flags.DEFINE_enum(
     'model', 'paper', list(config_lib.MODELS),
     'paper: the paper\'s model of --dataset (FashionMNIST: 2-layer fully connected; '
     'CIFAR-10: 6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only '
-    '(241,930 parameters, see learning/models.py), not in the paper.')
+    '(241,546 parameters, see learning/models.py), not in the paper.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the four FashionMNIST IDX .gz files (default: '
