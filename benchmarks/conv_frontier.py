@@ -41,7 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
 TRAIN_FLAGS = dict(dataset='fashion_mnist', model='small_cnn', partition='iid',
                    num_clients=10, clients_per_round=10, client_epochs_per_round=1,
-                   client_batch_size=32, client_learning_rate=0.02, seed=1990,
+                   client_batch_size=32, client_learning_rate=0.05, seed=1990,
                    progress='false')
 # name -> (granularity, sparsity, extra training flags), in the order trained.
 RUNS = collections.OrderedDict([
@@ -163,7 +163,7 @@ def _write(rows, stem: str):
       f'{platform.machine()}, {os.cpu_count()} CPUs.', '',
       'Model: FashionMNIST small CNN (ours, not the paper\'s; `--model=small_cnn`, '
       '241,546 parameters). Training: 10 IID clients, all every round, '
-      f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.02, seed 1990; FedSparsify-Global '
+      f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.05, seed 1990; FedSparsify-Global '
       'at weight granularity (global placement) or channel granularity (uniform placement, '
       'exported `--compact`). `test_accuracy` is the timed file\'s on the 10,000 test '
       'images (ONNX files measured with ONNX Runtime, so DeepSparse rows repeat it); '

@@ -2,7 +2,8 @@
 
 Trains FedSparsify-Global to S_T = 0.9 and FedAvg for the same rounds on
 FashionMNIST (10 clients, 2 classes each), exports both final models
-(SavedModel, ONNX), times them on the runtimes present, and prints a short
+(SavedModel, ONNX and TFLite, float32 and INT8), times every file on the
+runtimes present, and prints a short
 summary: accuracy, sparsity and bytes exchanged against FedAvg, file sizes,
 speed-ups, and where the outputs are. Everything goes through the binaries
 (`python -m binaries.train|export|benchmark_inference`), as a user runs them;
@@ -64,9 +65,11 @@ def main():
       report = json.load(f)
     found[name] = dict(summary=summary, report=report,
                        metrics=_last_row(os.path.join(results, 'metrics.csv')),
-                       onnx=os.path.join(results, 'export', 'model.onnx'))
+                       onnx=os.path.join(results, 'export', 'model.onnx'),
+                       onnx_int8=os.path.join(results, 'export', 'model_int8.onnx'))
   timings = os.path.join(out, 'timings')
-  _run('benchmark_inference', dict(onnx=','.join(r['onnx'] for r in found.values()),
+  paths = [r[key] for key in ('onnx', 'onnx_int8') for r in found.values()]
+  _run('benchmark_inference', dict(onnx=','.join(paths),
                                    budget_seconds=args.budget_seconds, warmup_seconds=1,
                                    output=timings))
   with open(timings + '.json') as f:
@@ -94,13 +97,21 @@ def main():
   for f in sparse['report']['files']:
     print(f'- {os.path.basename(f["path"])}: {f["bytes"]:,} bytes ({f["gzip_bytes"]:,} gzipped), '
           f'test accuracy {f["test_accuracy"]:.4f}')
+  print(f'- throughput, {args.budget_seconds:g} s each, one run (noisy; '
+        '`benchmarks.inference_table` repeats them), against the dense float32 FedAvg model '
+        'on the same runtime:')
   for runtime in ('deepsparse', 'onnxruntime', 'tflite', 'tensorflow'):
-    a, b = speed.get((sparse['onnx'], runtime)), speed.get((dense['onnx'], runtime))
-    if a and b:
-      print(f'- {runtime}: {a:,.0f} items/s sparse, {b:,.0f} dense: {a / b:.2f}x '
-            f'({args.budget_seconds:g} s each, one run: noisy)')
-    else:
-      print(f'- {runtime}: not available here')
+    b = speed.get((dense['onnx'], runtime))
+    if not b:
+      print(f'  - {runtime}: not available here')
+      continue
+    shown = [f'{b:,.0f} items/s dense']
+    for label, key, run in (('sparse', 'onnx', sparse), ('INT8 dense', 'onnx_int8', dense),
+                            ('INT8 sparse', 'onnx_int8', sparse)):
+      a = speed.get((run[key], runtime))
+      if a:
+        shown.append(f'{label} {a / b:.2f}x')
+    print(f'  - {runtime}: ' + ', '.join(shown))
   print(f'- outputs: {out}/results/<run>/ (metrics.csv, summary.json, final_model.keras, '
         f'export/), {timings}.md')
 

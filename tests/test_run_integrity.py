@@ -133,6 +133,9 @@ class TrainBadFlagsTest(_BinaryCase):
       ('data_dir_empty', dict(data_dir=''), r"--data_dir='': is not a directory"),
       # Not one of the choices.
       ('dataset', dict(dataset='mnist'), r'flag --dataset=mnist: value should be one of'),
+      ('model', dict(model='resnet'), r'flag --model=resnet: value should be one of'),
+      ('model_dataset', dict(dataset='cifar10', model='small_cnn'),
+       r"--model='small_cnn': is a model for fashion_mnist only; --dataset=cifar10 takes --model=paper"),
       ('partition', dict(partition='shards2'), r'flag --partition=shards2: value should be one of'),
       ('algorithm', dict(algorithm='fedavg2'), r'flag --algorithm=fedavg2: value should be one of'),
       ('quantizer', dict(quantizer='dense'), r'flag --quantizer=dense: value should be one of'),
