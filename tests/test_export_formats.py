@@ -150,6 +150,31 @@ class ExportFormatsTest(tf.test.TestCase):
       self.assertTrue(any(np.sum(q == 0) >= np.sum(kernel == 0) for q in candidates))
       self.assertEqual(candidates[0].dtype, np.int8)
 
+  def test_quantizer_variants(self):
+    """QOperator writes QLinear ops; uint8 activations get uint8 zero points; all run."""
+    source = os.path.join(self.out, 'model.onnx')
+    found = {}
+    for quant_format, activation_type in (('qdq', 'uint8'), ('qoperator', 'uint8')):
+      path = os.path.join(self.create_tempdir().full_path, 'q.onnx')
+      onnx_int8.quantize(source, path, self.calibration, quant_format=quant_format,
+                         activation_type=activation_type)
+      model = onnx.load(path)
+      found[quant_format] = {n.op_type for n in model.graph.node}
+      arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+      input_zero_point = next(arrays[n.input[2]] for n in model.graph.node
+                              if n.op_type == 'QuantizeLinear')
+      self.assertEqual(input_zero_point.dtype, np.uint8)
+      logits = ort.InferenceSession(path, providers=['CPUExecutionProvider']).run(
+          None, {model.graph.input[0].name: self.calibration[:4]})[0]
+      self.assertEqual(logits.shape, (4, 10))
+    self.assertIn('DequantizeLinear', found['qdq'])
+    self.assertNotIn('QLinearMatMul', found['qdq'])
+    self.assertTrue(found['qoperator'] & {'QLinearMatMul', 'QGemm'}, found['qoperator'])
+    with self.assertRaisesRegex(ValueError, "activation_type must be one of .* got 'int4'"):
+      onnx_int8.quantize(source, path, self.calibration, activation_type='int4')
+    with self.assertRaisesRegex(ValueError, "quant_format must be one of .* got 'qlinear'"):
+      onnx_int8.quantize(source, path, self.calibration, quant_format='qlinear')
+
   def test_bad_calibration_fails_the_accuracy_check_and_writes_nothing(self):
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(export.ExportError,

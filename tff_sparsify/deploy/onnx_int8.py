@@ -45,8 +45,13 @@ def precision(onnx_model) -> str:
   return props.get(PRECISION_KEY, 'float32')
 
 
+ACTIVATION_TYPES = ('int8', 'uint8')
+QUANT_FORMATS = ('qdq', 'qoperator')
+
+
 def quantize(onnx_path: str, output_path: str, calibration: np.ndarray,
-             batch_size: int = 32):
+             batch_size: int = 32, *, activation_type: str = 'int8',
+             quant_format: str = 'qdq', per_channel: bool = False):
   """Writes the static INT8 QDQ model of the float ONNX model at `onnx_path`.
 
   Args:
@@ -56,7 +61,16 @@ def quantize(onnx_path: str, output_path: str, calibration: np.ndarray,
     output_path: where the INT8 model goes.
     calibration: channels-last float32 inputs (the Keras layout).
     batch_size: calibration batch size.
+    activation_type: 'int8' (the default) or 'uint8' activations; the
+      weights are always symmetric int8.
+    quant_format: 'qdq' (QuantizeLinear/DequantizeLinear pairs, the default)
+      or 'qoperator' (QLinearConv, QLinearMatMul, ...).
+    per_channel: per-channel weight scales (default: per-tensor).
   """
+  if activation_type not in ACTIVATION_TYPES:
+    raise ValueError(f'activation_type must be one of {ACTIVATION_TYPES}, got {activation_type!r}')
+  if quant_format not in QUANT_FORMATS:
+    raise ValueError(f'quant_format must be one of {QUANT_FORMATS}, got {quant_format!r}')
   quantization = _quantization()
   model = onnx.load(onnx_path)
   layout = layouts.input_layout(model)
@@ -78,9 +92,12 @@ def quantize(onnx_path: str, output_path: str, calibration: np.ndarray,
     prepared = os.path.join(scratch, 'prepared.onnx')
     quantization.quant_pre_process(onnx_path, prepared)
     quantization.quantize_static(
-        prepared, output_path, _Reader(), quant_format=quantization.QuantFormat.QDQ,
-        activation_type=quantization.QuantType.QInt8,
-        weight_type=quantization.QuantType.QInt8, per_channel=False)
+        prepared, output_path, _Reader(),
+        quant_format=(quantization.QuantFormat.QDQ if quant_format == 'qdq'
+                      else quantization.QuantFormat.QOperator),
+        activation_type=(quantization.QuantType.QInt8 if activation_type == 'int8'
+                         else quantization.QuantType.QUInt8),
+        weight_type=quantization.QuantType.QInt8, per_channel=per_channel)
   quantized = onnx.load(output_path)
   onnx.helper.set_model_props(
       quantized, {layouts.LAYOUT_KEY: layout, PRECISION_KEY: 'int8'})
