@@ -138,7 +138,7 @@ def _cases(name: str, results: str, runtimes, batch):
           test_accuracy=accuracy.get((file_format, precision)),
           keras_test_accuracy=report['keras_test_accuracy'],
           params=report['total_params'], nonzero_params=report['nonzero_params'],
-          kernel_sparsity=summary['sparsity'])
+          kernel_sparsity=summary.get('sparsity', 0.0))
       found.append((prefix, (runtime, run, batch)))
   return found
 
