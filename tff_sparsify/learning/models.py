@@ -48,16 +48,21 @@ def fashion_mnist_fc(seed: int = 0) -> tf.keras.Model:
   ], name='fashion_mnist_fc')
 
 
-def cifar10_cnn(seed: int = 0) -> tf.keras.Model:
-  layers = tf.keras.layers
-  init = tf.keras.initializers.GlorotUniform
+def _seeded_layers(seed: int):
+  """(conv(filters): a 3x3 same-padded relu Conv2D, init(): an initializer), seeded in turn."""
   counter = iter(range(seed, seed + 100))
+  init = lambda: tf.keras.initializers.GlorotUniform(next(counter))
 
   def conv(filters):
-    return layers.Conv2D(
-        filters, 3, padding='same', activation='relu',
-        kernel_initializer=init(next(counter)),
-    )
+    return tf.keras.layers.Conv2D(filters, 3, padding='same', activation='relu',
+                                  kernel_initializer=init())
+
+  return conv, init
+
+
+def cifar10_cnn(seed: int = 0) -> tf.keras.Model:
+  layers = tf.keras.layers
+  conv, init = _seeded_layers(seed)
 
   return tf.keras.Sequential([
       layers.InputLayer(input_shape=INPUT_SHAPES['cifar10']),
@@ -65,22 +70,15 @@ def cifar10_cnn(seed: int = 0) -> tf.keras.Model:
       conv(128), conv(128), layers.MaxPool2D(), layers.BatchNormalization(),
       conv(128), conv(128), layers.MaxPool2D(),
       layers.Flatten(),
-      layers.Dense(512, activation='relu', kernel_initializer=init(next(counter))),
+      layers.Dense(512, activation='relu', kernel_initializer=init()),
       layers.Dropout(0.2, seed=seed),
-      layers.Dense(10, kernel_initializer=init(next(counter))),
+      layers.Dense(10, kernel_initializer=init()),
   ], name='cifar10_cnn')
 
 
 def fashion_mnist_small_cnn(seed: int = 0) -> tf.keras.Model:
   layers = tf.keras.layers
-  init = tf.keras.initializers.GlorotUniform
-  counter = iter(range(seed, seed + 100))
-
-  def conv(filters):
-    return layers.Conv2D(
-        filters, 3, padding='same', activation='relu',
-        kernel_initializer=init(next(counter)),
-    )
+  conv, init = _seeded_layers(seed)
 
   return tf.keras.Sequential([
       layers.InputLayer(input_shape=INPUT_SHAPES['fashion_mnist']),
@@ -89,9 +87,9 @@ def fashion_mnist_small_cnn(seed: int = 0) -> tf.keras.Model:
       conv(64), layers.MaxPool2D(),
       conv(128), layers.MaxPool2D(),
       layers.Flatten(),
-      layers.Dense(128, activation='relu', kernel_initializer=init(next(counter))),
+      layers.Dense(128, activation='relu', kernel_initializer=init()),
       layers.Dropout(0.2, seed=seed),
-      layers.Dense(10, kernel_initializer=init(next(counter))),
+      layers.Dense(10, kernel_initializer=init()),
   ], name='fashion_mnist_small_cnn')
 
 
