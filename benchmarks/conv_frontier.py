@@ -96,6 +96,18 @@ def _train_and_export(name: str) -> str:
   model = os.path.join(results, 'final_model.keras')
   if not os.path.exists(model):
     _binary('train', values)
+  else:  # Finished: reused only if it is the run asked for (the binary's own check).
+    from tff_sparsify import config as config_lib  # pylint: disable=g-import-not-at-top
+    wanted = config_lib.TrainConfig(**{k: (v == 'true' if v in ('true', 'false') else v)
+                                       for k, v in values.items()})
+    saved = config_lib.load_dict(os.path.join(results, 'config.json'))
+    found = config_lib.differences(saved, wanted)
+    if not found and saved['total_rounds'] != wanted.total_rounds:
+      _binary('train', values)  # A baseline given more rounds trains on.
+    elif found:
+      sys.exit(f'conv_frontier: run {name} in {_WORK_DIR.value} was trained with other '
+               'flags (' + ', '.join(f'--{k}: {a} there, {b} now' for k, a, b in found) +
+               '); use another --work_dir')
   report = os.path.join(results, 'export', 'export_report.json')
   if not os.path.exists(report) or os.path.getmtime(report) < os.path.getmtime(model):
     _binary('export', dict(run_dir=results, formats='onnx,tflite', int8='true',
