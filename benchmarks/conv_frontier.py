@@ -245,8 +245,14 @@ def main(argv):
     raise app.UsageError(f'--runs: unknown {unknown}; allowed: {", ".join(RUNS)}')
   if _ROUNDS.value < 2:
     raise app.UsageError(f'--rounds must be >= 2, got {_ROUNDS.value}')
-  if _REPEATS.value < 1 or _BATCH_SIZE.value < 1:
-    raise app.UsageError('--repeats and --batch_size must be >= 1')
+  if _BATCH_SIZE.value < 1:
+    raise app.UsageError('--batch_size must be >= 1')
+  # pylint: disable=g-import-not-at-top  (light: no TensorFlow)
+  from tff_sparsify.binaries import flag_utils
+  from tff_sparsify.deploy import configs
+  # pylint: enable=g-import-not-at-top
+  # --batch_size is the training batch; the timed batches are the paper's.
+  timing = flag_utils.config_from_flags(configs.TimingConfig, batch_size=None)
   names = ['fedavg'] + [r for r in _RUNS.value if r != 'fedavg']
   results = {name: _train_and_export(name) for name in names}
   if _SKIP_TIMING.value:
@@ -264,9 +270,7 @@ def main(argv):
       f'repeat {repeat}: {cases[i][0]["run"]} {cases[i][0]["precision"]} '
       f'{cases[i][0]["runtime"]}: ' + (t.unavailable or f'{t.items_per_second:,.0f} items/s'),
       flush=True)
-  timings = inference.time_in_turn([c for _, c in cases], repeats=_REPEATS.value,
-                                   budget_seconds=_BUDGET.value,
-                                   warmup_seconds=_WARMUP.value, log=log)
+  timings = inference.time_in_turn([c for _, c in cases], timing, log=log)
   rows = []
   for (prefix, _), found in zip(cases, timings):
     t = inference.median_timing(found)

@@ -29,6 +29,8 @@ from absl import flags
 import numpy as np
 
 from tff_sparsify import files
+from tff_sparsify.binaries import flag_utils
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import export
 from tff_sparsify.deploy import inference
 from tff_sparsify.deploy import onnx_int8
@@ -74,11 +76,12 @@ def _exports(dataset, placement, nchw, sparsity):
 
 
 def main(argv):
+  execution.drop_import_time_default_context()  # Before any exit (see its docstring).
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if not 0 < _SPARSITY.value < 1:
     raise app.UsageError(f'--sparsity must be in (0, 1), got {_SPARSITY.value}')
-  execution.drop_import_time_default_context()
+  timing = flag_utils.config_from_flags(configs.TimingConfig)
   cases, prefixes, profiled = [], [], []
   for dataset, placement, nchw, batch_size in _MODELS:
     for sparsity in (0.0, _SPARSITY.value):
@@ -98,8 +101,7 @@ def main(argv):
               batch_size=batch_size))
   log = lambda repeat, i, t: print(f'repeat {repeat}: {dict(prefixes[i])}: ' + (
       t.unavailable or f'{t.items_per_second:,.0f} items/s'), flush=True)
-  timings = inference.time_in_turn(cases, repeats=_REPEATS.value, budget_seconds=_BUDGET.value,
-                                   warmup_seconds=_WARMUP.value, log=log)
+  timings = inference.time_in_turn(cases, timing, log=log)
   kernels = {}
   for dataset, sparsity, variant, path, onnx_batch in profiled:
     try:

@@ -53,7 +53,9 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from tff_sparsify import files
+from tff_sparsify.binaries import flag_utils
 from tff_sparsify.core import masks
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import export
 from tff_sparsify.deploy import inference
 from tff_sparsify.learning import models
@@ -93,7 +95,7 @@ _PRECISIONS = flags.DEFINE_list(
 _PROFILE = flags.DEFINE_bool(
     'profile', True, 'After the timings, profile every DeepSparse model per fused '
     'kernel (DeepSparse\'s DebugAnalysisEngine) into {output}_{dataset}_profile.csv/.md.')
-_OPSET = flags.DEFINE_integer('opset', export.DEFAULT_OPSET, 'ONNX opset of the exports.')
+_OPSET = flags.DEFINE_integer('opset', configs.ExportConfig.opset, 'ONNX opset of the exports.')
 _REPEATS = flags.DEFINE_integer(
     'repeats', 1, 'Timings per model and runtime, taken in turn over all models; '
     'the row is the repeat of median throughput (the warm-up runs once).')
@@ -181,8 +183,8 @@ def main(argv):
                          f'{", ".join(PLACEMENTS)}')
   if not 0.0 < _COMPUTE_FLOOR.value <= 1.0:
     raise app.UsageError(f'--compute_floor must be in (0, 1], got {_COMPUTE_FLOOR.value}')
-  if _REPEATS.value < 1:
-    raise app.UsageError(f'--repeats must be >= 1, got {_REPEATS.value}')
+  # The cases' batches set the batch size; the seconds and repeats are checked here.
+  timing = flag_utils.config_from_flags(configs.TimingConfig, batch_size=None)
   unknown = set(_PRECISIONS.value) - {'float32', 'int8'}
   if unknown or not _PRECISIONS.value:
     raise app.UsageError(f'--precisions: unknown {sorted(unknown)}; allowed: float32, int8')
@@ -212,7 +214,7 @@ def main(argv):
       report = export.export_model(
           model, os.path.join(_WORK_DIR.value, f'{dataset}_{layout}_{placement}_{s}'),
           formats=('onnx', 'tflite'), opset=_OPSET.value, inputs_as_nchw=layout == 'NCHW',
-          int8_calibration=calibration if int8 else None,
+          int8=int8, int8_calibration=calibration if int8 else None,
           test_set=_scaled(test_set) if int8 and test_set else None,
           max_int8_accuracy_drop=None)
       accuracy = None
@@ -249,8 +251,7 @@ def main(argv):
                                      f'{t.ms_median:.3f} ms/batch', flush=True)
     repeats = inference.time_in_turn(
         [(prefix['runtime'], run, batch) for prefix, _, run, batch in timed],
-        repeats=_REPEATS.value, budget_seconds=_BUDGET.value,
-        warmup_seconds=_WARMUP.value, log=log)
+        timing, log=log)
     for (prefix, accuracy, _, _), found in zip(timed, repeats):
       t = inference.median_timing(found)
       rows.append(collections.OrderedDict(

@@ -41,12 +41,15 @@ class ExportBinariesTest(tf.test.TestCase, parameterized.TestCase):
     code, stdout, _ = fixtures.run_binary(benchmark_inference, [
         f'--onnx={os.path.join(out, "model.onnx")}', '--batch_size=4',
         '--budget_seconds=0.1', '--warmup_seconds=0', f'--output={prefix}',
-        '--runtime=onnxruntime', '--runtime=tensorflow'])
+        '--runtime=onnxruntime', '--runtime=tensorflow', '--repeats=2'])
     self.assertEqual(code, 0)
     with open(prefix + '.json') as f:
       rows = json.load(f)
     self.assertEqual([r['runtime'] for r in rows], ['onnxruntime', 'tensorflow'])
     self.assertTrue(all(r['iterations'] > 0 for r in rows))
+    # The row is the repeat of median throughput; the spread covers both repeats.
+    self.assertTrue(all(r['repeats'] == 2 and r['spread'] >= 0 for r in rows), rows)
+    self.assertIn('(median of 2, spread', stdout)
     self.assertTrue(os.path.isfile(prefix + '.md'))
 
   def test_inputs_as_nchw_needs_an_image_model(self):

@@ -20,6 +20,7 @@ from tff_sparsify.binaries import benchmark_inference
 from tff_sparsify.binaries import export as export_binary
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify.core import masks
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import export
 from tff_sparsify.deploy import inference
 from tff_sparsify.deploy import onnx_int8
@@ -85,7 +86,8 @@ class ExportFormatsTest(tf.test.TestCase):
     cls.calibration = (data.train_images[:128] / 255.0).astype(np.float32)
     cls.out = os.path.join(root, 'export')
     cls.report = export.export_model(
-        cls.model, cls.out, formats=('onnx', 'tflite'), int8_calibration=cls.calibration,
+        cls.model, cls.out, formats=('onnx', 'tflite'), int8=True,
+        int8_calibration=cls.calibration,
         test_set=(cls.test_images, cls.test_labels))
 
   def _file(self, file_format, precision):
@@ -179,7 +181,8 @@ class ExportFormatsTest(tf.test.TestCase):
     out = self.create_tempdir().full_path
     with self.assertRaisesRegex(export.ExportError,
                                 r'model_int8.onnx: INT8 test accuracy .* below the float'):
-      export.export_model(self.model, out, int8_calibration=np.zeros((8, 28, 28), np.float32),
+      export.export_model(self.model, out, int8=True,
+                          int8_calibration=np.zeros((8, 28, 28), np.float32),
                           test_set=(self.test_images, self.test_labels))
     self.assertEmpty(os.listdir(out))
 
@@ -193,10 +196,18 @@ class ExportFormatsTest(tf.test.TestCase):
 
   def test_argument_errors(self):
     out = self.create_tempdir().full_path
-    with self.assertRaisesRegex(ValueError, "formats must be among .* include 'onnx'"):
+    with self.assertRaisesRegex(ValueError, r"formats=\['tflite'\]: must list formats among"):
       export.export_model(self.model, out, formats=('tflite',))
     with self.assertRaisesRegex(ValueError, 'INT8 export needs a test_set'):
+      export.export_model(self.model, out, int8=True, int8_calibration=self.calibration)
+    with self.assertRaisesRegex(ValueError, 'int8_calibration must be given exactly when'):
       export.export_model(self.model, out, int8_calibration=self.calibration)
+    with self.assertRaisesRegex(ValueError, 'int8_calibration must be given exactly when'):
+      export.export_model(self.model, out, int8=True, test_set=(self.test_images,
+                                                                 self.test_labels))
+    with self.assertRaisesRegex(TypeError, r'either config or its fields.*\[\'compact\'\]'):
+      export.export_model(self.model, out, configs.ExportConfig(), compact=True)
+    self.assertEmpty(os.listdir(out))
     with self.assertRaisesRegex(ValueError, 'int8 needs representative inputs'):
       tflite.convert(self.model, 'int8')
 
@@ -222,8 +233,9 @@ class ExportFormatsTest(tf.test.TestCase):
           self.assertAllClose(found, expected, atol=1e-4, rtol=0)
         else:
           self.assertGreaterEqual(np.mean(np.argmax(found, 1) == np.argmax(expected, 1)), 0.75)
-    timings = inference.benchmark(int8_path, batch_size=8, input_shape=(28, 28),
-                                  budget_seconds=0.1, warmup_seconds=0)
+    timings = [found[0] for found in inference.benchmark(
+        int8_path, configs.TimingConfig(batch_size=8, budget_seconds=0.1, warmup_seconds=0),
+        input_shape=(28, 28))]
     self.assertEqual([t.runtime for t in timings], ['deepsparse', 'onnxruntime', 'tflite'])
     self.assertTrue(all(t.iterations > 0 for t in timings), timings)
 
@@ -244,9 +256,9 @@ class ExportFormatsTest(tf.test.TestCase):
 
     quantization.quantize_static(source, path, Reader(self.calibration),
                                  quant_format=quantization.QuantFormat.QDQ)
-    timings = inference.benchmark(path, batch_size=4, input_shape=(28, 28),
-                                  budget_seconds=0.05, warmup_seconds=0,
-                                  runtimes=['deepsparse', 'onnxruntime'])
+    timings = [found[0] for found in inference.benchmark(
+        path, configs.TimingConfig(batch_size=4, budget_seconds=0.05, warmup_seconds=0),
+        input_shape=(28, 28), runtimes=['deepsparse', 'onnxruntime'])]
     self.assertRegex(timings[0].unavailable,
                      r'^deepsparse: the engine failed compiling .*raw_qdq.onnx \(exit status')
     self.assertLen(timings[0].unavailable.splitlines(), 1)

@@ -422,6 +422,7 @@ class BenchmarkBadInputTest(_BinaryCase):
         ([f'--onnx={self.empty}', '--budget_seconds=0'], r'--budget_seconds=0.0: must be > 0'),
         ([f'--onnx={self.empty}', '--warmup_seconds=-1'], r'--warmup_seconds=-1.0: must be >= 0'),
         ([f'--onnx={self.empty}', '--num_threads=0'], r'--num_threads=0: must be >= 1'),
+        ([f'--onnx={self.empty}', '--repeats=0'], r'--repeats=0: must be >= 1'),
         ([f'--onnx={self.empty}', '--runtime=tvm'], r'flag --runtime=tvm: value should be one of'),
         ([f'--onnx={self.empty}', '--batch_size=big'], r'flag --batch_size=big: invalid literal'),
         ([f'--onnx={self.empty}', '--output='], r"--output='': must be a path prefix"),

@@ -3,6 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import inference
 
 
@@ -15,7 +16,7 @@ class TimeInTurnTest(tf.test.TestCase):
     logged = []
     found = inference.time_in_turn(
         [('a', runner('a'), batch), ('b', 'b: cannot run here', batch), ('c', runner('c'), batch)],
-        repeats=3, budget_seconds=0.01, warmup_seconds=0.05,
+        configs.TimingConfig(repeats=3, budget_seconds=0.01, warmup_seconds=0.05),
         log=lambda repeat, i, t: logged.append((repeat, i)))
     self.assertEqual(logged, [(r, i) for r in range(3) for i in range(3)])
     # Each case's calls form one run per repeat, a before c within a repeat.
@@ -47,9 +48,32 @@ class TimeInTurnTest(tf.test.TestCase):
     timings = [inference.Timing('x', 1, items_per_second=v) for v in (5.0, 1.0, 3.0)]
     self.assertEqual(inference.median_timing(timings).items_per_second, 3.0)
 
-  def test_repeats_must_be_positive(self):
-    with self.assertRaisesRegex(ValueError, 'repeats must be >= 1, got 0'):
-      inference.time_in_turn([], repeats=0, budget_seconds=1, warmup_seconds=0)
+  def test_each_timing_option_is_checked_by_its_config(self):
+    for field, value, reason in [
+        ('repeats', 0, 'must be >= 1'), ('repeats', 1.5, 'must be >= 1'),
+        ('budget_seconds', 0, 'must be > 0'), ('budget_seconds', float('nan'), 'must be > 0'),
+        ('warmup_seconds', -1, 'must be >= 0'), ('batch_size', 0, 'must be >= 1'),
+        ('num_threads', 0, 'must be >= 1')]:
+      with self.assertRaises(configs.ConfigError) as raised:
+        configs.TimingConfig(**{field: value})
+      self.assertEqual((raised.exception.field, raised.exception.reason), (field, reason))
+      self.assertIn(f'{field}={value!r}', str(raised.exception))
+
+  def test_each_export_option_is_checked_by_its_config(self):
+    self.assertEqual(configs.ExportConfig(formats='onnx,tflite').formats, ('onnx', 'tflite'))
+    for field, value, reason in [
+        ('formats', ('tflite',), 'must list formats among onnx,tflite and include onnx'),
+        ('formats', ('onnx', 'coreml'), 'must list formats among onnx,tflite'),
+        ('opset', 8, 'must be in [9, 18]'), ('opset', 19, 'must be in [9, 18]'),
+        ('compact', 'yes', 'must be True or False'),
+        ('calibration_examples', 0, 'must be >= 1'),
+        ('max_int8_accuracy_drop', 1.5, 'must be in [0, 1]'),
+        ('max_int8_accuracy_drop', -0.1, 'must be in [0, 1]')]:
+      with self.assertRaises(configs.ConfigError) as raised:
+        configs.ExportConfig(**{field: value})
+      self.assertEqual(raised.exception.field, field)
+      self.assertStartsWith(raised.exception.reason, reason)
+    self.assertIsNone(configs.ExportConfig(max_int8_accuracy_drop=None).max_int8_accuracy_drop)
 
 
 if __name__ == '__main__':

@@ -24,8 +24,8 @@ from absl import flags
 from absl import logging
 
 from tff_sparsify.binaries import flag_utils
-from tff_sparsify import config as config_lib
 from tff_sparsify import files
+from tff_sparsify.deploy import configs
 
 
 
@@ -38,7 +38,7 @@ _CHECKPOINT = flags.DEFINE_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where to write; default {run_dir}/export, or '
     '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
-_OPSET = flags.DEFINE_integer('opset', config_lib.DEFAULT_OPSET, 'ONNX opset.')
+_OPSET = flags.DEFINE_integer('opset', configs.ExportConfig.opset, 'ONNX opset.')
 _INPUTS_AS_NCHW = flags.DEFINE_bool(
     'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
     'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
@@ -55,10 +55,10 @@ _INT8 = flags.DEFINE_bool(
     'Runtime\'s static QDQ; TFLite: full-integer), calibrated on training '
     'examples of the run\'s dataset, and check its test accuracy.')
 _CALIBRATION_EXAMPLES = flags.DEFINE_integer(
-    'calibration_examples', 256, 'With --int8: training examples drawn (with the '
+    'calibration_examples', configs.ExportConfig.calibration_examples, 'With --int8: training examples drawn (with the '
     'run\'s seed) to calibrate the INT8 models.')
 _MAX_INT8_ACCURACY_DROP = flags.DEFINE_float(
-    'max_int8_accuracy_drop', 0.01, 'With --int8: how far (a fraction, 0.01 = '
+    'max_int8_accuracy_drop', configs.MAX_INT8_ACCURACY_DROP, 'With --int8: how far (a fraction, 0.01 = '
     '1 point) an INT8 model\'s test accuracy may fall below the Keras model\'s.')
 
 
@@ -103,19 +103,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if bool(_RUN_DIR.value) == bool(_CHECKPOINT.value):
     flag_utils.fail(_RUN_DIR, 'give exactly one of --run_dir and --checkpoint')
-  if not 9 <= _OPSET.value <= 18:
-    flag_utils.fail(_OPSET, 'must be in [9, 18], the opsets tf2onnx 1.17 writes')
+  export_config = flag_utils.config_from_flags(configs.ExportConfig,
+                                               formats=tuple(_FORMATS.value))
   for holder in (_RUN_DIR, _CHECKPOINT):
     if holder.value and not os.path.exists(holder.value):
       flag_utils.fail(holder, 'does not exist')
-  formats = tuple(_FORMATS.value)
-  if not set(formats) <= {'onnx', 'tflite'} or 'onnx' not in formats:
-    flag_utils.fail(_FORMATS, 'must list formats among onnx,tflite and include onnx '
-                    '(binaries/benchmark_inference times from it)')
-  if _CALIBRATION_EXAMPLES.value < 1:
-    flag_utils.fail(_CALIBRATION_EXAMPLES, 'must be >= 1')
-  if not 0 <= _MAX_INT8_ACCURACY_DROP.value <= 1:
-    flag_utils.fail(_MAX_INT8_ACCURACY_DROP, 'must be in [0, 1]')
   if _OUTPUT_DIR.value is not None and (
       not _OUTPUT_DIR.value or os.path.isfile(_OUTPUT_DIR.value)):
     flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
@@ -142,24 +134,21 @@ def main(argv):
     output_dir = _OUTPUT_DIR.value or os.path.join(
         export.run_results_dir(experiment_dir),
         f'export_{version if version is not None else "latest"}')
-  if _INPUTS_AS_NCHW.value:
+  if export_config.inputs_as_nchw:
     try:
       export.check_inputs_as_nchw(model)
     except export.ExportError as e:
       flag_utils.fail(_INPUTS_AS_NCHW, str(e))
   calibration = test_set = None
-  if _INT8.value:
+  if export_config.int8:
     try:
       calibration, test_set = export.run_data(export.load_run_config(results_dir),
-                                              _CALIBRATION_EXAMPLES.value)
+                                              export_config)
     except export.ExportError as e:
       flag_utils.fail(config_holder, f'--int8 needs the run\'s data: {e}')
   try:
-    report = export.export_model(
-        model, output_dir, formats=formats, opset=_OPSET.value,
-        inputs_as_nchw=_INPUTS_AS_NCHW.value, int8_calibration=calibration,
-        test_set=test_set, max_int8_accuracy_drop=_MAX_INT8_ACCURACY_DROP.value,
-        compact=_COMPACT.value)
+    report = export.export_model(model, output_dir, export_config,
+                                 int8_calibration=calibration, test_set=test_set)
   except export.ExportError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)

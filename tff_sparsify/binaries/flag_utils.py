@@ -4,6 +4,7 @@ A user mistake ends the program with one line on stderr naming the flag, the
 value and what is allowed, and exit code 2: no stack trace.
 """
 
+import dataclasses
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from absl import flags
 from absl import logging
 
 from tff_sparsify import signals
+from tff_sparsify import validation
 
 USAGE_EXIT_CODE = 2
 INTERRUPTED_EXIT_CODE = 130
@@ -32,6 +34,24 @@ def fail(holder: flags.FlagHolder, reason: str) -> NoReturn:
   fail_with(
       f'{program_name()}: error: --{holder.name}={holder.value!r}: {reason}'
   )
+
+
+def config_from_flags(config_class, **values):
+  """`config_class` made from the flags of its fields' names (and `values`).
+
+  Its `__post_init__` is the one check of each option; a `ConfigError` ends
+  the program naming the flag, as `fail` does.
+  """
+  for field in dataclasses.fields(config_class):
+    if field.name not in values and field.name in flags.FLAGS:
+      values[field.name] = flags.FLAGS[field.name].value
+  try:
+    return config_class(**values)
+  except validation.ConfigError as e:
+    holder = flags.FLAGS[e.field] if e.field in flags.FLAGS else None
+    if holder is None:
+      fail_with(f'{program_name()}: error: {e}')
+    fail(holder, e.reason)
 
 
 def _parse_flags_or_exit(argv):

@@ -189,19 +189,13 @@ def _execution_config() -> config_lib.ExecutionConfig:
   values = {name: flags.FLAGS[name].value
             for name in config_lib.execution_field_names()}
   values['workers'] = tuple(values['workers'])
-  try:
-    return config_lib.ExecutionConfig(**values)
-  except config_lib.ConfigError as e:
-    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+  return flag_utils.config_from_flags(config_lib.ExecutionConfig, **values)
 
 
 def _config() -> config_lib.TrainConfig:
   """The run's configuration from the flags; a bad value fails naming its flag."""
   values = {name: flags.FLAGS[name].value for name in config_lib.field_names()}
-  try:
-    config = config_lib.TrainConfig(**values)
-  except config_lib.ConfigError as e:
-    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+  config = flag_utils.config_from_flags(config_lib.TrainConfig, **values)
   if config.data_dir is not None and not os.path.isdir(config.data_dir):
     flag_utils.fail(_DATA_DIR, 'is not a directory')
   return config

@@ -38,16 +38,16 @@ from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.deploy import compact as compact_lib
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import layouts
 from tff_sparsify.deploy import onnx_int8
 from tff_sparsify.deploy import tflite
 from tff_sparsify.learning import pruning
 
-DEFAULT_OPSET = config_lib.DEFAULT_OPSET
 MAX_ABS_DIFF = 1e-4
 KERNEL_MATCH_ATOL = 1e-6
-FORMATS = ('onnx', 'tflite')
-MAX_INT8_ACCURACY_DROP = 0.01
+FORMATS = configs.FORMATS
+MAX_INT8_ACCURACY_DROP = configs.MAX_INT8_ACCURACY_DROP
 
 
 def check_inputs_as_nchw(model: tf.keras.Model):
@@ -228,18 +228,17 @@ def load_run_config(results_dir: str) -> config_lib.TrainConfig:
     raise ExportError(f'cannot use the run configuration {path!r}: {e}') from e
 
 
-def run_data(config: config_lib.TrainConfig, calibration_examples: int):
+def run_data(config: config_lib.TrainConfig, export_config: configs.ExportConfig):
   """(calibration inputs, (test images, test labels)) of a run's dataset, float32 in [0, 1].
 
-  The calibration inputs are `calibration_examples` training examples drawn
-  without replacement with the run's seed; the test set is the whole split.
+  The calibration inputs are `export_config.calibration_examples` training
+  examples drawn without replacement with the run's seed; the test set is the
+  whole split.
 
   Raises:
     ExportError: if the dataset cannot be loaded (the message says why).
   """
   from tff_sparsify.simulation import data_sources  # pylint: disable=g-import-not-at-top
-  if calibration_examples < 1:
-    raise ValueError(f'calibration_examples must be >= 1, got {calibration_examples}')
   try:
     centralized = data_sources.load_centralized(config.dataset, config.data_dir)
   except Exception as e:  # pylint: disable=broad-except  (DataError, TFDS errors)
@@ -247,7 +246,7 @@ def run_data(config: config_lib.TrainConfig, calibration_examples: int):
     raise ExportError(f'cannot load {config.dataset} for INT8 calibration: {first_line}') from e
   train = centralized.train_images
   picked = np.random.default_rng(config.seed).choice(
-      len(train), size=min(calibration_examples, len(train)), replace=False)
+      len(train), size=min(export_config.calibration_examples, len(train)), replace=False)
   scale = lambda images: np.asarray(images, np.float32) / 255.0
   return scale(train[np.sort(picked)]), (scale(centralized.test_images),
                                          np.asarray(centralized.test_labels))
@@ -362,38 +361,36 @@ def check_int8_accuracy(path: str, int8_accuracy: float, reference_accuracy: flo
                       f'{reference_accuracy:.4f} (allowed {max_drop})')
 
 
-def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
-                 opset: int = DEFAULT_OPSET, inputs_as_nchw: bool = False,
+def export_model(model: tf.keras.Model, output_dir: str,
+                 config: Optional[configs.ExportConfig] = None, *,
                  int8_calibration: Optional[np.ndarray] = None,
-                 test_set: Optional[tuple] = None,
-                 max_int8_accuracy_drop: Optional[float] = MAX_INT8_ACCURACY_DROP,
-                 compact: bool = False, check_batch_size: int = 8,
-                 seed: int = 0) -> ExportReport:
+                 test_set: Optional[tuple] = None, check_batch_size: int = 8,
+                 seed: int = 0, **options) -> ExportReport:
   """Writes `saved_model/`, `model.onnx` (and more) under `output_dir`, checked.
 
   Args:
     model: the Keras model (tfmot wrappers are stripped).
     output_dir: where `saved_model/`, `model.onnx`, `model.tflite`,
       `model_int8.onnx` and `model_int8.tflite` go.
-    formats: among `FORMATS`; 'onnx' is always written (the checked
-      reference, what `binaries/benchmark_inference` times from); 'tflite'
-      adds `model.tflite` (float32).
-    opset: the ONNX opset tf2onnx targets.
-    inputs_as_nchw: an image model's ONNX input becomes channels-first
-      (tf2onnx's `inputs_as_nchw`): the transpose that feeds the first
-      convolution leaves the graph, and the caller transposes its batches
-      (`inference.benchmark` does). Recorded in the ONNX metadata
-      (`layouts.input_layout`). The SavedModel and TFLite files keep Keras'
-      channels-last input.
-    int8_calibration: channels-last float32 inputs drawn from the training
-      data: each format then also gets its INT8 model, calibrated on them.
+    config: what to write and check (`configs.ExportConfig`: formats, opset,
+      `inputs_as_nchw`, `compact`, `int8`, `max_int8_accuracy_drop`), or
+      None and its fields as keywords (`export_model(m, d, formats=('onnx',
+      'tflite'))`), checked by the same class. With `inputs_as_nchw` an image
+      model's ONNX input becomes channels-first (tf2onnx's
+      `inputs_as_nchw`): the transpose that feeds the first convolution
+      leaves the graph, and the caller transposes its batches
+      (`inference.benchmark` does); recorded in the ONNX metadata
+      (`layouts.input_layout`); the SavedModel and TFLite files keep Keras'
+      channels-last input. With `compact`, the physically smaller model of a
+      channel-pruned one (`deploy.compact`, checked against the masked model
+      to 1e-5) is exported; every later check and every file is of that
+      model.
+    int8_calibration: with `config.int8`: channels-last float32 inputs drawn
+      from the training data (`run_data`) that each format's INT8 model is
+      calibrated on.
     test_set: (float32 images in [0, 1], labels): the test accuracy of every
-      file is measured; needed with `int8_calibration`.
-    max_int8_accuracy_drop: how far below the Keras model's test accuracy an
-      INT8 model may fall; None: not checked (random-init models, timed only).
-    compact: export the physically smaller model of a channel-pruned one
-      (`deploy.compact`, checked against the masked model to 1e-5); every
-      later check and every file is of that model.
+      file is measured; needed for INT8 unless `max_int8_accuracy_drop` is
+      None.
     check_batch_size: rows of the random input the float checks run.
     seed: seed of that input.
 
@@ -403,20 +400,27 @@ def export_model(model: tf.keras.Model, output_dir: str, *, formats=('onnx',),
       model's test accuracy falls more than `max_int8_accuracy_drop` below
       Keras', or `inputs_as_nchw` for a model whose input is not
       (batch, H, W, C). Nothing is written then.
-    ValueError: unknown formats, or INT8 without a test set.
+    ConfigError: an option out of range (from `configs.ExportConfig`).
+    ValueError: INT8 asked without calibration inputs or a test set, or
+      calibration inputs given without `int8`.
   """
   import tf2onnx  # pylint: disable=g-import-not-at-top
 
-  formats = tuple(formats)
-  unknown = [f for f in formats if f not in FORMATS]
-  if unknown or 'onnx' not in formats:
-    raise ValueError(f'formats must be among {FORMATS} and include \'onnx\', got {formats}')
-  if int8_calibration is not None and test_set is None and max_int8_accuracy_drop is not None:
+  if config is None:
+    config = configs.ExportConfig(**options)
+  elif options:
+    raise TypeError(f'give either config or its fields, not both: {sorted(options)}')
+  if config.int8 != (int8_calibration is not None):
+    raise ValueError('int8_calibration must be given exactly when config.int8 is True '
+                     f'(int8={config.int8})')
+  if config.int8 and test_set is None and config.max_int8_accuracy_drop is not None:
     raise ValueError('INT8 export needs a test_set to check its accuracy (or '
                      'max_int8_accuracy_drop=None: not checked)')
+  formats, opset, inputs_as_nchw = config.formats, config.opset, config.inputs_as_nchw
+  max_int8_accuracy_drop = config.max_int8_accuracy_drop
   model = _strip(model)
   masked_params = compact_diff = None
-  if compact:
+  if config.compact:
     masked_params = int(sum(w.numpy().size for w in model.trainable_weights))
     try:
       model, compact_diff = compact_lib.compact_model(model, check_batch_size, seed)

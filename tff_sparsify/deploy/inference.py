@@ -25,9 +25,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import layouts
 
 DEFAULT_BATCH_SIZES = {'cifar10': 128, 'fashion_mnist': 32}
+
+
+def default_batch_size(input_shape: tuple) -> int:
+  """The paper's batch size: 32 for 28x28 inputs (FashionMNIST), 128 otherwise (CIFAR-10)."""
+  return DEFAULT_BATCH_SIZES['fashion_mnist' if tuple(input_shape)[:2] == (28, 28)
+                             else 'cifar10']
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -217,11 +224,10 @@ def takes_onnx(runtime: str) -> bool:
 
 def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
                 warmup_seconds: float, runtime: str = '') -> Timing:
-  """Runs `run(batch)` for `warmup_seconds` untimed, then `budget_seconds`."""
-  if not budget_seconds > 0:
-    raise ValueError(f'budget_seconds must be > 0, got {budget_seconds}')
-  if not warmup_seconds >= 0:
-    raise ValueError(f'warmup_seconds must be >= 0, got {warmup_seconds}')
+  """Runs `run(batch)` for `warmup_seconds` untimed, then `budget_seconds`.
+
+  The seconds are a `configs.TimingConfig`'s, checked there.
+  """
   end = time.perf_counter() + warmup_seconds
   run(batch)  # At least one warm-up batch.
   while time.perf_counter() < end:
@@ -244,21 +250,20 @@ def time_runner(run: Callable, batch: np.ndarray, *, budget_seconds: float,
       items_per_second=len(batch) * len(latencies) / seconds)
 
 
-def time_in_turn(cases, *, repeats: int, budget_seconds: float, warmup_seconds: float,
+def time_in_turn(cases, config: configs.TimingConfig,
                  log: Optional[Callable[[int, int, Timing], None]] = None) -> list:
-  """Times every case `repeats` times, going round all cases in turn.
+  """Times every case `config.repeats` times, going round all cases in turn.
 
   The machine's slow spells then fall on all cases alike; only the first
   repeat warms up. `cases` are `(runtime, runner or the one-line reason it
   cannot run, batch)`; `log(repeat, case index, timing)` is called after each.
 
   Returns:
-    for each case, its `repeats` Timings (unavailable ones say why).
+    for each case, its `config.repeats` Timings (unavailable ones say why).
   """
-  if repeats < 1:
-    raise ValueError(f'repeats must be >= 1, got {repeats}')
+  budget_seconds, warmup_seconds = config.budget_seconds, config.warmup_seconds
   found = [[] for _ in cases]
-  for repeat in range(repeats):
+  for repeat in range(config.repeats):
     for i, (runtime, run, batch) in enumerate(cases):
       if isinstance(run, str):
         timing = Timing(runtime=runtime, batch_size=len(batch), unavailable=run)
@@ -280,38 +285,38 @@ def median_timing(timings: list) -> Timing:
 
 def make_batches(onnx_path: str, batch_size: int, input_shape: tuple, seed: int = 0):
   """(the Keras-layout batch, the same batch in the ONNX model's layout)."""
-  if batch_size < 1:
-    raise ValueError(f'batch_size must be >= 1, got {batch_size}')
   batch = np.random.default_rng(seed).random((batch_size,) + tuple(input_shape), np.float32)
   nchw = layouts.onnx_input_layout(onnx_path) == 'NCHW'
   return batch, layouts.to_nchw(batch) if nchw else batch
 
 
-def benchmark(onnx_path: str, *, saved_model_dir: Optional[str] = None,
-              runtimes=None, batch_size: int, input_shape: tuple,
-              budget_seconds: float = 60.0, warmup_seconds: float = 10.0,
-              num_threads: Optional[int] = None, seed: int = 0) -> list[Timing]:
-  """Times the model on each runtime, on the same random batch.
+def benchmark(onnx_path: str, config: configs.TimingConfig, *, input_shape: tuple,
+              saved_model_dir: Optional[str] = None, runtimes=None,
+              seed: int = 0) -> list[list[Timing]]:
+  """Times the model on each runtime, on the same random batch, `config.repeats` times.
 
-  `input_shape` is the Keras model's (channels last). A channels-first ONNX
-  model (`layouts.onnx_input_layout`) gets the same batch transposed, untimed.
-  `runtimes` defaults to every runtime with a file to run (`runtimes_for`).
+  `input_shape` is the Keras model's (channels last); the batch size is
+  `config.batch_size`, or the paper's for that shape. A channels-first ONNX
+  model (`layouts.onnx_input_layout`) gets the same batch transposed,
+  untimed. `runtimes` defaults to every runtime with a file to run
+  (`runtimes_for`).
+
+  Returns:
+    for each runtime, its Timings (`time_in_turn`; `median_timing` picks one).
   """
+  batch_size = config.batch_size or default_batch_size(input_shape)
   batch, onnx_batch = make_batches(onnx_path, batch_size, input_shape, seed)
   if runtimes is None:
     runtimes = runtimes_for(onnx_path, saved_model_dir)
-  results = []
+  cases = []
   for runtime in runtimes:
     try:
       run = build_runner(runtime, onnx_path=onnx_path, saved_model_dir=saved_model_dir,
-                         batch_size=batch_size, num_threads=num_threads)
+                         batch_size=batch_size, num_threads=config.num_threads)
     except RuntimeUnavailable as e:
-      results.append(Timing(runtime=runtime, batch_size=batch_size, unavailable=str(e)))
-      continue
-    results.append(time_runner(run, onnx_batch if takes_onnx(runtime) else batch,
-                               budget_seconds=budget_seconds,
-                               warmup_seconds=warmup_seconds, runtime=runtime))
-  return results
+      run = str(e)
+    cases.append((runtime, run, onnx_batch if takes_onnx(runtime) else batch))
+  return time_in_turn(cases, config)
 
 
 @dataclasses.dataclass
