@@ -80,6 +80,8 @@ CONFIGS = collections.OrderedDict([
     (('near_iid', 'prune_0.5'), _prune(0.5)),
     (('near_iid', 'prune_0.7'), _prune(0.7)),
     (('near_iid', 'prune_0.5_q8'), _prune(0.5, quantize_bits=8)),
+    # Top-k of the update in the aggregator (SparseDeltaMeanFactory), not of the model.
+    (('near_iid', 'prune_delta_0.5'), _prune(0.5, message_prune_target='delta')),
     (('non_iid', 'fedavg'), FEDAVG),
     (('non_iid', 'global_0.9'), dict(algorithm='fedsparsify_global', final_sparsity=0.9)),
     (('non_iid', 'local_0.9'), dict(algorithm='fedsparsify_local', final_sparsity=0.9)),

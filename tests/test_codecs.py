@@ -206,6 +206,37 @@ class QuantizedSizeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(output.measurements['bytes_uploaded'], 3 * written)
     self.assertAllClose(output.result[3], np.full(3, 4 / 3))  # Unquantized: exact mean.
 
+  def test_sparse_delta_counts_what_the_encoders_write(self):
+    """Top-k over all tensors, then each large tensor quantized at its kept positions."""
+    rng = np.random.default_rng(7)
+    value = [rng.normal(size=(40, 3)).astype(np.float32), rng.normal(size=5).astype(np.float32)]
+    sent, size = compression_aggregators.sparse_delta(value, 0.75, bits=3, threshold=10)
+    flat = np.abs(np.concatenate([v.ravel() for v in value]))
+    cut = np.sort(flat)[int(round(0.75 * flat.size)) - 1]
+    kept = [np.abs(v) > cut for v in value]
+    self.assertEqual(sum(k.sum() for k in kept), flat.size - round(0.75 * flat.size))
+    sent = [t.numpy() for t in sent]
+    # The small tensor goes as it is (pruned, not quantized); the large one as
+    # its mask and the quantized values at it, within one step of the input.
+    self.assertAllEqual(sent[1], np.where(kept[1], value[1], 0))
+    self.assertAllEqual(sent[0] != 0, kept[0])
+    step = np.ptp(value[0][kept[0]]) / 7
+    self.assertLessEqual(np.abs(sent[0] - np.where(kept[0], value[0], 0)).max(), step + 1e-6)
+    levels, lo, hi = codecs.quantize(value[0][kept[0]], 3)
+    expected = (len(codecs.encode_mask(kept[0], methods=codecs.METHODS))
+                + len(codecs.encode_quantized(levels, lo, hi, 3))
+                + len(codecs.encode(sent[1], methods=codecs.METHODS)))
+    self.assertEqual(int(size), expected)
+
+  @parameterized.parameters(
+      (dict(prune_rate=1.0), r'prune_rate=1.0: must be in \[0, 1\)'),
+      (dict(prune_rate=0.0), r'prune_rate=0.0: with quantize_bits=0 must be in \(0, 1\)'),
+      (dict(prune_rate=0.5, quantize_bits=17), r'quantize_bits=17: must be 0 \(off\) or'),
+      (dict(prune_rate=0.5, threshold=-1), r'threshold=-1: must be >= 0'))
+  def test_sparse_delta_factory_names_a_bad_argument(self, kwargs, regex):
+    with self.assertRaisesRegex(ValueError, regex):
+      compression_aggregators.SparseDeltaMeanFactory(**kwargs)
+
   @parameterized.parameters(17, 0, 2.5, True)
   def test_bad_bits(self, bits):
     with self.assertRaisesRegex(ValueError, r'bits must be in \[1, 16\], got'):

@@ -14,6 +14,7 @@ import tensorflow_federated as tff
 import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import validation
+from tff_sparsify.compression import aggregators as compression_aggregators
 from tff_sparsify.compression import codecs
 from tff_sparsify.compression import distributors
 from tff_sparsify.core import masks
@@ -33,7 +34,7 @@ LINEAR_SPEC = collections.OrderedDict(
     x=tf.TensorSpec((None, 3), tf.float32), y=tf.TensorSpec((None, 2), tf.float32))
 W0 = np.array([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], np.float32)
 _COMPRESSION = ('client_message_prune_rate', 'server_message_prune_rate', 'quantize_bits',
-                'quantizer', 'quantize_threshold')
+                'quantizer', 'quantize_threshold', 'message_prune_target')
 
 
 def build(model_fn, client_optimizer_fn, server_optimizer_fn=None, *, schedule, **options):
@@ -439,6 +440,51 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(ours.trainable, tffs.trainable)
     self.assertEqual(ours_metrics['distributor']['bytes_downloaded'],
                      3 * len(codecs.encode(W0, methods=codecs.METHODS)))
+
+  def test_sparse_delta_mean_composes_with_tff_fed_avg(self):
+    """TFF's own FedAvg with `model_aggregator=` our top-k delta mean: the server
+    steps with the mean of the pruned deltas and the aggregator counts their
+    encodings (NumPy pruning and codecs as the oracle)."""
+    clients = linear_clients([4, 6, 2], seed=5)
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        linear_model_fn(wrap=False), tff.learning.optimizers.build_sgdm(LR),
+        model_aggregator=compression_aggregators.SparseDeltaMeanFactory(0.5))
+    weights, metrics = run_rounds(process, as_datasets(clients), 1)[0]
+    deltas = [(W0 - np_client(W0, np.ones_like(W0), x, y)).astype(np.float32)
+              for x, y in clients]
+    # np.where, not d * mask: a pruned position is +0.0 (-0.0 would be sent).
+    pruned = [np.where(np_purge(d, 0.5) > 0, d, np.float32(0)) for d in deltas]
+    self.assertTrue(all(np.count_nonzero(d) == 3 for d in pruned))
+    sizes = np.array([len(x) for x, _ in clients], np.float64)
+    expected = W0 - np.tensordot(sizes / sizes.sum(), np.stack(pruned), 1)
+    self.assertAllClose(weights.trainable[0], expected, atol=1e-6, rtol=0)
+    self.assertEqual(metrics['aggregator']['bytes_uploaded'],
+                     sum(len(codecs.encode(d, methods=codecs.METHODS)) for d in pruned))
+
+  def test_delta_target_is_the_delta_aggregator_under_fed_sparsify(self):
+    """`message_prune_target='delta'`: FedSparsify-Global prunes under its mask
+    while the aggregator prunes the update; the client work counts no upload."""
+    clients = as_datasets(linear_clients([4, 6, 2], seed=5))
+    schedule = configs.ScheduleConfig(0.5, 3, initial_sparsity=0.5)
+    ours = build(linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
+                 schedule=schedule, client_message_prune_rate=0.5,
+                 message_prune_target='delta')
+    composed = fed_sparsify.build_weighted_fed_sparsify(
+        linear_model_fn(), configs.FedSparsifyConfig(schedule=schedule),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
+        server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
+        model_aggregator=compression_aggregators.SparseDeltaMeanFactory(0.5))
+    model = run_rounds(ours, clients, 2)
+    delta = run_rounds(composed, clients, 2)
+    for (w, m), (w_ref, m_ref) in zip(model, delta):
+      self.assertAllEqual(w.trainable, w_ref.trainable)
+      self.assertEqual(m['aggregator']['bytes_uploaded'], m_ref['aggregator']['bytes_uploaded'])
+      self.assertEqual(m['client_work']['communication']['bytes_uploaded'], 0)
+    self.assertGreater(model[-1][1]['aggregator']['bytes_uploaded'], 0)
+    # Pruning the model, not the delta, ends elsewhere.
+    by_model = run_rounds(build(linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
+                                schedule=schedule, client_message_prune_rate=0.5), clients, 2)
+    self.assertNotAllClose(by_model[-1][0].trainable, model[-1][0].trainable)
 
   def test_local_with_identical_clients_equals_global(self):
     clients = as_datasets(linear_clients([4, 4, 4], identical=True))

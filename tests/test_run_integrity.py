@@ -102,6 +102,8 @@ class TrainBadFlagsTest(_BinaryCase):
        r'--sparsify_exponent=0.0: must be > 0'),
       ('client_rate', dict(client_message_prune_rate=1.0),
        r'--client_message_prune_rate=1.0: must be in \[0, 1\)'),
+      ('target_without_rate', dict(message_prune_target='delta'),
+       r"--message_prune_target='delta': needs client_message_prune_rate > 0"),
       ('server_rate_prox', dict(algorithm='fedprox', server_message_prune_rate=0.5),
        r'--server_message_prune_rate=0.5: must be 0 for --algorithm=fedprox'),
       ('quantize_bits', dict(quantize_bits=17), r'--quantize_bits=17: must be 0 \(off\) or in \[1, 16\]'),

@@ -88,6 +88,7 @@ class TrainConfig:
   quantize_bits: int = 0
   quantize_threshold: int = QUANTIZATION_THRESHOLD
   quantizer: str = 'tff'
+  message_prune_target: str = 'model'
   # Outputs.
   root_output_dir: str = 'output'
   experiment_name: Optional[str] = None

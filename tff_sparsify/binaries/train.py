@@ -154,6 +154,12 @@ _QUANTIZER = flags.DEFINE_enum(
     'only, every element, zeros included) or sparse (this package\'s: the '
     'non-zero values only, of the uploads and of the broadcast; the server '
     'keeps its full-precision model).')
+flags.DEFINE_enum(
+    'message_prune_target', 'model', list(configs.MESSAGE_PRUNE_TARGETS),
+    'What --client_message_prune_rate prunes: model (arXiv 2310.14693: the '
+    'smallest weights of the trained model, in the client work) or delta (the '
+    'smallest entries of the update, top-k, in a TFF aggregation factory that '
+    'also quantizes with --quantizer=sparse and counts the upload\'s bytes).')
 
 _NUM_LOCAL_WORKERS = flags.DEFINE_integer(
     'num_local_workers', 1,

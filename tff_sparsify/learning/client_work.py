@@ -43,7 +43,10 @@ bytes, is the distributor's (`compression.distributors`): with the sparse
 quantizer the clients train from the dequantized broadcast.
 
 Optionally the upload is pruned as in arXiv 2310.14693: the smallest
-`message_prune_rate` of the trained weights are zeroed before sending.
+`message_prune_rate` of the trained weights are zeroed before sending. With
+`message_prune_target='delta'` the aggregator prunes the update instead
+(`compression.aggregators.SparseDeltaMeanFactory`), quantizes and counts it;
+this client work then neither prunes, quantizes nor counts the upload.
 """
 
 import collections
@@ -129,7 +132,11 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   prunefl = config.pruning_method == 'prunefl'
   sparsity_placement = config.sparsity_placement
   compression = config.compression
-  message_prune_rate = compression.client_message_prune_rate
+  # With message_prune_target='delta' the aggregator prunes, quantizes and
+  # counts the upload (`compression.aggregators.SparseDeltaMeanFactory`).
+  by_aggregator = compression.aggregator_encodes_upload  # TFF's quantizer too.
+  message_prune_rate = (0.0 if compression.delta_aggregator
+                        else compression.client_message_prune_rate)
   quantize_threshold = compression.quantize_threshold
   model = model_fn()
   layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
@@ -137,8 +144,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
   reduce_loop = _reduce_loop(loop_implementation)
-  sparse_bits = compression.sparse_bits
-  tff_bits = compression.tff_bits
+  sparse_bits = 0 if compression.delta_aggregator else compression.sparse_bits
 
   def quantized(t):
     return sparse_bits and t.shape.num_elements() > quantize_threshold
@@ -213,11 +219,11 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
         delta[i] = codecs.tf_quantize_at(delta[i], sent, sparse_bits, seed)
         bytes_uploaded.append(codecs.tf_quantized_values_size(
             tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
-      elif not tff_bits:  # The values at `sent` (with any zeros' positions).
+      elif not by_aggregator:  # The values at `sent` (with any zeros' positions).
         bytes_uploaded.append(codecs.tf_encoded_size(
             t if sent is None else tf.boolean_mask(t, sent)))
-      # With TFF's quantizer the aggregator encodes the whole delta and counts
-      # it (`compression.aggregators.QuantizedMeanFactory`).
+      # Else the aggregator encodes the whole delta and counts it
+      # (`compression.aggregators`: TFF's quantizing mean, or ours over deltas).
     if prunefl:
       # PruneFL: the squared gradients go up at readjustment rounds only
       # (`should_prune`); zeros (not sent, not counted) at the others.

@@ -147,6 +147,13 @@ def build_weighted_fed_sparsify(
           f'with a model_aggregator, got quantize_bits={compression.quantize_bits}')
     model_aggregator = compression_aggregators.QuantizedMeanFactory(
         compression.quantize_bits, compression.quantize_threshold)
+  elif compression.delta_aggregator:
+    if model_aggregator is not None:
+      raise ValueError("message_prune_target='delta' builds the model aggregator; pass "
+                       'message_prune_target=\'model\' with a model_aggregator')
+    model_aggregator = compression_aggregators.SparseDeltaMeanFactory(
+        compression.client_message_prune_rate, compression.sparse_bits,
+        compression.quantize_threshold)
   model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
   default_client, default_server = client_and_server_optimizers(config)
   client_optimizer_fn = client_optimizer_fn or default_client

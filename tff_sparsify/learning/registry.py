@@ -116,6 +116,9 @@ def _fed_prox(values) -> configs.FedProxConfig:
   for name in ('client_message_prune_rate', 'server_message_prune_rate', 'quantize_bits'):
     if values.get(name):
       raise validation.ConfigError(name, values[name], 'must be 0 for --algorithm=fedprox')
+  if values.get('message_prune_target', 'model') != 'model':
+    raise validation.ConfigError('message_prune_target', values['message_prune_target'],
+                                 'must be model for --algorithm=fedprox')
   return configs.FedProxConfig(**_optimizers(values),
                                **_pick(values, ('proximal_strength',)))
 
