@@ -49,18 +49,25 @@ def _trained_pruned_model(data_dir):
 
 
 def _interpreter_logits(path, images):
-  """Logits of a .tflite file by a hand-driven interpreter, one batch."""
+  """Logits of a .tflite file by a hand-driven interpreter (fixed batch: padded chunks)."""
   interpreter = tf.lite.Interpreter(model_path=path)
-  index = interpreter.get_input_details()[0]['index']
-  interpreter.resize_tensor_input(index, images.shape)
+  inp = interpreter.get_input_details()[0]
+  batch = len(images) if -1 in inp['shape_signature'] else int(inp['shape'][0])
+  if batch == len(images):
+    interpreter.resize_tensor_input(inp['index'], images.shape)
   interpreter.allocate_tensors()
   inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
   if inp['dtype'] == np.int8:
     scale, zero = inp['quantization']
     images = np.clip(np.round(images / scale + zero), -128, 127).astype(np.int8)
-  interpreter.set_tensor(index, images)
-  interpreter.invoke()
-  logits = interpreter.get_tensor(out['index'])
+  found = []
+  for start in range(0, len(images), batch):
+    chunk = np.zeros((batch,) + images.shape[1:], images.dtype)
+    chunk[:len(images[start:start + batch])] = images[start:start + batch]
+    interpreter.set_tensor(inp['index'], chunk)
+    interpreter.invoke()
+    found.append(interpreter.get_tensor(out['index'])[:len(images[start:start + batch])])
+  logits = np.concatenate(found)
   if out['dtype'] == np.int8:
     scale, zero = out['quantization']
     logits = (logits.astype(np.float32) - zero) * scale
@@ -95,6 +102,25 @@ class ExportFormatsTest(tf.test.TestCase):
              if (f.format, f.precision) == (file_format, precision)]
     self.assertLen(found, 1)
     return found[0]
+
+  def test_tflite_files_have_a_fixed_batch_and_run_any_batch(self):
+    """XNNPACK runs only static shapes: the files hold the timed batch (32 for
+    28x28 inputs); the runner feeds other batches as padded whole batches."""
+    keras = self.model(self.test_images[:70]).numpy()
+    for name in ('model.tflite', 'model_int8.tflite'):
+      path = os.path.join(self.out, name)
+      interpreter = tf.lite.Interpreter(model_path=path)
+      self.assertAllEqual(interpreter.get_input_details()[0]['shape_signature'], [32, 28, 28])
+      model = tflite.Model(path)
+      self.assertEqual(model.fixed_batch_size, 32)
+      for n in (5, 32, 70):
+        found = model(self.test_images[:n])
+        self.assertEqual(found.shape, (n, 10))
+        if name == 'model.tflite':
+          self.assertAllClose(found, keras[:n], atol=1e-4, rtol=0)
+        else:  # Row by row as the INT8 file computes it alone.
+          self.assertAllClose(found, _interpreter_logits(path, self.test_images[:n])[0],
+                              atol=1e-6, rtol=0)
 
   def test_files_and_accuracies_against_independent_runs(self):
     self.assertCountEqual(os.listdir(self.out), [

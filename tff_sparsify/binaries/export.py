@@ -50,6 +50,10 @@ _COMPACT = flags.DEFINE_bool(
 _FORMATS = flags.DEFINE_list(
     'formats', ['onnx'], 'Formats to write, among onnx,tflite; onnx is always '
     'written (binaries/benchmark_inference times from it).')
+flags.DEFINE_integer(
+    'tflite_batch_size', None, 'With --formats=...,tflite: the fixed batch of the '
+    '.tflite files (TFLite\'s XNNPACK runs only static shapes); default: the '
+    'batch benchmark_inference times, 32 for 28x28 inputs, 128 otherwise.')
 _INT8 = flags.DEFINE_bool(
     'int8', False, 'Also write the INT8 model of each format (ONNX: ONNX '
     'Runtime\'s static QDQ; TFLite: full-integer), calibrated on training '

@@ -16,6 +16,14 @@ from tff_sparsify import validation
 from tff_sparsify.validation import ConfigError
 
 FORMATS = ('onnx', 'tflite')
+# The paper's inference batch sizes (Stripelis et al., Section 4).
+DEFAULT_BATCH_SIZES = {'cifar10': 128, 'fashion_mnist': 32}
+
+
+def default_batch_size(input_shape: tuple) -> int:
+  """The paper's batch size: 32 for 28x28 inputs (FashionMNIST), 128 otherwise (CIFAR-10)."""
+  return DEFAULT_BATCH_SIZES['fashion_mnist' if tuple(input_shape)[:2] == (28, 28)
+                             else 'cifar10']
 # tf2onnx 1.17 writes opsets 9 to 18.
 OPSETS = (9, 18)
 MAX_INT8_ACCURACY_DROP = 0.01
@@ -38,6 +46,9 @@ class ExportConfig:
     max_int8_accuracy_drop: how far (a fraction) below the float model's
       test accuracy an INT8 model may fall; None: not checked (random-init
       models, timed only).
+    tflite_batch_size: the fixed batch of the TFLite files (XNNPACK runs
+      only static shapes; `deploy/tflite.py`); None: the batch the
+      inference tables time for the input shape (`default_batch_size`).
   """
   formats: tuple = ('onnx',)
   opset: int = config_lib.DEFAULT_OPSET
@@ -46,6 +57,7 @@ class ExportConfig:
   int8: bool = False
   calibration_examples: int = 256
   max_int8_accuracy_drop: Optional[float] = MAX_INT8_ACCURACY_DROP
+  tflite_batch_size: Optional[int] = None
 
   def __post_init__(self):
     if isinstance(self.formats, str):  # 'onnx,tflite', as the flag takes it.
@@ -66,6 +78,9 @@ class ExportConfig:
     drop = self.max_int8_accuracy_drop
     if drop is not None and not (validation.is_number(drop) and 0 <= drop <= 1):
       raise ConfigError('max_int8_accuracy_drop', drop, 'must be in [0, 1] (or None: not checked)')
+    if self.tflite_batch_size is not None and (not validation.is_int(self.tflite_batch_size)
+                                               or self.tflite_batch_size < 1):
+      raise ConfigError('tflite_batch_size', self.tflite_batch_size, 'must be >= 1')
 
 
 @dataclasses.dataclass(frozen=True)

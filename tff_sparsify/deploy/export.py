@@ -467,7 +467,9 @@ def export_model(model: tf.keras.Model, output_dir: str,
         onnx_int8.quantize(onnx_temp, temp, int8_calibration)
         logits = _onnx_logits(temp, images) if images is not None else None
       else:
-        conversion = tflite.convert(model, precision, int8_calibration)
+        conversion = tflite.convert(
+            model, precision, int8_calibration,
+            batch_size=config.tflite_batch_size or configs.default_batch_size(input_shape))
         with open(temp, 'wb') as f:
           f.write(conversion.flatbuffer)
         found.sparse_encoding = conversion.sparse_encoding
