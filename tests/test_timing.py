@@ -68,7 +68,8 @@ class TimeInTurnTest(tf.test.TestCase):
         ('compact', 'yes', 'must be True or False'),
         ('calibration_examples', 0, 'must be >= 1'),
         ('max_int8_accuracy_drop', 1.5, 'must be in [0, 1]'),
-        ('max_int8_accuracy_drop', -0.1, 'must be in [0, 1]')]:
+        ('max_int8_accuracy_drop', -0.1, 'must be in [0, 1]'),
+        ('tflite_batch_size', 0, 'must be >= 1')]:
       with self.assertRaises(configs.ConfigError) as raised:
         configs.ExportConfig(**{field: value})
       self.assertEqual(raised.exception.field, field)
