@@ -59,11 +59,13 @@ _INT8 = flags.DEFINE_bool(
     'Runtime\'s static QDQ; TFLite: full-integer), calibrated on training '
     'examples of the run\'s dataset, and check its test accuracy.')
 _CALIBRATION_EXAMPLES = flags.DEFINE_integer(
-    'calibration_examples', configs.ExportConfig.calibration_examples, 'With --int8: training examples drawn (with the '
-    'run\'s seed) to calibrate the INT8 models.')
+    'calibration_examples', configs.ExportConfig.calibration_examples,
+    'With --int8: training examples drawn (with the run\'s seed) to calibrate '
+    'the INT8 models.')
 _MAX_INT8_ACCURACY_DROP = flags.DEFINE_float(
-    'max_int8_accuracy_drop', configs.MAX_INT8_ACCURACY_DROP, 'With --int8: how far (a fraction, 0.01 = '
-    '1 point) an INT8 model\'s test accuracy may fall below the Keras model\'s.')
+    'max_int8_accuracy_drop', configs.MAX_INT8_ACCURACY_DROP,
+    'With --int8: how far (a fraction, 0.01 = 1 point) an INT8 model\'s test '
+    'accuracy may fall below the Keras model\'s.')
 
 
 def write_report(report, output_dir: str):
