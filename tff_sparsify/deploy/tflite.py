@@ -18,7 +18,7 @@ TFLite's builtin kernels after `resize_tensor_input`. `convert(...,
 batch_size=N)` fixes the batch (the export uses the batch the inference
 tables time); `Model` runs other batch sizes as padded whole batches.
 Measured with `benchmarks/conv_frontier.py` before and after (BUILD_NOTES):
-dense TFLite went from 0.40x to 0.86x ONNX Runtime's speed on the
+dense TFLite went from 0.40x to 0.86-0.96x ONNX Runtime's speed on the
 FashionMNIST CNN (with the runner's threads also raised from TFLite's
 default one to all cores).
 """
