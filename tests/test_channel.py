@@ -83,6 +83,42 @@ class ChannelMasksTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "placement 'global' or 'uniform', got 'compute'"):
       masks.channel_masks([conv], 0.5, placement='compute')
 
+  def test_round_channels(self):
+    # (kept, channels, multiple) -> rounded, by hand.
+    for args, want in [((19, 32, 8), 16), ((20, 32, 8), 24), ((38, 64, 8), 40),
+                       ((77, 128, 8), 80), ((3, 32, 8), 8), ((32, 32, 8), 32),
+                       ((30, 32, 8), 32), ((9, 10, 8), 8), ((10, 10, 8), 10),
+                       ((5, 6, 8), 6), ((19, 32, 1), 19)]:
+      self.assertEqual(int(masks.round_channels(*args)), want, args)
+    # Never grows as fewer are kept: a rising sparsity never regrows.
+    found = [int(masks.round_channels(k, 50, 8)) for k in range(50, 0, -1)]
+    self.assertEqual(found, sorted(found, reverse=True))
+
+  def test_channel_multiple_keeps_the_strongest_rounded_count(self):
+    rng = np.random.default_rng(1)
+    conv = rng.normal(size=(3, 3, 2, 32)).astype(np.float32)
+    dense = rng.normal(size=(40, 20)).astype(np.float32)
+    out = rng.normal(size=(20, 10)).astype(np.float32)
+    rms = lambda k: np.sqrt((k.reshape(-1, k.shape[-1]) ** 2).mean(0))
+    # Uniform 0.4: conv keeps 19 -> 16, dense keeps 12 -> 16 (multiple 8).
+    found = masks.channel_masks([conv, dense, out], 0.4, 'uniform', frozen=[2], multiple=8)
+    for kernel, mask, kept in zip((conv, dense), found, (16, 16)):
+      self.assertEqual(_channels_pruned(kernel * mask.numpy()),
+                       set(np.argsort(rms(kernel))[:kernel.shape[-1] - kept]))
+    self.assertAllEqual(found[2], np.ones((20, 10)))
+    # Global 0.4 of 52 channels: 21 pruned by one ranking, then each layer's
+    # kept count rounded (its strongest kept, as without rounding).
+    exact = masks.channel_masks([conv, dense, out], 0.4, frozen=[2])
+    rounded = masks.channel_masks([conv, dense, out], 0.4, frozen=[2], multiple=8)
+    for kernel, e, r in zip((conv, dense), exact, rounded):
+      kept = kernel.shape[-1] - len(_channels_pruned(kernel * e.numpy()))
+      want = int(masks.round_channels(kept, kernel.shape[-1], 8))
+      self.assertEqual(want % 8 if want < kernel.shape[-1] else 0, 0)
+      self.assertEqual(_channels_pruned(kernel * r.numpy()),
+                       set(np.argsort(rms(kernel))[:kernel.shape[-1] - want]))
+    with self.assertRaisesRegex(ValueError, 'multiple must be an integer >= 1, got 0'):
+      masks.channel_masks([conv], 0.5, multiple=0)
+
   def test_layout_links_biases_and_batch_norm(self):
     layout = layout_lib.layout_from_model_fn(cnn_model_fn(), 'channel')
     with tf.Graph().as_default():
@@ -159,7 +195,11 @@ class ChannelProcessTest(tf.test.TestCase, parameterized.TestCase):
          'random pruning'),
         (dict(sparsity_placement='compute'), 'sparsity_placement=.compute.: must be global '
          'or uniform with sparsity_granularity=channel'),
-        (dict(sparsity_granularity='filter'), 'sparsity_granularity=.filter.')]:
+        (dict(sparsity_granularity='filter'), 'sparsity_granularity=.filter.'),
+        (dict(channel_multiple=0), 'channel_multiple=0: must be >= 1'),
+        (dict(channel_multiple=8, sparsity_granularity='weight'),
+         'channel_multiple=8: must be 1 unless sparsity_granularity=channel'),
+        (dict(channel_multiple=8, mode='local'), 'channel_multiple=8: must be 1 in local mode')]:
       with self.assertRaisesRegex(Exception, pattern):
         configs.FedSparsifyConfig(schedule=schedule, **dict(
             dict(sparsity_granularity='channel'), **options))
@@ -244,6 +284,7 @@ class ChannelBinaryTest(tf.test.TestCase):
     code, _, err = fixtures.run_binary(train, [
         f'--data_dir={data_dir}', f'--root_output_dir={root}', '--experiment_name=ch',
         '--algorithm=fedsparsify_global', '--sparsity_granularity=channel',
+        '--sparsity_placement=uniform', '--channel_multiple=48',
         '--final_sparsity=0.5', '--total_rounds=2', '--num_clients=2',
         '--clients_per_round=2', '--client_epochs_per_round=1', '--noprogress'])
     self.assertEqual(code, 0, err)
@@ -254,11 +295,18 @@ class ChannelBinaryTest(tf.test.TestCase):
     self.assertIn('exported:', stdout)
     with open(os.path.join(run_dir, 'export', 'export_report.md')) as f:
       text = f.read()
-    # FashionMNIST FC: 256 hidden units, round(0.5 * 256) = 128 pruned.
-    self.assertRegex(text, r'compact model: \d+ parameters \(masked model: 118282\)')
+    # FashionMNIST FC, 784-128-128-10: each hidden layer keeps 128 - 64 = 64
+    # units, rounded to a multiple of 48: 48. 784*48+48 + 48*48+48 + 48*10+10.
+    self.assertIn('compact model: 40522 parameters (masked model: 118282)', text)
     code, _, err = fixtures.run_binary(train, [
         f'--data_dir={data_dir}', f'--root_output_dir={root}', '--experiment_name=bad',
         '--algorithm=random_pruning', '--sparsity_granularity=channel'])
     self.assertNotEqual(code, 0)
     self.assertRegex(err, "--sparsity_granularity='channel': must be weight for random pruning")
+    self.assertLen(err.strip().splitlines(), 1, err)
+    code, _, err = fixtures.run_binary(train, [
+        f'--data_dir={data_dir}', f'--root_output_dir={root}', '--experiment_name=bad',
+        '--algorithm=fedsparsify_global', '--channel_multiple=8'])
+    self.assertNotEqual(code, 0)
+    self.assertRegex(err, '--channel_multiple=8: must be 1 unless sparsity_granularity=channel')
     self.assertLen(err.strip().splitlines(), 1, err)

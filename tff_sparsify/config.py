@@ -82,6 +82,7 @@ class TrainConfig:
   mask_aggregation: str = 'majority_vote'
   sparsity_placement: str = 'global'
   sparsity_granularity: str = 'weight'
+  channel_multiple: int = 1
   # Message compression (arXiv 2310.14693) and quantization.
   client_message_prune_rate: float = 0.0
   server_message_prune_rate: float = 0.0

@@ -138,6 +138,11 @@ _SPARSITY_GRANULARITY = flags.DEFINE_enum(
     'L2 norm, the output layer excepted; with their biases and '
     'BatchNormalization: the model can then be exported physically smaller, '
     'binaries/export --compact). Placement global or uniform.')
+_CHANNEL_MULTIPLE = flags.DEFINE_integer(
+    'channel_multiple', 1,
+    'With --sparsity_granularity=channel (global mode): the channels each layer '
+    'keeps are rounded to the nearest multiple of this (e.g. 8; 1: exact '
+    'counts), since CPU runtimes run channel counts in blocks.')
 _QUANTIZE_BITS = flags.DEFINE_integer(
     'quantize_bits', 0,
     'If not 0, uniform quantization at this many bits, in [1, 16], of the '

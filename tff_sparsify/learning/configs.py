@@ -238,6 +238,10 @@ class FedSparsifyConfig(FedAvgConfig):
       of them (the output layer's excepted); its bias and the following
       BatchNormalization's gamma and beta are masked with it
       (`layout.PruningLayout`). Placement 'global' or 'uniform'.
+    channel_multiple: channel granularity: the channels each layer keeps are
+      rounded to the nearest multiple of this (`masks.round_channels`; 1:
+      exact counts), since CPU runtimes run channel counts in blocks. Global
+      mode only: a majority vote of rounded masks need not be rounded.
     seed: seed of random pruning.
     proximal_strength: FedProx's mu: the clients minimise their loss plus
       mu/2 ||w - w_t||^2, w_t the model they received (0: none).
@@ -255,6 +259,7 @@ class FedSparsifyConfig(FedAvgConfig):
   pruning_method: str = 'magnitude'
   sparsity_placement: str = 'global'
   sparsity_granularity: str = 'weight'
+  channel_multiple: int = 1
   seed: int = 0
   proximal_strength: float = 0.0
   readjust_every: int = 50
@@ -288,6 +293,15 @@ class FedSparsifyConfig(FedAvgConfig):
         raise validation.ConfigError(
             'sparsity_placement', self.sparsity_placement,
             'must be global or uniform with sparsity_granularity=channel')
+    if not validation.is_int(self.channel_multiple) or self.channel_multiple < 1:
+      raise validation.ConfigError('channel_multiple', self.channel_multiple, 'must be >= 1')
+    if self.channel_multiple > 1 and self.sparsity_granularity != 'channel':
+      raise validation.ConfigError('channel_multiple', self.channel_multiple,
+                                   'must be 1 unless sparsity_granularity=channel')
+    if self.channel_multiple > 1 and self.mode != 'global':
+      raise validation.ConfigError(
+          'channel_multiple', self.channel_multiple,
+          'must be 1 in local mode (a majority vote of rounded channel masks is not rounded)')
     if self.pruning_method in AT_INITIALIZATION and self.schedule.sparsify_start_round != 0:
       raise validation.ConfigError(
           'sparsify_start_round', self.schedule.sparsify_start_round,

@@ -53,8 +53,9 @@ def build_fed_sparsify_finalizer(
     config: the algorithm's configuration. Used here: `schedule` (Eq. 1),
       `mode` ('global': the server prunes to s_t; 'local': the update
       carries the clients' merged mask, `OrderedDict(model_delta, mask)`),
-      `pruning_method` and `seed` (global mode), `sparsity_placement`
-      (global mode, magnitude pruning: `masks.placed_magnitude_masks`) and
+      `pruning_method` and `seed` (global mode), `sparsity_placement` and
+      `channel_multiple` (global mode, magnitude pruning:
+      `layout.PruningLayout.placed_masks`) and
       `compression.server_message_prune_rate`: the fraction of the new
       global model's weights, smallest by magnitude over all trainable
       tensors, zeroed before it is broadcast (arXiv 2310.14693, server side);
@@ -70,6 +71,7 @@ def build_fed_sparsify_finalizer(
   mode = config.mode
   pruning_method = config.pruning_method
   sparsity_placement = config.sparsity_placement
+  channel_multiple = config.channel_multiple
   seed = config.seed
   message_prune_rate = config.compression.server_message_prune_rate
   schedule = schedules.FedSparsifySchedule(config.schedule)
@@ -112,7 +114,8 @@ def build_fed_sparsify_finalizer(
         found = masks_lib.random_masks(
             current, sparsity, seed=tf.stack([tf.constant(seed, tf.int32), round_num]))
       else:
-        found = layout.placed_masks(trainable, sparsity, sparsity_placement)
+        found = layout.placed_masks(trainable, sparsity, sparsity_placement,
+                                    channel_multiple)
       return [m * c for m, c in zip(found, current)]
     return tf.cond(should_prune, purge, lambda: list(current))
 

@@ -75,15 +75,16 @@ class PruningLayout:
       raise ValueError("sparsity_granularity='channel' needs a prunable layer before the "
                        'output layer, got none')
 
-  def placed_masks(self, trainable, sparsity, placement: str) -> list:
+  def placed_masks(self, trainable, sparsity, placement: str, channel_multiple: int = 1) -> list:
     """Masks of the prunable weights in `trainable` at `sparsity`.
 
     Weight granularity: `masks.placed_magnitude_masks`; channel:
-    `masks.channel_masks` (the output layer's channels frozen).
+    `masks.channel_masks` (the output layer's channels frozen, the kept
+    channels rounded to a multiple of `channel_multiple`).
     """
     if self.granularity == 'channel':
       return masks_lib.channel_masks(self.prunable_list(trainable), sparsity, placement,
-                                     frozen=self.channel_frozen)
+                                     frozen=self.channel_frozen, multiple=channel_multiple)
     return masks_lib.placed_magnitude_masks(
         self.prunable_list(trainable), sparsity, placement, costs=self.costs)
 

@@ -142,7 +142,7 @@ def _fed_sparsify(mode: str = 'global', pruning_method: str = 'magnitude',
         mode=mode, pruning_method=pruning_method,
         **_optimizers(values),
         **_pick(values, ('mask_aggregation', 'sparsity_placement', 'sparsity_granularity',
-                         'seed')))
+                         'channel_multiple', 'seed')))
   return from_flags
 
 
