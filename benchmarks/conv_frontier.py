@@ -59,6 +59,9 @@ RUNS = collections.OrderedDict([
     # and 19/38/77 slower than 16/32/64.
     ('channel_0.45_m8', ('channel', 0.45, dict(channel_multiple=8))),
     ('channel_0.4_m8', ('channel', 0.4, dict(channel_multiple=8))),
+    # Multiples of 16, the width of the AVX-512 kernels of XNNPACK and
+    # ORT's MLAS: 16/32/80 channels and 80 units.
+    ('channel_0.4_m16', ('channel', 0.4, dict(channel_multiple=16))),
 ])
 TARGET_SPEEDUP = 3.0  # Issue 14: channel granularity, ORT and TFLite, over dense.
 TARGET_ACCURACY_GAP = 0.01  # ... at a sparsity within 1 point of FedAvg's accuracy.
@@ -179,14 +182,16 @@ def _write(rows, stem: str):
       f'Command: `python -m benchmarks.conv_frontier --runs={",".join(_RUNS.value)} '
       f'--rounds={_ROUNDS.value} --batch_size={_BATCH_SIZE.value} --repeats={_REPEATS.value} '
       f'--budget_seconds={_BUDGET.value} --warmup_seconds={_WARMUP.value}' + (
-          f' --runtimes={",".join(_RUNTIMES.value)}' if _RUNTIMES.value else '') + '`; '
+          f' --runtimes={",".join(_RUNTIMES.value)}' if _RUNTIMES.value else '') + (
+          f' --output={os.path.relpath(_OUTPUT.value, REPO)}'
+          if _OUTPUT.value != _OUTPUT.default else '') + '`; '
       f'{platform.machine()}, {os.cpu_count()} CPUs.', '',
       'Model: FashionMNIST small CNN (ours, not the paper\'s; `--model=small_cnn`, '
       '241,546 parameters). Training: 10 IID clients, all every round, '
       f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.05, seed 1990; FedSparsify-Global '
       'at weight granularity (global placement) or channel granularity (uniform placement, '
-      'exported `--compact`; runs `_m8` round the channels each layer keeps to a multiple '
-      'of 8, `--channel_multiple=8`). `test_accuracy` is the timed file\'s on the 10,000 test '
+      'exported `--compact`; runs `_m8` and `_m16` round the channels each layer keeps to '
+      'a multiple of 8 or 16, `--channel_multiple`). `test_accuracy` is the timed file\'s on the 10,000 test '
       'images (ONNX files measured with ONNX Runtime, so DeepSparse rows repeat it); '
       'speed-ups are throughput ratios against the FedAvg model on the same runtime and '
       'precision, and against FedAvg\'s float32 ONNX Runtime, measured in the same run '
