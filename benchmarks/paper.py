@@ -12,6 +12,13 @@ its last checkpoint. `--parallel` runs go at once (2 on this 2-core machine).
 
   python -m benchmarks.paper --plan=required          # train what is missing
   python -m benchmarks.paper --report_only            # tables and figures only
+  python -m benchmarks.paper --save_progress          # before the disk goes away
+
+A session's disk does not outlive it, so what must survive is committed:
+every finished run's per-round metrics (`results/paper/metrics/*.csv.gz`,
+written when the run ends and by every report), and with `--save_progress`
+the latest checkpoint of each unfinished run (`results/paper/in_progress/`),
+unpacked into the work_dir again when training resumes it.
 
 Results go to benchmarks/results/paper/ (index.md maps each paper figure and
 table to its file); every file names the command that made it.
@@ -36,6 +43,10 @@ _WORK_DIR = flags.DEFINE_string(
     'root_output_dir of the runs (their checkpoints, for resuming).')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX directory.')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Do not train; report what is there.')
+_SAVE_PROGRESS = flags.DEFINE_bool(
+    'save_progress', False,
+    'Do not train: pack the latest checkpoint of every unfinished run of --plan into '
+    'benchmarks/results/paper/in_progress/ (to commit), archive the finished ones, report.')
 _MAX_HOURS = flags.DEFINE_float('max_hours', None,
                                 'Start no new run after this many hours.')
 
@@ -56,6 +67,9 @@ def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
   while todo or running:
     while todo and len(running) < parallel and (deadline is None or time.time() < deadline):
       run = todo.pop(0)
+      if grid.restore_progress(work_dir, run):
+        print(f'[{time.strftime("%H:%M:%S")}] unpacked {run.name} from '
+              f'{os.path.relpath(grid.IN_PROGRESS, REPO)}', flush=True)
       log = open(os.path.join(work_dir, f'{run.name}.log'), 'a')  # pylint: disable=consider-using-with
       print(f'[{time.strftime("%H:%M:%S")}] start {run.name}', flush=True)
       running[run] = (subprocess.Popen(_command(run, work_dir), cwd=REPO, stdout=log,
@@ -71,6 +85,8 @@ def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
               flush=True)
         if process.returncode:
           failed.append(run.name)
+        else:
+          grid.archive(work_dir, run)
   if failed:
     print(f'failed (see their logs in {work_dir}): {", ".join(failed)}', flush=True)
 
@@ -84,16 +100,22 @@ def main(argv):
   if _PARALLEL.value < 1:
     raise app.UsageError(f'--parallel must be >= 1, got {_PARALLEL.value}')
   work_dir = os.path.abspath(_WORK_DIR.value)
-  if not _REPORT_ONLY.value:
-    runs = [r for p in _PLAN.value for r in PLANS[p]()]
-    if _ONLY.value:
-      names = {r.name for r in runs}
-      missing = [n for n in _ONLY.value if n not in names]
-      if missing:
-        raise app.UsageError(f'--only: {missing} are not runs of --plan={_PLAN.value}')
-      runs = [r for r in runs if r.name in _ONLY.value]
+  runs = [r for p in _PLAN.value for r in PLANS[p]()]
+  if _ONLY.value:
+    names = {r.name for r in runs}
+    missing = [n for n in _ONLY.value if n not in names]
+    if missing:
+      raise app.UsageError(f'--only: {missing} are not runs of --plan={_PLAN.value}')
+    runs = [r for r in runs if r.name in _ONLY.value]
+  if _SAVE_PROGRESS.value:
+    packed = [r.name for r in runs if grid.save_progress(work_dir, r)]
+    print(f'packed into {os.path.relpath(grid.IN_PROGRESS, REPO)}: '
+          f'{", ".join(packed) if packed else "nothing"}', flush=True)
+  elif not _REPORT_ONLY.value:
     deadline = time.time() + 3600 * _MAX_HOURS.value if _MAX_HOURS.value else None
     train(runs, work_dir, _PARALLEL.value, deadline)
+  for run in grid.all_runs():
+    grid.archive(work_dir, run)
   # pylint: disable=g-import-not-at-top
   from benchmarks import paper_report
   paper_report.write(work_dir, grid.all_runs())

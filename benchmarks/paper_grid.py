@@ -6,11 +6,21 @@ Shared by `benchmarks.paper` (training) and `benchmarks.paper_report`
 
 import collections
 import csv
+import glob
+import gzip
+import io
 import os
+import shutil
 import statistics
+import tarfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results', 'paper')
+# Committed copies that outlive the work_dir (a session's disk is not kept):
+# the per-round metrics of every finished run, and the latest checkpoint of
+# each unfinished one (`save_progress`), unpacked again before it resumes.
+ARCHIVE = os.path.join(RESULTS, 'metrics')
+IN_PROGRESS = os.path.join(RESULTS, 'in_progress')
 NUM_PARAMS = 118_282
 LAST_ROUNDS = 10
 PAPER_SEED = 1990
@@ -105,17 +115,98 @@ def _metrics_path(work_dir: str, run: Run) -> str:
   return os.path.join(work_dir, 'results', run.name, 'metrics.csv')
 
 
-def read_rows(work_dir: str, run: Run):
-  """The run's per-round metrics if it has finished all its rounds, else None."""
-  path = _metrics_path(work_dir, run)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    rows = [r for r in csv.DictReader(f) if int(r['round_num']) >= 1]
+def _archive_path(run: Run) -> str:
+  return os.path.join(ARCHIVE, f'{run.name}.csv.gz')
+
+
+def _finished(rows, run: Run):
+  rows = [r for r in rows if int(r['round_num']) >= 1]
   rows.sort(key=lambda r: int(r['round_num']))
   if not rows or int(rows[-1]['round_num']) < run.rounds:
     return None
   return rows[:run.rounds]
+
+
+def read_rows(work_dir: str, run: Run):
+  """The run's per-round metrics if it has finished all its rounds, else None.
+
+  Looks in `work_dir` first, then in the committed archive (`ARCHIVE`).
+  """
+  path = _metrics_path(work_dir, run)
+  if os.path.exists(path):
+    with open(path) as f:
+      rows = _finished(list(csv.DictReader(f)), run)
+    if rows is not None:
+      return rows
+  if os.path.exists(_archive_path(run)):
+    with gzip.open(_archive_path(run), 'rt') as f:
+      return _finished(list(csv.DictReader(f)), run)
+  return None
+
+
+def archive(work_dir: str, run: Run) -> bool:
+  """Copies a finished run's metrics.csv from `work_dir` into `ARCHIVE` (gzip).
+
+  The bytes depend only on the CSV (no time stamp), so archiving again
+  changes no committed file. Removes the run's `IN_PROGRESS` pack. Returns
+  whether `work_dir` held the finished run.
+  """
+  path = _metrics_path(work_dir, run)
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    if _finished(list(csv.DictReader(f)), run) is None:
+      return False
+  with open(path, 'rb') as f:
+    data = f.read()
+  os.makedirs(ARCHIVE, exist_ok=True)
+  buffer = io.BytesIO()
+  with gzip.GzipFile(fileobj=buffer, mode='wb', mtime=0, filename='') as z:
+    z.write(data)
+  with open(_archive_path(run) + '.tmp', 'wb') as f:
+    f.write(buffer.getvalue())
+  os.replace(_archive_path(run) + '.tmp', _archive_path(run))
+  pack = os.path.join(IN_PROGRESS, f'{run.name}.tar.gz')
+  if os.path.exists(pack):
+    os.remove(pack)
+  return True
+
+
+def _latest_checkpoint(work_dir: str, run: Run):
+  found = []
+  for path in glob.glob(os.path.join(work_dir, 'checkpoints', run.name, 'program_state_*')):
+    suffix = os.path.basename(path)[len('program_state_'):]
+    if suffix.isdigit():
+      found.append((int(suffix), path))
+  return max(found)[1] if found else None
+
+
+def save_progress(work_dir: str, run: Run) -> bool:
+  """Packs an unfinished run's latest checkpoint and results into `IN_PROGRESS`."""
+  if read_rows(work_dir, run) is not None:
+    return False
+  checkpoint = _latest_checkpoint(work_dir, run)
+  results = os.path.join(work_dir, 'results', run.name)
+  if checkpoint is None or not os.path.isdir(results):
+    return False
+  os.makedirs(IN_PROGRESS, exist_ok=True)
+  pack = os.path.join(IN_PROGRESS, f'{run.name}.tar.gz')
+  with tarfile.open(pack + '.tmp', 'w:gz') as tar:
+    tar.add(checkpoint, arcname=os.path.relpath(checkpoint, work_dir))
+    tar.add(results, arcname=os.path.relpath(results, work_dir))
+  os.replace(pack + '.tmp', pack)
+  return True
+
+
+def restore_progress(work_dir: str, run: Run) -> bool:
+  """Unpacks the run's `IN_PROGRESS` pack when `work_dir` has no checkpoint of it."""
+  pack = os.path.join(IN_PROGRESS, f'{run.name}.tar.gz')
+  if not os.path.exists(pack) or _latest_checkpoint(work_dir, run) is not None:
+    return False
+  shutil.rmtree(os.path.join(work_dir, 'results', run.name), ignore_errors=True)
+  with tarfile.open(pack) as tar:
+    tar.extractall(work_dir, filter='data')
+  return True
 
 
 def summarize(run: Run, rows) -> collections.OrderedDict:
@@ -140,7 +231,16 @@ def summarize(run: Run, rows) -> collections.OrderedDict:
       final_accuracy=round(accuracy[-1], 4),
       mean_accuracy_last_10=round(statistics.mean(accuracy[-LAST_ROUNDS:]), 4),
       params_exchanged_millions=round(exchanged / 1e6, 1),
-      transmission_mbits=round(mbits, 1))
+      transmission_mbits=round(mbits, 1), measured_mb=_measured_mb(rows))
+
+
+def _measured_mb(rows):
+  """The bytes our encoders wrote, uploads and broadcasts, cumulative (MB)."""
+  if 'cumulative/bytes_uploaded' not in rows[-1]:
+    return 'not measured (TFF FedAvg)'
+  total = float(rows[-1]['cumulative/bytes_uploaded']) + float(
+      rows[-1]['cumulative/bytes_downloaded'])
+  return round(total / 1e6, 1)
 
 
 def all_runs() -> list[Run]:

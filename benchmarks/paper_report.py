@@ -41,13 +41,47 @@ def _protocol(run) -> str:
   return f'{run.rounds}x{run.epochs}'
 
 
+_INTS = ('rounds', 'epochs', 'seed', 'nonzero_params')
+_FLOATS = ('target_sparsity', 'sparsity', 'final_accuracy', 'mean_accuracy_last_10',
+           'params_exchanged_millions', 'transmission_mbits')
+
+
+def _committed_summaries() -> dict:
+  """{run name: summary} of the committed runs.csv (the last report's rows)."""
+  path = os.path.join(paper.RESULTS, 'runs.csv')
+  if not os.path.exists(path):
+    return {}
+  summaries = {}
+  with open(path) as f:
+    for row in csv.DictReader(f):
+      summary = collections.OrderedDict(row)
+      for key in _INTS:
+        summary[key] = int(summary[key])
+      for key in _FLOATS:
+        summary[key] = float(summary[key])
+      measured = summary.pop('measured_mb', '')
+      if measured:
+        summary['measured_mb'] = (float(measured) if measured.replace('.', '', 1).isdigit()
+                                  else measured)
+      summaries[row['run']] = summary
+  return summaries
+
+
 def load(work_dir: str, runs) -> dict:
-  """{run: (summary, rows)} of the finished runs."""
+  """{run: (summary, rows)} of the finished runs.
+
+  A run finished by an earlier session whose per-round metrics were not kept
+  (before they were archived) keeps its committed runs.csv summary with rows
+  None: it counts in the tables and claims, not in the per-round figures.
+  """
+  committed = _committed_summaries()
   found = collections.OrderedDict()
   for run in runs:
     rows = paper.read_rows(work_dir, run)
     if rows is not None:
       found[run] = (paper.summarize(run, rows), rows)
+    elif run.name in committed:
+      found[run] = (committed[run.name], None)
   return found
 
 
@@ -106,7 +140,7 @@ def _fig2c(found, environment, protocol, path) -> bool:
   drawn = False
   for method in methods:
     hit = _lookup(found, environment, method, protocol)
-    if not hit:
+    if not hit or hit[1] is None:
       continue
     rows = hit[1]
     x = [int(r['round_num']) for r in rows]
@@ -136,7 +170,7 @@ def _curves(found, series, path, title, x_key='round_num', x_label='round') -> b
   drawn = False
   for label, environment, method, protocol in series:
     hit = _lookup(found, environment, method, protocol)
-    if not hit:
+    if not hit or hit[1] is None:
       continue
     rows = hit[1]
     if x_key == 'mbits':
@@ -179,22 +213,14 @@ def _table2(found) -> list[str]:
     method = 'fedavg' if sparsity == 0.0 else f'global_{sparsity}'
     hit = _lookup(found, 'shards10', method, PAPER)
     if hit:
-      s, run_rows = hit
-      measured = _measured_mb(run_rows)
+      s = hit[0]
+      measured = s.get('measured_mb', 'per-round metrics lost; re-running')
       rows.append([sparsity, method, s['mean_accuracy_last_10'], s['final_accuracy'], p_acc,
                    s['nonzero_params'], p_params, s['params_exchanged_millions'], p_cc,
                    measured])
     else:
       rows.append([sparsity, method, 'not run', '', p_acc, '', p_params, '', p_cc, ''])
   return files.markdown_table(header, [dict(zip(header, row)) for row in rows])
-
-
-def _measured_mb(rows):
-  if 'cumulative/bytes_uploaded' not in rows[-1]:
-    return 'not measured (TFF FedAvg)'
-  total = float(rows[-1]['cumulative/bytes_uploaded']) + float(
-      rows[-1]['cumulative/bytes_downloaded'])
-  return round(total / 1e6, 1)
 
 
 def _seeds(found) -> list[str]:
@@ -315,7 +341,8 @@ def write(work_dir: str, runs) -> None:
   summaries = [s for s, _ in found.values()]
   if summaries:
     with open(os.path.join(out, 'runs.csv'), 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=list(summaries[0]))
+      fields = list(collections.OrderedDict.fromkeys(k for s in summaries for k in s))
+      writer = csv.DictWriter(f, fieldnames=fields, restval='')
       writer.writeheader()
       writer.writerows(summaries)
   index = ['# The paper\'s FashionMNIST experiments: index', '',
@@ -370,6 +397,13 @@ def write(work_dir: str, runs) -> None:
   files.atomic_write_text(os.path.join(out, 'claims.md'), '\n'.join(claims) + '\n')
   index.append('| Claims (lines 92-104, 290) and the issue\'s targets | [claims.md](claims.md) |')
   missing = [r.name for r in runs if r not in found]
+  summary_only = [r.name for r, (_, rows) in found.items() if rows is None]
+  if summary_only:
+    index += ['', f'## Summary only ({len(summary_only)})', '',
+              'Finished by an earlier session whose disk, with the per-round metrics, was not '
+              'kept (finished runs are archived under `metrics/` since): their runs.csv rows '
+              'count in the tables and claims, not in the per-round figures (2c, 3, 4, 6) '
+              'until they are trained again.', '', ', '.join(summary_only)]
   index += ['', f'## Not finished ({len(missing)})', '',
             'PruneFL here keeps its sparsity (0.3) at every readjustment, as the issue '
             'defines it; the paper\'s Fig. 2c shows its model growing (the authors\' code '

@@ -1,0 +1,100 @@
+"""What of benchmarks/paper.py's grid outlives a session's disk: archived metrics and packs."""
+
+import csv
+import os
+
+import pytest
+
+from benchmarks import paper_grid as grid
+from benchmarks import paper_report
+
+RUN = grid.Run('shards10', 'global_0.9', 3, 1, grid.PAPER_SEED)
+FIELDS = ['round_num', 'evaluation/accuracy', 'finalizer/nonzero_params', 'finalizer/sparsity',
+          'client_work/communication/params_downloaded',
+          'client_work/communication/params_uploaded',
+          'client_work/communication/transmission_mbits', 'cumulative/bytes_uploaded',
+          'cumulative/bytes_downloaded']
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+  results = tmp_path / 'results_paper'
+  monkeypatch.setattr(grid, 'RESULTS', str(results))
+  monkeypatch.setattr(grid, 'ARCHIVE', str(results / 'metrics'))
+  monkeypatch.setattr(grid, 'IN_PROGRESS', str(results / 'in_progress'))
+  return tmp_path / 'work', results
+
+
+def _write_metrics(work_dir, rounds):
+  path = work_dir / 'results' / RUN.name / 'metrics.csv'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=FIELDS)
+    writer.writeheader()
+    for r in range(rounds + 1):
+      writer.writerow({'round_num': r, 'evaluation/accuracy': 0.5 + r / 10,
+                       'finalizer/nonzero_params': 1000 - r, 'finalizer/sparsity': r / 10,
+                       'client_work/communication/params_downloaded': 10,
+                       'client_work/communication/params_uploaded': 20,
+                       'client_work/communication/transmission_mbits': 1.5,
+                       'cumulative/bytes_uploaded': 1e6 * r,
+                       'cumulative/bytes_downloaded': 2e6 * r})
+
+
+def test_finished_metrics_are_archived_and_read_back_without_the_work_dir(dirs):
+  work_dir, results = dirs
+  _write_metrics(work_dir, 2)
+  assert not grid.archive(str(work_dir), RUN)  # 2 of 3 rounds: not finished
+  assert not (results / 'metrics').exists()
+  _write_metrics(work_dir, 3)
+  assert grid.archive(str(work_dir), RUN)
+  packed = (results / 'metrics' / f'{RUN.name}.csv.gz').read_bytes()
+  assert grid.archive(str(work_dir), RUN)
+  assert (results / 'metrics' / f'{RUN.name}.csv.gz').read_bytes() == packed  # no churn
+  rows = grid.read_rows(str(work_dir / 'gone'), RUN)
+  assert [int(r['round_num']) for r in rows] == [1, 2, 3]
+  summary = grid.summarize(RUN, rows)
+  assert summary['final_accuracy'] == pytest.approx(0.8)
+  assert summary['measured_mb'] == 9.0
+
+
+def test_save_progress_packs_the_latest_checkpoint_and_restore_unpacks_it(dirs):
+  work_dir, results = dirs
+  _write_metrics(work_dir, 2)
+  (work_dir / 'results' / RUN.name / 'config.json').write_text('{"a": 1}')
+  for version in (5, 10):
+    state = work_dir / 'checkpoints' / RUN.name / f'program_state_{version}'
+    state.mkdir(parents=True)
+    (state / 'saved_model.pb').write_text(str(version))
+  assert grid.save_progress(str(work_dir), RUN)
+  fresh = dirs[0].parent / 'fresh'
+  assert grid.restore_progress(str(fresh), RUN)
+  restored = fresh / 'checkpoints' / RUN.name
+  assert os.listdir(restored) == ['program_state_10']
+  assert (restored / 'program_state_10' / 'saved_model.pb').read_text() == '10'
+  assert (fresh / 'results' / RUN.name / 'config.json').read_text() == '{"a": 1}'
+  assert grid.read_rows(str(fresh), RUN) is None  # still unfinished
+  assert not grid.restore_progress(str(fresh), RUN)  # has a checkpoint: left alone
+  _write_metrics(fresh, 3)
+  assert grid.archive(str(fresh), RUN)
+  assert not (results / 'in_progress' / f'{RUN.name}.tar.gz').exists()
+  assert not grid.save_progress(str(fresh), RUN)  # finished: nothing to pack
+
+
+def test_report_keeps_committed_summaries_of_runs_without_metrics(dirs):
+  work_dir, results = dirs
+  results.mkdir()
+  other = grid.Run('shards10', 'fedavg', 3, 1, grid.PAPER_SEED)
+  with open(results / 'runs.csv', 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(['run', 'environment', 'method', 'algorithm', 'target_sparsity', 'rounds',
+                     'epochs', 'seed', 'sparsity', 'nonzero_params', 'final_accuracy',
+                     'mean_accuracy_last_10', 'params_exchanged_millions',
+                     'transmission_mbits'])
+    writer.writerow([other.name, 'shards10', 'fedavg', 'fedavg', 0.0, 3, 1, 1990, 0.0, 118282,
+                     0.7, 0.71, 1.0, 32.0])
+  _write_metrics(work_dir, 3)
+  found = paper_report.load(str(work_dir), [RUN, other])
+  assert found[RUN][1] is not None and found[other][1] is None
+  assert found[other][0]['mean_accuracy_last_10'] == 0.71
+  assert 'measured_mb' not in found[other][0]
