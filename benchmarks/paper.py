@@ -36,7 +36,8 @@ from benchmarks import paper_grid as grid
 from benchmarks.paper_grid import PLANS, REPO, Run, read_rows
 
 _PLAN = flags.DEFINE_list('plan', ['required'], f'Plans to train, in order: {list(PLANS)}.')
-_ONLY = flags.DEFINE_list('only', None, 'Train only these run names (of the plans).')
+_ONLY = flags.DEFINE_list('only', None,
+                          'Train only these run names (of the plans), in this order.')
 _PARALLEL = flags.DEFINE_integer('parallel', 2, 'Runs trained at once.')
 _WORK_DIR = flags.DEFINE_string(
     'work_dir', os.path.join(REPO, 'output', 'paper'),
@@ -106,7 +107,8 @@ def main(argv):
     missing = [n for n in _ONLY.value if n not in names]
     if missing:
       raise app.UsageError(f'--only: {missing} are not runs of --plan={_PLAN.value}')
-    runs = [r for r in runs if r.name in _ONLY.value]
+    by_name = {r.name: r for r in runs}
+    runs = [by_name[n] for n in dict.fromkeys(_ONLY.value)]
   if _SAVE_PROGRESS.value:
     packed = [r.name for r in runs if grid.save_progress(work_dir, r)]
     print(f'packed into {os.path.relpath(grid.IN_PROGRESS, REPO)}: '
