@@ -114,6 +114,9 @@ def main(argv):
     print(f'packed into {os.path.relpath(grid.IN_PROGRESS, REPO)}: '
           f'{", ".join(packed) if packed else "nothing"}', flush=True)
   elif not _REPORT_ONLY.value:
+    if not _ONLY.value:  # New results first; runs whose summary is kept only lack curves.
+      kept = grid.committed_summaries()
+      runs.sort(key=lambda r: r.name in kept)
     deadline = time.time() + 3600 * _MAX_HOURS.value if _MAX_HOURS.value else None
     train(runs, work_dir, _PARALLEL.value, deadline)
   for run in grid.all_runs():

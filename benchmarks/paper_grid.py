@@ -243,6 +243,32 @@ def _measured_mb(rows):
   return round(total / 1e6, 1)
 
 
+_INTS = ('rounds', 'epochs', 'seed', 'nonzero_params')
+_FLOATS = ('target_sparsity', 'sparsity', 'final_accuracy', 'mean_accuracy_last_10',
+           'params_exchanged_millions', 'transmission_mbits')
+
+
+def committed_summaries() -> dict:
+  """{run name: summary} of the committed runs.csv (the last report's rows)."""
+  path = os.path.join(RESULTS, 'runs.csv')
+  if not os.path.exists(path):
+    return {}
+  summaries = {}
+  with open(path) as f:
+    for row in csv.DictReader(f):
+      summary = collections.OrderedDict(row)
+      for key in _INTS:
+        summary[key] = int(summary[key])
+      for key in _FLOATS:
+        summary[key] = float(summary[key])
+      measured = summary.pop('measured_mb', '')
+      if measured:
+        summary['measured_mb'] = (float(measured) if measured.replace('.', '', 1).isdigit()
+                                  else measured)
+      summaries[row['run']] = summary
+  return summaries
+
+
 def all_runs() -> list[Run]:
   seen = collections.OrderedDict()
   for plan in PLANS.values():

@@ -41,32 +41,6 @@ def _protocol(run) -> str:
   return f'{run.rounds}x{run.epochs}'
 
 
-_INTS = ('rounds', 'epochs', 'seed', 'nonzero_params')
-_FLOATS = ('target_sparsity', 'sparsity', 'final_accuracy', 'mean_accuracy_last_10',
-           'params_exchanged_millions', 'transmission_mbits')
-
-
-def _committed_summaries() -> dict:
-  """{run name: summary} of the committed runs.csv (the last report's rows)."""
-  path = os.path.join(paper.RESULTS, 'runs.csv')
-  if not os.path.exists(path):
-    return {}
-  summaries = {}
-  with open(path) as f:
-    for row in csv.DictReader(f):
-      summary = collections.OrderedDict(row)
-      for key in _INTS:
-        summary[key] = int(summary[key])
-      for key in _FLOATS:
-        summary[key] = float(summary[key])
-      measured = summary.pop('measured_mb', '')
-      if measured:
-        summary['measured_mb'] = (float(measured) if measured.replace('.', '', 1).isdigit()
-                                  else measured)
-      summaries[row['run']] = summary
-  return summaries
-
-
 def load(work_dir: str, runs) -> dict:
   """{run: (summary, rows)} of the finished runs.
 
@@ -74,7 +48,7 @@ def load(work_dir: str, runs) -> dict:
   (before they were archived) keeps its committed runs.csv summary with rows
   None: it counts in the tables and claims, not in the per-round figures.
   """
-  committed = _committed_summaries()
+  committed = paper.committed_summaries()
   found = collections.OrderedDict()
   for run in runs:
     rows = paper.read_rows(work_dir, run)
