@@ -199,17 +199,28 @@ def _table2(found) -> list[str]:
 
 def _seeds(found) -> list[str]:
   lines = []
+  by_method = {}
+  seeds = (paper.PAPER_SEED, paper.PAPER_SEED + 1, paper.PAPER_SEED + 2)
   for method in ('fedavg', 'global_0.9'):
     values = []
-    for seed in (paper.PAPER_SEED, paper.PAPER_SEED + 1, paper.PAPER_SEED + 2):
+    for seed in seeds:
       hit = _lookup(found, 'shards10', method, PAPER, seed)
       if hit:
         values.append((seed, hit[0]['mean_accuracy_last_10']))
+    by_method[method] = dict(values)
     if values:
       accs = [v for _, v in values]
       spread = f', spread (max - min) {max(accs) - min(accs):.4f}' if len(accs) > 1 else ''
       lines.append(f'- {method}: ' + ', '.join(f'seed {s}: {v:.4f}' for s, v in values)
                    + f'; mean {statistics.mean(accs):.4f}{spread}')
+  both = [s for s in seeds if s in by_method['fedavg'] and s in by_method['global_0.9']]
+  if both:
+    gaps = [by_method['fedavg'][s] - by_method['global_0.9'][s] for s in both]
+    mean_gap = statistics.mean(gaps)
+    lines.append(f'- FedAvg minus Global 0.9, same seed: '
+                 + ', '.join(f'seed {s}: {g * 100:+.2f}' for s, g in zip(both, gaps))
+                 + f' points; mean {mean_gap * 100:+.2f} over {len(both)} seed(s) '
+                 f'(target: within 1.5): {"met" if mean_gap <= 0.015 else "NOT met"}')
   return lines or ['- not run yet']
 
 
