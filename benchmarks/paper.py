@@ -16,7 +16,8 @@ its last checkpoint. `--parallel` runs go at once (2 on this 2-core machine).
 
 A session's disk does not outlive it, so what must survive is committed:
 every finished run's per-round metrics (`results/paper/metrics/*.csv.gz`,
-written when the run ends and by every report), and with `--save_progress`
+written by every report and --save_progress, from the code's own
+checkout), and with `--save_progress`
 the latest checkpoint of each unfinished run (`results/paper/in_progress/`),
 unpacked into the work_dir again when training resumes it.
 
@@ -86,8 +87,6 @@ def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
               flush=True)
         if process.returncode:
           failed.append(run.name)
-        else:
-          grid.archive(work_dir, run)
   if failed:
     print(f'failed (see their logs in {work_dir}): {", ".join(failed)}', flush=True)
 
@@ -103,11 +102,10 @@ def main(argv):
   work_dir = os.path.abspath(_WORK_DIR.value)
   runs = [r for p in _PLAN.value for r in PLANS[p]()]
   if _ONLY.value:
-    names = {r.name for r in runs}
-    missing = [n for n in _ONLY.value if n not in names]
+    by_name = {r.name: r for r in runs}
+    missing = [n for n in _ONLY.value if n not in by_name]
     if missing:
       raise app.UsageError(f'--only: {missing} are not runs of --plan={_PLAN.value}')
-    by_name = {r.name: r for r in runs}
     runs = [by_name[n] for n in dict.fromkeys(_ONLY.value)]
   if _SAVE_PROGRESS.value:
     packed = [r.name for r in runs if grid.save_progress(work_dir, r)]
