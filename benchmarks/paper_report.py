@@ -5,7 +5,8 @@ benchmarks/results/paper/: `runs.csv` (one row per finished run), `index.md`
 (each paper figure and table -> its file, and what is missing), `table2.md`,
 `claims.md` (targets and the paper's claims, each holds / does not hold /
 not measured), and the figures `fig2a_{env}_{TxE}.png`, `fig2c_{env}_{TxE}.png`,
-`fig3.png`, `fig4.png`, `fig6_{TxE}.png`.
+`fig3.png`, `fig4.png`, `fig6_{TxE}.png` (Appendix E count) and `fig6_mb_{TxE}.png`
+(our encoders' bytes).
 
   python -m benchmarks.paper --report_only
 """
@@ -138,8 +139,8 @@ def _fig2c(found, environment, protocol, path) -> bool:
   return True
 
 
-def _curves(found, series, path, title, x_key='round_num', x_label='round') -> bool:
-  """One accuracy curve per (label, environment, method, protocol) in `series`."""
+def _curves(found, series, path, title) -> bool:
+  """One accuracy-per-round curve per (label, environment, method, protocol) in `series`."""
   fig, ax = plt.subplots(figsize=(7, 4))
   drawn = False
   for label, environment, method, protocol in series:
@@ -147,24 +148,78 @@ def _curves(found, series, path, title, x_key='round_num', x_label='round') -> b
     if not hit or hit[1] is None:
       continue
     rows = hit[1]
-    if x_key == 'mbits':
-      x, total = [], 0.0
-      for r in rows:
-        total += _round_mbits(r, environment)
-        x.append(total)
-    else:
-      x = [int(r[x_key]) for r in rows]
-    ax.plot(x, [float(r['evaluation/accuracy']) for r in rows], lw=0.8, label=label)
+    ax.plot([int(r['round_num']) for r in rows],
+            [float(r['evaluation/accuracy']) for r in rows], lw=0.8, label=label)
     drawn = True
   if not drawn:
     plt.close(fig)
     return False
-  ax.set_xlabel(x_label)
+  ax.set_xlabel('round')
   ax.set_ylabel('test accuracy')
-  if x_key == 'mbits':
-    ax.set_xscale('log')
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+# Figure 6: every scheme at 0.9 (PruneFL at 0.3); 10 clients top row, 100 bottom.
+FIG6_METHODS = collections.OrderedDict([
+    ('fedavg', 'FedAvg'), ('fedprox', 'FedProx'), ('global_0.9', 'FedSparsify-Global'),
+    ('local_0.9', 'FedSparsify-Local'), ('random_0.9', 'Random'), ('snip_0.9', 'SNIP'),
+    ('grasp_0.9', 'GraSP'), ('prunefl_0.3', 'PruneFL 0.3')])
+FIG6_PANELS = (('iid10', 'shards10'), ('iid100', 'shards100'))
+
+
+def _cumulative(rows, environment, measured) -> tuple[list[float], bool]:
+  """Cumulative exchange after each round: Appendix E Mbit, or our encoders' MB.
+
+  The second value says whether the figure is computed rather than measured: TFF's
+  own FedAvg / FedProx processes have no encoder of ours, so their MB is the dense
+  float32 payload (4 bytes per parameter, each way, each participating client).
+  """
+  if measured and 'cumulative/bytes_uploaded' in rows[0]:
+    return [(float(r['cumulative/bytes_uploaded']) + float(r['cumulative/bytes_downloaded']))
+            / 1e6 for r in rows], False
+  x, total = [], 0.0
+  for r in rows:
+    total += _round_mbits(r, environment) / (8 if measured else 1)
+    x.append(total)
+  return x, measured
+
+
+def _fig6(found, protocol, path, measured) -> bool:
+  """Accuracy against cumulative transmission, one panel per environment (paper Fig. 6)."""
+  fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey=True)
+  drawn = False
+  for row, envs in enumerate(FIG6_PANELS):
+    for col, env in enumerate(envs):
+      ax = axes[row][col]
+      for method, label in FIG6_METHODS.items():
+        hit = _lookup(found, env, method, protocol)
+        if not hit or hit[1] is None:
+          continue
+        x, computed = _cumulative(hit[1], env, measured)
+        ax.plot(x, [float(r['evaluation/accuracy']) for r in hit[1]], lw=0.8,
+                label=label + (' (dense, computed)' if computed else ''))
+        drawn = True
+      ax.set_xscale('log')
+      ax.set_title(ENV_TITLES[env], fontsize=9)
+      ax.set_xlabel('cumulative MB exchanged, our encoders (up + down)' if measured else
+                    'cumulative Mbit exchanged (Appendix E: 32 bits per non-zero parameter '
+                    '+ mask bits)', fontsize=8)
+      if col == 0:
+        ax.set_ylabel('test accuracy')
+      if ax.lines:
+        ax.legend(fontsize=6)
+      else:
+        ax.text(0.5, 0.5, 'no finished run', ha='center', va='center',
+                transform=ax.transAxes, fontsize=9, color='grey')
+  if not drawn:
+    plt.close(fig)
+    return False
+  fig.suptitle(f'Accuracy vs cumulative transmission, {protocol} (rounds x epochs)', fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -358,15 +413,10 @@ def write(work_dir: str, runs) -> None:
              f'FedSparsify-Local 0.9, 10 clients, {SHORT}: majority vote vs plain averaging'):
     index.append('| Fig. 4 | [fig4.png](fig4.png) |')
   for protocol in (PAPER, SHORT):
-    series = [(f'{env} {m}', env, m, protocol) for env in paper.ENVIRONMENTS
-              for m in ('fedavg', 'global_0.9', 'local_0.9', 'snip_0.9', 'grasp_0.9',
-                        'prunefl_0.3')]
-    name = f'fig6_{protocol}.png'
-    if _curves(found, series, os.path.join(out, name),
-               f'accuracy vs cumulative transmission (Mbit, Appendix E count), {protocol}',
-               x_key='mbits', x_label='cumulative Mbit exchanged (32 bits per non-zero '
-               'parameter, + mask bits)'):
-      index.append(f'| Fig. 6 ({protocol}) | [{name}]({name}) |')
+    for measured, name in ((False, f'fig6_{protocol}.png'), (True, f'fig6_mb_{protocol}.png')):
+      if _fig6(found, protocol, os.path.join(out, name), measured):
+        unit = 'our measured MB' if measured else 'Appendix E count'
+        index.append(f'| Fig. 6 ({protocol}, {unit}) | [{name}]({name}) |')
   table = ['# Table 2 side by side: shards, 10 clients, paper protocol', '',
            f'Made by `{COMMAND}`. Ours: mean test accuracy of the last 10 rounds and of the '
            'last round; non-zero trainable parameters at the end; C.C. = parameters exchanged '

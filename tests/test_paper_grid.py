@@ -98,3 +98,17 @@ def test_report_keeps_committed_summaries_of_runs_without_metrics(dirs):
   assert found[RUN][1] is not None and found[other][1] is None
   assert found[other][0]['mean_accuracy_last_10'] == 0.71
   assert 'measured_mb' not in found[other][0]
+
+
+def test_fig6_exchange_is_measured_where_our_encoders_ran_and_dense_otherwise(dirs):
+  work_dir, _ = dirs
+  _write_metrics(work_dir, 3)
+  rows = grid.read_rows(str(work_dir), RUN)
+  x, computed = paper_report._cumulative(rows, 'shards10', measured=True)  # pylint: disable=protected-access
+  assert (x, computed) == ([3.0, 6.0, 9.0], False)
+  x, computed = paper_report._cumulative(rows, 'shards10', measured=False)  # pylint: disable=protected-access
+  assert (x, computed) == ([1.5, 3.0, 4.5], False)
+  dense = [{'round_num': r} for r in (1, 2)]  # TFF's FedAvg: no communication metrics
+  x, computed = paper_report._cumulative(dense, 'shards100', measured=True)  # pylint: disable=protected-access
+  per_round = 4 * 2 * 10 * grid.NUM_PARAMS / 1e6  # float32, both ways, 10 clients
+  assert computed and x == pytest.approx([per_round, 2 * per_round])
