@@ -303,7 +303,7 @@ def _claims(found) -> list[str]:
         continue
       gap = fedavg - value
       lines.append(f'- Global {s} within {allowed * 100:g} points of FedAvg: {value:.4f} '
-                   f'(FedAvg {gap * 100:+.2f} points above it): '
+                   f'(FedAvg minus Global: {gap * 100:+.2f} points): '
                    f'{"met" if gap <= allowed else "NOT met"}')
   global99 = acc('shards10', 'global_0.99')
   for method in ('snip_0.99', 'grasp_0.99', 'random_0.99'):
