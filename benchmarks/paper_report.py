@@ -206,9 +206,8 @@ def _fig6(found, protocol, path, measured) -> bool:
         drawn = True
       ax.set_xscale('log')
       ax.set_title(ENV_TITLES[env], fontsize=9)
-      ax.set_xlabel('cumulative MB exchanged, our encoders (up + down)' if measured else
-                    'cumulative Mbit exchanged (Appendix E: 32 bits per non-zero parameter '
-                    '+ mask bits)', fontsize=8)
+      ax.set_xlabel('cumulative MB, up + down' if measured else 'cumulative Mbit',
+                    fontsize=8)
       if col == 0:
         ax.set_ylabel('test accuracy')
       if ax.lines:
@@ -219,7 +218,10 @@ def _fig6(found, protocol, path, measured) -> bool:
   if not drawn:
     plt.close(fig)
     return False
-  fig.suptitle(f'Accuracy vs cumulative transmission, {protocol} (rounds x epochs)', fontsize=10)
+  unit = ('bytes our encoders wrote' if measured else
+          'Appendix E count: 32 bits per non-zero parameter + mask bits')
+  fig.suptitle(f'Accuracy vs cumulative transmission ({unit}), {protocol} (rounds x epochs)',
+               fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
