@@ -17,8 +17,9 @@ its last checkpoint. `--parallel` runs go at once (2 on this 2-core machine).
 A session's disk does not outlive it, so what must survive is committed:
 every finished run's per-round metrics (`results/paper/metrics/*.csv.gz`,
 written by every report and --save_progress into the code's own checkout),
-and with `--save_progress` the latest checkpoint of each unfinished run (`results/paper/in_progress/`),
-unpacked into the work_dir again when training resumes it.
+and with `--save_progress` the latest checkpoint of each unfinished run
+(`results/paper/in_progress/`), unpacked into the work_dir again when
+training resumes it.
 
 Results go to benchmarks/results/paper/ (index.md maps each paper figure and
 table to its file); every file names the command that made it.
