@@ -117,13 +117,23 @@ def _fig2c(found, environment, protocol, path) -> bool:
     hit = _lookup(found, environment, method, protocol)
     if not hit or hit[1] is None:
       continue
-    rows = hit[1]
-    x = [int(r['round_num']) for r in rows]
-    line, = ax.plot(x, [float(r['evaluation/accuracy']) for r in rows], lw=0.8, label=method)
-    params = ([int(r['finalizer/nonzero_params']) for r in rows]
-              if 'finalizer/nonzero_params' in rows[0] else [paper.NUM_PARAMS] * len(x))
-    ax2.plot(x, params, ls='--', lw=0.8, color=line.get_color())
+    _accuracy_and_params(ax, ax2, hit[1], method)
     drawn = True
+  return _finish_rounds_figure(fig, ax, ax2, drawn, path,
+                               f'{ENV_TITLES[environment]}, {protocol}')
+
+
+def _accuracy_and_params(ax, ax2, rows, label):
+  """Accuracy per round (solid, left axis) and non-zero parameters (dashed, right axis)."""
+  x = [int(r['round_num']) for r in rows]
+  line, = ax.plot(x, [float(r['evaluation/accuracy']) for r in rows], lw=0.8, label=label)
+  params = ([int(r['finalizer/nonzero_params']) for r in rows]
+            if 'finalizer/nonzero_params' in rows[0] else [paper.NUM_PARAMS] * len(x))
+  ax2.plot(x, params, ls='--', lw=0.8, color=line.get_color())
+
+
+def _finish_rounds_figure(fig, ax, ax2, drawn, path, title) -> bool:
+  """Labels and saves a rounds figure like the paper's (parameters on a right axis)."""
   if not drawn:
     plt.close(fig)
     return False
@@ -131,7 +141,7 @@ def _fig2c(found, environment, protocol, path) -> bool:
   ax.set_ylabel('test accuracy (solid)')
   ax2.set_ylabel('non-zero parameters (dashed)')
   ax2.set_yscale('log')
-  ax.set_title(f'{ENV_TITLES[environment]}, {protocol}', fontsize=9)
+  ax.set_title(title, fontsize=9)
   ax.legend(loc='lower right', fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -140,28 +150,17 @@ def _fig2c(found, environment, protocol, path) -> bool:
 
 
 def _curves(found, series, path, title) -> bool:
-  """One accuracy-per-round curve per (label, environment, method, protocol) in `series`."""
+  """Accuracy and parameters per round for each (label, environment, method, protocol)."""
   fig, ax = plt.subplots(figsize=(7, 4))
+  ax2 = ax.twinx()
   drawn = False
   for label, environment, method, protocol in series:
     hit = _lookup(found, environment, method, protocol)
     if not hit or hit[1] is None:
       continue
-    rows = hit[1]
-    ax.plot([int(r['round_num']) for r in rows],
-            [float(r['evaluation/accuracy']) for r in rows], lw=0.8, label=label)
+    _accuracy_and_params(ax, ax2, hit[1], label)
     drawn = True
-  if not drawn:
-    plt.close(fig)
-    return False
-  ax.set_xlabel('round')
-  ax.set_ylabel('test accuracy')
-  ax.set_title(title, fontsize=9)
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return True
+  return _finish_rounds_figure(fig, ax, ax2, drawn, path, title)
 
 
 # Figure 6: every scheme at 0.9 (PruneFL at 0.3); 10 clients top row, 100 bottom.
@@ -356,7 +355,57 @@ def _claims(found) -> list[str]:
         'FedSparsify: below Global 0.9 (line 104)',
         [cmp(env, 'global_0.9', 'prunefl_0.3', p) for env in paper.ENVIRONMENTS
          for p in (PAPER, SHORT)])
+  claim('Sparsification frequency: F = 1 and F = 2 behave alike (within 1 point); at F = 5, '
+        '10, 20 accuracy drops more where pruning takes place (mean drop over the pruning '
+        'rounds more than 1 point above F = 1\'s) (line 196, Fig. 3)', _frequency_pairs(found))
+  claim('Majority voting keeps the clients\' sparsity early in training, plain averaging '
+        f'resurrects parameters: fewer non-zero parameters over rounds 1-{EARLY_ROUNDS} '
+        '(line 204, Fig. 4)', [_vote_vs_mean(found, env) for env in ('shards10', 'iid10')])
   return lines
+
+
+EARLY_ROUNDS = 20  # Fig. 4's inset: the beginning of training
+
+
+def _rows_with_params(found, environment, method):
+  hit = _lookup(found, environment, method, SHORT)
+  if not hit or hit[1] is None:
+    return None
+  return [r for r in hit[1] if r.get('finalizer/nonzero_params')]
+
+
+def _pruning_drops(rows) -> list[float]:
+  """Accuracy lost from the round before at each round whose model has fewer non-zeros."""
+  acc = [float(r['evaluation/accuracy']) for r in rows]
+  params = [int(r['finalizer/nonzero_params']) for r in rows]
+  return [acc[t - 1] - acc[t] for t in range(1, len(rows)) if params[t] < params[t - 1]]
+
+
+def _frequency_pairs(found) -> list:
+  """Fig. 3's runs (shards10, Global 0.95, 200x1) against F = 1."""
+  method = lambda f: 'global_0.95' if f == 1 else f'global_0.95_F{f}'  # noqa: E731
+  pairs = []
+  one, two = (_accuracy(found, 'shards10', method(f), SHORT) for f in (1, 2))
+  if one is not None and two is not None:
+    pairs.append((f'F = 1 {one:.4f} vs F = 2 {two:.4f}', one, two, abs(one - two) <= 0.01))
+  base = _rows_with_params(found, 'shards10', method(1))
+  for f in (5, 10, 20):
+    rows = _rows_with_params(found, 'shards10', method(f))
+    if base is None or rows is None:
+      continue
+    a, b = (sum(d) / len(d) for d in (_pruning_drops(rows), _pruning_drops(base)))
+    pairs.append((f'mean drop at pruning rounds F = {f} {a * 100:+.2f} vs F = 1 {b * 100:+.2f} '
+                  'points', a, b, a > b + 0.01))
+  return pairs
+
+
+def _vote_vs_mean(found, env):
+  vote, mean = (_rows_with_params(found, env, m) for m in ('local_0.9', 'local_0.9_mean'))
+  if vote is None or mean is None:
+    return (None, None, None, None)
+  a, b = (sum(int(r['finalizer/nonzero_params']) for r in rows[:EARLY_ROUNDS])
+          / len(rows[:EARLY_ROUNDS]) for rows in (vote, mean))
+  return (f'{env}: vote {a:,.0f} vs averaging {b:,.0f}', a, b, a < b)
 
 
 def _iid_vs_non_iid(found, method) -> list:
@@ -437,7 +486,7 @@ def write(work_dir: str, runs) -> None:
             f'Made by `{COMMAND}`; a claim is "not measured yet" until its runs finish.', '',
             *_claims(found)]
   files.atomic_write_text(os.path.join(out, 'claims.md'), '\n'.join(claims) + '\n')
-  index.append('| Claims (lines 92-104, 290) and the issue\'s targets | [claims.md](claims.md) |')
+  index.append('| Claims (lines 92-104, 196, 204, 290) and the issue\'s targets | [claims.md](claims.md) |')
   missing = [r.name for r in runs if r not in found]
   summary_only = [r.name for r, (_, rows) in found.items() if rows is None]
   if summary_only:

@@ -112,3 +112,34 @@ def test_fig6_exchange_is_measured_where_our_encoders_ran_and_dense_otherwise(di
   x, computed = paper_report._cumulative(dense, 'shards100', measured=True)  # pylint: disable=protected-access
   per_round = 4 * 2 * 10 * grid.NUM_PARAMS / 1e6  # float32, both ways, 10 clients
   assert computed and x == pytest.approx([per_round, 2 * per_round])
+
+
+def _rows(accuracy, params):
+  return [{'round_num': r, 'evaluation/accuracy': a, 'finalizer/nonzero_params': p}
+          for r, (a, p) in enumerate(zip(accuracy, params), start=1)]
+
+
+def test_pruning_drops_count_only_the_rounds_whose_model_lost_weights():
+  rows = _rows([0.5, 0.6, 0.4, 0.45, 0.3], [100, 100, 80, 80, 60])
+  assert paper_report._pruning_drops(rows) == pytest.approx([0.2, 0.15])  # pylint: disable=protected-access
+
+
+def test_frequency_and_vote_claims_read_the_curves():
+  def found_with(curves):
+    return {grid.Run(env, method, 200, 1, grid.PAPER_SEED):
+            ({'mean_accuracy_last_10': rows[-1]['evaluation/accuracy']}, rows)
+            for (env, method), rows in curves.items()}
+
+  smooth = _rows([0.5, 0.52, 0.54, 0.56], [100, 90, 80, 70])  # F = 1: gains while pruning
+  steep = _rows([0.5, 0.52, 0.40, 0.55], [100, 100, 70, 70])  # F = 5: 12 points lost
+  found = found_with({('shards10', 'global_0.95'): smooth,
+                      ('shards10', 'global_0.95_F2'): smooth,
+                      ('shards10', 'global_0.95_F5'): steep})
+  pairs = paper_report._frequency_pairs(found)  # pylint: disable=protected-access
+  assert [p[3] for p in pairs] == [True, True]
+  assert pairs[1][1] == pytest.approx(0.12) and pairs[1][2] == pytest.approx(-0.02)
+  found = found_with({('iid10', 'local_0.9'): _rows([0.5] * 3, [50, 40, 30]),
+                      ('iid10', 'local_0.9_mean'): _rows([0.5] * 3, [90, 40, 30])})
+  _, vote, mean, holds = paper_report._vote_vs_mean(found, 'iid10')  # pylint: disable=protected-access
+  assert (vote, mean, holds) == (pytest.approx(40), pytest.approx(160 / 3), True)
+  assert paper_report._vote_vs_mean(found, 'shards10')[1] is None  # pylint: disable=protected-access
