@@ -368,10 +368,9 @@ EARLY_ROUNDS = 20  # Fig. 4's inset: the beginning of training
 
 
 def _rows_with_params(found, environment, method):
+  """The 200x1 run's rounds (1 on: read_rows drops round 0, which has no count)."""
   hit = _lookup(found, environment, method, SHORT)
-  if not hit or hit[1] is None:
-    return None
-  return [r for r in hit[1] if r.get('finalizer/nonzero_params')]
+  return hit[1] if hit else None
 
 
 def _pruning_drops(rows) -> list[float]:
