@@ -494,10 +494,11 @@ def write(work_dir: str, runs) -> None:
               'kept (finished runs are archived under `metrics/` since): their runs.csv rows '
               'count in the tables and claims, not in the per-round figures (2c, 3, 4, 6) '
               'until they are trained again.', '', ', '.join(summary_only)]
-  index += ['', f'## Not finished ({len(missing)})', '',
+  if missing:
+    index += ['', f'## Not finished ({len(missing)})', '', ', '.join(missing)]
+  index += ['', '## PruneFL', '',
             'PruneFL here keeps its sparsity (0.3) at every readjustment, as the issue '
             'defines it; the paper\'s Fig. 2c shows its model growing (the authors\' code '
-            'grows the density by the readjustment ratio): see BUILD_NOTES.', '',
-            ', '.join(missing) if missing else 'none']
+            'grows the density by the readjustment ratio): see BUILD_NOTES.']
   files.atomic_write_text(os.path.join(out, 'index.md'), '\n'.join(index) + '\n')
   print('\n'.join(index[:40]))
