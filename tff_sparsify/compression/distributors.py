@@ -16,8 +16,9 @@ and the process measures what the encoding of `codecs` sends:
   model; the clients receive the dequantized values, the server keeps its
   full-precision model.
 
-Non-trainable weights (the masks, which the clients also know from the
-weights' zeros, and the pruning steps) are not counted. Measurement
+Of the non-trainable weights, the moving statistics (BatchNormalization)
+are counted; the masks (which the clients also know from the weights' zeros)
+and the pruning steps are not. Measurement
 `bytes_downloaded`: the bytes of one model times the clients it went to.
 """
 
@@ -50,6 +51,7 @@ def encode_broadcast(trainable, compression: configs.CompressionConfig):
 def build_encoded_broadcast_process(
     model_weights_type: tff.Type,
     compression: configs.CompressionConfig = configs.CompressionConfig(),
+    statistics: tuple[int, ...] = (),
 ) -> tff.learning.templates.DistributionProcess:
   """A `DistributionProcess` broadcasting `ModelWeights`, encoded as `compression` says.
 
@@ -57,6 +59,8 @@ def build_encoded_broadcast_process(
     model_weights_type: the (unplaced) `tff.learning.models.ModelWeights` type.
     compression: its `quantize_bits`, `quantize_threshold` and `quantizer`
       (only 'sparse' quantizes the broadcast; TFF's quantizer acts on uploads).
+    statistics: indices in the non-trainable weights of the moving statistics
+      (`layout.PruningLayout.statistics`), counted in their lossless encoding.
 
   Returns:
     A stateless `DistributionProcess` whose measurements are
@@ -66,6 +70,8 @@ def build_encoded_broadcast_process(
   @tff.tensorflow.computation(model_weights_type)
   def encode(weights):
     received, size = encode_broadcast(tuple(weights.trainable), compression)
+    for i in statistics:
+      size += codecs.tf_encoded_size(weights.non_trainable[i])
     return tff.learning.models.ModelWeights(
         tuple(received), tuple(weights.non_trainable)), size
 

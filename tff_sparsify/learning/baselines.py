@@ -4,7 +4,9 @@ FedAvg with vanilla SGD (McMahan et al. 2017), FedAvg with momentum SGD at
 the clients ("MFL", Liu et al. 2020; momentum 0.75 in the paper's Appendix C)
 and FedProx (Li et al. 2020, mu = 0.001). FedAvg with compression (message
 pruning, quantization) is FedSparsify with S_T = 0, which equals TFF's FedAvg
-when nothing compresses (tested), so that its bytes are measured.
+when nothing compresses (tested), so that its bytes are measured; so is
+FedAvg of a model with BatchNormalization, so that its moving statistics
+are aggregated.
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ import tensorflow_federated as tff
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import fed_sparsify
+from tff_sparsify.learning import layout as layout_lib
 
 
 def build_fed_avg(
@@ -24,6 +27,10 @@ def build_fed_avg(
 ) -> tff.learning.templates.LearningProcess:
   """FedAvg or MFL: `tff.learning.algorithms.build_weighted_fed_avg`.
 
+  With compression, or for a model with moving statistics (BatchNormalization,
+  which TFF's FedAvg never aggregates: `learning.statistics`), FedSparsify
+  with S_T = 0, which equals TFF's FedAvg on the trainable weights (tested).
+
   Args:
     model_fn: no-arg `model_fn`; with compression, of a model wrapped for
       pruning (`models.build_model_fn(..., prunable=True)`).
@@ -31,7 +38,7 @@ def build_fed_avg(
     **components: TFF's optional keyword-only components
       (`model_aggregator`, `loop_implementation`, ...).
   """
-  if config.compression.enabled:
+  if config.compression.enabled or layout_lib.layout_from_model_fn(model_fn).statistics:
     return fed_sparsify.build_weighted_fed_sparsify(
         model_fn, configs.FedSparsifyConfig(
             schedule=configs.NEVER_PRUNE,

@@ -47,6 +47,10 @@ Optionally the upload is pruned as in arXiv 2310.14693: the smallest
 `message_prune_target='delta'` the aggregator prunes the update instead
 (`compression.aggregators.SparseDeltaMeanFactory`), quantizes and counts it;
 this client work then neither prunes, quantizes nor counts the upload.
+
+A model with moving statistics (BatchNormalization) also sends how they
+moved, `statistics = initial - final` (`learning.statistics`), dense, counted
+in `bytes_uploaded`.
 """
 
 import collections
@@ -63,6 +67,7 @@ from tff_sparsify.core import schedules
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import pruning
+from tff_sparsify.learning import statistics as statistics_lib
 
 
 
@@ -181,6 +186,10 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
     reduced = reduce_loop(reduce_fn, data, initial_state)
     num_examples = reduced[0]
     trained = [tf.identity(v) for v in trainable]
+    # How the moving statistics (BatchNormalization) moved in the forward passes.
+    statistics_delta = [a - b for a, b in zip(
+        layout.statistics_list(initial_weights.non_trainable),
+        layout.statistics_list(weights.non_trainable))]
     global_masks = layout.mask_list(initial_weights.non_trainable)
     if mode == 'local':
       def purge():
@@ -231,10 +240,13 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
       bytes_uploaded.append(tf.where(
           should_prune, tf.add_n([codecs.tf_encoded_size(s) for s in importance]),
           tf.constant(0, tf.int64)))
+    # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
+    bytes_uploaded.extend(codecs.tf_encoded_size(d) for d in statistics_delta)
     bytes_uploaded = (tf.add_n(bytes_uploaded) if bytes_uploaded
                       else tf.constant(0, tf.int64))
 
-    delta, non_finite = _zero_all_if_any_non_finite(tuple(delta))
+    (delta, statistics_delta), non_finite = _zero_all_if_any_non_finite(
+        (tuple(delta), tuple(statistics_delta)))
     if non_finite:
       model.reset_metrics()
     client_weight = tf.where(
@@ -259,6 +271,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
         mask_bits_uploaded=mask_bits,
         transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
         bytes_uploaded=bytes_uploaded)
+    update = statistics_lib.with_statistics(update, statistics_delta)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
             model.report_local_unfinalized_metrics(), communication)
 

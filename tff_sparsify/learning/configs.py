@@ -318,3 +318,8 @@ class FedSparsifyConfig(FedAvgConfig):
     if not validation.is_number(self.proximal_strength) or self.proximal_strength < 0:
       raise validation.ConfigError('proximal_strength', self.proximal_strength,
                                    'must be >= 0 (0: no proximal term)')
+
+  @property
+  def prunes(self) -> bool:
+    """Whether the model is pruned (it then needs `prune_low_magnitude` wrappers)."""
+    return self.schedule.final_sparsity > 0 or self.pruning_method in AT_INITIALIZATION

@@ -32,6 +32,7 @@ from tff_sparsify.learning import client_work as client_work_lib
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import finalizers
 from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import statistics as statistics_lib
 
 
 def build_initial_weights_fn(model_fn, layout: layout_lib.PruningLayout, initial_masks=None):
@@ -111,7 +112,9 @@ def build_weighted_fed_sparsify(
   Args:
     model_fn: no-arg callable returning `tff.learning.models.from_keras_model`
       of a Keras model whose prunable layers are wrapped by tfmot's
-      `prune_low_magnitude` (`tff_sparsify.learning.pruning.wrap_for_pruning`).
+      `prune_low_magnitude` (`tff_sparsify.learning.pruning.wrap_for_pruning`);
+      unwrapped only if `config` never prunes (S_T = 0). Its moving
+      statistics (BatchNormalization) are aggregated (`learning.statistics`).
     config: the validated configuration (`configs.FedSparsifyConfig`).
     client_optimizer_fn: the clients' `tff.learning.optimizers.Optimizer`;
       default SGD at `config.client_learning_rate` and `client_momentum`.
@@ -122,7 +125,8 @@ def build_weighted_fed_sparsify(
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`, or TFF's quantizing mean with
       `quantize_bits` and `quantizer='tff'` (not both). In local mode it is
-      wrapped by `aggregators.MaskMergingFactory`.
+      wrapped by `aggregators.MaskMergingFactory`; with moving statistics,
+      by `statistics.StatisticsMeanFactory`.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
     initial_masks: with `pruning_method='snip'|'grasp'` (required there, and
@@ -159,6 +163,8 @@ def build_weighted_fed_sparsify(
   client_optimizer_fn = client_optimizer_fn or default_client
   server_optimizer_fn = server_optimizer_fn or default_server
   layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
+  if config.prunes:
+    layout.check_pruning()
   layout.check_placement(config.sparsity_placement)
   layout.check_granularity()
   at_init = config.pruning_method in configs.AT_INITIALIZATION
@@ -174,7 +180,7 @@ def build_weighted_fed_sparsify(
   model_weights_type = initial_weights_fn.type_signature.result
   if model_distributor is None:
     model_distributor = distributors.build_encoded_broadcast_process(
-        model_weights_type, compression)
+        model_weights_type, compression, layout.statistics)
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, config,
@@ -185,6 +191,8 @@ def build_weighted_fed_sparsify(
         config.mask_aggregation, model_delta_factory=model_aggregator)
   elif config.pruning_method == 'prunefl':
     model_aggregator = aggregators.ImportanceSummingFactory(model_aggregator)
+  if layout.statistics:
+    model_aggregator = statistics_lib.StatisticsMeanFactory(model_aggregator)
   aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
   finalizer = finalizers.build_fed_sparsify_finalizer(
       server_optimizer_fn, model_weights_type, layout, config)

@@ -18,7 +18,9 @@ the kept weights ('random', the paper's Random baseline), seeded by
 (seed, round); SNIP and GraSP ('snip', 'grasp') keep the mask the initial
 weights carry (`learning.saliency`); PruneFL ('prunefl') readjusts it at the
 end of rounds readjust_every - 1, 2 readjust_every - 1, ... from the summed
-squared gradients the clients send (`masks.readjusted_masks`: regrowth).
+squared gradients the clients send (`masks.readjusted_masks`: regrowth). Where the model has moving statistics (BatchNormalization),
+the update carries their weighted mean delta and they become the clients'
+weighted mean (`learning.statistics`).
 
 Measurements: `round_num`, `pruned` (1 if the schedule pruned this round),
 `target_sparsity` (s_t), `sparsity` (zeros among the prunable weights),
@@ -36,6 +38,7 @@ from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.core import schedules
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import statistics as statistics_lib
 
 
 def build_fed_sparsify_finalizer(
@@ -79,12 +82,15 @@ def build_fed_sparsify_finalizer(
   mask_type = tff.StructWithPythonType(
       [trainable_type[i] for i in layout.prunable], tuple)
   prunefl = pruning_method == 'prunefl'
+  parts = [('model_delta', trainable_type)]
   if mode == 'local' or prunefl:
-    update_type = tff.StructWithPythonType(
-        [('model_delta', trainable_type), ('importance' if prunefl else 'mask', mask_type)],
-        collections.OrderedDict)
-  else:
-    update_type = trainable_type
+    parts.append(('importance' if prunefl else 'mask', mask_type))
+  if layout.statistics:
+    parts.append((statistics_lib.STATISTICS, tff.StructWithPythonType(
+        [model_weights_type.non_trainable[i] for i in layout.statistics], tuple)))
+  structured = len(parts) > 1
+  update_type = (tff.StructWithPythonType(parts, collections.OrderedDict) if structured
+                 else trainable_type)
 
   # TFF's finalizer steps the server optimizer (and rejects a non-finite
   # update, keeping the old model and optimizer state); the pruning follows.
@@ -96,6 +102,8 @@ def build_fed_sparsify_finalizer(
     return np.int32(0)
 
   def new_masks(trainable, current, round_num, should_prune, sparsity, merged):
+    if not layout.prunable:  # A model without wrappers, never pruned (S_T = 0).
+      return []
     if mode == 'local':
       return [m * c for m, c in zip(merged, current)]
     if prunefl:  # Readjusted every `readjust_every` rounds, regrowing.
@@ -134,6 +142,9 @@ def build_fed_sparsify_finalizer(
         weights.trainable, layout.masks_by_trainable(weights.non_trainable))
     masks = new_masks(trainable, current, round_num, should_prune, sparsity, merged)
     non_trainable = list(weights.non_trainable)
+    if layout.statistics:
+      non_trainable = statistics_lib.apply(non_trainable, layout.statistics,
+                                           update[statistics_lib.STATISTICS])
     for i, mask in zip(layout.masks, masks):
       non_trainable[i] = mask
     for i in layout.steps:
@@ -147,7 +158,8 @@ def build_fed_sparsify_finalizer(
         round_num=round_num,
         pruned=tf.cast(should_prune, tf.int32),
         target_sparsity=tf.cast(sparsity, tf.float32),
-        sparsity=tf.cast(masks_lib.sparsity(prunable), tf.float32),
+        sparsity=tf.cast(masks_lib.sparsity(prunable), tf.float32) if prunable
+        else tf.constant(0.0),
         nonzero_params=masks_lib.num_nonzero(trainable),
         update_non_finite=update_non_finite)
     new_weights = tff.learning.models.ModelWeights(tuple(trainable), tuple(non_trainable))
@@ -164,7 +176,7 @@ def build_fed_sparsify_finalizer(
       tff.FederatedType(model_weights_type, tff.SERVER),
       tff.FederatedType(update_type, tff.SERVER))
   def next_fn(state, weights, update):
-    delta = update.model_delta if (mode == 'local' or prunefl) else update
+    delta = update.model_delta if structured else update
     stepped = optimizer_finalizer.next(state.optimizer_state, weights, delta)
     round_num, new_weights, measurements = tff.federated_map(
         prune, (state.round_num, stepped.result, update,

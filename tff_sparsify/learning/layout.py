@@ -13,6 +13,11 @@ that belong to a kernel's output channels (its layer's bias; the gamma and
 beta of a BatchNormalization that follows it) are masked with the kernel's
 channel vector (`channel_links`), so that a pruned channel outputs exactly
 zero and `deploy.compact` can remove it.
+
+`statistics` are the model's other floating-point non-trainable variables:
+BatchNormalization's moving mean and variance, which Keras updates in the
+forward pass and TFF neither trains nor aggregates. The clients send how
+theirs moved and the server sets the weighted mean (`learning.statistics`).
 """
 
 import dataclasses
@@ -45,6 +50,9 @@ class PruningLayout:
       never pruned: the model's output layer (its units are the outputs).
     channel_unlinked: names of BatchNormalization layers that follow no
       prunable kernel of their size (channel granularity refuses the model).
+    statistics: indices in `non_trainable` of the floating-point variables
+      that are not tfmot's (BatchNormalization's moving mean and variance):
+      aggregated like the model update (`learning.statistics`).
   """
   num_trainable: int
   prunable: tuple[int, ...]
@@ -55,6 +63,18 @@ class PruningLayout:
   channel_links: tuple[tuple[int, int], ...] = ()
   channel_frozen: tuple[int, ...] = ()
   channel_unlinked: tuple[str, ...] = ()
+  statistics: tuple[int, ...] = ()
+
+  def check_pruning(self):
+    """ValueError for a model with nothing to prune."""
+    if not self.prunable:
+      raise ValueError(
+          'model_fn must return a model whose Keras layers are wrapped for '
+          'pruning (tff_sparsify.learning.pruning.wrap_for_pruning); found no '
+          'prune_low_magnitude layer with weights to prune')
+
+  def statistics_list(self, non_trainable) -> list:
+    return [non_trainable[i] for i in self.statistics]
 
   def check_placement(self, placement: str):
     """ValueError for a placement this model cannot take."""
@@ -113,9 +133,11 @@ def pruning_layout(model: tff.learning.models.VariableModel,
                    granularity: str = 'weight') -> PruningLayout:
   """Finds the tfmot wrappers' variables in a `from_keras_model` model.
 
+  A model without wrappers has an empty layout (nothing prunable); the
+  builders that prune refuse it (`PruningLayout.check_pruning`).
+
   Raises:
     TypeError: if `model` does not wrap a Keras model.
-    ValueError: if the Keras model has no `prune_low_magnitude` layer.
   """
   # TFF 0.87 keeps the wrapped Keras model in a private attribute only.
   keras_model = getattr(model, '_keras_model', None)
@@ -124,11 +146,6 @@ def pruning_layout(model: tff.learning.models.VariableModel,
         'model_fn must return tff.learning.models.from_keras_model(...) of a '
         f'Keras model, got {type(model).__name__}')
   layers = pruning.wrappers(keras_model)
-  if not layers:
-    raise ValueError(
-        'model_fn must return a model whose Keras layers are wrapped for '
-        'pruning (tff_sparsify.learning.pruning.wrap_for_pruning); found no '
-        'prune_low_magnitude layer')
   trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
   non_trainable = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
   links, frozen, unlinked = _channel_structure(keras_model, trainable)
@@ -138,7 +155,17 @@ def pruning_layout(model: tff.learning.models.VariableModel,
       masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
       steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers),
       costs=_costs(keras_model), granularity=granularity, channel_links=links,
-      channel_frozen=frozen, channel_unlinked=unlinked)
+      channel_frozen=frozen, channel_unlinked=unlinked,
+      statistics=_statistics(model, layers))
+
+
+def _statistics(model, wrapper_layers) -> tuple[int, ...]:
+  """Indices of the floating-point non-trainable variables that tfmot does not own."""
+  owned = {layer.pruning_step.ref() for layer in wrapper_layers}
+  owned.update(v.ref() for layer in wrapper_layers for _, mask, threshold in layer.pruning_vars
+               for v in (mask, threshold))
+  return tuple(i for i, v in enumerate(model.non_trainable_variables)
+               if v.ref() not in owned and v.dtype.is_floating)
 
 
 def _channel_structure(keras_model, trainable_index):
