@@ -19,13 +19,17 @@ from typing import Any, Optional
 from tff_sparsify import files
 from tff_sparsify import validation
 from tff_sparsify.learning import configs
+from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
+from tff_sparsify.simulation import sources
 from tff_sparsify.simulation import worker
+from tff_sparsify.simulation.sources import spec
 
 DATASETS = ('fashion_mnist', 'cifar10')
 # `learning.models`: 'paper' is the paper's model of the dataset; 'small_cnn'
 # a small CNN of ours for FashionMNIST (pure Python here: no TensorFlow).
-MODELS = ('paper', 'small_cnn')
+MODELS = model_sources.BUILTIN
+DEFAULT_FEATURES = spec.DEFAULT_FEATURES
 MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',)}
 PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
 NUM_CLASSES = 10
@@ -58,6 +62,8 @@ class TrainConfig:
   dataset: str = 'fashion_mnist'
   model: str = 'paper'
   data_dir: Optional[str] = None
+  client_data: Optional[str] = None
+  features: str = DEFAULT_FEATURES
   partition: str = 'non_iid'
   classes_per_client: int = 2
   dirichlet_alpha: float = 0.5
@@ -99,10 +105,22 @@ class TrainConfig:
 
   def __post_init__(self):
     validation.check_choice('dataset', self.dataset, DATASETS)
-    validation.check_choice('model', self.model, MODELS)
-    if self.dataset not in MODEL_DATASETS[self.model]:
+    try:
+      model_kind = model_sources.kind(self.model)
+    except model_sources.ModelError as e:
+      raise ConfigError('model', self.model, str(e)) from None
+    if model_kind == 'builtin' and self.dataset not in MODEL_DATASETS[self.model]:
       raise ConfigError('model', self.model, f'is a model for {", ".join(MODEL_DATASETS[self.model])} '
                         f'only; --dataset={self.dataset} takes --model=paper')
+    if self.client_data is not None:
+      try:
+        sources.parse(self.client_data)
+      except sources.SourceError as e:
+        raise ConfigError('client_data', self.client_data, str(e)) from None
+    try:
+      spec.parse_features(self.features)
+    except spec.SpecError as e:
+      raise ConfigError('features', self.features, str(e)) from None
     validation.check_choice('partition', self.partition, PARTITIONS)
     validation.check_choice('algorithm', self.algorithm, registry.names())
     for name in ('num_clients', 'clients_per_round', 'total_rounds',
@@ -136,9 +154,19 @@ class TrainConfig:
 
   @property
   def experiment(self) -> str:
-    """The run's directory name: `experiment_name` or `{algorithm}_{dataset}[_{model}]_{partition}`."""
-    model = '' if self.model == 'paper' else f'_{self.model}'
-    return self.experiment_name or f'{self.algorithm}_{self.dataset}{model}_{self.partition}'
+    """The run's directory name: `experiment_name`, or `{algorithm}_{dataset}[_{model}]_{partition}`
+    (`{algorithm}_{data file's name}_{model's name}` with `--client_data`)."""
+    if self.experiment_name:
+      return self.experiment_name
+    model = '' if self.model == 'paper' else f'_{_base_name(self.model)}'
+    if self.client_data is not None:
+      return f'{self.algorithm}_{_base_name(sources.parse(self.client_data)[1])}{model}'
+    return f'{self.algorithm}_{self.dataset}{model}_{self.partition}'
+
+  @property
+  def feature_names(self) -> dict:
+    """{'x': input feature, 'y': label feature} of `--features`."""
+    return spec.parse_features(self.features)
 
   @property
   def prunes(self) -> bool:
@@ -155,6 +183,12 @@ class TrainConfig:
     if unknown:
       raise ConfigError(unknown[0], values[unknown[0]], 'is not a TrainConfig field')
     return cls(**values)
+
+
+def _base_name(path: str) -> str:
+  """A file's or a function's name without directory and extension ('pkg.mod:fn' -> 'fn')."""
+  name = os.path.basename(os.path.normpath(path)).rpartition(':')[2]
+  return os.path.splitext(name)[0] or name
 
 
 def field_names() -> tuple[str, ...]:

@@ -14,6 +14,7 @@ summary.json and final_model.keras (stripped of pruning wrappers).
 """
 
 import os
+import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')  # No C-core lines on stderr.
@@ -26,8 +27,10 @@ from tff_sparsify.binaries import flag_utils
 from tff_sparsify import config as config_lib
 from tff_sparsify import signals
 from tff_sparsify.learning import configs
+from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import data_sources
+from tff_sparsify.simulation import sources
 from tff_sparsify.simulation import run_record
 
 # TensorFlow and TFF are imported in `train`, after the flags are checked: a
@@ -35,11 +38,24 @@ from tff_sparsify.simulation import run_record
 
 _DATASET = flags.DEFINE_enum(
     'dataset', 'fashion_mnist', list(config_lib.DATASETS), 'Dataset.')
-_MODEL = flags.DEFINE_enum(
-    'model', 'paper', list(config_lib.MODELS),
+_MODEL = flags.DEFINE_string(
+    'model', 'paper',
     'paper: the paper\'s model of --dataset (FashionMNIST: 2-layer fully connected; '
     'CIFAR-10: 6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only '
-    '(241,546 parameters, see learning/models.py), not in the paper.')
+    '(241,546 parameters, see learning/models.py), not in the paper; PATH.keras: '
+    'your saved Keras 2 model (its weights start the run, its compiled loss and '
+    'metrics are used); package.module:function: a function returning a new '
+    'tf.keras.Model. Every layer tfmot can prune is pruned.')
+_CLIENT_DATA = flags.DEFINE_string(
+    'client_data', None,
+    'Your federated data instead of --dataset: sqlite:PATH (TFF\'s SqlClientData '
+    'layout: split train, and test where present) or tfrecord_dir:DIR (DIR/<client '
+    'id>.tfrecord of tf.train.Examples, DIR/test/<client id>.tfrecord for tests). '
+    'Written by tff-sparsify-data; shapes and dtypes from the spec it stores, '
+    'else from the first record.')
+_FEATURES = flags.DEFINE_string(
+    'features', config_lib.DEFAULT_FEATURES,
+    'With --client_data: x:NAME,y:NAME, the input and the label feature.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the four FashionMNIST IDX .gz files (default: '
@@ -220,37 +236,64 @@ def main(argv):
   execution_config = _execution_config()
   signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
+  centralized = shards = None
   try:  # FashionMNIST's IDX files are read with NumPy: errors come before TF loads.
-    centralized = data_sources.load_centralized(config.dataset, config.data_dir)
-    shards = data_sources.partition(
-        centralized.train_labels, partition_type=config.partition,
-        num_clients=config.num_clients, seed=config.seed,
-        classes_per_client=config.classes_per_client,
-        dirichlet_alpha=config.dirichlet_alpha)
+    if config.client_data is None:
+      centralized = data_sources.load_centralized(config.dataset, config.data_dir)
+      shards = data_sources.partition(
+          centralized.train_labels, partition_type=config.partition,
+          num_clients=config.num_clients, seed=config.seed,
+          classes_per_client=config.classes_per_client,
+          dirichlet_alpha=config.dirichlet_alpha)
+    else:
+      sources.check(config.client_data)
   except data_sources.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
+  except sources.SourceError as e:
+    flag_utils.fail(_CLIENT_DATA, str(e))
+  try:
+    model_sources.check(config.model)
+  except model_sources.ModelError as e:
+    flag_utils.fail(_MODEL, str(e))
+  inputs = _prepare_inputs(config, centralized, shards)
   try:  # Before anything is written: a run resumes only as itself.
     dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
   except run_record.RunMismatchError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
-  train(config, dirs, centralized, shards, execution_config)
+  train(config, dirs, inputs, execution_config)
 
 
-def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
-          centralized: data_sources.CentralizedData, shards: list,
+def _prepare_inputs(config, centralized, shards):
+  """The run's data and model, checked against each other (TensorFlow loads here)."""
+  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.simulation import data
+  from tff_sparsify.simulation import execution
+  from tff_sparsify.simulation import run_inputs
+  # pylint: enable=g-import-not-at-top
+  execution.drop_import_time_default_context()
+  builtin = None if centralized is None else data.builtin_run_data(centralized, shards)
+  try:
+    inputs = run_inputs.prepare(config, builtin)
+  except config_lib.ConfigError as e:
+    flag_utils.fail(flags.FLAGS[e.field], e.reason)
+  if inputs.model.note:
+    print(f'{flag_utils.program_name()}: --model={config.model}: {inputs.model.note}',
+          file=sys.stderr, flush=True)
+  return inputs
+
+
+def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
           execution_config: config_lib.ExecutionConfig = config_lib.ExecutionConfig()):
-  """Builds the process and runs it on the clients of `shards` (TensorFlow loads here)."""
+  """Builds the process and runs it on `inputs` (`run_inputs.RunInputs`)."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
-  from tff_sparsify.simulation import data
   from tff_sparsify.simulation import execution
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
-  execution.drop_import_time_default_context()
   tf.keras.utils.set_random_seed(config.seed)
-  federated = data.federated_data(centralized, shards)
-
-  process, keras_model_fn = registry.build_from_config(config, federated.train)
+  run_data, source = inputs.data, inputs.model
+  process, keras_model_fn = registry.build_from_config(
+      config, run_data.train, model_source=source, element_fn=run_data.element_fn)
   # After the process is traced: TFF's stochastic quantization
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this
@@ -266,11 +309,11 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
         max_restarts=execution_config.max_worker_restarts,
         allow_unisolated_workers=execution_config.allow_unisolated_workers):
       result = training.run_federated_training(
-          process, federated.train, config,
+          process, run_data.train, config,
           # Built after the process: see BUILD_NOTES (Keras models built
           # before TFF traces model_fn cannot train afterwards).
-          keras_model=keras_model_fn(),
-          test_data=data.test_dataset(federated.test_images, federated.test_labels))
+          keras_model=keras_model_fn(), test_data=run_data.test_batches(),
+          element_fn=run_data.element_fn, loss=source.loss_fn(), metrics=source.metrics_fn())
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except (execution.WorkerStartError, execution.AggregationSplitError) as e:
@@ -285,9 +328,10 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs,
         'intact: fix the cause and run the same command to resume', code=1)
   m = result.final_metrics
   sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
+  evaluated = ''.join(f', {name.replace("_", " ")} {value:.4f}' for name, value in m.items()
+                      if name.startswith('test_'))
   print(
-      f'done: {config.experiment}: {m["total_rounds"]} rounds, test accuracy '
-      f'{m["test_accuracy"]:.4f}, test loss {m["test_loss"]:.4f}{sparsity}, '
+      f'done: {config.experiment}: {m["total_rounds"]} rounds{evaluated}{sparsity}, '
       f'{m["nonzero_params"]} non-zero parameters; outputs in '
       f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
       flush=True,

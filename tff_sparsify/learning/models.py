@@ -141,6 +141,32 @@ def create_keras_model(dataset: str, seed: int = 0, *, prunable: bool = False,
   return pruning.wrap_for_pruning(keras_model) if prunable else keras_model
 
 
+def wrap_if(keras_model: tf.keras.Model, prunable: bool) -> tf.keras.Model:
+  return pruning.wrap_for_pruning(keras_model) if prunable else keras_model
+
+
+def model_fn_from(
+    keras_model_fn: Callable[[], tf.keras.Model],
+    loss_fn: Callable[[], tf.keras.losses.Loss] = loss_fn,
+    metrics_fn: Optional[Callable[[], list]] = None,
+) -> Callable[[], tff.learning.models.VariableModel]:
+  """A no-arg `model_fn` for TFF wrapping `keras_model_fn()`, its input spec its own.
+
+  The spec is the Keras model's input (shape and dtype) and one int32 label
+  per example (`model_sources.input_spec`): the client data must yield that.
+  """
+  from tff_sparsify.learning import model_sources  # pylint: disable=g-import-not-at-top
+  metrics_fn = metrics_fn or (lambda: [tf.keras.metrics.SparseCategoricalAccuracy()])
+
+  def model_fn():
+    keras_model = keras_model_fn()
+    return tff.learning.models.from_keras_model(
+        keras_model, loss=loss_fn(), input_spec=model_sources.input_spec(keras_model),
+        metrics=metrics_fn())
+
+  return model_fn
+
+
 def build_model_fn(
     dataset: str, seed: int = 0,
     keras_model_fn: Optional[Callable[[], tf.keras.Model]] = None,

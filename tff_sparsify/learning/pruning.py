@@ -24,6 +24,7 @@ from typing import Sequence
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # pylint: disable=g-direct-tensorflow-import
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # pylint: disable=g-direct-tensorflow-import
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
@@ -43,10 +44,28 @@ class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):
     return {'class_name': self.__class__.__name__, 'config': {}}
 
 
+class SupportedLayersPolicy(tfmot.sparsity.keras.PruningPolicy):
+  """tfmot's pruning policy: wrap the layers tfmot's prune registry supports, leave the rest.
+
+  Without a policy `prune_low_magnitude` refuses a whole model for one
+  layer it does not know (a user's custom layer, say); with it those layers
+  stay as they are, unpruned. Nested Sequential and functional models are
+  searched (tfmot clones them).
+  """
+
+  def allow_pruning(self, layer):
+    return (prune_registry.PruneRegistry.supports(layer)
+            or isinstance(layer, tfmot.sparsity.keras.PrunableLayer))
+
+  def ensure_model_supports_pruning(self, model):
+    del model  # Any Sequential or functional model: unsupported layers are left alone.
+
+
 def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
-  """Wraps every prunable layer of `model` in `prune_low_magnitude`."""
+  """Wraps every layer of `model` that tfmot can prune in `prune_low_magnitude`."""
   return tfmot.sparsity.keras.prune_low_magnitude(
-      model, pruning_schedule=ServerControlledSchedule())
+      model, pruning_schedule=ServerControlledSchedule(),
+      pruning_policy=SupportedLayersPolicy())
 
 
 def wrappers(model: tf.keras.Model) -> list[_PruneLowMagnitude]:

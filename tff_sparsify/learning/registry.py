@@ -195,45 +195,52 @@ def config_from_flags(values: Mapping[str, Any], name: Optional[str] = None):
   return get(name or values['algorithm']).from_flags(values)
 
 
-def build_from_config(train_config, client_data=None, *, structure_only: bool = False):
+def build_from_config(train_config, client_data=None, *, structure_only: bool = False,
+                      model_source=None, element_fn=None):
   """The learning process and Keras model of a training run.
 
   Args:
     train_config: the run's `config.TrainConfig` (`binaries/train.py` makes
       it from its flags and saves it as `config.json`).
-    client_data: the clients' `tff.simulation.datasets.ClientData`; SNIP and
-      GraSP score the initial model on one batch of one of them
+    client_data: the clients' `tff.simulation.datasets.ClientData`; SNIP,
+      GraSP and PruneFL score the initial model on one batch of one of them
       (`learning.saliency`). Other algorithms do not use it.
     structure_only: the process is wanted only for the structure of its
       state (to load a checkpoint into): SNIP and GraSP then skip the
       scoring, and the process's `initialize()` is not theirs.
+    model_source: the run's `model_sources.ModelSource`; default: loaded
+      from `train_config.model`.
+    element_fn: what turns a `client_data` element into the model's
+      (`simulation.data.RunData.element_fn`), for the scoring batch.
 
   Returns:
     (the learning process, a no-arg function building the matching Keras
     model, wrapped for pruning when the process needs it).
   """
-  from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  from tff_sparsify.learning import model_sources
+  from tff_sparsify.learning import models
+  # pylint: enable=g-import-not-at-top
   config = train_config.algorithm_config
   algorithm = get(train_config.algorithm)
+  source = model_source or model_sources.load(train_config.model, train_config.dataset)
   prunable = uses_prunable_model(config)
-  model_fn = models.build_model_fn(train_config.dataset, seed=train_config.seed,
-                                   prunable=prunable, model=train_config.model)
 
   def keras_model_fn():
-    return models.create_keras_model(train_config.dataset, train_config.seed,
-                                     prunable=prunable, model=train_config.model)
+    return models.wrap_if(source.keras_model_fn(train_config.seed), prunable)
 
+  model_fn = models.model_fn_from(keras_model_fn, source.loss_fn, source.metrics_fn)
   components = {}
   if algorithm.scores_at_init:
     components['initial_masks'] = _initial_masks(
-        train_config, keras_model_fn, client_data, structure_only)
+        train_config, keras_model_fn, source.loss_fn, client_data, structure_only, element_fn)
   return algorithm.build(model_fn, config, **components), keras_model_fn
 
 
-def _initial_masks(train_config, keras_model_fn, client_data, structure_only):
+def _initial_masks(train_config, keras_model_fn, loss_fn, client_data, structure_only,
+                   element_fn):
   # pylint: disable=g-import-not-at-top  (TensorFlow)
   import numpy as np
-  from tff_sparsify.learning import models
   from tff_sparsify.learning import pruning
   from tff_sparsify.learning import prunefl
   from tff_sparsify.learning import saliency
@@ -244,13 +251,15 @@ def _initial_masks(train_config, keras_model_fn, client_data, structure_only):
     raise ValueError(f'--algorithm={train_config.algorithm} scores the initial model on '
                      'client data: pass client_data')
   config = train_config.algorithm_config
+  scoring = dict(element_fn=element_fn) if element_fn is not None else {}
   if config.pruning_method == 'prunefl':
-    x, y = saliency.scoring_batch(client_data, train_config.seed)
+    x, y = saliency.scoring_batch(client_data, train_config.seed, **scoring)
     return prunefl.initial_masks(
-        model, models.loss_fn(), x, y, sparsity=config.schedule.final_sparsity,
+        model, loss_fn(), x, y, sparsity=config.schedule.final_sparsity,
         reconfigurations=config.initial_reconfigurations, ratio=config.readjust_ratio,
         learning_rate=config.client_learning_rate,
         batch_size=train_config.client_batch_size)
-  x, y = saliency.scoring_batch(client_data, train_config.seed, train_config.client_batch_size)
-  return saliency.initial_masks(model, models.loss_fn(), x, y, method=config.pruning_method,
+  x, y = saliency.scoring_batch(client_data, train_config.seed, train_config.client_batch_size,
+                                **scoring)
+  return saliency.initial_masks(model, loss_fn(), x, y, method=config.pruning_method,
                                 sparsity=config.schedule.final_sparsity)

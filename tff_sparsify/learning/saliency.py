@@ -91,15 +91,20 @@ def scoring_client(num_clients: int, seed: int) -> int:
   return int(np.random.default_rng(seed).integers(num_clients))
 
 
-def scoring_batch(client_data, seed: int, batch_size=None):
-  """The first `batch_size` (None: all) examples of the seeded client, normalized: (x, y)."""
-  # pylint: disable=g-import-not-at-top
-  from tff_sparsify.simulation import data as data_lib
+def scoring_batch(client_data, seed: int, batch_size=None, element_fn=None):
+  """The first `batch_size` (None: all) examples of the seeded client, through `element_fn`: (x, y).
+
+  `element_fn` turns a batch of client data into the model's (default: the
+  built-in images' `simulation.data.normalize`).
+  """
+  if element_fn is None:
+    from tff_sparsify.simulation import data as data_lib  # pylint: disable=g-import-not-at-top
+    element_fn = data_lib.normalize
   client_id = client_data.client_ids[scoring_client(len(client_data.client_ids), seed)]
   dataset = client_data.create_tf_dataset_for_client(client_id)
   if batch_size is not None:
     dataset = dataset.take(batch_size)
-  batch = next(iter(dataset.batch(batch_size or 2**31 - 1).map(data_lib.normalize)))
+  batch = next(iter(dataset.batch(batch_size or 2**31 - 1).map(element_fn)))
   return batch['x'], batch['y']
 
 

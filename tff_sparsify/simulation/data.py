@@ -13,7 +13,8 @@ training works offline; TFDS is used where a network exists.
 
 import collections
 import dataclasses
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -102,6 +103,57 @@ def load_federated(
   return federated_data(data, shards)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunData:
+  """What a training run reads: the clients' data and a test set, raw, and how to prepare them.
+
+  Attributes:
+    train: the clients' `ClientData` of `OrderedDict(x, y)` elements.
+    test: the test examples (same elements) or None: the built-in test
+      split, or the `test` split of every client of a file, pooled.
+    element_fn: a (batched) element to the model's input: `normalize` for
+      the built-in uint8 images, a cast to the model's input dtype for files.
+    source: a line saying where the data come from.
+  """
+  train: tff.simulation.datasets.ClientData
+  test: Optional[tf.data.Dataset]
+  element_fn: Callable
+  source: str
+
+  def test_batches(self, batch_size: int = 1000) -> Optional[tf.data.Dataset]:
+    """The test set batched as `(x, y)` tuples for Keras, or None."""
+    if self.test is None:
+      return None
+    return self.test.batch(batch_size).map(lambda e: tuple(self.element_fn(e).values()))
+
+
+def builtin_run_data(centralized: CentralizedData, shards: list[np.ndarray]) -> RunData:
+  """The built-in dataset's clients of `shards` and its test split."""
+  return RunData(
+      train=to_client_data(centralized.train_images, centralized.train_labels, shards),
+      test=tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+          x=centralized.test_images, y=centralized.test_labels.astype(np.int32))),
+      element_fn=normalize, source='built-in')
+
+
+def cast_to(dtype) -> Callable:
+  """An element function casting `x` to `dtype` and `y` to int32 (no scaling)."""
+  def element_fn(element):
+    return collections.OrderedDict(x=tf.cast(element['x'], dtype),
+                                   y=tf.cast(element['y'], tf.int32))
+  return element_fn
+
+
+def file_run_data(splits, x_dtype, source: str) -> RunData:
+  """A file source's splits (`sources.*.open_splits`): train, and the pooled test split if any."""
+  test = None
+  if 'test' in splits:
+    test_data = splits['test']
+    datasets = [test_data.create_tf_dataset_for_client(c) for c in test_data.client_ids]
+    test = functools.reduce(lambda a, b: a.concatenate(b), datasets)
+  return RunData(train=splits['train'], test=test, element_fn=cast_to(x_dtype), source=source)
+
+
 def normalize(element):
   """uint8 images to float32 in [0, 1]; labels to int32."""
   return collections.OrderedDict(
@@ -112,14 +164,14 @@ def normalize(element):
 
 def preprocess_client_dataset(
     dataset: tf.data.Dataset, *, batch_size: int, epochs: int, seed: int,
-    shuffle_buffer: int = 10_000,
+    shuffle_buffer: int = 10_000, element_fn: Callable = None,
 ) -> tf.data.Dataset:
-  """Shuffles (seeded), normalizes, batches and repeats for local epochs."""
+  """Shuffles (seeded), batches, repeats for local epochs and applies `element_fn` (`normalize`)."""
   return (
       dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
       .repeat(epochs)
       .batch(batch_size)
-      .map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
+      .map(element_fn or normalize, num_parallel_calls=tf.data.AUTOTUNE)
       .prefetch(tf.data.AUTOTUNE)
   )
 

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -239,9 +239,13 @@ def client_shuffle_seed(seed: int, round_num: int, client_index: int) -> int:
 
 def build_training_selection_fn(
     client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
-    batch_size: int, epochs: int, seed: int,
+    batch_size: int, epochs: int, seed: int, element_fn: Optional[Callable] = None,
 ) -> Callable[[int], list[tf.data.Dataset]]:
-  """Returns `round_num -> [preprocessed dataset of each sampled client]`."""
+  """Returns `round_num -> [preprocessed dataset of each sampled client]`.
+
+  `element_fn` turns a batch into the model's input (`data.RunData.element_fn`;
+  default: the built-in images' `normalize`).
+  """
   client_ids = list(client_data.client_ids)
   if not 1 <= clients_per_round <= len(client_ids):
     raise ValueError(
@@ -258,7 +262,7 @@ def build_training_selection_fn(
         data_lib.preprocess_client_dataset(
             client_data.create_tf_dataset_for_client(cid),
             batch_size=batch_size, epochs=epochs,
-            seed=client_shuffle_seed(seed, round_num, index[cid]),
+            seed=client_shuffle_seed(seed, round_num, index[cid]), element_fn=element_fn,
         )
         for cid in sample(round_num, clients_per_round)
     ]
@@ -269,18 +273,24 @@ def build_training_selection_fn(
 def build_centralized_evaluation_fn(
     process: tff.learning.templates.LearningProcess,
     keras_model: tf.keras.Model, test_data: tf.data.Dataset,
+    loss: Optional[tf.keras.losses.Loss] = None, metrics: Optional[list] = None,
 ) -> Callable[..., collections.OrderedDict]:
-  """Returns `(state, unused) -> OrderedDict(loss, accuracy)` on `test_data`."""
+  """Returns `(state, unused) -> OrderedDict(loss, <metric names>)` on `test_data`.
+
+  Default `loss` and `metrics`: sparse categorical cross-entropy from logits
+  and `accuracy` (the model's own where it has them, `model_sources`).
+  """
   keras_model.compile(
-      loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-      metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')],
+      loss=loss or tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=metrics or [tf.keras.metrics.SparseCategoricalAccuracy(name='accuracy')],
   )
 
   def evaluation_fn(state, unused_data=None):
     del unused_data
     process.get_model_weights(state).assign_weights_to(keras_model)
-    loss, accuracy = keras_model.evaluate(test_data, verbose=0)
-    return collections.OrderedDict(loss=loss, accuracy=accuracy)
+    return collections.OrderedDict(
+        (name, float(value))
+        for name, value in keras_model.evaluate(test_data, verbose=0, return_dict=True).items())
 
   return evaluation_fn
 
@@ -298,7 +308,10 @@ def run_federated_training(
     config: config_lib.TrainConfig,
     *,
     keras_model: tf.keras.Model,
-    test_data: tf.data.Dataset,
+    test_data: Optional[tf.data.Dataset],
+    element_fn: Optional[Callable] = None,
+    loss: Optional[tf.keras.losses.Loss] = None,
+    metrics: Optional[list] = None,
 ) -> TrainingResult:
   """Trains `process` for `config.total_rounds`, resuming from the latest checkpoint.
 
@@ -313,7 +326,11 @@ def run_federated_training(
       `progress`.
     keras_model: a Keras model of the same architecture (wrapped for pruning if
       the process prunes), used for evaluation and saved at the end.
-    test_data: batched `(x, y)` centralized test set.
+    test_data: batched `(x, y)` centralized test set, or None (no evaluation).
+    element_fn: a batch of `client_data` to the model's input (default:
+      `data.normalize`, the built-in images').
+    loss, metrics: of the evaluation (default: sparse categorical
+      cross-entropy from logits, accuracy).
 
   Returns:
     A `TrainingResult` with the final state and metrics.
@@ -327,6 +344,7 @@ def run_federated_training(
   sample_clients = build_training_selection_fn(
       client_data, clients_per_round=config.clients_per_round,
       batch_size=config.client_batch_size, epochs=config.client_epochs_per_round, seed=seed,
+      element_fn=element_fn,
   )
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
@@ -335,7 +353,8 @@ def run_federated_training(
     signals.raise_if_signalled()
     return sample_clients(round_num)
 
-  evaluation_fn = build_centralized_evaluation_fn(process, keras_model, test_data)
+  evaluation_fn = None if test_data is None else build_centralized_evaluation_fn(
+      process, keras_model, test_data, loss, metrics)
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
   csv_path = os.path.join(dirs.results, 'metrics.csv')
@@ -360,11 +379,13 @@ def run_federated_training(
   finally:
     progress.close()
 
-  final = evaluation_fn(state)
-  final_metrics = collections.OrderedDict(
-      total_rounds=total_rounds,
-      test_accuracy=float(final['accuracy']),
-      test_loss=float(final['loss']),
+  final_metrics = collections.OrderedDict(total_rounds=total_rounds)
+  if evaluation_fn is not None:
+    final = evaluation_fn(state)
+    final_metrics.update((f'test_{name}', value) for name, value in final.items())
+  else:  # Not evaluated: the weights are still the final state's.
+    process.get_model_weights(state).assign_weights_to(keras_model)
+  final_metrics.update(
       nonzero_params=int(sum(np.count_nonzero(w) for w in keras_model.trainable_weights)),
       total_params=int(sum(np.size(w) for w in keras_model.trainable_weights)),
   )

@@ -1,0 +1,121 @@
+"""A run's data and model, opened and checked against each other before training.
+
+Everything a user can get wrong about their own data and model is found here,
+before anything is written: a data file TFF cannot read or without the named
+features, a model that does not load or does not take the data's input,
+labels outside the model's outputs, a pruning algorithm on a model with
+nothing tfmot prunes. Each is one `validation.ConfigError` naming the flag
+(`client_data`, `features`, `model`, `algorithm`), which the binary prints
+as one line.
+"""
+
+import dataclasses
+from typing import Optional
+
+import tensorflow as tf
+
+from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import validation
+from tff_sparsify.learning import model_sources
+from tff_sparsify.learning import models
+from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import data as data_lib
+from tff_sparsify.simulation import sources
+from tff_sparsify.simulation.sources import spec as spec_lib
+
+ConfigError = validation.ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInputs:
+  data: data_lib.RunData
+  model: model_sources.ModelSource
+
+
+def _first_line(error: BaseException) -> str:
+  text = error.message if isinstance(error, tf.errors.OpError) else str(error)
+  return (text.strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def open_client_data(config, x_dtype) -> data_lib.RunData:
+  """The `--client_data` file's splits as `RunData`; ConfigError naming the flag."""
+  kind, path = sources.parse(config.client_data)
+  try:
+    splits = sources.module(kind).open_splits(path, config.feature_names)
+  except spec_lib.SpecError as e:
+    field = 'features' if '--features' in str(e) else 'client_data'
+    raise ConfigError(field, getattr(config, field), str(e)) from None
+  except (sources.SourceError, tf.errors.OpError, OSError) as e:
+    raise ConfigError('client_data', config.client_data, _first_line(e)) from None
+  return data_lib.file_run_data(splits, x_dtype, source=config.client_data)
+
+
+def _labels_max(data: data_lib.RunData) -> int:
+  """The largest label of the training clients and the test set."""
+  datasets = [data.train.create_tf_dataset_for_client(c) for c in data.train.client_ids]
+  if data.test is not None:
+    datasets.append(data.test)
+  found = -1
+  for dataset in datasets:
+    found = max(found, int(dataset.map(lambda e: tf.cast(e['y'], tf.int64)).reduce(
+        tf.constant(-1, tf.int64), tf.maximum)))
+  return found
+
+
+def check_fit(config, data: data_lib.RunData, source: model_sources.ModelSource):
+  """The model takes the data's input and has an output per label; ConfigError if not."""
+  try:
+    keras_model = source.keras_model_fn(config.seed)
+    model_sources.input_spec(keras_model)
+  except model_sources.ModelError as e:
+    raise ConfigError('model', config.model, str(e)) from None
+  first = data.train.create_tf_dataset_for_client(data.train.client_ids[0])
+  try:
+    batch = next(iter(first.batch(2).map(data.element_fn)), None)
+  except (tf.errors.OpError, ValueError, TypeError) as e:
+    raise ConfigError('client_data', config.client_data, _first_line(e)) from None
+  if batch is None:
+    raise ConfigError('client_data', config.client_data,
+                      f'client {data.train.client_ids[0]} has no examples')
+  try:
+    outputs = keras_model(batch['x'], training=False)
+  except Exception as e:  # pylint: disable=broad-except  (Keras raises many kinds)
+    raise ConfigError('model', config.model, f'does not take the data\'s input '
+                      f'{batch["x"].dtype.name}{list(batch["x"].shape[1:])}: '
+                      f'{_first_line(e)}') from None
+  units = int(outputs.shape[-1]) if outputs.shape.rank == 2 else None
+  if units is None:
+    raise ConfigError('model', config.model, f'outputs shape {list(outputs.shape)}; one vector '
+                      'of class scores per example is expected')
+  try:
+    largest = _labels_max(data)
+  except tf.errors.OpError as e:
+    raise ConfigError('client_data', config.client_data, _first_line(e)) from None
+  if largest >= units:
+    field = 'client_data' if config.client_data else 'model'
+    raise ConfigError(field, getattr(config, field),
+                      f'has label {largest} but the model has {units} outputs (labels must '
+                      f'be in [0, {units}))')
+  if config.prunes and not pruning.prunable_weights(models.wrap_if(keras_model, True)):
+    raise ConfigError('algorithm', config.algorithm,
+                      'prunes, but the model has no layer tfmot can prune '
+                      '(tfmot\'s prune registry: Dense, Conv, Embedding, LSTM, GRU, ...)')
+
+
+def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
+  """The run's checked data and model (`builtin`: the built-in dataset's, already loaded)."""
+  try:
+    source = model_sources.load(config.model, config.dataset)
+  except model_sources.ModelError as e:
+    raise ConfigError('model', config.model, str(e)) from None
+  if builtin is not None:
+    data = builtin
+  else:
+    try:
+      x_dtype = model_sources.input_spec(source.keras_model_fn(config.seed))['x'].dtype
+    except model_sources.ModelError as e:
+      raise ConfigError('model', config.model, str(e)) from None
+    data = open_client_data(config, x_dtype)
+  check_fit(config, data, source)
+  return RunInputs(data=data, model=source)
+

@@ -1,0 +1,47 @@
+"""Client data sources: one module per on-disk format, one registry.
+
+`--client_data=KIND:PATH` names a source; `KIND` is a key of `SOURCES`, whose
+module has
+
+- `check(path) -> None`: pure Python (sqlite3, os), run before TensorFlow
+  loads; raises `SourceError` saying what is wrong with the file;
+- `open_splits(path, features) -> dict[split name, ClientData]`: TFF
+  `ClientData` of `OrderedDict(x=..., y=...)` elements per split present
+  (`train`, and `test` where the data has one), parsed with the element
+  spec the data carries (`spec.py`).
+
+A new format is one module and one entry here. The built-in datasets
+(`--dataset`, partitioned by `--partition`) are not a file source; the writer
+(`tff-sparsify-data`, `sources.writer`) puts them, a directory of per-client
+`.npz` files or a CSV with a client-id column into every format here.
+"""
+
+import importlib
+
+SOURCES = {
+    'sqlite': 'tff_sparsify.simulation.sources.sqlite',
+    'tfrecord_dir': 'tff_sparsify.simulation.sources.tfrecord_dir',
+}
+TRAIN, TEST = 'train', 'test'
+
+
+class SourceError(ValueError):
+  """Client data that cannot be used; the message says why (the binaries name the flag)."""
+
+
+def parse(client_data: str) -> tuple[str, str]:
+  """`KIND:PATH` -> (kind, path); SourceError saying what is allowed."""
+  kind, sep, path = client_data.partition(':')
+  if not sep or kind not in SOURCES or not path:
+    raise SourceError(f'must be KIND:PATH with KIND one of {", ".join(SOURCES)}')
+  return kind, path
+
+
+def module(kind: str):
+  return importlib.import_module(SOURCES[kind])
+
+
+def check(client_data: str):
+  """Pure-Python checks of the file (exists, readable, TFF's layout); SourceError if not."""
+  kind, path = parse(client_data)
+  module(kind).check(path)

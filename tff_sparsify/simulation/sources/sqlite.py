@@ -1,0 +1,119 @@
+"""`--client_data=sqlite:PATH`: TFF's `SqlClientData` layout.
+
+A SQLite file with tables `examples(split_name, client_id,
+serialized_example_proto)` and `client_metadata(client_id, split_name,
+num_examples)`, as TFF publishes EMNIST, Shakespeare, Stack Overflow,
+CIFAR-100 and CelebA and as `tff.simulation.datasets.save_to_sql_client_data`
+writes. Read with TFF's `load_and_parse_sql_client_data`; the split `train`
+trains (or the only split, e.g. TFF's writer's `default_split`), the split
+`test`, where present, evaluates. The element spec is the file's
+`element_spec` table (written by `tff-sparsify-data`) or read off the first
+example (`spec.py`).
+
+`check` is sqlite3 only (before TensorFlow loads): TFF's own format check
+(`sql_client_data._check_database_format`) is private and imports TFF.
+"""
+
+import collections
+import os
+import sqlite3
+
+from tff_sparsify.simulation.sources import SourceError
+from tff_sparsify.simulation.sources import TEST
+from tff_sparsify.simulation.sources import TRAIN
+from tff_sparsify.simulation.sources import spec as spec_lib
+
+_TABLES = dict(examples=('split_name', 'client_id', 'serialized_example_proto'),
+               client_metadata=('client_id', 'split_name', 'num_examples'))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+  # Read-only: checking a user's file never changes it.
+  return sqlite3.connect(f'file:{os.path.abspath(path)}?mode=ro', uri=True)
+
+
+def check(path: str):
+  """The file is a SQLite database with TFF's tables and a training split."""
+  if not os.path.isfile(path):
+    raise SourceError(f'{path}: no such file')
+  try:
+    with open(path, 'rb') as f:
+      header = f.read(16)
+    if header != b'SQLite format 3\x00':
+      raise SourceError(f'{path}: not a SQLite database')
+    connection = _connect(path)
+    try:
+      tables = {row[0] for row in connection.execute(
+          "SELECT name FROM sqlite_master WHERE type = 'table'")}
+      for table, columns in _TABLES.items():
+        if table not in tables:
+          raise SourceError(f'{path}: no table {table!r}: not TFF\'s SqlClientData layout '
+                            '(tables examples and client_metadata)')
+        found = {row[1] for row in connection.execute(f'PRAGMA table_info({table})')}
+        missing = [c for c in columns if c not in found]
+        if missing:
+          raise SourceError(f'{path}: table {table!r} has no column {missing[0]!r}')
+      _train_split(path, _splits(connection), )
+    finally:
+      connection.close()
+  except (OSError, sqlite3.Error) as e:
+    raise SourceError(f'{path}: cannot be read ({e})') from None
+
+
+def _splits(connection) -> list[str]:
+  return sorted(row[0] for row in connection.execute(
+      'SELECT DISTINCT split_name FROM client_metadata'))
+
+
+def _train_split(path: str, splits: list[str]) -> str:
+  if TRAIN in splits:
+    return TRAIN
+  others = [s for s in splits if s != TEST]
+  if len(others) == 1:
+    return others[0]
+  raise SourceError(f'{path}: no split {TRAIN!r} to train on (splits: '
+                    f'{", ".join(splits) or "none"})')
+
+
+def read_spec(path: str) -> dict:
+  """The file's element spec: its `element_spec` table, else its first example's."""
+  connection = _connect(path)
+  try:
+    tables = {row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if spec_lib.SPEC_TABLE in tables:
+      row = connection.execute(f'SELECT spec FROM {spec_lib.SPEC_TABLE}').fetchone()
+      if row is None:
+        raise SourceError(f'{path}: table {spec_lib.SPEC_TABLE} is empty')
+      return spec_lib.from_json(row[0], f'{path} ({spec_lib.SPEC_TABLE})')
+    row = connection.execute('SELECT serialized_example_proto FROM examples LIMIT 1').fetchone()
+    if row is None:
+      raise SourceError(f'{path}: no examples')
+    return spec_lib.from_example(row[0], path)
+  finally:
+    connection.close()
+
+
+def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
+  """{split: ClientData of OrderedDict(x, y)}: `train` (the training split), `test` if present."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  selected = spec_lib.select(read_spec(path), features, path)
+  element_spec = spec_lib.element_spec_of(selected, features)
+  connection = _connect(path)
+  try:
+    splits = _splits(connection)
+  finally:
+    connection.close()
+  x_name, y_name = features['x'], features['y']
+
+  def to_xy(dataset):
+    return dataset.map(lambda e: collections.OrderedDict(
+        x=e[x_name], y=tf.cast(e[y_name], tf.int32)))
+
+  found = collections.OrderedDict()
+  for split, name in ((TRAIN, _train_split(path, splits)), (TEST, TEST)):
+    if name in splits:
+      found[split] = tff.simulation.datasets.load_and_parse_sql_client_data(
+          path, element_spec, split_name=name).preprocess(to_xy)
+  return found

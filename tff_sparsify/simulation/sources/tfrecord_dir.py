@@ -1,0 +1,88 @@
+"""`--client_data=tfrecord_dir:DIR`: one TFRecord file of `tf.train.Example`s per client.
+
+`DIR/<client id>.tfrecord` holds a client's training examples and, where
+present, `DIR/test/<client id>.tfrecord` its test examples; the element spec
+is `DIR/element_spec.json` (written by `tff-sparsify-data`) or read off the
+first record (`spec.py`). Read as TFF's `FilePerUserClientData` (FLAIR's
+layout), each file through `tf.data.TFRecordDataset`.
+"""
+
+import collections
+import os
+
+from tff_sparsify.simulation.sources import SourceError
+from tff_sparsify.simulation.sources import TEST
+from tff_sparsify.simulation.sources import TRAIN
+from tff_sparsify.simulation.sources import spec as spec_lib
+
+SUFFIX = '.tfrecord'
+
+
+def client_files(directory: str) -> dict[str, str]:
+  """{client id: path} of the `*.tfrecord` files directly in `directory`."""
+  return {name[:-len(SUFFIX)]: os.path.join(directory, name)
+          for name in sorted(os.listdir(directory))
+          if name.endswith(SUFFIX) and len(name) > len(SUFFIX)}
+
+
+def check(path: str):
+  """`path` is a readable directory with at least one client's `.tfrecord` file."""
+  if not os.path.isdir(path):
+    raise SourceError(f'{path}: no such directory')
+  try:
+    files = client_files(path)
+  except OSError as e:
+    raise SourceError(f'{path}: cannot be read ({e})') from None
+  if not files:
+    raise SourceError(f'{path}: holds no <client id>{SUFFIX} file')
+  for name in files.values():
+    if not os.access(name, os.R_OK):
+      raise SourceError(f'{name}: cannot be read')
+
+
+def read_spec(path: str) -> dict:
+  spec_path = os.path.join(path, spec_lib.SPEC_FILE)
+  if os.path.exists(spec_path):
+    try:
+      with open(spec_path) as f:
+        return spec_lib.from_json(f.read(), spec_path)
+    except OSError as e:
+      raise SourceError(f'{spec_path}: cannot be read ({e})') from None
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  first = next(iter(client_files(path).values()))
+  try:
+    record = next(iter(tf.data.TFRecordDataset(first).take(1)), None)
+  except tf.errors.OpError as e:
+    raise SourceError(f'{first}: not a TFRecord file ({e.message.splitlines()[0]})') from None
+  if record is None:
+    raise SourceError(f'{first}: no records')
+  return spec_lib.from_example(record.numpy(), first)
+
+
+def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
+  """{split: ClientData of OrderedDict(x, y)}: `train`, and `test` if `DIR/test` exists."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
+  selected = spec_lib.select(read_spec(path), features, path)
+  x_name, y_name = features['x'], features['y']
+  parse_spec = {
+      x_name: tf.io.FixedLenFeature(selected['x']['shape'],
+                                    tf.float32 if selected['x']['dtype'] == 'float32' else tf.int64),
+      y_name: tf.io.FixedLenFeature([], tf.int64)}
+  x_dtype = tf.dtypes.as_dtype(selected['x']['dtype'])
+
+  def parse(record):
+    parsed = tf.io.parse_single_example(record, parse_spec)
+    return collections.OrderedDict(x=tf.cast(parsed[x_name], x_dtype),
+                                   y=tf.cast(parsed[y_name], tf.int32))
+
+  def dataset_fn(file_path):
+    return tf.data.TFRecordDataset(file_path).map(parse)
+
+  found = collections.OrderedDict()
+  found[TRAIN] = tff.simulation.datasets.FilePerUserClientData(client_files(path), dataset_fn)
+  test_dir = os.path.join(path, TEST)
+  if os.path.isdir(test_dir) and client_files(test_dir):
+    found[TEST] = tff.simulation.datasets.FilePerUserClientData(
+        client_files(test_dir), dataset_fn)
+  return found
