@@ -132,3 +132,9 @@ def build_process(name: str, model_fn=None, *, dataset: str = 'fashion_mnist', s
     model_fn = models.build_model_fn(
         dataset, seed=seed, prunable=registry.uses_prunable_model(config))
   return algorithm.build(model_fn, config), config
+
+
+def read_json(path: str):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    return json.load(f)

@@ -85,9 +85,12 @@ def fashion_mnist(*, partition: str, num_clients: int, seed: int, classes_per_cl
   clients = collections.OrderedDict()
   for split, images, labels in ((TRAIN, data.train_images, data.train_labels),
                                 (TEST, data.test_images, data.test_labels)):
-    shards = data_sources.partition(
-        labels, partition_type=partition, num_clients=num_clients, seed=seed,
-        classes_per_client=classes_per_client, dirichlet_alpha=dirichlet_alpha)
+    try:
+      shards = data_sources.partition(
+          labels, partition_type=partition, num_clients=num_clients, seed=seed,
+          classes_per_client=classes_per_client, dirichlet_alpha=dirichlet_alpha)
+    except data_sources.DataError as e:
+      raise WriterError(f'the {split} split: {e}') from None
     clients[split] = collections.OrderedDict(
         (data_sources.client_id(i), (images[s].astype(np.float32) / np.float32(255),
                                      labels[s].astype(np.int64)))
