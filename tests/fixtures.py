@@ -93,10 +93,10 @@ def subprocess_env() -> dict:
 
 def start_binary(module: str, argv, **kwargs):
   """Starts `python -m binaries.{module} argv...` as a user would; returns the Popen."""
+  kwargs.setdefault('env', subprocess_env())
   return subprocess.Popen(
       [sys.executable, '-m', f'binaries.{module}'] + list(argv), cwd=REPO,
-      env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      **kwargs)
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
 def run_binary_process(module: str, argv, timeout: float = 300, **kwargs):

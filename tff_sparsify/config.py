@@ -130,7 +130,8 @@ class TrainConfig:
     validation.check_positive_number('dirichlet_alpha', self.dirichlet_alpha)
     if not _is_int(self.seed):
       raise ConfigError('seed', self.seed, 'must be an integer')
-    if self.clients_per_round > self.num_clients:
+    # With --client_data the clients are the file's (checked when it is opened).
+    if self.client_data is None and self.clients_per_round > self.num_clients:
       raise ConfigError('clients_per_round', self.clients_per_round,
                         f'must be at most --num_clients ({self.num_clients})')
     if not _is_int(self.classes_per_client) or not 1 <= self.classes_per_client <= NUM_CLASSES:

@@ -69,6 +69,10 @@ def check_fit(config, data: data_lib.RunData, source: model_sources.ModelSource)
     model_sources.input_spec(keras_model)
   except model_sources.ModelError as e:
     raise ConfigError('model', config.model, str(e)) from None
+  if config.clients_per_round > len(data.train.client_ids):
+    raise ConfigError('clients_per_round', config.clients_per_round,
+                      f'must be at most the {len(data.train.client_ids)} clients of '
+                      f'--client_data={config.client_data}')
   first = data.train.create_tf_dataset_for_client(data.train.client_ids[0])
   try:
     batch = next(iter(first.batch(2).map(data.element_fn)), None)
