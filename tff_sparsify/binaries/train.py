@@ -13,6 +13,7 @@ results hold metrics.csv (per round: sparsity, parameters exchanged, ...),
 summary.json and final_model.keras (stripped of pruning wrappers).
 """
 
+import dataclasses
 import os
 import sys
 
@@ -73,9 +74,11 @@ _CLASSES_PER_CLIENT = flags.DEFINE_integer(
     'classes_per_client', 2, 'Classes per client for --partition=non_iid and shards.')
 _DIRICHLET_ALPHA = flags.DEFINE_float(
     'dirichlet_alpha', 0.5, 'Concentration for --partition=dirichlet.')
-_NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Number of clients.')
+_NUM_CLIENTS = flags.DEFINE_integer(
+    'num_clients', 10, 'Number of clients of --dataset (--client_data: the file\'s).')
 _CLIENTS_PER_ROUND = flags.DEFINE_integer(
-    'clients_per_round', 10, 'Clients sampled (uniformly) each round.')
+    'clients_per_round', 10, 'Clients sampled (uniformly) each round (not given, with '
+    '--client_data: at most the file\'s clients).')
 _TOTAL_ROUNDS = flags.DEFINE_integer('total_rounds', 200, 'Federated rounds.')
 _CLIENT_EPOCHS = flags.DEFINE_integer(
     'client_epochs_per_round', 4, 'Local epochs per round.')
@@ -247,6 +250,9 @@ def main(argv):
           dirichlet_alpha=config.dirichlet_alpha)
     else:
       sources.check(config.client_data)
+      if not _CLIENTS_PER_ROUND.present:  # At most the file's clients.
+        config = dataclasses.replace(config, clients_per_round=min(
+            config.clients_per_round, sources.num_clients(config.client_data)))
   except data_sources.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   except sources.SourceError as e:

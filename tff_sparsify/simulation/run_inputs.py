@@ -91,6 +91,10 @@ def check_fit(config, data: data_lib.RunData, source: model_sources.ModelSource)
   if units is None:
     raise ConfigError('model', config.model, f'outputs shape {list(outputs.shape)}; one vector '
                       'of class scores per example is expected')
+  if config.prunes and not pruning.prunable_weights(models.wrap_if(keras_model, True)):
+    raise ConfigError('algorithm', config.algorithm,
+                      'prunes, but the model has no layer tfmot can prune '
+                      '(tfmot\'s prune registry: Dense, Conv, Embedding, LSTM, GRU, ...)')
   try:
     largest = _labels_max(data)
   except tf.errors.OpError as e:
@@ -100,10 +104,6 @@ def check_fit(config, data: data_lib.RunData, source: model_sources.ModelSource)
     raise ConfigError(field, getattr(config, field),
                       f'has label {largest} but the model has {units} outputs (labels must '
                       f'be in [0, {units}))')
-  if config.prunes and not pruning.prunable_weights(models.wrap_if(keras_model, True)):
-    raise ConfigError('algorithm', config.algorithm,
-                      'prunes, but the model has no layer tfmot can prune '
-                      '(tfmot\'s prune registry: Dense, Conv, Embedding, LSTM, GRU, ...)')
 
 
 def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:

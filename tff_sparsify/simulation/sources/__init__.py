@@ -5,6 +5,7 @@ module has
 
 - `check(path) -> None`: pure Python (sqlite3, os), run before TensorFlow
   loads; raises `SourceError` saying what is wrong with the file;
+- `num_clients(path) -> int`: the training clients, pure Python;
 - `open_splits(path, features) -> dict[split name, ClientData]`: TFF
   `ClientData` of `OrderedDict(x=..., y=...)` elements per split present
   (`train`, and `test` where the data has one), parsed with the element
@@ -45,3 +46,8 @@ def check(client_data: str):
   """Pure-Python checks of the file (exists, readable, TFF's layout); SourceError if not."""
   kind, path = parse(client_data)
   module(kind).check(path)
+
+
+def num_clients(client_data: str) -> int:
+  kind, path = parse(client_data)
+  return module(kind).num_clients(path)

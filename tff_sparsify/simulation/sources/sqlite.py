@@ -53,11 +53,22 @@ def check(path: str):
         missing = [c for c in columns if c not in found]
         if missing:
           raise SourceError(f'{path}: table {table!r} has no column {missing[0]!r}')
-      _train_split(path, _splits(connection), )
+      _train_split(path, _splits(connection))
     finally:
       connection.close()
   except (OSError, sqlite3.Error) as e:
     raise SourceError(f'{path}: cannot be read ({e})') from None
+
+
+def num_clients(path: str) -> int:
+  """Clients of the training split (sqlite3 only)."""
+  connection = _connect(path)
+  try:
+    split = _train_split(path, _splits(connection))
+    return connection.execute('SELECT COUNT(DISTINCT client_id) FROM client_metadata '
+                              'WHERE split_name = ?', (split,)).fetchone()[0]
+  finally:
+    connection.close()
 
 
 def _splits(connection) -> list[str]:

@@ -40,6 +40,10 @@ def check(path: str):
       raise SourceError(f'{name}: cannot be read')
 
 
+def num_clients(path: str) -> int:
+  return len(client_files(path))
+
+
 def read_spec(path: str) -> dict:
   spec_path = os.path.join(path, spec_lib.SPEC_FILE)
   if os.path.exists(spec_path):
