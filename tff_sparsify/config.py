@@ -32,6 +32,7 @@ MODELS = model_sources.BUILTIN
 DEFAULT_FEATURES = spec.DEFAULT_FEATURES
 MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',)}
 PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
+EVALUATIONS = ('central', 'federated', 'both')
 NUM_CLASSES = 10
 DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
 QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD
@@ -43,7 +44,7 @@ ConfigError = validation.ConfigError
 # metrics written, not the training.
 RESULT_NEUTRAL_FIELDS = frozenset({
     'progress', 'root_output_dir', 'experiment_name', 'rounds_per_eval',
-    'rounds_per_checkpoint', 'data_dir',
+    'rounds_per_checkpoint', 'data_dir', 'evaluation',
 })
 
 
@@ -64,6 +65,8 @@ class TrainConfig:
   data_dir: Optional[str] = None
   client_data: Optional[str] = None
   features: str = DEFAULT_FEATURES
+  evaluation: Optional[str] = None
+  client_test_fraction: float = 0.0
   partition: str = 'non_iid'
   classes_per_client: int = 2
   dirichlet_alpha: float = 0.5
@@ -117,6 +120,9 @@ class TrainConfig:
         sources.parse(self.client_data)
       except sources.SourceError as e:
         raise ConfigError('client_data', self.client_data, str(e)) from None
+    if self.evaluation is not None:
+      validation.check_choice('evaluation', self.evaluation, EVALUATIONS)
+    validation.check_fraction('client_test_fraction', self.client_test_fraction)
     try:
       spec.parse_features(self.features)
     except spec.SpecError as e:

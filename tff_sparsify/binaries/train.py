@@ -57,6 +57,17 @@ _CLIENT_DATA = flags.DEFINE_string(
 _FEATURES = flags.DEFINE_string(
     'features', config_lib.DEFAULT_FEATURES,
     'With --client_data: x:NAME,y:NAME, the input and the label feature.')
+flags.DEFINE_enum(
+    'evaluation', None, list(config_lib.EVALUATIONS),
+    'central: the global model on the test set (--dataset\'s, or the clients\' test '
+    'splits of --client_data pooled); federated: TFF\'s build_fed_eval on each client\'s '
+    'test examples, the weighted mean and the spread across clients (min, median, max); '
+    'both. Default: central for --dataset, federated for --client_data with test '
+    'examples.')
+flags.DEFINE_float(
+    'client_test_fraction', 0.0,
+    'Hold out this fraction of each client\'s examples (spread through its data) as its '
+    'test examples for federated evaluation; they are not trained on.')
 _DATA_DIR = flags.DEFINE_string(
     'data_dir', None,
     'Directory holding the four FashionMNIST IDX .gz files (default: '
@@ -293,6 +304,8 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   """Builds the process and runs it on `inputs` (`run_inputs.RunInputs`)."""
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
+  from tff_sparsify.learning import models
+  from tff_sparsify.simulation import evaluation
   from tff_sparsify.simulation import execution
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
@@ -304,6 +317,11 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this
   # setting does not reach; it makes the in-process Keras evaluation exact.
+  federated_evaluation_fn = None
+  if inputs.federated:
+    federated_evaluation_fn = evaluation.build_federated_evaluation_fn(
+        models.model_fn_from(keras_model_fn, source.loss_fn, source.metrics_fn),
+        run_data.client_test, element_fn=run_data.element_fn)
   tf.config.experimental.enable_op_determinism()
   try:
     with execution.worker_pool_context(
@@ -318,8 +336,10 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
           process, run_data.train, config,
           # Built after the process: see BUILD_NOTES (Keras models built
           # before TFF traces model_fn cannot train afterwards).
-          keras_model=keras_model_fn(), test_data=run_data.test_batches(),
-          element_fn=run_data.element_fn, loss=source.loss_fn(), metrics=source.metrics_fn())
+          keras_model=keras_model_fn(),
+          test_data=run_data.test_batches() if inputs.central else None,
+          element_fn=run_data.element_fn, loss=source.loss_fn(), metrics=source.metrics_fn(),
+          federated_evaluation_fn=federated_evaluation_fn)
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except (execution.WorkerStartError, execution.AggregationSplitError) as e:
@@ -335,7 +355,8 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   m = result.final_metrics
   sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
   evaluated = ''.join(f', {name.replace("_", " ")} {value:.4f}' for name, value in m.items()
-                      if name.startswith('test_'))
+                      if name in ('test_loss', 'test_accuracy', 'federated_test_accuracy',
+                                  'federated_test_accuracy_min'))
   print(
       f'done: {config.experiment}: {m["total_rounds"]} rounds{evaluated}{sparsity}, '
       f'{m["nonzero_params"]} non-zero parameters; outputs in '

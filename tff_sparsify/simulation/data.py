@@ -114,11 +114,14 @@ class RunData:
     element_fn: a (batched) element to the model's input: `normalize` for
       the built-in uint8 images, a cast to the model's input dtype for files.
     source: a line saying where the data come from.
+    client_test: each client's test examples (`ClientData`) or None: a
+      file's `test` split, or held out of `train` (`evaluation.held_out_split`).
   """
   train: tff.simulation.datasets.ClientData
   test: Optional[tf.data.Dataset]
   element_fn: Callable
   source: str
+  client_test: Optional[tff.simulation.datasets.ClientData] = None
 
   def test_batches(self, batch_size: int = 1000) -> Optional[tf.data.Dataset]:
     """The test set batched as `(x, y)` tuples for Keras, or None."""
@@ -151,7 +154,8 @@ def file_run_data(splits, x_dtype, source: str) -> RunData:
     test_data = splits['test']
     datasets = [test_data.create_tf_dataset_for_client(c) for c in test_data.client_ids]
     test = functools.reduce(lambda a, b: a.concatenate(b), datasets)
-  return RunData(train=splits['train'], test=test, element_fn=cast_to(x_dtype), source=source)
+  return RunData(train=splits['train'], test=test, element_fn=cast_to(x_dtype), source=source,
+                 client_test=splits.get('test'))
 
 
 def normalize(element):

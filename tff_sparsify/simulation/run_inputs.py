@@ -20,6 +20,7 @@ from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tff_sparsify.simulation import data as data_lib
+from tff_sparsify.simulation import evaluation as evaluation_lib
 from tff_sparsify.simulation import sources
 from tff_sparsify.simulation.sources import spec as spec_lib
 
@@ -28,8 +29,40 @@ ConfigError = validation.ConfigError
 
 @dataclasses.dataclass(frozen=True)
 class RunInputs:
+  """The checked data and model, and how the run evaluates ('central', 'federated', 'both', None)."""
   data: data_lib.RunData
   model: model_sources.ModelSource
+  evaluation: Optional[str] = None
+
+  @property
+  def central(self) -> bool:
+    return self.evaluation in ('central', 'both')
+
+  @property
+  def federated(self) -> bool:
+    return self.evaluation in ('federated', 'both')
+
+
+def resolve_evaluation(config, data: data_lib.RunData) -> tuple[data_lib.RunData, Optional[str]]:
+  """(data with the clients' test examples held out if asked, the evaluation mode).
+
+  Default: central where the data has a central test split (the built-in
+  datasets), else federated where the clients have test examples, else none.
+  """
+  if config.client_test_fraction > 0:
+    train, client_test = evaluation_lib.held_out_split(data.train, config.client_test_fraction)
+    data = dataclasses.replace(data, train=train, client_test=client_test)
+  builtin = config.client_data is None
+  mode = config.evaluation
+  if mode is None:
+    mode = ('central' if builtin else 'federated' if data.client_test is not None else None)
+  if mode in ('federated', 'both') and data.client_test is None:
+    raise ConfigError('evaluation', mode, 'needs test examples at the clients: a test split '
+                      'in --client_data, or --client_test_fraction > 0')
+  if mode in ('central', 'both') and data.test is None:
+    raise ConfigError('evaluation', mode, 'needs a test split: --client_data has none '
+                      '(its clients\' test splits, pooled, are the central test set)')
+  return data, mode
 
 
 def _first_line(error: BaseException) -> str:
@@ -120,6 +153,7 @@ def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
     except model_sources.ModelError as e:
       raise ConfigError('model', config.model, str(e)) from None
     data = open_client_data(config, x_dtype)
+  data, evaluation = resolve_evaluation(config, data)
   check_fit(config, data, source)
-  return RunInputs(data=data, model=source)
+  return RunInputs(data=data, model=source, evaluation=evaluation)
 

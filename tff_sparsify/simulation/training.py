@@ -16,8 +16,9 @@
   (seed, t, client): a resumed run trains on exactly the same data as an
   uninterrupted one.
 
-Evaluation is centralized: the global model is copied into a Keras model and
-evaluated on the test set. At the end the final model is saved as
+Evaluation is centralized (the global model is copied into a Keras model and
+evaluated on the test set), federated (TFF's `build_fed_eval` on each
+client's test examples, `evaluation.py`), or both. At the end the final model is saved as
 `results/{experiment}/final_model.keras`, stripped of its pruning wrappers
 (`tfmot.sparsity.keras.strip_pruning`), and `summary.json` records its test
 accuracy, non-zero parameters and sparsity.
@@ -50,6 +51,7 @@ from tff_sparsify.simulation import run_record
 TRAIN_LOSS_KEY = 'client_work/train/loss'
 TEST_ACCURACY_KEY = 'evaluation/accuracy'
 TEST_LOSS_KEY = 'evaluation/loss'
+FEDERATED_ACCURACY_KEY = 'evaluation/federated/accuracy'
 
 
 def flatten_metrics(metrics, prefix: str = '') -> collections.OrderedDict:
@@ -78,8 +80,9 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
     flat = flatten_metrics(value)
     if TRAIN_LOSS_KEY in flat:
       self._postfix['train_loss'] = f'{float(flat[TRAIN_LOSS_KEY]):.4f}'
-    if TEST_ACCURACY_KEY in flat:
-      self._postfix['test_acc'] = f'{float(flat[TEST_ACCURACY_KEY]):.4f}'
+    for name in (TEST_ACCURACY_KEY, FEDERATED_ACCURACY_KEY):
+      if name in flat:
+        self._postfix['test_acc'] = f'{float(flat[name]):.4f}'
     self._bar.n = int(key)
     self._bar.set_postfix(collections.OrderedDict(round=int(key), **self._postfix))
     self._bar.refresh()
@@ -312,6 +315,7 @@ def run_federated_training(
     element_fn: Optional[Callable] = None,
     loss: Optional[tf.keras.losses.Loss] = None,
     metrics: Optional[list] = None,
+    federated_evaluation_fn: Optional[Callable] = None,
 ) -> TrainingResult:
   """Trains `process` for `config.total_rounds`, resuming from the latest checkpoint.
 
@@ -331,6 +335,10 @@ def run_federated_training(
       `data.normalize`, the built-in images').
     loss, metrics: of the evaluation (default: sparse categorical
       cross-entropy from logits, accuracy).
+    federated_evaluation_fn: `model weights -> metrics` on the clients' test
+      examples (`evaluation.build_federated_evaluation_fn`), or None; its
+      metrics are released under `evaluation/federated/` and summarized as
+      `federated_test_*`.
 
   Returns:
     A `TrainingResult` with the final state and metrics.
@@ -353,8 +361,18 @@ def run_federated_training(
     signals.raise_if_signalled()
     return sample_clients(round_num)
 
-  evaluation_fn = None if test_data is None else build_centralized_evaluation_fn(
+  central_fn = None if test_data is None else build_centralized_evaluation_fn(
       process, keras_model, test_data, loss, metrics)
+
+  def evaluation_fn(state, unused_data=None):
+    del unused_data
+    found = central_fn(state) if central_fn else collections.OrderedDict()
+    if federated_evaluation_fn is not None:
+      found['federated'] = federated_evaluation_fn(process.get_model_weights(state))
+    return found
+
+  if central_fn is None and federated_evaluation_fn is None:
+    evaluation_fn = None
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
   csv_path = os.path.join(dirs.results, 'metrics.csv')
@@ -380,11 +398,13 @@ def run_federated_training(
     progress.close()
 
   final_metrics = collections.OrderedDict(total_rounds=total_rounds)
+  # The Keras model gets the final weights (the central evaluation assigns them too).
+  process.get_model_weights(state).assign_weights_to(keras_model)
   if evaluation_fn is not None:
     final = evaluation_fn(state)
+    federated = final.pop('federated', {})
     final_metrics.update((f'test_{name}', value) for name, value in final.items())
-  else:  # Not evaluated: the weights are still the final state's.
-    process.get_model_weights(state).assign_weights_to(keras_model)
+    final_metrics.update((f'federated_test_{name}', value) for name, value in federated.items())
   final_metrics.update(
       nonzero_params=int(sum(np.count_nonzero(w) for w in keras_model.trainable_weights)),
       total_params=int(sum(np.size(w) for w in keras_model.trainable_weights)),
