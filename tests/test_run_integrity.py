@@ -135,10 +135,20 @@ class TrainBadFlagsTest(_BinaryCase):
       ('data_dir_empty', dict(data_dir=''), r"--data_dir='': is not a directory"),
       # Not one of the choices.
       ('dataset', dict(dataset='mnist'), r'flag --dataset=mnist: value should be one of'),
-      ('model', dict(model='resnet'), r'flag --model=resnet: value should be one of'),
+      ('model', dict(model='resnet'), r"--model='resnet': must be one of paper, small_cnn, a saved Keras model PATH.keras or package.module:function"),
       ('model_dataset', dict(dataset='cifar10', model='small_cnn'),
        r"--model='small_cnn': is a model for fashion_mnist only; --dataset=cifar10 takes --model=paper"),
       ('partition', dict(partition='shards2'), r'flag --partition=shards2: value should be one of'),
+      # Your data (issue 33).
+      ('client_data', dict(client_data='parquet:x'),
+       r"--client_data='parquet:x': must be KIND:PATH with KIND one of sqlite, tfrecord_dir"),
+      ('features', dict(features='x:a'), r"--features='x:a': must be x:NAME,y:NAME"),
+      ('evaluation', dict(evaluation='per_client'), r'flag --evaluation=per_client: value should be one of'),
+      ('client_test_fraction', dict(client_test_fraction=1.5),
+       r'--client_test_fraction=1.5: must be in \[0, 1\)'),
+      ('federated_without_client_tests', dict(evaluation='federated'),
+       r"--evaluation='federated': needs test examples at the clients: a test split in "
+       r'--client_data, or --client_test_fraction > 0'),
       ('algorithm', dict(algorithm='fedavg2'), r'flag --algorithm=fedavg2: value should be one of'),
       ('quantizer', dict(quantizer='dense'), r'flag --quantizer=dense: value should be one of'),
       ('placement', dict(sparsity_placement='even'), r'flag --sparsity_placement=even: value should be one of'),

@@ -238,6 +238,8 @@ def run_data(config: config_lib.TrainConfig, export_config: configs.ExportConfig
   Raises:
     ExportError: if the dataset cannot be loaded (the message says why).
   """
+  if config.client_data is not None:
+    return _client_data_arrays(config, export_config)
   from tff_sparsify.simulation import data_sources  # pylint: disable=g-import-not-at-top
   try:
     centralized = data_sources.load_centralized(config.dataset, config.data_dir)
@@ -250,6 +252,40 @@ def run_data(config: config_lib.TrainConfig, export_config: configs.ExportConfig
   scale = lambda images: np.asarray(images, np.float32) / 255.0
   return scale(train[np.sort(picked)]), (scale(centralized.test_images),
                                          np.asarray(centralized.test_labels))
+
+
+def _client_data_arrays(config: config_lib.TrainConfig, export_config: configs.ExportConfig):
+  """`run_data` of a `--client_data` run: its clients' examples pooled (float inputs only)."""
+  from tff_sparsify.simulation import sources  # pylint: disable=g-import-not-at-top
+
+  def pooled(client_data):
+    xs, ys = [], []
+    for client_id in client_data.client_ids:
+      for element in client_data.create_tf_dataset_for_client(client_id).batch(4096):
+        xs.append(element['x'].numpy())
+        ys.append(element['y'].numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+  try:
+    kind, path = sources.parse(config.client_data)
+    splits = sources.module(kind).open_splits(path, config.feature_names)
+    if 'test' not in splits:
+      raise ExportError(f'--int8 checks the INT8 models\' accuracy on test examples; '
+                        f'{config.client_data} has no test split')
+    train_x, _ = pooled(splits['train'])
+    test = pooled(splits['test'])
+  except ExportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (SourceError, TF's errors)
+    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    raise ExportError(f'cannot read {config.client_data} for INT8 calibration: '
+                      f'{first_line}') from e
+  if train_x.dtype.kind != 'f':
+    raise ExportError(f'--int8 calibrates float inputs; {config.client_data} has '
+                      f'{train_x.dtype} inputs (export without --int8)')
+  picked = np.random.default_rng(config.seed).choice(
+      len(train_x), size=min(export_config.calibration_examples, len(train_x)), replace=False)
+  return train_x[np.sort(picked)].astype(np.float32), (test[0].astype(np.float32), test[1])
 
 
 def _strip(model: tf.keras.Model) -> tf.keras.Model:
