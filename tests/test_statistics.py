@@ -17,6 +17,7 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.learning import fed_sparsify
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
@@ -120,7 +121,8 @@ MOVING = (4, 5)
 KERNELS = (0, 6, 8)
 
 
-class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
+class _WithWorker:
+  """One owned local TFF worker for the class's tests."""
 
   @classmethod
   def setUpClass(cls):
@@ -133,6 +135,9 @@ class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
     cls._context.close()
     super().tearDownClass()
 
+
+class StatisticsTest(_WithWorker, tf.test.TestCase, parameterized.TestCase):
+
   def test_layout_finds_the_moving_statistics_only(self):
     for wrap in (False, True):
       with tf.Graph().as_default():
@@ -143,10 +148,24 @@ class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertIn('moving_mean', names[0])
       self.assertIn('moving_variance', names[1])
 
+  def test_nested_model_is_wrapped_and_its_statistics_found(self):
+    def nested():
+      outer = tf.keras.Sequential([tf.keras.layers.InputLayer((6, 6, 2)), bn_keras_model(),
+                                   tf.keras.layers.Dense(2)])
+      return tff.learning.models.from_keras_model(
+          pruning.wrap_for_pruning(outer), loss=loss(), input_spec=SPEC)
+    with tf.Graph().as_default():
+      model = nested()
+      layout = layout_lib.pruning_layout(model)
+      kernels = [model.trainable_variables[i].shape.as_list() for i in layout.prunable]
+      self.assertEqual(kernels, [[3, 3, 2, 4], [3, 3, 4, 3], [3, 3], [3, 2]])
+      names = [model.non_trainable_variables[i].name for i in layout.statistics]
+      self.assertLen(names, 2)
+      self.assertIn('moving_mean', names[0])
+
   @parameterized.named_parameters(
       ('fedavg', 'fedavg', {}, {}),
       ('fedprox', 'fedprox', dict(proximal_strength=0.5), dict(proximal_strength=0.5)),
-      ('global', 'fedsparsify_global', {}, {}),  # s_1 = S_0 = 0: nothing pruned in round 1.
       ('local', 'fedsparsify_local', {}, {}),
       ('quantized', 'fedavg', dict(quantize_bits=8, quantize_threshold=10), {}),
   )
@@ -156,14 +175,32 @@ class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
     state = process.initialize()
     initial = plain_weights(process, state, wrap)
     self.assertAllEqual(initial[MOVING[0]], np.zeros(4))
-    state = process.next(state, [as_dataset(x, y)]).state
+    output = process.next(state, [as_dataset(x, y)])
+    state = output.state
     expected = keras_fit(initial, x, y, **fit_kwargs)
     found = plain_weights(process, state, wrap)
     self.assertNotAllClose(expected[MOVING[1]], np.ones(4))
-    if 'quantize_bits' in flag_values:  # The kernels are quantized; the statistics are not.
+    if 'quantize_bits' in flag_values:
+      self._check_bytes(output.metrics, initial, expected)
+      # The kernels are quantized; the statistics are not.
       found, expected = [found[i] for i in MOVING], [expected[i] for i in MOVING]
     for a, b in zip(found, expected):
       self.assertAllClose(a, b, atol=1e-6, rtol=0)
+
+  def _check_bytes(self, metrics, initial, fit):
+    # TFF's quantizer counts the deltas in the aggregator; the client counts
+    # the statistics' deltas, in the NumPy encoder's bytes.
+    deltas = [initial[i] - fit[i] for i in MOVING]
+    self.assertEqual(int(metrics['client_work']['communication']['bytes_uploaded']),
+                     codecs.encoded_size(deltas, methods=codecs.METHODS))
+    # The broadcast: the kernels and biases, and the initial statistics.
+    self.assertEqual(int(metrics['distributor']['bytes_downloaded']),
+                     codecs.encoded_size(initial, methods=codecs.METHODS))
+
+
+
+class StatisticsPruningTest(_WithWorker, tf.test.TestCase, parameterized.TestCase):
+  """Pruning algorithms and other updates (its own class: pytest-xdist gives each class a core)."""
 
   def test_two_clients_weighted_mean_of_keras_fits(self):
     clients = [client_arrays(20, seed=1), client_arrays(10, seed=2)]
@@ -191,7 +228,8 @@ class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
     half = 0.5 * sum(k.size for k in kernels)
     self.assertIn(sum(int(np.sum(k == 0)) for k in kernels), (np.floor(half), np.ceil(half)))
 
-  @parameterized.named_parameters(('snip', 'snip'), ('grasp', 'grasp'), ('prunefl', 'prunefl'))
+  # PruneFL: a fixed initial mask as SNIP's and GraSP's, and an update with three parts.
+  @parameterized.named_parameters(('prunefl', 'prunefl'))
   def test_fixed_initial_masks_equal_wrapped_keras_fit(self, name):
     x, y = client_arrays(20, seed=1)
     masks = half_masks()
@@ -221,18 +259,19 @@ class StatisticsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(after[0], before[0])  # The frozen kernel, bit for bit.
     self.assertNotAllClose(after[-1], before[-1])  # The moving variance moved.
 
-  def test_bytes_count_the_statistics(self):
+  def test_not_aggregated_keeps_the_initial_statistics_as_tff_fed_avg(self):
+    """`aggregate_statistics=False` is TFF's behaviour: the statistics never change."""
     x, y = client_arrays(20, seed=1)
-    process, wrap = build('fedavg', quantize_bits=8, quantize_threshold=10)
-    state = process.initialize()
-    initial = plain_weights(process, state, wrap)
-    output = process.next(state, [as_dataset(x, y)])
-    # TFF's quantizer counts the deltas in the aggregator; the client counts
-    # the statistics' deltas, in the NumPy encoder's bytes.
-    fit = keras_fit(initial, x, y)
-    deltas = [initial[i] - fit[i] for i in MOVING]
-    self.assertEqual(int(output.metrics['client_work']['communication']['bytes_uploaded']),
-                     codecs.encoded_size(deltas, methods=codecs.METHODS))
-    # The broadcast: the kernels and biases, and the initial statistics.
-    self.assertEqual(int(output.metrics['distributor']['bytes_downloaded']),
-                     codecs.encoded_size(initial, methods=codecs.METHODS))
+    algorithm = registry.get('fedsparsify_global')
+    config = algorithm.from_flags(dict(client_learning_rate=LR, total_rounds=ROUNDS,
+                                       final_sparsity=0.5))
+    process = fed_sparsify.build_weighted_fed_sparsify(model_fn(True), config,
+                                                       aggregate_statistics=False)
+    tff_fed_avg = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn(False), tff.learning.optimizers.build_sgdm(LR),
+        tff.learning.optimizers.build_sgdm(1.0))
+    for p, wrap in ((process, True), (tff_fed_avg, False)):
+      state = p.next(p.initialize(), [as_dataset(x, y)]).state
+      found = plain_weights(p, state, wrap)
+      self.assertAllEqual(found[MOVING[0]], np.zeros(4))
+      self.assertAllEqual(found[MOVING[1]], np.ones(4))

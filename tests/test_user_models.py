@@ -108,17 +108,17 @@ class BatchNormalizationThroughTheBinaryTest(tf.test.TestCase):
 
     def argv(out):
       return [f'--client_data=sqlite:{data}', f'--model={root}/bn.keras',
-              '--algorithm=fedsparsify_global', '--final_sparsity=0.8', '--total_rounds=4',
+              '--algorithm=fedsparsify_global', '--final_sparsity=0.8', '--total_rounds=3',
               '--client_epochs_per_round=1', '--client_batch_size=4', '--clients_per_round=2',
               f'--seed={SEED}', f'--root_output_dir={out}', '--experiment_name=bn',
               '--progress=false', '--num_local_workers=2']
 
     reference = fixtures.start_binary('train', argv(f'{root}/ref'))
     victim = fixtures.start_binary('train', argv(f'{root}/run'))
-    checkpoint_2 = f'{root}/run/checkpoints/bn/program_state_2'
+    checkpoint_1 = f'{root}/run/checkpoints/bn/program_state_1'
     deadline = time.monotonic() + 300
-    while not os.path.isdir(checkpoint_2) and victim.poll() is None:
-      self.assertLess(time.monotonic(), deadline, 'no second checkpoint')
+    while not os.path.isdir(checkpoint_1) and victim.poll() is None:
+      self.assertLess(time.monotonic(), deadline, 'no first checkpoint')
       time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
@@ -183,7 +183,6 @@ class TextModelTest(tf.test.TestCase):
     self.assertIn('sparsity 0.5000', out.decode())
     self.assertNotIn('test accuracy', out.decode())  # No test split: not evaluated.
     code, out, err = fixtures.run_binary_process(
-        'export', [f'--run_dir={root}/out/results/text', '--formats=onnx,tflite'])
+        'export', [f'--run_dir={root}/out/results/text'])
     self.assertEqual(code, 0, err)
     self.assertRegex(out, r'exported: .*model\.onnx .*max abs diff')
-    self.assertTrue(os.path.exists(f'{root}/out/results/text/export/model.tflite'))

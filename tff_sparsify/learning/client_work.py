@@ -54,6 +54,7 @@ in `bytes_uploaded`.
 """
 
 import collections
+import dataclasses
 from typing import Callable, Optional
 
 import numpy as np
@@ -131,7 +132,7 @@ def build_train_step(model, optimizer, trainable, keep, proximal_strength: float
 
 
 def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
-                         loop_implementation):
+                         loop_implementation, aggregate_statistics: bool = True):
   """The per-client `tf.function`, as TFF's model delta client update."""
   mode = config.mode
   prunefl = config.pruning_method == 'prunefl'
@@ -145,6 +146,8 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   quantize_threshold = compression.quantize_threshold
   model = model_fn()
   layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
+  if not aggregate_statistics:
+    layout = dataclasses.replace(layout, statistics=())
   # The weights are masked below after every step, so the wrappers' own
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
@@ -285,6 +288,7 @@ def build_fed_sparsify_client_work(
     *,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
+    aggregate_statistics: bool = True,
 ) -> tff.learning.templates.ClientWorkProcess:
   """A `ClientWorkProcess` that trains under the global mask.
 
@@ -307,6 +311,8 @@ def build_fed_sparsify_client_work(
       distributor's).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
+    aggregate_statistics: send how the moving statistics moved
+      (`learning.statistics`); False: not (TFF's behaviour).
 
   Returns:
     A `tff.learning.templates.ClientWorkProcess` whose state is the round
@@ -344,7 +350,8 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
-    client_update = _build_client_update(model_fn, optimizer, config, loop_implementation)
+    client_update = _build_client_update(model_fn, optimizer, config, loop_implementation,
+                                         aggregate_statistics)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   @tff.tensorflow.computation(np.int32)

@@ -17,6 +17,7 @@ variables, so `process.get_model_weights(state).assign_weights_to(keras_model)`
 followed by `tfmot.sparsity.keras.strip_pruning` gives the plain sparse model.
 """
 
+import dataclasses
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -82,6 +83,7 @@ def build_weighted_fed_sparsify(
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
     initial_masks: Optional[Sequence[np.ndarray]] = None,
+    aggregate_statistics: bool = True,
 ) -> tff.learning.templates.LearningProcess:
   """Builds FedSparsify-Global or -Local, weighted by client example counts.
 
@@ -132,6 +134,9 @@ def build_weighted_fed_sparsify(
     initial_masks: with `pruning_method='snip'|'grasp'` (required there, and
       only there), the fixed masks of the prunable weights
       (`saliency.initial_masks`), which the initial weights carry.
+    aggregate_statistics: aggregate the model's moving statistics
+      (BatchNormalization, `learning.statistics`); False keeps the server's,
+      as TFF's own processes do (they never change).
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its metrics hold
@@ -163,6 +168,8 @@ def build_weighted_fed_sparsify(
   client_optimizer_fn = client_optimizer_fn or default_client
   server_optimizer_fn = server_optimizer_fn or default_server
   layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
+  if not aggregate_statistics:
+    layout = dataclasses.replace(layout, statistics=())
   if config.prunes:
     layout.check_pruning()
   layout.check_placement(config.sparsity_placement)
@@ -184,7 +191,8 @@ def build_weighted_fed_sparsify(
 
   client_work = client_work_lib.build_fed_sparsify_client_work(
       model_fn, client_optimizer_fn, config,
-      metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation)
+      metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation,
+      aggregate_statistics=aggregate_statistics)
   update_type = client_work.next.type_signature.result.result.member.update
   if config.mode == 'local':
     model_aggregator = aggregators.MaskMergingFactory(

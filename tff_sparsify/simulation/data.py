@@ -13,7 +13,6 @@ training works offline; TFDS is used where a network exists.
 
 import collections
 import dataclasses
-import functools
 from typing import Callable, Optional
 
 import numpy as np
@@ -149,11 +148,8 @@ def cast_to(dtype) -> Callable:
 
 def file_run_data(splits, x_dtype, source: str) -> RunData:
   """A file source's splits (`sources.*.open_splits`): train, and the pooled test split if any."""
-  test = None
-  if 'test' in splits:
-    test_data = splits['test']
-    datasets = [test_data.create_tf_dataset_for_client(c) for c in test_data.client_ids]
-    test = functools.reduce(lambda a, b: a.concatenate(b), datasets)
+  # Seeded: TFF shuffles the clients' order (the sums then agree run to run).
+  test = splits['test'].create_tf_dataset_from_all_clients(seed=0) if 'test' in splits else None
   return RunData(train=splits['train'], test=test, element_fn=cast_to(x_dtype), source=source,
                  client_test=splits.get('test'))
 

@@ -177,11 +177,7 @@ def _serialize(x, y) -> bytes:
 
 
 def _spec(clients: Clients) -> dict:
-  x, y = next(iter(clients[TRAIN].values()))
-  spec = spec_lib.spec_of_arrays(x, y)
-  if spec['x']['dtype'] == 'float32' and x.dtype != np.float32:
-    spec['x']['dtype'] = 'float32'
-  return spec
+  return spec_lib.spec_of_arrays(*next(iter(clients[TRAIN].values())))
 
 
 def _write_sqlite(clients: Clients, path: str):
