@@ -44,7 +44,7 @@ data:
 # In this order: test_train's in-process runs turn on TF's op determinism,
 # which TFF's unseeded quantizer in test_scale_out refuses.
 SERIAL_TESTS := tests/test_execution.py tests/test_faults.py tests/test_scale_out.py \
-	tests/test_scale_out_faults.py tests/test_train.py tests/test_user_models.py
+	tests/test_scale_out_faults.py tests/test_train.py
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 tests $(addprefix --ignore=,$(SERIAL_TESTS))

@@ -129,7 +129,7 @@ class WriterTest(tf.test.TestCase):
 class WrittenFashionMnistTest(tf.test.TestCase):
   """FashionMNIST written by tff-sparsify-data trains exactly as the built-in path."""
 
-  def test_sqlite_and_tfrecord_dir_equal_the_builtin_path_bit_for_bit(self):
+  def test_sqlite_equals_the_builtin_path_bit_for_bit_and_tfrecord_dir_the_sqlite_file(self):
     root = self.create_tempdir().full_path
     data_dir = fixtures.write_fashion_mnist_like(os.path.join(root, 'idx'), num_test=80)
     partition = ['--partition=shards', '--num_clients=4', '--classes_per_client=2', '--seed=5']
@@ -146,8 +146,16 @@ class WrittenFashionMnistTest(tf.test.TestCase):
     # leave TensorFlow state behind), side by side.
     runs = {name: fixtures.start_binary('train', [*common, data, f'--experiment_name={name}'])
             for name, data in (('builtin', f'--data_dir={data_dir}'),
-                               ('sqlite', f'--client_data=sqlite:{root}/fm.sqlite'),
-                               ('tfrecord', f'--client_data=tfrecord_dir:{root}/fm'))}
+                               ('sqlite', f'--client_data=sqlite:{root}/fm.sqlite'))}
+    # The TFRecord directory holds the SQLite file's examples, client by
+    # client in the same order, so it trains as the SQLite file does.
+    by_format = [module.open_splits(path, FEATURES) for module, path in (
+        (sqlite_source, f'{root}/fm.sqlite'), (tfrecord_dir, f'{root}/fm'))]
+    for split in ('train', 'test'):
+      self.assertEqual(by_format[0][split].client_ids, by_format[1][split].client_ids)
+      for cid in by_format[0][split].client_ids:
+        for a, b in zip(read_back(by_format[0][split], cid), read_back(by_format[1][split], cid)):
+          self.assertAllEqual(a, b)
     for name, proc in runs.items():
       _, err = proc.communicate(timeout=300)
       self.assertEqual(proc.returncode, 0, err.decode()[-2000:])
@@ -155,15 +163,14 @@ class WrittenFashionMnistTest(tf.test.TestCase):
       with np.load(os.path.join(results, 'final_weights.npz')) as f:
         weights[name] = [f[k] for k in sorted(f.files, key=lambda k: int(k.split('_')[1]))]
       summaries[name] = fixtures.read_json(os.path.join(results, 'summary.json'))
-    for name in ('sqlite', 'tfrecord'):
-      for a, b in zip(weights['builtin'], weights[name]):
-        self.assertAllEqual(a, b)
-      # Federated evaluation by default (the file's clients have test
-      # examples): over the same examples as the built-in central test set,
-      # each client's share of it.
-      self.assertNotIn('test_accuracy', summaries[name])
-      self.assertAlmostEqual(summaries[name]['federated_test_accuracy'],
-                             summaries['builtin']['test_accuracy'], places=6)
-      self.assertLessEqual(summaries[name]['federated_test_accuracy_min'],
-                           summaries[name]['federated_test_accuracy'])
+    for a, b in zip(weights['builtin'], weights['sqlite']):
+      self.assertAllEqual(a, b)
+    # Federated evaluation by default (the file's clients have test
+    # examples): over the same examples as the built-in central test set,
+    # each client's share of it.
+    self.assertNotIn('test_accuracy', summaries['sqlite'])
+    self.assertAlmostEqual(summaries['sqlite']['federated_test_accuracy'],
+                           summaries['builtin']['test_accuracy'], places=6)
+    self.assertLessEqual(summaries['sqlite']['federated_test_accuracy_min'],
+                         summaries['sqlite']['federated_test_accuracy'])
     self.assertAlmostEqual(summaries['sqlite']['sparsity'], 0.6, places=5)

@@ -165,7 +165,6 @@ class StatisticsTest(_WithWorker, tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
       ('fedavg', 'fedavg', {}, {}),
-      ('fedprox', 'fedprox', dict(proximal_strength=0.5), dict(proximal_strength=0.5)),
       ('local', 'fedsparsify_local', {}, {}),
       ('quantized', 'fedavg', dict(quantize_bits=8, quantize_threshold=10), {}),
   )

@@ -32,6 +32,7 @@ from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import sources
+from tff_sparsify.simulation.sources import spec
 from tff_sparsify.simulation import run_record
 
 # TensorFlow and TFF are imported in `train`, after the flags are checked: a
@@ -260,10 +261,7 @@ def main(argv):
           classes_per_client=config.classes_per_client,
           dirichlet_alpha=config.dirichlet_alpha)
     else:
-      sources.check(config.client_data)
-      if not _CLIENTS_PER_ROUND.present:  # At most the file's clients.
-        config = dataclasses.replace(config, clients_per_round=min(
-            config.clients_per_round, sources.num_clients(config.client_data)))
+      config = _check_client_data(config)
   except data_sources.DataError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   except sources.SourceError as e:
@@ -278,6 +276,22 @@ def main(argv):
   except run_record.RunMismatchError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   train(config, dirs, inputs, execution_config)
+
+
+def _check_client_data(config):
+  """What can be checked of `--client_data` before TensorFlow loads; the config, clients capped."""
+  sources.check(config.client_data)
+  try:
+    sources.check_features(config.client_data, config.feature_names)
+  except spec.SpecError as e:
+    flag_utils.fail(_FEATURES, str(e))
+  clients = sources.num_clients(config.client_data)
+  if not _CLIENTS_PER_ROUND.present:  # At most the file's clients.
+    return dataclasses.replace(config, clients_per_round=min(config.clients_per_round, clients))
+  if config.clients_per_round > clients:
+    flag_utils.fail(_CLIENTS_PER_ROUND, f'must be at most the {clients} clients of '
+                    f'--client_data={config.client_data}')
+  return config
 
 
 def _prepare_inputs(config, centralized, shards):

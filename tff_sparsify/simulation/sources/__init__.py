@@ -6,6 +6,7 @@ module has
 - `check(path) -> None`: pure Python (sqlite3, os), run before TensorFlow
   loads; raises `SourceError` saying what is wrong with the file;
 - `num_clients(path) -> int`: the training clients, pure Python;
+- `stored_spec(path) -> dict | None`: the spec the writer stored, pure Python;
 - `open_splits(path, features) -> dict[split name, ClientData]`: TFF
   `ClientData` of `OrderedDict(x=..., y=...)` elements per split present
   (`train`, and `test` where the data has one), parsed with the element
@@ -51,3 +52,12 @@ def check(client_data: str):
 def num_clients(client_data: str) -> int:
   kind, path = parse(client_data)
   return module(kind).num_clients(path)
+
+
+def check_features(client_data: str, features: dict):
+  """With a stored spec, that it has the features named (pure Python); `spec.SpecError` if not."""
+  from tff_sparsify.simulation.sources import spec  # pylint: disable=g-import-not-at-top
+  kind, path = parse(client_data)
+  stored = module(kind).stored_spec(path)
+  if stored is not None:
+    spec.select(stored, features, path)

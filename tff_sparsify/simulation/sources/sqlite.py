@@ -86,23 +86,35 @@ def _train_split(path: str, splits: list[str]) -> str:
                     f'{", ".join(splits) or "none"})')
 
 
-def read_spec(path: str) -> dict:
-  """The file's element spec: its `element_spec` table, else its first example's."""
+def stored_spec(path: str):
+  """The spec the writer stored (the `element_spec` table), or None (sqlite3 only)."""
   connection = _connect(path)
   try:
     tables = {row[0] for row in connection.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    if spec_lib.SPEC_TABLE in tables:
-      row = connection.execute(f'SELECT spec FROM {spec_lib.SPEC_TABLE}').fetchone()
-      if row is None:
-        raise SourceError(f'{path}: table {spec_lib.SPEC_TABLE} is empty')
-      return spec_lib.from_json(row[0], f'{path} ({spec_lib.SPEC_TABLE})')
-    row = connection.execute('SELECT serialized_example_proto FROM examples LIMIT 1').fetchone()
-    if row is None:
-      raise SourceError(f'{path}: no examples')
-    return spec_lib.from_example(row[0], path)
+    if spec_lib.SPEC_TABLE not in tables:
+      return None
+    row = connection.execute(f'SELECT spec FROM {spec_lib.SPEC_TABLE}').fetchone()
   finally:
     connection.close()
+  if row is None:
+    raise SourceError(f'{path}: table {spec_lib.SPEC_TABLE} is empty')
+  return spec_lib.from_json(row[0], f'{path} ({spec_lib.SPEC_TABLE})')
+
+
+def read_spec(path: str) -> dict:
+  """The file's element spec: the stored one, else its first example's."""
+  spec = stored_spec(path)
+  if spec is not None:
+    return spec
+  connection = _connect(path)
+  try:
+    row = connection.execute('SELECT serialized_example_proto FROM examples LIMIT 1').fetchone()
+  finally:
+    connection.close()
+  if row is None:
+    raise SourceError(f'{path}: no examples')
+  return spec_lib.from_example(row[0], path)
 
 
 def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:

@@ -44,14 +44,23 @@ def num_clients(path: str) -> int:
   return len(client_files(path))
 
 
-def read_spec(path: str) -> dict:
+def stored_spec(path: str):
+  """The spec the writer stored (`element_spec.json`), or None (pure Python)."""
   spec_path = os.path.join(path, spec_lib.SPEC_FILE)
-  if os.path.exists(spec_path):
-    try:
-      with open(spec_path) as f:
-        return spec_lib.from_json(f.read(), spec_path)
-    except OSError as e:
-      raise SourceError(f'{spec_path}: cannot be read ({e})') from None
+  if not os.path.exists(spec_path):
+    return None
+  try:
+    with open(spec_path) as f:
+      return spec_lib.from_json(f.read(), spec_path)
+  except OSError as e:
+    raise SourceError(f'{spec_path}: cannot be read ({e})') from None
+
+
+def read_spec(path: str) -> dict:
+  """The stored spec, else the first record's."""
+  spec = stored_spec(path)
+  if spec is not None:
+    return spec
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   first = next(iter(client_files(path).values()))
   try:
