@@ -4,7 +4,7 @@ A SQLite file with tables `examples(split_name, client_id,
 serialized_example_proto)` and `client_metadata(client_id, split_name,
 num_examples)`, as TFF publishes EMNIST, Shakespeare, Stack Overflow,
 CIFAR-100 and CelebA and as `tff.simulation.datasets.save_to_sql_client_data`
-writes. Read with TFF's `load_and_parse_sql_client_data`; the split `train`
+writes. Read with TFF's `SqlClientData` and `spec.batched_parser`; the split `train`
 trains (or the only split, e.g. TFF's writer's `default_split`), the split
 `test`, where present, evaluates. The element spec is the file's
 `element_spec` table (written by `tff-sparsify-data`) or read off the first
@@ -119,24 +119,16 @@ def read_spec(path: str) -> dict:
 
 def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
   """{split: ClientData of OrderedDict(x, y)}: `train` (the training split), `test` if present."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   selected = spec_lib.select(read_spec(path), features, path)
-  element_spec = spec_lib.element_spec_of(selected, features)
   connection = _connect(path)
   try:
     splits = _splits(connection)
   finally:
     connection.close()
-  x_name, y_name = features['x'], features['y']
-
-  def to_xy(dataset):
-    return dataset.map(lambda e: collections.OrderedDict(
-        x=e[x_name], y=tf.cast(e[y_name], tf.int32)))
-
+  parse = spec_lib.batched_parser(selected, features)
   found = collections.OrderedDict()
   for split, name in ((TRAIN, _train_split(path, splits)), (TEST, TEST)):
     if name in splits:
-      found[split] = tff.simulation.datasets.load_and_parse_sql_client_data(
-          path, element_spec, split_name=name).preprocess(to_xy)
+      found[split] = tff.simulation.datasets.SqlClientData(path, name).preprocess(parse)
   return found

@@ -77,20 +77,10 @@ def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_federated as tff  # pylint: disable=g-import-not-at-top
   selected = spec_lib.select(read_spec(path), features, path)
-  x_name, y_name = features['x'], features['y']
-  parse_spec = {
-      x_name: tf.io.FixedLenFeature(selected['x']['shape'],
-                                    tf.float32 if selected['x']['dtype'] == 'float32' else tf.int64),
-      y_name: tf.io.FixedLenFeature([], tf.int64)}
-  x_dtype = tf.dtypes.as_dtype(selected['x']['dtype'])
-
-  def parse(record):
-    parsed = tf.io.parse_single_example(record, parse_spec)
-    return collections.OrderedDict(x=tf.cast(parsed[x_name], x_dtype),
-                                   y=tf.cast(parsed[y_name], tf.int32))
+  parse = spec_lib.batched_parser(selected, features)
 
   def dataset_fn(file_path):
-    return tf.data.TFRecordDataset(file_path).map(parse)
+    return parse(tf.data.TFRecordDataset(file_path))
 
   found = collections.OrderedDict()
   found[TRAIN] = tff.simulation.datasets.FilePerUserClientData(client_files(path), dataset_fn)
