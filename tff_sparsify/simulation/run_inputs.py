@@ -95,13 +95,8 @@ def _labels_max(data: data_lib.RunData) -> int:
   return found
 
 
-def check_fit(config, data: data_lib.RunData, source: model_sources.ModelSource):
-  """The model takes the data's input and has an output per label; ConfigError if not."""
-  try:
-    keras_model = source.keras_model_fn(config.seed)
-    model_sources.input_spec(keras_model)
-  except model_sources.ModelError as e:
-    raise ConfigError('model', config.model, str(e)) from None
+def check_fit(config, data: data_lib.RunData, keras_model):
+  """`keras_model` takes the data's input and has an output per label; ConfigError if not."""
   if config.clients_per_round > len(data.train.client_ids):
     raise ConfigError('clients_per_round', config.clients_per_round,
                       f'must be at most the {len(data.train.client_ids)} clients of '
@@ -145,15 +140,13 @@ def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
     source = model_sources.load(config.model, config.dataset)
   except model_sources.ModelError as e:
     raise ConfigError('model', config.model, str(e)) from None
-  if builtin is not None:
-    data = builtin
-  else:
-    try:
-      x_dtype = model_sources.input_spec(source.keras_model_fn(config.seed))['x'].dtype
-    except model_sources.ModelError as e:
-      raise ConfigError('model', config.model, str(e)) from None
-    data = open_client_data(config, x_dtype)
+  keras_model = source.keras_model_fn(config.seed)  # One probe for every check.
+  try:
+    x_dtype = model_sources.input_spec(keras_model)['x'].dtype
+  except model_sources.ModelError as e:
+    raise ConfigError('model', config.model, str(e)) from None
+  data = builtin if builtin is not None else open_client_data(config, x_dtype)
   data, evaluation = resolve_evaluation(config, data)
-  check_fit(config, data, source)
+  check_fit(config, data, keras_model)
   return RunInputs(data=data, model=source, evaluation=evaluation)
 
