@@ -106,9 +106,9 @@ def spec_of_arrays(x, y) -> dict:
 def batched_parser(selected: dict, features: dict[str, str], batch_size: int = 256):
   """`dataset of serialized tf.train.Example -> dataset of OrderedDict(x, y)`, cached.
 
-  Parses `batch_size` records per call (TFF's own parser takes one: the
-  paper's FashionMNIST protocol then ran 2.3x the built-in path's round
-  time, `benchmarks/results/client_data_round_time.md`) and caches the
+  Parses and converts `batch_size` records per call (TFF's own parser takes
+  one: the paper's FashionMNIST protocol then ran 2.9x the built-in path's
+  round time, `benchmarks/results/client_data_round_time.md`) and caches the
   parsed client dataset, so that a client's local epochs read its file once.
   x keeps the spec's dtype, y becomes int32.
   """
@@ -126,7 +126,10 @@ def batched_parser(selected: dict, features: dict[str, str], batch_size: int = 2
                                    y=tf.cast(parsed[y_name], tf.int32))
 
   def parse(dataset):
-    return (dataset.batch(batch_size).map(lambda b: tf.io.parse_example(b, parse_spec))
-            .unbatch().map(to_xy).cache())
+    # Parsed and converted a batch at a time, then unbatched: a map per
+    # example after `unbatch` cost 3x the whole read (probe, issue 33).
+    return (dataset.batch(batch_size)
+            .map(lambda b: to_xy(tf.io.parse_example(b, parse_spec)))
+            .unbatch().cache())
 
   return parse

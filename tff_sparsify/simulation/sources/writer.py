@@ -197,6 +197,10 @@ def _write_sqlite(clients: Clients, path: str):
             ((split, client_id, _serialize(xi, yi)) for xi, yi in zip(x, y)))
         connection.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
                            (client_id, split, len(y)))
+    # TFF's reader selects one client's examples by client_id and split: without
+    # an index every client read scans the whole table (2x the read time of
+    # 3 FashionMNIST shards, probe in BUILD_NOTES).
+    connection.execute('CREATE INDEX examples_client ON examples (client_id, split_name)')
     connection.commit()
   finally:
     connection.close()
