@@ -1,5 +1,12 @@
 r"""Seconds per round and coordinator<->worker bytes on 1, 2 and 4 local workers.
 
+Two ways of giving the workers the clients' data, side by side (`--modes`):
+`datasets` (TFF's default and this package's before issue 34: each sampled
+client's dataset, examples included, built on the coordinator and sent every
+round) and `ids` (what the binaries do now: the workers read their own data,
+the coordinator sends client ids, `simulation.client_ids`). The broadcast
+model's bytes are reported beside, for the ratio per worker.
+
 FedAvg on the paper's FashionMNIST FC model, real FashionMNIST, non-IID (2
 classes per client), 1 local epoch, batch 32; two environments: 100 clients
 with 10 sampled per round, and 10 clients all training. The same local
@@ -22,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -34,6 +42,7 @@ import tensorflow_federated as tff
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.learning import registry
+from tff_sparsify.simulation import client_ids
 from tff_sparsify.simulation import data
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
@@ -48,6 +57,8 @@ _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'fedavg', list(registry.names()),
                                'Algorithm.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
+_MODES = flags.DEFINE_list('modes', ['datasets', 'ids'], 'How the clients\' data reach '
+                           'the workers: datasets (sent) or ids (read at the worker).')
 _OUTPUT = flags.DEFINE_string(
     'output', os.path.join(os.path.dirname(__file__), 'results', 'scaling'),
     'Output path prefix (.json and .md are appended).')
@@ -64,50 +75,67 @@ def _environment(spec: str, centralized):
       centralized.train_labels, partition_type='non_iid',
       num_clients=num_clients, seed=SEED, classes_per_client=2)
   federated = data.federated_data(centralized, shards)
-  process, _ = registry.build_from_config(config)
-  return config, federated.train, process
+  process, keras_model_fn = registry.build_from_config(config)
+  model_bytes = sum(w.numpy().nbytes for w in keras_model_fn().trainable_weights)
+  return config, federated.train, shards, process, model_bytes
 
 
-def _measure(spec, centralized, workers):
-  config, train, process = _environment(spec, centralized)
-  select = training.build_training_selection_fn(
-      train, clients_per_round=config.clients_per_round,
-      batch_size=config.client_batch_size, epochs=1, seed=SEED)
-  counts = [int(n) for n in _WORKERS.value]
-  pools = {n: execution.WorkerPoolContext(workers[:n]) for n in counts}
-  states = {}
-  seconds = {n: [] for n in counts}
-  sent = {n: [] for n in counts}
-  received = {n: [] for n in counts}
-  for n in counts:
-    with tff.framework.get_context_stack().install(pools[n]):
-      states[n] = process.initialize()
-  for round_num in range(_WARMUP_ROUNDS.value + _ROUNDS.value):
-    clients = select(round_num + 1)
-    for n in counts:
-      pool = pools[n]
-      before = pool.bytes_sent, pool.bytes_received
-      with tff.framework.get_context_stack().install(pool):
-        start = time.perf_counter()
-        states[n] = process.next(states[n], clients).state
-        elapsed = time.perf_counter() - start
-      if round_num >= _WARMUP_ROUNDS.value:
-        seconds[n].append(elapsed)
-        sent[n].append(pool.bytes_sent - before[0])
-        received[n].append(pool.bytes_received - before[1])
-      print(f'{spec} round {round_num} workers {n}: {elapsed:.2f} s', flush=True)
-  for pool in pools.values():
-    pool.close()
-  base = statistics.median(seconds[counts[0]])
+def _measure(spec, centralized, counts):
+  config, train, shards, process, model_bytes = _environment(spec, centralized)
+  modes = list(_MODES.value)
+  with tempfile.TemporaryDirectory() as tmp, execution.worker_pool_context(
+      num_local_workers=max(counts), client_data=client_ids.write_builtin(
+          shards, centralized.train_images, centralized.train_labels,
+          os.path.join(tmp, 'clients'))) as pool:
+    federation = client_ids.discover(pool, shared=True)
+    computation = client_ids.build_dataset_computation(
+        federation, dict(x='x', y='y'), lambda d, seed: data.preprocess_client_dataset(
+            d, batch_size=config.client_batch_size, epochs=1, seed=seed),
+        graph_seed=SEED)
+    select = dict(
+        datasets=training.build_training_selection_fn(
+            train, clients_per_round=config.clients_per_round,
+            batch_size=config.client_batch_size, epochs=1, seed=SEED),
+        ids=training.build_id_selection_fn(
+            federation, clients_per_round=config.clients_per_round, seed=SEED))
+    keys = [(m, n) for m in modes for n in counts]
+    pools = {n: execution.WorkerPoolContext(pool.workers[:n]) for n in counts}
+    processes = {(m, n): process if m == 'datasets' else
+                 training.ByIdProcess(process, computation, pools[n]) for m, n in keys}
+    states, seconds, sent, received = {}, {k: [] for k in keys}, {k: [] for k in keys}, {
+        k: [] for k in keys}
+    for key in keys:
+      with tff.framework.get_context_stack().install(pools[key[1]]):
+        states[key] = processes[key].initialize()
+    for round_num in range(_WARMUP_ROUNDS.value + _ROUNDS.value):
+      clients = {m: select[m](round_num + 1) for m in modes}
+      for key in keys:
+        mode, n = key
+        worker_pool = pools[n]
+        before = worker_pool.bytes_sent, worker_pool.bytes_received
+        with tff.framework.get_context_stack().install(worker_pool):
+          start = time.perf_counter()
+          states[key] = processes[key].next(states[key], clients[mode]).state
+          elapsed = time.perf_counter() - start
+        if round_num >= _WARMUP_ROUNDS.value:
+          seconds[key].append(elapsed)
+          sent[key].append(worker_pool.bytes_sent - before[0])
+          received[key].append(worker_pool.bytes_received - before[1])
+        print(f'{spec} round {round_num} {mode} workers {n}: {elapsed:.2f} s', flush=True)
+    for worker_pool in pools.values():
+      worker_pool.close()
   rows = []
-  for n in counts:
-    median = statistics.median(seconds[n])
+  for mode, n in keys:
+    median = statistics.median(seconds[(mode, n)])
+    base = statistics.median(seconds[(mode, counts[0])])
+    out = statistics.median(sent[(mode, n)])
     rows.append(dict(
-        environment=spec, workers=n, median_s=median,
-        min_s=min(seconds[n]), max_s=max(seconds[n]),
-        ratio_to_1=median / base, seconds=seconds[n],
-        mb_sent_per_round=statistics.median(sent[n]) / 1e6,
-        mb_received_per_round=statistics.median(received[n]) / 1e6))
+        environment=spec, mode=mode, workers=n, median_s=median,
+        min_s=min(seconds[(mode, n)]), max_s=max(seconds[(mode, n)]),
+        ratio_to_1=median / base, seconds=seconds[(mode, n)],
+        mb_sent_per_round=out / 1e6, model_mb=model_bytes / 1e6,
+        sent_per_worker_over_model=out / n / model_bytes,
+        mb_received_per_round=statistics.median(received[(mode, n)]) / 1e6))
   return rows
 
 
@@ -121,14 +149,19 @@ def _markdown(rows, meta):
       '',
   ]
   lines += files.markdown_table(
-      ['clients (total x per round)', 'workers', 's/round (median)', 'min-max',
-       'ratio to 1 worker', 'MB out / round', 'MB back / round'],
-      [{'clients (total x per round)': r['environment'], 'workers': r['workers'],
+      ['clients (total x per round)', 'data', 'workers', 's/round (median)', 'min-max',
+       'ratio to 1 worker', 'MB out / round', 'out per worker / model', 'MB back / round'],
+      [{'clients (total x per round)': r['environment'], 'data': r['mode'],
+        'workers': r['workers'],
         's/round (median)': f'{r["median_s"]:.2f}',
         'min-max': f'{r["min_s"]:.2f}-{r["max_s"]:.2f}',
         'ratio to 1 worker': f'{r["ratio_to_1"]:.2f}x',
         'MB out / round': f'{r["mb_sent_per_round"]:.2f}',
+        'out per worker / model': f'{r["sent_per_worker_over_model"]:.2f}x',
         'MB back / round': f'{r["mb_received_per_round"]:.2f}'} for r in rows])
+  lines += ['', f'The broadcast model: {rows[0]["model_mb"]:.3f} MB (float32 trainable '
+            'weights). `datasets`: examples sent from the coordinator; `ids`: read at the '
+            'workers.']
   return '\n'.join(lines) + '\n'
 
 
@@ -139,15 +172,14 @@ def main(argv):
   centralized = data_sources.load_centralized('fashion_mnist', _DATA_DIR.value)
   counts = [int(n) for n in _WORKERS.value]
   rows = []
-  with execution.worker_pool_context(num_local_workers=max(counts)) as pool:
-    for spec in _ENVIRONMENTS.value:
-      rows.extend(_measure(spec, centralized, pool.workers))
+  for spec in _ENVIRONMENTS.value:
+    rows.extend(_measure(spec, centralized, counts))
   meta = dict(algorithm=_ALGORITHM.value, cpus=os.cpu_count(),
               machine=platform.processor() or platform.machine(),
               rounds=_ROUNDS.value, warmup_rounds=_WARMUP_ROUNDS.value,
               args=' '.join(f'--{f}={flags.FLAGS[f].serialize().split("=", 1)[1]}'
                             for f in ('workers', 'environments', 'rounds',
-                                      'warmup_rounds', 'algorithm')))
+                                      'warmup_rounds', 'algorithm', 'modes')))
   os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
   with open(_OUTPUT.value + '.json', 'w') as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=2)

@@ -6,12 +6,16 @@ undisturbed one bit for bit): in `tests/test_faults.py`'s chain, which runs on
 2 local workers. Here: where local workers get their namespace without root,
 and the one-line refusal where none can be made.
 
-Remote: two "hosts" are network namespaces joined to this one by veth pairs
-(made here, removed after; root needed). `tff-sparsify-worker` serves on
-each over mutual TLS. A run across both equals the local 2-worker run; a
-connection without the credentials is refused; a killed remote worker ends
-the run with one line naming it within --worker_timeout_seconds, and the
-same command resumes once it is back.
+Remote: two "silo hosts" are network namespaces joined to this one by veth
+pairs (made here, removed after; root needed). `tff-sparsify-worker` serves
+on each over mutual TLS, with its own half of the clients in a SQLite file on
+a tmpfs mounted in the worker's own mount namespace: the coordinator has no
+copy (its view of that directory is empty). A run across both equals the
+run on 2 local workers over the union of the data within the stated bound;
+a connection without the credentials is refused; a killed silo ends the run
+with one line naming it within --worker_timeout_seconds, and the same
+command resumes once it is back; a silo back with other clients is refused
+in one line naming it.
 """
 
 import os
@@ -39,8 +43,13 @@ HOSTS = (('tffso1', 'tffso1v', '10.231.1.1', '10.231.1.2'),
 PORT = 8790
 
 
-def _argv(data_dir, out, *extra):
-  return [f'--data_dir={data_dir}', f'--root_output_dir={out}', '--experiment_name=exp',
+# Silos against local workers over the union: the same clients, summed in
+# another order (each silo's clients together), so equal only to rounding.
+SILO_ATOL = 1e-5
+
+
+def _argv(out, *extra):
+  return [f'--root_output_dir={out}', '--experiment_name=exp',
           '--num_clients=4', '--clients_per_round=4', '--client_epochs_per_round=1',
           '--client_batch_size=16', '--seed=7', '--progress=false',
           f'--total_rounds={ROUNDS}', '--algorithm=fedsparsify_local',
@@ -79,12 +88,6 @@ def _worker_binaries(pid):
     return []
 
 
-def _assert_equal_weights(test, a, b):
-  test.assertEqual(len(a), len(b))
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
-
-
 def _sh(*args):
   subprocess.run(args, check=True, capture_output=True)
 
@@ -111,16 +114,31 @@ class RemoteWorkersTest(tf.test.TestCase):
     worker_lib.make_credentials(cls.creds, [h[3] for h in HOSTS])
     cls.other_creds = os.path.join(cls._tmp, 'other')
     worker_lib.make_credentials(cls.other_creds, [h[3] for h in HOSTS])
+    # The union of the data (for the reference run) and each silo's half.
+    from tff_sparsify.simulation.sources import writer  # pylint: disable=g-import-not-at-top
+    data_dir = fixtures.write_fashion_mnist_like(os.path.join(cls._tmp, 'data'))
+    clients = writer.fashion_mnist(partition='iid', num_clients=4, seed=7, data_dir=data_dir)
+    cls.union = writer.write(clients, f'sqlite:{cls._tmp}/union.sqlite')
+    cls.silo_files, cls.mounts = [], []
+    for i, ids in enumerate((('client_0000', 'client_0001'), ('client_0002', 'client_0003'))):
+      half = {split: {c: by_client[c] for c in ids} for split, by_client in clients.items()}
+      cls.silo_files.append(writer.write(half, f'sqlite:{cls._tmp}/silo_{i}.sqlite'))
+      cls.mounts.append(os.path.join(cls._tmp, f'silo_{i}_mount'))
+      os.makedirs(cls.mounts[-1])
     cls.workers = {}
     for i in range(len(HOSTS)):
       cls._start(i)
-    cls.data_dir = fixtures.write_fashion_mnist_like(os.path.join(cls._tmp, 'data'))
 
   @classmethod
-  def _start(cls, i):
+  def _start(cls, i, source=None):
+    """Silo i: its data copied into a tmpfs that only its worker's mount namespace sees."""
     ns, _, _, ns_ip = HOSTS[i]
+    script = ('src="$1" py="$2"; shift 2; mount -t tmpfs tmpfs "$0" && cp "$src" '
+              '"$0/data.sqlite" && exec "$py" -m binaries.worker '
+              '--client_data=sqlite:"$0"/data.sqlite "$@"')
     proc = subprocess.Popen(
-        ['ip', 'netns', 'exec', ns, sys.executable, '-m', 'binaries.worker',
+        ['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private',
+         'sh', '-c', script, cls.mounts[i], source or cls.silo_files[i], sys.executable,
          f'--host={ns_ip}', f'--port={PORT}', f'--credentials={cls.creds}'],
         cwd=fixtures.REPO, env=fixtures.subprocess_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
@@ -196,16 +214,18 @@ class RemoteWorkersTest(tf.test.TestCase):
         self.assertIn('ConnectionRefusedError', attempt(prefix, tcp).stderr, (prefix, ip))
 
   @pytest.mark.timeout(900)
-  def test_killed_remote_worker_is_one_line_then_the_run_resumes(self):
-    # The same run on 2 local workers, beside (TF's start-up is mostly one core).
+  def test_silos_train_where_the_data_is_survive_a_lost_silo_and_refuse_changed_data(self):
+    # The same clients on 2 local workers reading the union, beside.
     reference = self.create_tempdir().full_path
     reference_proc = fixtures.start_binary(
-        'train', _argv(self.data_dir, reference, '--num_local_workers=2'))
+        'train', _argv(reference, f'--client_data=sqlite:{self.union}', '--num_local_workers=2'))
     out = self.create_tempdir().full_path
-    argv = _argv(self.data_dir, out, f'--workers={self._addresses()}',
-                 f'--worker_credentials={self.creds}', '--worker_timeout_seconds=5')
+    argv = _argv(out, f'--workers={self._addresses()}', f'--worker_credentials={self.creds}',
+                 '--worker_timeout_seconds=5')
     proc = fixtures.start_binary('train', argv)
     _wait(lambda: 1 in _checkpoints(out), proc, 240, 'checkpoint 1')
+    # The silos' data: not in the coordinator's mount namespace.
+    self.assertEqual([os.listdir(m) for m in self.mounts], [[], []])
     binaries = _worker_binaries(self.workers[1].pid)
     self.assertLen(binaries, 1)
     binaries[0].kill()
@@ -218,14 +238,25 @@ class RemoteWorkersTest(tf.test.TestCase):
     self.assertRegex(err, rf'^train.py: error: TFF worker at {HOSTS[1][3]}:{PORT} (exited|has '
                           'not answered).*; run the same command to resume')
     self.workers[1].wait(10)  # The relay exits with its worker.
+    # Back with other data (silo 0's clients): refused in one line naming it.
+    self._start(1, source=self.silo_files[0])
+    code, _, err = fixtures.run_binary_process('train', argv, timeout=300)
+    self.assertEqual(code, 1, err)
+    self.assertLen(err.strip().splitlines(), 1, err)
+    self.assertRegex(err, rf'^train.py: error: (worker {HOSTS[1][3]}:{PORT} serves other '
+                          'clients than when this run started|client .* is held by worker)')
+    self.workers[1].send_signal(signal.SIGINT)
+    self.workers[1].wait(15)
     self._start(1)
     code, _, err = fixtures.run_binary_process('train', argv, timeout=300)
     self.assertEqual(code, 0, err)
     self.assertEqual(_checkpoints(out) >= {1, 2, 3}, True)
-    # Same shards, same merge order, same worker_binary: the 2-worker result.
     _, err = reference_proc.communicate(timeout=300)
     self.assertEqual(reference_proc.returncode, 0, err.decode()[-2000:])
-    _assert_equal_weights(self, _weights(out), _weights(reference))
+    silo, local = _weights(out), _weights(reference)
+    self.assertEqual([w.shape for w in silo], [w.shape for w in local])
+    for a, b in zip(silo, local):
+      np.testing.assert_allclose(a, b, rtol=0, atol=SILO_ATOL)
 
 
 if __name__ == '__main__':

@@ -251,9 +251,20 @@ def main(argv):
   execution_config = _execution_config()
   signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
+  silos = bool(execution_config.workers)
+  if silos and config.client_data is not None:
+    flag_utils.fail(_CLIENT_DATA, 'with --workers each worker serves its own client data '
+                    '(tff-sparsify-worker --client_data=KIND:PATH); the coordinator holds none')
+  if silos and registry.get(config.algorithm).scores_at_init:
+    flag_utils.fail(_ALGORITHM, 'scores the initial model on a client\'s batch at the '
+                    'coordinator, which has no client data with --workers (silos): run it '
+                    'on local workers')
   centralized = shards = None
   try:  # FashionMNIST's IDX files are read with NumPy: errors come before TF loads.
-    if config.client_data is None:
+    if silos:  # Only the test split, for central evaluation.
+      if config.evaluation in ('central', 'both'):
+        centralized = data_sources.load_centralized(config.dataset, config.data_dir)
+    elif config.client_data is None:
       centralized = data_sources.load_centralized(config.dataset, config.data_dir)
       shards = data_sources.partition(
           centralized.train_labels, partition_type=config.partition,
@@ -270,12 +281,13 @@ def main(argv):
     model_sources.check(config.model)
   except model_sources.ModelError as e:
     flag_utils.fail(_MODEL, str(e))
-  inputs = _prepare_inputs(config, centralized, shards)
+  inputs = _prepare_inputs(config, centralized, shards, silos)
   try:  # Before anything is written: a run resumes only as itself.
     dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
   except run_record.RunMismatchError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
-  train(config, dirs, inputs, execution_config)
+  train(config, dirs, inputs, execution_config,
+        builtin=None if shards is None else (centralized, shards))
 
 
 def _check_client_data(config):
@@ -294,7 +306,7 @@ def _check_client_data(config):
   return config
 
 
-def _prepare_inputs(config, centralized, shards):
+def _prepare_inputs(config, centralized, shards, silos=False):
   """The run's data and model, checked against each other (TensorFlow loads here)."""
   # pylint: disable=g-import-not-at-top
   from tff_sparsify.simulation import data
@@ -302,9 +314,13 @@ def _prepare_inputs(config, centralized, shards):
   from tff_sparsify.simulation import run_inputs
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
-  builtin = None if centralized is None else data.builtin_run_data(centralized, shards)
   try:
-    inputs = run_inputs.prepare(config, builtin)
+    if silos:
+      inputs = run_inputs.prepare_silos(
+          config, None if centralized is None else data.builtin_run_data(centralized, None))
+    else:
+      builtin = None if centralized is None else data.builtin_run_data(centralized, shards)
+      inputs = run_inputs.prepare(config, builtin)
   except config_lib.ConfigError as e:
     flag_utils.fail(flags.FLAGS[e.field], e.reason)
   if inputs.model.note:
@@ -314,49 +330,66 @@ def _prepare_inputs(config, centralized, shards):
 
 
 def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
-          execution_config: config_lib.ExecutionConfig = config_lib.ExecutionConfig()):
-  """Builds the process and runs it on `inputs` (`run_inputs.RunInputs`)."""
+          execution_config: config_lib.ExecutionConfig = config_lib.ExecutionConfig(),
+          builtin=None):
+  """Builds the process and runs it on `inputs` (`run_inputs.RunInputs`).
+
+  The workers build the clients' datasets from client ids
+  (`simulation.client_ids`): local workers read `--client_data` or the
+  built-in clients (`builtin`: (centralized data, shards)), written once to
+  a private directory; remote workers (silos) read their own.
+  """
   # pylint: disable=g-import-not-at-top
+  import contextlib
+  import tempfile
   import tensorflow as tf
-  from tff_sparsify.learning import models
-  from tff_sparsify.simulation import evaluation
+  from tff_sparsify.simulation import client_ids
   from tff_sparsify.simulation import execution
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
   tf.keras.utils.set_random_seed(config.seed)
   run_data, source = inputs.data, inputs.model
+  silos = bool(execution_config.workers)
   process, keras_model_fn = registry.build_from_config(
       config, run_data.train, model_source=source, element_fn=run_data.element_fn)
   # After the process is traced: TFF's stochastic quantization
   # (--quantize_bits) has unseeded random ops, which TF refuses to trace
   # under op determinism. The process runs in TFF's worker, which this
   # setting does not reach; it makes the in-process Keras evaluation exact.
-  federated_evaluation_fn = None
-  if inputs.federated:
-    federated_evaluation_fn = evaluation.build_federated_evaluation_fn(
-        models.model_fn_from(keras_model_fn, source.loss_fn, source.metrics_fn),
-        run_data.client_test, element_fn=run_data.element_fn)
   tf.config.experimental.enable_op_determinism()
   try:
-    with execution.worker_pool_context(
-        num_local_workers=execution_config.num_local_workers,
-        workers=execution_config.workers,
-        credentials_dir=execution_config.worker_credentials,
-        log_dir=dirs.logdir,
-        worker_timeout=execution_config.worker_timeout_seconds,
-        max_restarts=execution_config.max_worker_restarts,
-        allow_unisolated_workers=execution_config.allow_unisolated_workers):
-      result = training.run_federated_training(
-          process, run_data.train, config,
-          # Built after the process: see BUILD_NOTES (Keras models built
-          # before TFF traces model_fn cannot train afterwards).
-          keras_model=keras_model_fn(),
-          test_data=run_data.test_batches() if inputs.central else None,
-          element_fn=run_data.element_fn, loss=source.loss_fn(), metrics=source.metrics_fn(),
-          federated_evaluation_fn=federated_evaluation_fn)
+    with contextlib.ExitStack() as stack:
+      served, features = config.client_data, config.feature_names
+      if builtin is not None:
+        centralized, shards = builtin
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix='tff_sparsify_'))
+        served = client_ids.write_builtin(shards, centralized.train_images,
+                                          centralized.train_labels,
+                                          os.path.join(directory, 'clients'))
+        features = dict(x='x', y='y')
+      context = stack.enter_context(execution.worker_pool_context(
+          num_local_workers=execution_config.num_local_workers,
+          workers=execution_config.workers,
+          credentials_dir=execution_config.worker_credentials,
+          log_dir=dirs.logdir,
+          worker_timeout=execution_config.worker_timeout_seconds,
+          max_restarts=execution_config.max_worker_restarts,
+          allow_unisolated_workers=execution_config.allow_unisolated_workers,
+          client_data=None if silos else served))
+      federation = client_ids.discover(context, shared=not silos)
+      element_fn = run_data.element_fn
+      if silos:
+        try:
+          inputs, element_fn = run_inputs_lib().check_silos(config, inputs, federation)
+        except config_lib.ConfigError as e:
+          flag_utils.fail(flags.FLAGS[e.field], e.reason)
+        _check_federation(dirs, federation)
+      result = _train_by_id(config, dirs, inputs, process, keras_model_fn, federation,
+                            context, features, element_fn)
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
-  except (execution.WorkerStartError, execution.AggregationSplitError) as e:
+  except (execution.WorkerStartError, execution.AggregationSplitError,
+          client_ids.FederationError) as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except execution.WorkerLostError as e:
     flag_utils.fail_with(
@@ -377,6 +410,79 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
       f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
       flush=True,
   )
+
+
+def run_inputs_lib():
+  from tff_sparsify.simulation import run_inputs  # pylint: disable=g-import-not-at-top
+  return run_inputs
+
+
+FEDERATION_FILE = 'federation.json'
+
+
+def _check_federation(dirs, federation):
+  """Records which worker holds which clients; a resumed run must find the same."""
+  import json  # pylint: disable=g-import-not-at-top
+  from tff_sparsify import files  # pylint: disable=g-import-not-at-top
+  path = os.path.join(dirs.results, FEDERATION_FILE)
+  described = federation.describe()
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    for worker, (was, now) in enumerate(zip(saved['workers'], described)):
+      if was != now:
+        flag_utils.fail_with(
+            f'{flag_utils.program_name()}: error: worker {now["worker"]} (worker {worker} of '
+            f'--workers) serves other clients than when this run started '
+            f'({was["worker"]}); a run resumes only with the same silos: see {path}', code=1)
+    if len(saved['workers']) != len(described) or saved['fingerprint'] != federation.fingerprint():
+      flag_utils.fail_with(
+          f'{flag_utils.program_name()}: error: the workers\' data differ from when this run '
+          f'started (element spec or example counts); see {path}', code=1)
+    return
+  files.atomic_write_text(path, json.dumps(
+      dict(fingerprint=federation.fingerprint(), workers=described), indent=1) + '\n')
+
+
+def _train_by_id(config, dirs, inputs, process, keras_model_fn, federation, context, features,
+                 element_fn):
+  """Runs the rounds with the workers building the clients' datasets from ids."""
+  # pylint: disable=g-import-not-at-top
+  from tff_sparsify.learning import models
+  from tff_sparsify.simulation import client_ids
+  from tff_sparsify.simulation import data
+  from tff_sparsify.simulation import evaluation
+  from tff_sparsify.simulation import training
+  # pylint: enable=g-import-not-at-top
+  source = inputs.model
+  fraction = config.client_test_fraction
+
+  def train_preprocess(dataset, seed):
+    return data.preprocess_client_dataset(
+        dataset, batch_size=config.client_batch_size, epochs=config.client_epochs_per_round,
+        seed=seed, element_fn=element_fn)
+
+  train_computation = client_ids.build_dataset_computation(
+      federation, features, train_preprocess, held_out_fraction=fraction, held_out=False,
+      graph_seed=config.seed)
+  federated_evaluation_fn = None
+  if inputs.federated:
+    split = sources.TRAIN if fraction > 0 else sources.TEST
+    test_computation = client_ids.build_dataset_computation(
+        federation, features, lambda dataset, seed: dataset.batch(256).map(element_fn),
+        held_out_fraction=fraction, held_out=True)
+    federated_evaluation_fn = evaluation.build_federated_evaluation_fn_by_id(
+        models.model_fn_from(keras_model_fn, source.loss_fn, source.metrics_fn), federation,
+        context, test_computation, split=split)
+  return training.run_federated_training(
+      process, None, config,
+      # Built after the process: see BUILD_NOTES (Keras models built
+      # before TFF traces model_fn cannot train afterwards).
+      keras_model=keras_model_fn(),
+      test_data=inputs.data.test_batches() if inputs.central else None,
+      loss=source.loss_fn(), metrics=source.metrics_fn(),
+      federated_evaluation_fn=federated_evaluation_fn,
+      by_id=(federation, context, train_computation))
 
 
 def run():

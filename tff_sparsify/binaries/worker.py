@@ -19,6 +19,7 @@ nothing reaches it but this relay. It serves until SIGINT or SIGTERM.
 """
 
 import os
+import shutil
 import sys
 
 from absl import flags
@@ -40,6 +41,12 @@ _ALLOW_UNISOLATED = flags.DEFINE_bool(
     'allow_unisolated', False,
     'Where no private network namespace can be made, run worker_binary '
     'anyway: its own TCP port is then open on this host, unauthenticated.')
+_CLIENT_DATA = flags.DEFINE_string(
+    'client_data', None,
+    'This silo\'s client data, served by client id and never sent: '
+    'sqlite:PATH (TFF\'s SqlClientData layout) or tfrecord_dir:DIR (one '
+    '<client id>.tfrecord per client). The coordinator reads only the list '
+    'of client ids, their example counts and the element spec.')
 _MAKE_CREDENTIALS = flags.DEFINE_string(
     'make_credentials', None,
     'Write a new CA, a worker certificate for --hosts and a coordinator '
@@ -78,15 +85,31 @@ def main(argv):
     tls = worker_lib.server_tls_context(_CREDENTIALS.value)
   except (OSError, ValueError) as e:
     flag_utils.fail(_CREDENTIALS, f'unreadable TLS files: {e}')
+  silo_dir = None
+  if _CLIENT_DATA.value:
+    from tff_sparsify.simulation import silo  # pylint: disable=g-import-not-at-top
+    try:
+      silo_dir = silo.prepare(_CLIENT_DATA.value)
+    except (ValueError, OSError) as e:
+      flag_utils.fail(_CLIENT_DATA, str(e))
+  try:
+    sys.exit(_serve(tls, silo_dir))
+  finally:
+    if silo_dir:
+      shutil.rmtree(silo_dir, ignore_errors=True)
+
+
+def _serve(tls, silo_dir) -> int:
+  """Listens, serves until a signal or the worker's exit; the exit code."""
   try:
     listener = worker_lib.tcp_listener(_HOST.value, _PORT.value)
   except OSError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: cannot listen '
                          f'on {_HOST.value}:{_PORT.value}: {e.strerror}', code=1)
   try:
-    code = worker_lib.serve(listener, isolate=not _ALLOW_UNISOLATED.value,
+    return worker_lib.serve(listener, isolate=not _ALLOW_UNISOLATED.value,
                             tls=tls, log_path=_LOG_FILE.value,
-                            ready_fd=sys.stdout)
+                            ready_fd=sys.stdout, silo_dir=silo_dir)
   except worker_lib.IsolationError as e:
     flag_utils.fail_with(
         f'{flag_utils.program_name()}: error: {e.strerror}; pass '
@@ -94,7 +117,6 @@ def main(argv):
         'open on this host, unauthenticated)', code=1)
   except RuntimeError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
-  sys.exit(code)
 
 
 def run():

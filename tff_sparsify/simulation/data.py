@@ -129,10 +129,11 @@ class RunData:
     return self.test.batch(batch_size).map(lambda e: tuple(self.element_fn(e).values()))
 
 
-def builtin_run_data(centralized: CentralizedData, shards: list[np.ndarray]) -> RunData:
-  """The built-in dataset's clients of `shards` and its test split."""
+def builtin_run_data(centralized: CentralizedData, shards: Optional[list[np.ndarray]]) -> RunData:
+  """The built-in dataset's clients of `shards` (None: no clients) and its test split."""
   return RunData(
-      train=to_client_data(centralized.train_images, centralized.train_labels, shards),
+      train=None if shards is None else to_client_data(
+          centralized.train_images, centralized.train_labels, shards),
       test=tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
           x=centralized.test_images, y=centralized.test_labels.astype(np.int32))),
       element_fn=normalize, source='built-in')

@@ -62,23 +62,64 @@ def build_federated_evaluation_fn(
     batch_size: evaluation batch size.
   """
   process = tff.learning.algorithms.build_fed_eval(model_fn)
-  client_ids = list(client_test.client_ids)
   datasets = [client_test.create_tf_dataset_for_client(c).batch(batch_size).map(element_fn)
-              for c in client_ids]
+              for c in client_test.client_ids]
 
   def evaluate(datasets_, weights):
     state = process.set_model_weights(process.initialize(), weights)
-    metrics = process.next(state, datasets_).metrics
+    return process.next(state, datasets_).metrics
+
+  return _evaluation_fn(datasets, evaluate)
+
+
+def build_federated_evaluation_fn_by_id(
+    model_fn: Callable[[], tff.learning.models.VariableModel], federation, context,
+    dataset_computation: tff.Computation, *, split: str,
+) -> Callable[[tff.learning.models.ModelWeights], collections.OrderedDict]:
+  """As `build_federated_evaluation_fn`, at the workers holding the clients' `split`.
+
+  `dataset_computation`: a client argument to its batched test examples
+  (`client_ids.build_dataset_computation`); each client is evaluated on
+  the worker that holds it (`WorkerPoolContext.clients_per_worker`).
+  """
+  process = tff.learning.algorithms.build_fed_eval(model_fn)
+  composed = tff.simulation.compose_dataset_computation_with_learning_process(
+      dataset_computation, process)
+  client_ids = list(federation.clients(split))
+
+  def evaluate(ids, weights):
+    arguments, counts = federation.arguments(ids, [0] * len(ids), split)
+    state = process.set_model_weights(process.initialize(), weights)
+    with context.clients_per_worker(counts):
+      return composed.next(state, arguments).metrics
+
+  return _evaluation_fn(client_ids, evaluate)
+
+
+def _evaluation_fn(clients: list, evaluate: Callable) -> Callable:
+  """`weights -> metrics of all `clients`, their spread and their number`."""
+  def current(clients_, weights):
+    metrics = evaluate(clients_, weights)
     return collections.OrderedDict(metrics['client_work']['eval']['current_round_metrics'])
 
   def evaluation_fn(weights):
     found = collections.OrderedDict(
-        (name, float(value)) for name, value in evaluate(datasets, weights).items())
-    found.update(spread([evaluate([d], weights) for d in datasets]))
-    found['num_clients'] = len(client_ids)
+        (name, float(value)) for name, value in current(clients, weights).items())
+    found.update(spread([current([c], weights) for c in clients]))
+    found['num_clients'] = len(clients)
     return found
 
   return evaluation_fn
+
+
+def keep_part(dataset: tf.data.Dataset, fraction: float, test: bool) -> tf.data.Dataset:
+  """A client's test part (`test`) or training part of `dataset` (`held_out_split`)."""
+  def is_test(index):
+    return tf.floor(tf.cast(index + 1, tf.float64) * fraction) > tf.floor(
+        tf.cast(index, tf.float64) * fraction)
+
+  return dataset.enumerate().filter(
+      lambda i, _: tf.equal(is_test(i), test)).map(lambda _, e: e)
 
 
 def held_out_split(client_data: tff.simulation.datasets.ClientData, fraction: float):
@@ -86,16 +127,10 @@ def held_out_split(client_data: tff.simulation.datasets.ClientData, fraction: fl
 
   Example i (in the client's order) is held out when floor((i + 1) f) >
   floor(i f): floor(n f) examples spread evenly through the client's data,
-  the same on every run, without knowing n beforehand.
+  the same on every run, without knowing n beforehand (`keep_part`, also
+  what a worker applies to the clients it serves by id).
   """
-  def is_test(index):
-    return tf.floor(tf.cast(index + 1, tf.float64) * fraction) > tf.floor(
-        tf.cast(index, tf.float64) * fraction)
-
   def part(test: bool):
-    def preprocess(dataset):
-      return dataset.enumerate().filter(
-          lambda i, _: tf.equal(is_test(i), test)).map(lambda _, e: e)
-    return client_data.preprocess(preprocess)
+    return client_data.preprocess(lambda dataset: keep_part(dataset, fraction, test))
 
   return part(False), part(True)

@@ -50,6 +50,7 @@ import time
 from typing import Iterator, Optional, Sequence
 
 import grpc
+import numpy as np
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
@@ -298,8 +299,10 @@ class Worker:
   def __init__(self, address: str, *, timeout: float, default_num_clients: int,
                credentials_dir: Optional[str] = None,
                local_dir: Optional[str] = None, log_path: Optional[str] = None,
-               isolate: bool = True, start_timeout: float = 60.0):
+               isolate: bool = True, start_timeout: float = 60.0,
+               client_data: Optional[str] = None):
     self.address = address
+    self._client_data = client_data
     self._timeout = timeout
     self._default_num_clients = default_num_clients
     self._credentials_dir = credentials_dir
@@ -353,8 +356,11 @@ class Worker:
   def _start_local(self):
     with contextlib.suppress(FileNotFoundError):
       os.unlink(self._socket)
-    args = [sys.executable, '-m', 'tff_sparsify.simulation.worker',
+    # -P and cwd /: nothing in the current directory is imported.
+    args = [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker',
             f'--unix_socket={self._socket}', f'--parent_pid={os.getpid()}']
+    if self._client_data:
+      args.append(f'--client_data={self._client_data}')
     if self._log_path:
       args.append(f'--log_file={self._log_path}')
     if not self._isolate:
@@ -364,7 +370,7 @@ class Worker:
     with open(errors, 'w') as err:
       process = subprocess.Popen(
           args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-          start_new_session=True, text=True)
+          start_new_session=True, text=True, cwd='/')
     _live_workers.add(process)
     self.process = process
     ready = []
@@ -394,12 +400,27 @@ class Worker:
     if self.stub is not None:
       self._bytes[0] += self.stub.bytes_sent
       self._bytes[1] += self.stub.bytes_received
+      if self.channel is not None:
+        self._unsubscribe()
       self.stub = None
     if self.channel is not None:
       self.channel.close()
       self.channel = None
     if self.process is not None:
       _stop(self.process)
+
+  def _unsubscribe(self):
+    """Ends gRPC's connectivity polling before the channel closes (1 s at most).
+
+    A polling thread that finds its channel closed prints a traceback
+    ("Cannot invoke RPC: Channel closed!") on stderr, which broke the
+    one-line errors of runs that end with workers connected.
+    """
+    self.channel.unsubscribe(self.stub._on_connectivity)  # pylint: disable=protected-access
+    state = getattr(self.channel, '_connectivity_state', None)  # gRPC's own.
+    deadline = time.monotonic() + 1.0
+    while getattr(state, 'polling', False) and time.monotonic() < deadline:
+      time.sleep(0.02)
 
   def restart(self):
     self.stop()
@@ -486,6 +507,36 @@ def _compile_to_mergeable(comp) -> mergeable.MergeableCompForm:
         'worker') from None
 
 
+def _cut_clients(value, type_spec, start: int, stop: int):
+  """`value` with its CLIENTS-placed (not all-equal) lists cut to [start, stop)."""
+  if isinstance(type_spec, tff.StructType):
+    elements = structure.iter_elements(structure.from_container(value))
+    return structure.Struct([
+        (name, _cut_clients(element, element_type, start, stop))
+        for (_, element), (name, element_type) in zip(
+            elements, structure.iter_elements(type_spec))])
+  if (isinstance(type_spec, tff.FederatedType) and type_spec.placement is tff.CLIENTS
+      and not type_spec.all_equal):
+    return list(value)[start:stop]
+  return value
+
+
+def _clients_in(value, type_spec) -> Optional[int]:
+  """The length of the CLIENTS-placed lists of `value`, or None if it has none."""
+  if isinstance(type_spec, tff.StructType):
+    for (_, element), (_, element_type) in zip(
+        structure.iter_elements(structure.from_container(value)),
+        structure.iter_elements(type_spec)):
+      found = _clients_in(element, element_type)
+      if found is not None:
+        return found
+    return None
+  if (isinstance(type_spec, tff.FederatedType) and type_spec.placement is tff.CLIENTS
+      and not type_spec.all_equal):
+    return len(value)
+  return None
+
+
 class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
   """A sync TFF context over `workers`; restarts lost local workers.
 
@@ -504,6 +555,7 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
     self._log = log or (lambda message: print(message, file=sys.stderr,
                                               flush=True))
     self.restarts = 0
+    self._clients_per_worker = None
     # Each worker's sync context transforms its own arguments and results.
     super().__init__(self._contexts, compiler_fn=_compile_to_mergeable)
 
@@ -515,18 +567,48 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
   def bytes_received(self) -> int:
     return sum(w.bytes_received for w in self.workers)
 
+  @contextlib.contextmanager
+  def clients_per_worker(self, counts: Optional[Sequence[int]]):
+    """Within: a computation's clients go `counts[i]` to worker i, in order.
+
+    For clients that live on one worker (silos): TFF cuts the clients into
+    equal contiguous shards. A worker given no client takes no part. None:
+    TFF's equal shards.
+    """
+    if counts is not None and len(counts) != len(self.workers):
+      raise ValueError(f'{len(counts)} counts for {len(self.workers)} workers')
+    self._clients_per_worker = None if counts is None else list(counts)
+    try:
+      yield
+    finally:
+      self._clients_per_worker = None
+
+  def _split(self, arg, parameter_type):
+    """(the argument of each worker taking part, their contexts)."""
+    counts = self._clients_per_worker
+    if counts is not None and arg is not None:
+      found = _clients_in(arg, parameter_type)
+      if found is not None:
+        if found != sum(counts):
+          raise ValueError(f'{found} clients for workers planned to take {sum(counts)}')
+        bounds = np.cumsum([0] + counts)
+        taking = [i for i, c in enumerate(counts) if c > 0]
+        return ([_cut_clients(arg, parameter_type, bounds[i], bounds[i + 1]) for i in taking],
+                [self._contexts[i] for i in taking])
+    arg_list = [None] * len(self._contexts)
+    if arg is not None:
+      arg_list = mergeable.MergeableCompExecutionContextValue(
+          arg, parameter_type, len(self._contexts)).value()
+    return arg_list, self._contexts[:len(arg_list)]
+
   def _invoke_once(self, comp, arg):
     if len(self.workers) == 1:
       return self.workers[0].context.invoke(comp, arg)
     if not isinstance(comp, mergeable.MergeableCompForm):
       comp = self._compiler_pipeline.compile(comp)
-    arg_list = [None] * len(self._contexts)
-    if arg is not None:
-      arg_list = mergeable.MergeableCompExecutionContextValue(
-          arg, comp.up_to_merge.type_signature.parameter,
-          len(self._contexts)).value()
+    arg_list, contexts = self._split(arg, comp.up_to_merge.type_signature.parameter)
     result = self._async_runner.run_coro_and_return_result(
-        _ordered_invoke(comp, arg_list, self._contexts[:len(arg_list)]))
+        _ordered_invoke(comp, arg_list, contexts))
     return type_conversions.type_to_py_container(
         result, comp.after_merge.type_signature.result)
 
@@ -569,14 +651,23 @@ def worker_pool_context(
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS,
     max_restarts: int = DEFAULT_MAX_RESTARTS,
     allow_unisolated_workers: bool = False, log=None,
+    client_data: Optional[str] = None,
 ) -> Iterator[WorkerPoolContext]:
   """Installs a context over `workers` (remote) or `num_local_workers` owned ones.
+
+  `client_data` (`KIND:PATH`): what the local workers serve by client id
+  (`client_ids.py`); remote workers serve their own (`tff-sparsify-worker
+  --client_data`).
 
   Everything started here is stopped on exit, exception or signal (and by
   the kernel if this process is killed). Local workers whose network cannot
   be isolated are refused (`WorkerStartError`) unless
   `allow_unisolated_workers`.
   """
+  if client_data:
+    from tff_sparsify.simulation import sources  # pylint: disable=g-import-not-at-top
+    kind, path = sources.parse(client_data)
+    client_data = f'{kind}:{os.path.abspath(path)}'  # The launcher runs in /.
   if workers:
     _credentials_ok(credentials_dir)
   elif num_local_workers < 1:
@@ -596,7 +687,7 @@ def worker_pool_context(
           default_num_clients=default_num_clients, start_timeout=start_timeout,
           log_path=(os.path.join(log_dir, f'worker_{i}.log') if log_dir
                     else None),
-          isolate=not allow_unisolated_workers)
+          isolate=not allow_unisolated_workers, client_data=client_data)
               for i in range(num_local_workers)]
     for w in pool:
       w.start()

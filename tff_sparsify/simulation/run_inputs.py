@@ -10,7 +10,7 @@ as one line.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
@@ -150,3 +150,63 @@ def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
   check_fit(config, data, keras_model)
   return RunInputs(data=data, model=source, evaluation=evaluation)
 
+
+
+def prepare_silos(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
+  """The model, and the built-in test split for central evaluation, of a run on silos.
+
+  The coordinator holds no client data (each worker serves its own); what
+  can be checked of the data comes with the workers' manifests
+  (`check_silos`). `builtin`: the `--dataset` whose test split is the
+  central test set, if central evaluation is asked for.
+  """
+  try:
+    source = model_sources.load(config.model, config.dataset)
+  except model_sources.ModelError as e:
+    raise ConfigError('model', config.model, str(e)) from None
+  test = builtin.test if builtin is not None else None
+  element_fn = builtin.element_fn if builtin is not None else data_lib.normalize
+  data = data_lib.RunData(train=None, test=test, element_fn=element_fn, source='silos')
+  return RunInputs(data=data, model=source, evaluation=config.evaluation)
+
+
+def check_silos(config, inputs: RunInputs, federation) -> tuple[RunInputs, Callable]:
+  """(inputs with the evaluation resolved, the clients' element function); ConfigError if not.
+
+  Checked against the workers' manifests: the features exist, the model
+  takes the inputs' shape and dtype, `--clients_per_round` is at most the
+  federation's clients, the evaluation has its test examples. Labels are
+  not checked here (the coordinator sees none): a label outside the
+  model's outputs fails at the worker.
+  """
+  try:
+    selected = spec_lib.select(federation.element_spec, config.feature_names,
+                               'the workers\' data')
+  except spec_lib.SpecError as e:
+    raise ConfigError('features', config.features, str(e)) from None
+  keras_model = inputs.model.keras_model_fn(config.seed)
+  try:
+    x_dtype = model_sources.input_spec(keras_model)['x'].dtype
+  except model_sources.ModelError as e:
+    raise ConfigError('model', config.model, str(e)) from None
+  x = tf.zeros([2] + selected['x']['shape'], x_dtype)
+  try:
+    keras_model(x, training=False)
+  except Exception as e:  # pylint: disable=broad-except  (Keras raises many kinds)
+    raise ConfigError('model', config.model, f'does not take the workers\' input '
+                      f'{selected["x"]["dtype"]}{selected["x"]["shape"]}: '
+                      f'{_first_line(e)}') from None
+  clients = len(federation.clients())
+  if config.clients_per_round > clients:
+    raise ConfigError('clients_per_round', config.clients_per_round,
+                      f'must be at most the {clients} clients of the workers')
+  mode = config.evaluation
+  has_client_test = config.client_test_fraction > 0 or federation.has_split(sources.TEST)
+  if mode is None:
+    mode = 'federated' if has_client_test else 'central' if inputs.data.test is not None else None
+  if mode in ('federated', 'both') and not has_client_test:
+    raise ConfigError('evaluation', mode, 'needs test examples at the clients: a test split '
+                      'at the workers, or --client_test_fraction > 0')
+  if mode in ('central', 'both') and inputs.data.test is None:
+    raise ConfigError('evaluation', mode, 'needs the --dataset test split at the coordinator')
+  return dataclasses.replace(inputs, evaluation=mode), data_lib.cast_to(x_dtype)

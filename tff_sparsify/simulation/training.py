@@ -273,6 +273,56 @@ def build_training_selection_fn(
   return selection_fn
 
 
+def build_id_selection_fn(federation, *, clients_per_round: int, seed: int) -> Callable:
+  """`round_num -> (client arguments, clients per worker)`, for `ByIdProcess`.
+
+  The clients are sampled as `build_training_selection_fn` samples them
+  (TFF's uniform sampling without replacement over the sorted client ids,
+  the same shuffle seeds), but what goes to the workers is each client's id
+  (`client_ids.Federation.arguments`).
+  """
+  client_ids = list(federation.clients())
+  if not 1 <= clients_per_round <= len(client_ids):
+    raise ValueError(f'clients_per_round must be in [1, {len(client_ids)}], got '
+                     f'{clients_per_round}')
+  sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False, random_seed=seed)
+  index = {cid: i for i, cid in enumerate(client_ids)}
+
+  def selection_fn(round_num: int):
+    ids = sample(round_num, clients_per_round)
+    return federation.arguments(
+        ids, [client_shuffle_seed(seed, round_num, index[cid]) for cid in ids])
+
+  return selection_fn
+
+
+class ByIdProcess:
+  """`process` composed with a dataset computation: `next` takes client ids.
+
+  `next(state, (arguments, counts))` runs the composed process (TFF's
+  `compose_dataset_computation_with_learning_process`) with the clients cut
+  among the workers as `counts` says (`WorkerPoolContext.clients_per_worker`).
+  Everything else is the process's own.
+  """
+
+  def __init__(self, process, dataset_computation, context):
+    self.process = process
+    self.composed = tff.simulation.compose_dataset_computation_with_learning_process(
+        dataset_computation, process)
+    self._context = context
+
+  def initialize(self):
+    return self.composed.initialize()
+
+  def next(self, state, selection):
+    arguments, counts = selection
+    with self._context.clients_per_worker(counts):
+      return self.composed.next(state, arguments)
+
+  def get_model_weights(self, state):
+    return self.process.get_model_weights(state)
+
+
 def build_centralized_evaluation_fn(
     process: tff.learning.templates.LearningProcess,
     keras_model: tf.keras.Model, test_data: tf.data.Dataset,
@@ -316,6 +366,7 @@ def run_federated_training(
     loss: Optional[tf.keras.losses.Loss] = None,
     metrics: Optional[list] = None,
     federated_evaluation_fn: Optional[Callable] = None,
+    by_id: Optional[Callable] = None,
 ) -> TrainingResult:
   """Trains `process` for `config.total_rounds`, resuming from the latest checkpoint.
 
@@ -339,6 +390,9 @@ def run_federated_training(
       examples (`evaluation.build_federated_evaluation_fn`), or None; its
       metrics are released under `evaluation/federated/` and summarized as
       `federated_test_*`.
+    by_id: `(federation, context, dataset computation)`: the workers build
+      the clients' datasets from ids (`client_ids.py`); `client_data` is
+      then unused (may be None).
 
   Returns:
     A `TrainingResult` with the final state and metrics.
@@ -349,11 +403,18 @@ def run_federated_training(
   for d in dirs.all():
     os.makedirs(d, exist_ok=True)
 
-  sample_clients = build_training_selection_fn(
-      client_data, clients_per_round=config.clients_per_round,
-      batch_size=config.client_batch_size, epochs=config.client_epochs_per_round, seed=seed,
-      element_fn=element_fn,
-  )
+  run_process = process
+  if by_id is not None:
+    federation, context, dataset_computation = by_id
+    run_process = ByIdProcess(process, dataset_computation, context)
+    sample_clients = build_id_selection_fn(
+        federation, clients_per_round=config.clients_per_round, seed=seed)
+  else:
+    sample_clients = build_training_selection_fn(
+        client_data, clients_per_round=config.clients_per_round,
+        batch_size=config.client_batch_size, epochs=config.client_epochs_per_round,
+        seed=seed, element_fn=element_fn,
+    )
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
     # Before each round: a termination signal must end the run even if its
@@ -386,7 +447,7 @@ def run_federated_training(
   ], csv_path)]
   try:
     state = tff.simulation.run_training_process(
-        process, training_selection_fn=selection_fn, total_rounds=total_rounds,
+        run_process, training_selection_fn=selection_fn, total_rounds=total_rounds,
         evaluation_fn=evaluation_fn,
         evaluation_selection_fn=lambda round_num: None,
         rounds_per_evaluation=config.rounds_per_eval,

@@ -190,15 +190,19 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float):
 
 
 def _start_worker_binary(port: int, log_path: Optional[str],
-                         max_concurrent_computation_calls: int):
-  """Starts worker_binary bound to this process (no threads exist yet)."""
+                         max_concurrent_computation_calls: int, cwd: str = '/'):
+  """Starts worker_binary bound to this process (no threads exist yet).
+
+  Its working directory is `cwd`: a silo's directory (`silo.py`), whose
+  `silo.json` and `data` the coordinator's computations read, else `/`.
+  """
   out = open(log_path, 'ab') if log_path else subprocess.DEVNULL  # pylint: disable=consider-using-with
   try:
     return subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
         [worker_binary_path(), f'--port={port}',
          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}'],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        preexec_fn=lambda: die_with_parent(None),
+        preexec_fn=lambda: die_with_parent(None), cwd=cwd,
     )
   finally:
     if log_path:
@@ -208,12 +212,15 @@ def _start_worker_binary(port: int, log_path: Optional[str],
 def serve(listener: socket.socket, *, isolate: bool = True,
           tls: Optional[ssl.SSLContext] = None, log_path: Optional[str] = None,
           max_concurrent_computation_calls: int = -1,
-          start_timeout: float = 60.0, ready_fd=None) -> int:
+          start_timeout: float = 60.0, ready_fd=None,
+          silo_dir: Optional[str] = None) -> int:
   """Runs a worker behind `listener` until a signal or the worker's exit.
 
   Must be called before this process starts any thread (`unshare` of a
-  network namespace needs a single-threaded process). Returns the exit code:
-  0 after SIGINT/SIGTERM, the worker's own code (or 128 + signal) if it died.
+  network namespace needs a single-threaded process). `silo_dir`: the
+  worker's data (`silo.prepare`), its working directory. Returns the exit
+  code: 0 after SIGINT/SIGTERM, the worker's own code (or 128 + signal) if
+  it died.
   """
   if isolate:
     isolate_network()
@@ -223,7 +230,7 @@ def serve(listener: socket.socket, *, isolate: bool = True,
       s.bind(('127.0.0.1', 0))
       port = s.getsockname()[1]
   process = _start_worker_binary(port, log_path,
-                                 max_concurrent_computation_calls)
+                                 max_concurrent_computation_calls, cwd=silo_dir or '/')
   try:
     _wait_for_port(port, process, start_timeout)
     return asyncio.run(_serve_async(listener, port, process, tls, ready_fd))
@@ -338,17 +345,27 @@ def main(argv: Optional[list[str]] = None) -> int:
   parser.add_argument('--log_file')
   parser.add_argument('--no_isolation', action='store_true')
   parser.add_argument('--max_concurrent_computation_calls', type=int, default=-1)
+  parser.add_argument('--client_data')
   args = parser.parse_args(argv)
   die_with_parent(args.parent_pid)
+  silo_dir = None
   try:
-    listener = unix_listener(args.unix_socket)
-  except OSError as e:
-    print(f'tff_sparsify.simulation.worker: error: --unix_socket={args.unix_socket}: {e}',
-          file=sys.stderr)
-    return 2
-  try:
+    if args.client_data:
+      from tff_sparsify.simulation import silo  # pylint: disable=g-import-not-at-top
+      try:
+        silo_dir = silo.prepare(args.client_data)
+      except (ValueError, OSError) as e:
+        print(f'tff_sparsify.simulation.worker: error: --client_data={args.client_data}: {e}',
+              file=sys.stderr)
+        return 2
+    try:
+      listener = unix_listener(args.unix_socket)
+    except OSError as e:
+      print(f'tff_sparsify.simulation.worker: error: --unix_socket={args.unix_socket}: {e}',
+            file=sys.stderr)
+      return 2
     return serve(listener, isolate=not args.no_isolation,
-                 log_path=args.log_file, ready_fd=sys.stdout,
+                 log_path=args.log_file, ready_fd=sys.stdout, silo_dir=silo_dir,
                  max_concurrent_computation_calls=(
                      args.max_concurrent_computation_calls))
   except IsolationError as e:
@@ -360,6 +377,9 @@ def main(argv: Optional[list[str]] = None) -> int:
   finally:
     with contextlib.suppress(OSError):
       os.unlink(args.unix_socket)
+    if silo_dir:
+      import shutil  # pylint: disable=g-import-not-at-top
+      shutil.rmtree(silo_dir, ignore_errors=True)
 
 
 if __name__ == '__main__':

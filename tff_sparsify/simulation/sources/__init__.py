@@ -10,7 +10,10 @@ module has
 - `open_splits(path, features) -> dict[split name, ClientData]`: TFF
   `ClientData` of `OrderedDict(x=..., y=...)` elements per split present
   (`train`, and `test` where the data has one), parsed with the element
-  spec the data carries (`spec.py`).
+  spec the data carries (`spec.py`);
+- `client_counts(path)`, `split_names(path)`: pure Python, for a worker's
+  manifest (`silo.py`); `client_dataset(root, id, split, selected, features)`:
+  the graph that reads one client where the data is (`client_ids.py`).
 
 A new format is one module and one entry here. The built-in datasets
 (`--dataset`, partitioned by `--partition`) are not a file source; the writer
@@ -23,6 +26,7 @@ import importlib
 SOURCES = {
     'sqlite': 'tff_sparsify.simulation.sources.sqlite',
     'tfrecord_dir': 'tff_sparsify.simulation.sources.tfrecord_dir',
+    'tensor_dir': 'tff_sparsify.simulation.sources.tensor_dir',
 }
 TRAIN, TEST = 'train', 'test'
 

@@ -71,6 +71,58 @@ def num_clients(path: str) -> int:
     connection.close()
 
 
+def client_counts(path: str) -> dict[str, dict[str, int]]:
+  """{split: {client id: examples}} from `client_metadata` (sqlite3 only).
+
+  Keys are `train` (the training split, whatever the file calls it) and
+  `test` where present; `split_names` gives the file's own names.
+  """
+  connection = _connect(path)
+  try:
+    names = split_names(path, connection)
+    counts = {}
+    for split, name in names.items():
+      counts[split] = {row[0]: int(row[1]) for row in connection.execute(
+          'SELECT client_id, num_examples FROM client_metadata WHERE split_name = ? '
+          'ORDER BY client_id', (name,))}
+    return counts
+  finally:
+    connection.close()
+
+
+def split_names(path: str, connection=None) -> dict[str, str]:
+  """{`train`: the file's training split, `test`: `test` where present}."""
+  own = connection is None
+  connection = connection or _connect(path)
+  try:
+    splits = _splits(connection)
+  finally:
+    if own:
+      connection.close()
+  names = {TRAIN: _train_split(path, splits)}
+  if TEST in splits:
+    names[TEST] = TEST
+  return names
+
+
+def records(root: str, client_id, split_name):
+  """Graph: a client's serialized examples from the SQLite file at `root`.
+
+  `client_id` and `split_name` are string tensors; quotes in them are
+  doubled (SQL's string literal escape), as TFF's `SqlClientData` builds
+  the same query by concatenation.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  def quoted(value):
+    return tf.strings.regex_replace(value, "'", "''")
+
+  query = tf.strings.join([
+      "SELECT serialized_example_proto FROM examples WHERE client_id = '",
+      quoted(client_id), "' AND split_name = '", quoted(split_name), "'"])
+  return tf.data.experimental.SqlDataset('sqlite', root, query, (tf.string,))
+
+
 def _splits(connection) -> list[str]:
   return sorted(row[0] for row in connection.execute(
       'SELECT DISTINCT split_name FROM client_metadata'))
@@ -84,6 +136,11 @@ def _train_split(path: str, splits: list[str]) -> str:
     return others[0]
   raise SourceError(f'{path}: no split {TRAIN!r} to train on (splits: '
                     f'{", ".join(splits) or "none"})')
+
+
+def client_dataset(root: str, client_id, split_name, selected: dict, features: dict):
+  """Graph: a client's examples, `OrderedDict(x, y)`, parsed (`spec.batched_parser`)."""
+  return spec_lib.batched_parser(selected, features)(records(root, client_id, split_name))
 
 
 def stored_spec(path: str):

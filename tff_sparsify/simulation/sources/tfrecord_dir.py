@@ -44,6 +44,53 @@ def num_clients(path: str) -> int:
   return len(client_files(path))
 
 
+def count_records(path: str) -> int:
+  """Records in a TFRecord file, from its length headers (pure Python).
+
+  Each record is `uint64 length, uint32 crc, data, uint32 crc`; SourceError
+  if the file does not end on a record boundary.
+  """
+  count, offset = 0, 0
+  size = os.path.getsize(path)
+  with open(path, 'rb') as f:
+    while offset < size:
+      header = f.read(8)
+      if len(header) < 8:
+        raise SourceError(f'{path}: not a TFRecord file (truncated record header)')
+      offset += 16 + int.from_bytes(header, 'little')
+      if offset > size:
+        raise SourceError(f'{path}: not a TFRecord file (a record runs past its end)')
+      f.seek(offset)
+      count += 1
+  return count
+
+
+def client_counts(path: str) -> dict[str, dict[str, int]]:
+  """{split: {client id: examples}}: `train`, and `test` if `DIR/test` has files."""
+  counts = {TRAIN: {cid: count_records(f) for cid, f in client_files(path).items()}}
+  test_dir = os.path.join(path, TEST)
+  if os.path.isdir(test_dir) and client_files(test_dir):
+    counts[TEST] = {cid: count_records(f) for cid, f in client_files(test_dir).items()}
+  return counts
+
+
+def split_names(path: str) -> dict[str, str]:
+  del path
+  return {TRAIN: TRAIN, TEST: TEST}
+
+
+def records(root: str, client_id, split_name):
+  """Graph: a client's serialized examples: `root/<id>.tfrecord`, or `root/test/<id>.tfrecord`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  directory = tf.where(tf.equal(split_name, TEST), root + '/' + TEST + '/', root + '/')
+  return tf.data.TFRecordDataset(tf.strings.join([directory, client_id, SUFFIX]))
+
+
+def client_dataset(root: str, client_id, split_name, selected: dict, features: dict):
+  """Graph: a client's examples, `OrderedDict(x, y)`, parsed (`spec.batched_parser`)."""
+  return spec_lib.batched_parser(selected, features)(records(root, client_id, split_name))
+
+
 def stored_spec(path: str):
   """The spec the writer stored (`element_spec.json`), or None (pure Python)."""
   spec_path = os.path.join(path, spec_lib.SPEC_FILE)
