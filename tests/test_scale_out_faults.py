@@ -35,6 +35,7 @@ import pytest
 import tensorflow as tf
 
 from tests import fixtures
+from tests import test_scale_out
 from tff_sparsify.simulation import worker as worker_lib
 
 ROUNDS = 3
@@ -44,8 +45,8 @@ PORT = 8790
 
 
 # Silos against local workers over the union: the same clients, summed in
-# another order (each silo's clients together), so equal only to rounding.
-SILO_ATOL = 1e-5
+# another order (each silo's clients together): README's bound
+# (`test_scale_out.BOUND`).
 
 
 def _argv(out, *extra):
@@ -256,7 +257,7 @@ class RemoteWorkersTest(tf.test.TestCase):
     silo, local = _weights(out), _weights(reference)
     self.assertEqual([w.shape for w in silo], [w.shape for w in local])
     for a, b in zip(silo, local):
-      np.testing.assert_allclose(a, b, rtol=0, atol=SILO_ATOL)
+      test_scale_out.assert_within_bound(self, a, b)
 
 
 if __name__ == '__main__':

@@ -32,7 +32,8 @@ _INPUT = flags.DEFINE_string(
     'npz_dir:DIR (DIR/<client id>.npz with arrays x, y and optionally x_test, y_test) or '
     'csv:PATH (columns client_id, label, optional split, the rest the input vector).')
 _OUTPUT = flags.DEFINE_list(
-    'output', None, 'sqlite:PATH and/or tfrecord_dir:DIR, comma-separated.')
+    'output', None, 'sqlite:PATH, tfrecord_dir:DIR and/or tensor_dir:DIR (two whole '
+    'tensors per client, the fastest to write and read), comma-separated.')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace outputs that exist.')
 _PARTITION = flags.DEFINE_enum(
     'partition', 'non_iid', list(config_lib.PARTITIONS),

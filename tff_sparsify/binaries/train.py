@@ -52,9 +52,10 @@ _CLIENT_DATA = flags.DEFINE_string(
     'client_data', None,
     'Your federated data instead of --dataset: sqlite:PATH (TFF\'s SqlClientData '
     'layout: split train, and test where present) or tfrecord_dir:DIR (DIR/<client '
-    'id>.tfrecord of tf.train.Examples, DIR/test/<client id>.tfrecord for tests). '
-    'Written by tff-sparsify-data; shapes and dtypes from the spec it stores, '
-    'else from the first record.')
+    'id>.tfrecord of tf.train.Examples, DIR/test/<client id>.tfrecord for tests) or '
+    'tensor_dir:DIR. Written by tff-sparsify-data; shapes and dtypes from the spec '
+    'it stores, else from the first record. Read by the local workers; with '
+    '--workers, each worker serves its own (tff-sparsify-worker --client_data).')
 _FEATURES = flags.DEFINE_string(
     'features', config_lib.DEFAULT_FEATURES,
     'With --client_data: x:NAME,y:NAME, the input and the label feature.')

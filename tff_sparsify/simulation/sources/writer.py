@@ -230,9 +230,12 @@ def write(clients: Clients, output: str, *, overwrite: bool = False) -> str:
   with files.atomic_path(path) as temp:
     if kind == 'sqlite':
       _write_sqlite(clients, temp)
-    else:
+    elif kind == 'tfrecord_dir':
       os.makedirs(temp)
       _write_tfrecord_dir(clients, temp)
+    else:
+      from tff_sparsify.simulation.sources import tensor_dir  # pylint: disable=g-import-not-at-top
+      tensor_dir.write(clients, temp)
   return path
 
 
