@@ -252,6 +252,10 @@ def main(argv):
   execution_config = _execution_config()
   signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
+  try:  # Before anything else: two copies of one run cannot both write it.
+    run_record.lock(config.root_output_dir, config.experiment)
+  except (run_record.RunLockedError, OSError) as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   silos = bool(execution_config.workers)
   if silos and config.client_data is not None:
     flag_utils.fail(_CLIENT_DATA, 'with --workers each worker serves its own client data '
@@ -368,7 +372,10 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
                                           centralized.train_labels,
                                           os.path.join(directory, 'clients'))
         features = dict(x='x', y='y')
+      # A worker's reply: at most the manifest's cap plus 16 models' bytes.
+      model_bytes = execution.type_bytes(process.get_model_weights.type_signature.result)
       context = stack.enter_context(execution.worker_pool_context(
+          max_reply_bytes=client_ids.silo.MAX_MANIFEST_BYTES + 16 * model_bytes + (1 << 20),
           num_local_workers=execution_config.num_local_workers,
           workers=execution_config.workers,
           credentials_dir=execution_config.worker_credentials,
@@ -390,7 +397,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   except training.NoCheckpointError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except (execution.WorkerStartError, execution.AggregationSplitError,
-          client_ids.FederationError) as e:
+          execution.WorkerReplyError, client_ids.FederationError) as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
   except execution.WorkerLostError as e:
     flag_utils.fail_with(

@@ -39,6 +39,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -70,11 +71,12 @@ from tensorflow_federated.python.core.impl.types import type_conversions
 
 DEFAULT_WORKER_TIMEOUT_SECONDS = 60.0
 DEFAULT_MAX_RESTARTS = 3
-_GRPC_CHANNEL_OPTIONS = [
-    ('grpc.max_message_length', 2_000_000_000),
-    ('grpc.max_receive_message_length', 2_000_000_000),
-    ('grpc.max_send_message_length', 2_000_000_000),
-]
+DEFAULT_MAX_REPLY_BYTES = 2_000_000_000
+
+
+def _channel_options(max_reply_bytes: int):
+  return [('grpc.max_send_message_length', 2_000_000_000),
+          ('grpc.max_receive_message_length', max_reply_bytes)]
 _live_workers: set[subprocess.Popen] = set()
 
 
@@ -84,6 +86,54 @@ class WorkerLostError(RuntimeError):
   def __init__(self, message: str, address: str = ''):
     super().__init__(message)
     self.address = address
+
+
+class WorkerReplyError(RuntimeError):
+  """A worker answered with what this package never asks for; nothing of it was deserialized."""
+
+  def __init__(self, message: str, address: str = ''):
+    super().__init__(message)
+    self.address = address
+
+
+# Value kinds a computation of this package may return: tensors, structures
+# of them, federated values of them. A `sequence` would be a TensorFlow graph
+# (a dataset) run inside the coordinator by TFF's deserialization; a
+# `computation` would be code.
+_REFUSED_VALUE_KINDS = ('sequence', 'computation')
+_MAX_VALUE_DEPTH = 64
+
+
+def type_bytes(type_spec) -> int:
+  """The bytes of a value of `type_spec` (tensors of known shape; strings count 0)."""
+  if isinstance(type_spec, tff.TensorType):
+    if type_spec.shape is None or None in type_spec.shape:
+      return 0
+    dtype = np.dtype(type_spec.dtype)
+    return int(np.prod(type_spec.shape, dtype=np.int64)) * (dtype.itemsize if dtype.kind != 'O' else 0)
+  if isinstance(type_spec, tff.FederatedType):
+    return type_bytes(type_spec.member)
+  if isinstance(type_spec, tff.StructType):
+    return sum(type_bytes(t) for _, t in structure.iter_elements(type_spec))
+  return 0
+
+
+def check_reply_value(value, address: str, depth: int = 0):
+  """Refuses (`WorkerReplyError`) a reply value holding a kind this package never requests."""
+  if depth > _MAX_VALUE_DEPTH:
+    raise WorkerReplyError(f'TFF worker at {address} sent a value nested deeper than '
+                           f'{_MAX_VALUE_DEPTH}: refused, nothing of it deserialized', address)
+  kind = value.WhichOneof('value')
+  if kind in _REFUSED_VALUE_KINDS:
+    raise WorkerReplyError(f'TFF worker at {address} sent a {kind} value, which this '
+                           'package never requests: refused, nothing of it deserialized',
+                           address)
+  if kind == 'struct':
+    for element in value.struct.element:
+      check_reply_value(element.value, address, depth + 1)
+  elif kind == 'federated':
+    for member in value.federated.value:
+      check_reply_value(member, address, depth + 1)
 
 
 class WorkerStartError(RuntimeError):
@@ -118,7 +168,8 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
 
   def __init__(self, channel: Optional[grpc.Channel], address: str, *,
                timeout: float = DEFAULT_WORKER_TIMEOUT_SECONDS,
-               process: Optional[subprocess.Popen] = None, inner=None):
+               process: Optional[subprocess.Popen] = None, inner=None,
+               max_reply_bytes: int = 0):
     self._address = address
     self._timeout = timeout
     self._process = process
@@ -128,6 +179,8 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
     self._lock = threading.Lock()
     self.bytes_sent = 0
     self.bytes_received = 0
+    self.max_reply_bytes = max_reply_bytes
+    self._computations = {}  # (executor id, digest) -> the value's ref id.
     self._inner = inner
     if channel is not None:
       self._grpc = executor_pb2_grpc.ExecutorGroupStub(channel)
@@ -187,6 +240,12 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
         try:
           response = self._wait(rpc.future(request))
         except grpc.RpcError as e:
+          if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and 'larger than max' in str(
+              e.details()):
+            raise WorkerReplyError(
+                f'TFF worker at {self._address} sent a reply over the '
+                f'{self.max_reply_bytes} bytes allowed: refused, nothing of it '
+                'deserialized', self._address) from None
           if e.code() in executors_errors.get_grpc_retryable_error_codes():
             raise executors_errors.RetryableGRPCError(e) from e
           raise
@@ -212,7 +271,22 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
     return self._call('get_executor', request)
 
   def create_value(self, request):
-    return self._call('create_value', request)
+    # A computation already sent to this executor is not sent again: its
+    # value stays on the worker (its disposal is held back, below) until the
+    # executor is disposed. A round then sends the state and the client ids,
+    # not the round's computation (hundreds of kB) as well.
+    if request.value.WhichOneof('value') != 'computation':
+      return self._call('create_value', request)
+    key = (request.executor.id, hashlib.sha256(
+        request.value.computation.SerializeToString(deterministic=True)).digest())
+    with self._lock:
+      ref = self._computations.get(key)
+    if ref is not None:
+      return executor_pb2.CreateValueResponse(value_ref=executor_pb2.ValueRef(id=ref))
+    response = self._call('create_value', request)
+    with self._lock:
+      self._computations[key] = response.value_ref.id
+    return response
 
   def create_struct(self, request):
     return self._call('create_struct', request)
@@ -224,12 +298,27 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
     return self._call('create_selection', request)
 
   def compute(self, request):
-    return self._call('compute', request)
+    response = self._call('compute', request)
+    if isinstance(response, executor_pb2.ComputeResponse):  # (Tests' fakes answer others.)
+      check_reply_value(response.value, self._address)
+    return response
 
   def dispose(self, request):
-    return self._call('dispose', request)
+    with self._lock:
+      kept = {ref for (executor, _), ref in self._computations.items()
+              if executor == request.executor.id}
+    refs = [r for r in request.value_ref if r.id not in kept]
+    if len(refs) == len(request.value_ref):
+      return self._call('dispose', request)
+    if not refs:
+      return executor_pb2.DisposeResponse()
+    return self._call('dispose', executor_pb2.DisposeRequest(executor=request.executor,
+                                                             value_ref=refs))
 
   def dispose_executor(self, request):
+    with self._lock:
+      self._computations = {k: v for k, v in self._computations.items()
+                            if k[0] != request.executor.id}
     return self._call('dispose_executor', request)
 
   @property
@@ -300,8 +389,10 @@ class Worker:
                credentials_dir: Optional[str] = None,
                local_dir: Optional[str] = None, log_path: Optional[str] = None,
                isolate: bool = True, start_timeout: float = 60.0,
-               client_data: Optional[str] = None):
+               client_data: Optional[str] = None,
+               max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES):
     self.address = address
+    self._max_reply_bytes = max_reply_bytes
     self._client_data = client_data
     self._timeout = timeout
     self._default_num_clients = default_num_clients
@@ -332,11 +423,11 @@ class Worker:
     if self.is_local:
       self._start_local()
       self.channel = grpc.insecure_channel(f'unix:{self._socket}',
-                                           _GRPC_CHANNEL_OPTIONS)
+                                           _channel_options(self._max_reply_bytes))
     else:
       self.channel = grpc.secure_channel(
           self.address, _coordinator_credentials(self._credentials_dir),
-          _GRPC_CHANNEL_OPTIONS)
+          _channel_options(self._max_reply_bytes))
       try:
         grpc.channel_ready_future(self.channel).result(self._start_timeout)
       except grpc.FutureTimeoutError:
@@ -345,6 +436,7 @@ class Worker:
             f'TFF worker at {self.address} not reachable over mutual TLS '
             f'within {self._start_timeout:g} s') from None
     self.stub = DeadlineStub(self.channel, self.address, timeout=self._timeout,
+                             max_reply_bytes=self._max_reply_bytes,
                              process=self.process)
     self.context = create_remote_context(
         self.stub, default_num_clients=self._default_num_clients)
@@ -652,12 +744,15 @@ def worker_pool_context(
     max_restarts: int = DEFAULT_MAX_RESTARTS,
     allow_unisolated_workers: bool = False, log=None,
     client_data: Optional[str] = None,
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
 ) -> Iterator[WorkerPoolContext]:
   """Installs a context over `workers` (remote) or `num_local_workers` owned ones.
 
   `client_data` (`KIND:PATH`): what the local workers serve by client id
   (`client_ids.py`); remote workers serve their own (`tff-sparsify-worker
-  --client_data`).
+  --client_data`). A worker's reply over `max_reply_bytes`, or holding a
+  value kind this package never requests (a dataset, a computation), is
+  refused (`WorkerReplyError`) before TFF deserializes anything of it.
 
   Everything started here is stopped on exit, exception or signal (and by
   the kernel if this process is killed). Local workers whose network cannot
@@ -679,6 +774,7 @@ def worker_pool_context(
       # A remote worker not reachable within the timeout at start is lost too.
       pool = [Worker(a, timeout=worker_timeout, credentials_dir=credentials_dir,
                      default_num_clients=default_num_clients,
+                     max_reply_bytes=max_reply_bytes,
                      start_timeout=min(start_timeout, worker_timeout))
               for a in workers]
     else:
@@ -687,7 +783,8 @@ def worker_pool_context(
           default_num_clients=default_num_clients, start_timeout=start_timeout,
           log_path=(os.path.join(log_dir, f'worker_{i}.log') if log_dir
                     else None),
-          isolate=not allow_unisolated_workers, client_data=client_data)
+          isolate=not allow_unisolated_workers, client_data=client_data,
+          max_reply_bytes=max_reply_bytes)
               for i in range(num_local_workers)]
     for w in pool:
       w.start()

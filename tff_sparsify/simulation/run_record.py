@@ -11,8 +11,10 @@ Pure Python, like `config`: the binaries check this before TensorFlow loads.
 """
 
 import dataclasses
+import fcntl
 import os
 import shutil
+import stat
 
 from tff_sparsify import config as config_lib
 
@@ -40,6 +42,58 @@ def output_dirs(root_output_dir: str, experiment_name: str) -> OutputDirs:
 
 class RunMismatchError(Exception):
   """The experiment exists with another configuration; `str` is the user's message."""
+
+
+class RunLockedError(Exception):
+  """Another process runs the experiment, or its directory is unsafe; `str` says which."""
+
+
+_held_locks = {}  # path -> open file: held for the life of the process.
+
+
+def _check_not_open_to_others(directory: str):
+  """Refuses a directory others may write (as ssh refuses loose permissions)."""
+  info = os.stat(directory)
+  if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+    raise RunLockedError(
+        f'{directory} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}): '
+        'they could replace the run\'s checkpoints; use a directory only you can write '
+        '(chmod go-w)')
+  if info.st_uid not in (os.getuid(), 0):
+    raise RunLockedError(f'{directory} belongs to another user (uid {info.st_uid}): use a '
+                         'directory of your own')
+
+
+def lock(root_output_dir: str, experiment_name: str) -> str:
+  """Holds the experiment's lock until this process exits; RunLockedError if held.
+
+  `{root}/.{experiment}.lock`, `flock`ed: the kernel releases it when the
+  process dies, however it dies, so a crashed run never leaves a stale lock.
+  The holder's PID is written into it for the message of a second copy.
+  The root directory (created if missing, mode 0700) must not be writable
+  by other users. Returns the lock file's path.
+  """
+  os.makedirs(root_output_dir, mode=0o700, exist_ok=True)
+  _check_not_open_to_others(root_output_dir)
+  path = os.path.join(root_output_dir, f'.{experiment_name}.lock')
+  if path in _held_locks:
+    return path
+  fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+  lock_file = os.fdopen(fd, 'r+')
+  try:
+    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = lock_file.read().strip() or 'unknown'
+    lock_file.close()
+    raise RunLockedError(
+        f'experiment {experiment_name!r} in {root_output_dir} is being run by process '
+        f'{holder} (lock {path}); wait for it to end, or give another --experiment_name') from None
+  lock_file.seek(0)
+  lock_file.truncate()
+  lock_file.write(f'{os.getpid()}\n')
+  lock_file.flush()
+  _held_locks[path] = lock_file
+  return path
 
 
 def _has_checkpoints(directory: str) -> bool:

@@ -142,7 +142,7 @@ def tcp_listener(host: str, port: int) -> socket.socket:
 def server_tls_context(credentials_dir: str) -> ssl.SSLContext:
   """Mutual TLS: this worker's certificate, client certificates from the CA."""
   context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-  context.minimum_version = ssl.TLSVersion.TLSv1_2
+  context.minimum_version = ssl.TLSVersion.TLSv1_3
   context.load_cert_chain(os.path.join(credentials_dir, SERVER_CERT),
                           os.path.join(credentials_dir, SERVER_KEY))
   context.load_verify_locations(os.path.join(credentials_dir, CA_FILE))
@@ -233,7 +233,8 @@ def serve(listener: socket.socket, *, isolate: bool = True,
                                  max_concurrent_computation_calls, cwd=silo_dir or '/')
   try:
     _wait_for_port(port, process, start_timeout)
-    return asyncio.run(_serve_async(listener, port, process, tls, ready_fd))
+    return asyncio.run(_serve_async(listener, port, process, tls, ready_fd,
+                                    log_path=log_path if tls else None))
   finally:
     if process.poll() is None:
       process.terminate()  # worker_binary ignores SIGINT (measured: > 5 s).
@@ -245,15 +246,80 @@ def serve(listener: socket.socket, *, isolate: bool = True,
         process.wait()
 
 
-async def _serve_async(listener, port, process, tls, ready_fd) -> int:
+MAX_PENDING_HANDSHAKES = 16
+HANDSHAKE_SECONDS = 10.0
+
+
+class HandshakeLog:
+  """One line per failed TLS handshake (peer, reason), at most one per peer per `interval` s."""
+
+  def __init__(self, path: Optional[str] = None, interval: float = 10.0):
+    self._path = path
+    self._interval = interval
+    self._last = {}
+
+  def __call__(self, peer, reason: str):
+    host = peer[0] if isinstance(peer, tuple) else str(peer)
+    now = time.monotonic()
+    if now - self._last.get(host, -self._interval) < self._interval:
+      return
+    self._last[host] = now
+    if len(self._last) > 4096:  # Bounded, whatever the number of peers.
+      self._last = {host: now}
+    line = (f'{time.strftime("%Y-%m-%dT%H:%M:%S")} tff-sparsify-worker: TLS handshake '
+            f'from {host} failed: {reason}\n')
+    try:
+      if self._path:
+        with open(self._path, 'a') as f:
+          f.write(line)
+      else:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except OSError:
+      pass
+
+
+def _handshake_reason(error: BaseException) -> str:
+  if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+    return f'no handshake within {HANDSHAKE_SECONDS:g} s'
+  if isinstance(error, ssl.SSLError):
+    return getattr(error, 'verify_message', None) or error.reason or str(error)
+  return str(error) or type(error).__name__
+
+
+async def _serve_async(listener, port, process, tls, ready_fd, log_path=None) -> int:
   loop = asyncio.get_running_loop()
   stop = loop.create_future()
   for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     loop.add_signal_handler(
         signum, lambda s=signum: stop.done() or stop.set_result(0))
-  server = await asyncio.start_server(
-      lambda r, w: _relay(port, r, w), sock=listener, ssl=tls,
-      ssl_handshake_timeout=10 if tls else None)
+  log = HandshakeLog(log_path)
+  pending = 0
+
+  async def handle(reader, writer):
+    # The TLS handshake here, not in start_server: a failure is logged (peer,
+    # reason), a handshake has a deadline, and at most MAX_PENDING_HANDSHAKES
+    # unauthenticated connections are held at once.
+    nonlocal pending
+    if tls is not None:
+      peer = writer.get_extra_info('peername')
+      if pending >= MAX_PENDING_HANDSHAKES:
+        log(peer, f'{MAX_PENDING_HANDSHAKES} handshakes already pending; connection closed')
+        writer.close()
+        return
+      pending += 1
+      try:
+        await writer.start_tls(tls, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+      except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as e:
+        log(peer, _handshake_reason(e))
+        with contextlib.suppress(Exception):
+          writer.close()
+        return
+      finally:
+        pending -= 1
+    await _relay(port, reader, writer)
+
+  server = await asyncio.start_server(handle, sock=listener)
   if ready_fd is not None:
     print(READY_LINE, file=ready_fd, flush=True)
 

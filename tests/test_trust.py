@@ -1,0 +1,235 @@
+"""Issue 35: trust boundaries, each tried as the attacker or careless user of the issue.
+
+- A worker (a gRPC server written here) answering with a dataset, a
+  computation or an oversized value: refused naming it, before TFF
+  deserializes anything (TFF's own deserialization of the same reply runs
+  the worker's graph: the oracle that the attack is real).
+- A `tff_sparsify` package planted in the working directory: the local
+  workers' launcher does not import it.
+- Two copies of one run: the second stops in one line naming the first's
+  PID, the first's record is complete.
+- An output directory other users can write: refused in one line.
+- TLS below 1.3, a client certificate from another CA: refused, one line
+  each in the worker's log, rate-limited per peer.
+"""
+
+import concurrent.futures
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tests import fixtures
+from tff_sparsify.simulation import execution
+from tff_sparsify.simulation import worker as worker_lib
+from tensorflow_federated.proto.v0 import computation_pb2
+from tensorflow_federated.proto.v0 import executor_pb2
+from tensorflow_federated.proto.v0 import executor_pb2_grpc
+from tensorflow_federated.python.core.impl.executors import value_serialization
+
+
+class _Worker(executor_pb2_grpc.ExecutorGroupServicer):
+  """Answers every Compute with `self.reply`."""
+
+  reply = None
+
+  def Compute(self, request, context):  # pylint: disable=invalid-name
+    return executor_pb2.ComputeResponse(value=self.reply)
+
+
+class MaliciousWorkerTest(tf.test.TestCase):
+
+  CAP = 1 << 20
+
+  def setUp(self):
+    super().setUp()
+    self.worker = _Worker()
+    self.server = grpc.server(concurrent.futures.ThreadPoolExecutor(2),
+                              options=[('grpc.max_send_message_length', 1 << 30)])
+    executor_pb2_grpc.add_ExecutorGroupServicer_to_server(self.worker, self.server)
+    port = self.server.add_insecure_port('127.0.0.1:0')
+    self.server.start()
+    self.addCleanup(self.server.stop, None)
+    channel = grpc.insecure_channel(f'127.0.0.1:{port}',
+                                    execution._channel_options(self.CAP))  # pylint: disable=protected-access
+    self.addCleanup(channel.close)
+    self.stub = execution.DeadlineStub(channel, 'evil:1', timeout=20, max_reply_bytes=self.CAP)
+
+  def _compute(self):
+    return self.stub.compute(executor_pb2.ComputeRequest())
+
+  def test_a_dataset_reply_is_refused_before_its_graph_can_run(self):
+    target = os.path.join(self.create_tempdir().full_path, 'written_by_the_worker')
+
+    def writing(path):
+      def write(i):
+        with tf.control_dependencies([tf.io.write_file(path, tf.strings.as_string(i))]):
+          return tf.identity(i)
+      return tf.data.Dataset.range(1).map(write)
+
+    value, _ = value_serialization.serialize_value(writing(target), tff.SequenceType(tff.TensorType(np.int64)))
+    # The oracle: TFF's deserialization of this reply runs the worker's graph.
+    oracle_target = target + '_oracle'
+    oracle, _ = value_serialization.serialize_value(writing(oracle_target),
+                                                    tff.SequenceType(tff.TensorType(np.int64)))
+    deserialized, _ = value_serialization.deserialize_value(oracle)
+    list(deserialized)
+    self.assertTrue(os.path.exists(oracle_target))
+    for reply in (value, executor_pb2.Value(struct=executor_pb2.Value.Struct(element=[
+        executor_pb2.Value.Struct.Element(value=executor_pb2.Value(
+            federated=executor_pb2.Value.Federated(value=[value])))]))):
+      self.worker.reply = reply
+      with self.assertRaisesRegex(execution.WorkerReplyError,
+                                  '^TFF worker at evil:1 sent a sequence value, which this '
+                                  'package never requests: refused, nothing of it deserialized$'):
+        self._compute()
+    self.assertFalse(os.path.exists(target))
+
+  def test_a_computation_reply_is_refused(self):
+    self.worker.reply = executor_pb2.Value(computation=computation_pb2.Computation())
+    with self.assertRaisesRegex(execution.WorkerReplyError, 'sent a computation value'):
+      self._compute()
+
+  def test_a_reply_over_the_cap_is_refused_and_one_under_it_passes(self):
+    big, _ = value_serialization.serialize_value(
+        np.zeros(self.CAP // 4 + 10, np.float32), tff.TensorType(np.float32, [self.CAP // 4 + 10]))
+    self.worker.reply = big
+    with self.assertRaisesRegex(execution.WorkerReplyError,
+                                f'^TFF worker at evil:1 sent a reply over the {self.CAP} bytes '
+                                'allowed: refused, nothing of it deserialized$'):
+      self._compute()
+    small, _ = value_serialization.serialize_value(np.ones(3, np.float32),
+                                                   tff.TensorType(np.float32, [3]))
+    self.worker.reply = small
+    self.assertEqual(self._compute().value, small)
+
+
+class LauncherTest(tf.test.TestCase):
+
+  def test_a_package_planted_in_the_working_directory_is_not_imported(self):
+    planted = self.create_tempdir().full_path
+    marker = os.path.join(planted, 'imported')
+    os.makedirs(os.path.join(planted, 'tff_sparsify', 'simulation'))
+    for name in ('tff_sparsify/__init__.py', 'tff_sparsify/simulation/__init__.py',
+                 'tff_sparsify/simulation/worker.py'):
+      with open(os.path.join(planted, name), 'w') as f:
+        f.write(f'open({marker!r}, "w").write("planted")\n')
+    cwd = os.getcwd()
+    os.chdir(planted)
+    try:
+      with execution.worker_pool_context(num_local_workers=1):
+        self.assertEqual(tff.tensorflow.computation(lambda: tf.constant(3))(), 3)
+    finally:
+      os.chdir(cwd)
+    self.assertFalse(os.path.exists(marker))
+
+
+def _argv(out, *extra):
+  return [f'--root_output_dir={out}', '--experiment_name=exp', '--num_clients=3',
+          '--clients_per_round=2', '--client_epochs_per_round=1', '--progress=false',
+          '--seed=3', *extra]
+
+
+class RunLockTest(tf.test.TestCase):
+
+  def test_a_second_copy_of_a_run_stops_naming_the_first_which_finishes_intact(self):
+    data_dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
+    out = self.create_tempdir().full_path
+    argv = _argv(out, f'--data_dir={data_dir}', '--total_rounds=3')
+    first = fixtures.start_binary('train', argv)
+    lock = os.path.join(out, '.exp.lock')
+    deadline = time.monotonic() + 120
+    while not (os.path.exists(lock) and open(lock).read().strip()):
+      self.assertIsNone(first.poll())
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.05)
+    code, _, err = fixtures.run_binary_process('train', argv, timeout=120)
+    self.assertEqual(code, 2, err)
+    self.assertEqual(err.strip(),
+                     f"train.py: error: experiment 'exp' in {out} is being run by process "
+                     f'{first.pid} (lock {lock}); wait for it to end, or give another '
+                     '--experiment_name')
+    _, err = first.communicate(timeout=300)
+    self.assertEqual(first.returncode, 0, err.decode()[-2000:])
+    with open(os.path.join(out, 'results', 'exp', 'metrics.csv')) as f:
+      rounds = [line.split(',')[0] for line in f.read().splitlines()[1:]]
+    self.assertEqual(rounds[-1], '3')
+    # Released with the process: the same command now resumes (nothing to do).
+    code, _, err = fixtures.run_binary_process('train', argv, timeout=300)
+    self.assertEqual(code, 0, err)
+
+  def test_an_output_directory_others_can_write_is_refused(self):
+    out = self.create_tempdir().full_path
+    os.chmod(out, 0o777)
+    code, _, err = fixtures.run_binary_process('train', _argv(out, '--total_rounds=1'),
+                                               timeout=60)
+    self.assertEqual(code, 2, err)
+    self.assertEqual(err.strip(), f'train.py: error: {out} is writable by other users (mode '
+                                  '777): they could replace the run\'s checkpoints; use a '
+                                  'directory only you can write (chmod go-w)')
+    self.assertEqual(os.listdir(out), [])
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+class TlsTest(tf.test.TestCase):
+
+  def test_old_tls_and_foreign_certificates_are_refused_and_logged_once_per_peer(self):
+    tmp = self.create_tempdir().full_path
+    creds, foreign = os.path.join(tmp, 'creds'), os.path.join(tmp, 'foreign')
+    worker_lib.make_credentials(creds, ['127.0.0.1'])
+    worker_lib.make_credentials(foreign, ['127.0.0.1'])
+    log = os.path.join(tmp, 'worker.log')
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
+         f'--credentials={creds}', f'--log_file={log}'], cwd=fixtures.REPO,
+        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    self.addCleanup(proc.wait, 15)
+    self.addCleanup(proc.terminate)
+    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+
+    def handshake(max_version, directory):
+      context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+      context.maximum_version = max_version
+      context.load_verify_locations(os.path.join(creds, worker_lib.CA_FILE))
+      context.load_cert_chain(os.path.join(directory, worker_lib.CLIENT_CERT),
+                              os.path.join(directory, worker_lib.CLIENT_KEY))
+      context.set_alpn_protocols(['h2'])
+      with socket.create_connection(('127.0.0.1', port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname='127.0.0.1') as tls:
+          tls.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+          if not tls.recv(1):
+            raise ConnectionError('closed')
+
+    for _ in range(2):  # Twice: one line (rate-limited per peer).
+      with self.assertRaises(ssl.SSLError):
+        handshake(ssl.TLSVersion.TLSv1_2, creds)
+    deadline = time.monotonic() + 10
+    while not (os.path.exists(log) and 'TLS handshake' in open(log).read()):
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.05)
+    lines = [l for l in open(log).read().splitlines() if 'TLS handshake' in l]
+    self.assertLen(lines, 1)
+    self.assertRegex(lines[0], r'tff-sparsify-worker: TLS handshake from 127\.0\.0\.1 failed: '
+                               r'.*(VERSION|PROTOCOL)')
+    # TLS 1.3 with the run's coordinator certificate works; another CA's does not.
+    handshake(ssl.TLSVersion.TLSv1_3, creds)
+    with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
+      handshake(ssl.TLSVersion.TLSv1_3, foreign)
+
+
+if __name__ == '__main__':
+  tf.test.main()
