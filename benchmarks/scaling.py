@@ -57,6 +57,10 @@ _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
 _ALGORITHM = flags.DEFINE_enum('algorithm', 'fedavg', list(registry.names()),
                                'Algorithm.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
+_MERGE_AT = flags.DEFINE_enum(
+    'merge_at', 'coordinator', ['coordinator', 'first_worker'],
+    'Where partial aggregates are merged: a local worker of the coordinator (as with '
+    'silos, --workers) or the first worker (local workers). Its bytes are not counted.')
 _MODES = flags.DEFINE_list('modes', ['datasets', 'ids'], 'How the clients\' data reach '
                            'the workers: datasets (sent) or ids (read at the worker).')
 _OUTPUT = flags.DEFINE_string(
@@ -84,7 +88,7 @@ def _measure(spec, centralized, counts):
   config, train, shards, process, model_bytes = _environment(spec, centralized)
   modes = list(_MODES.value)
   with tempfile.TemporaryDirectory() as tmp, execution.worker_pool_context(
-      num_local_workers=max(counts), client_data=client_ids.write_builtin(
+      num_local_workers=max(counts) + 1, client_data=client_ids.write_builtin(
           shards, centralized.train_images, centralized.train_labels,
           os.path.join(tmp, 'clients'))) as pool:
     federation = client_ids.discover(pool, shared=True)
@@ -99,7 +103,9 @@ def _measure(spec, centralized, counts):
         ids=training.build_id_selection_fn(
             federation, clients_per_round=config.clients_per_round, seed=SEED))
     keys = [(m, n) for m in modes for n in counts]
-    pools = {n: execution.WorkerPoolContext(pool.workers[:n]) for n in counts}
+    merger = pool.workers[-1] if _MERGE_AT.value == 'coordinator' else None
+    pools = {n: execution.WorkerPoolContext(pool.workers[:n], merge_worker=merger)
+             for n in counts}
     processes = {(m, n): process if m == 'datasets' else
                  training.ByIdProcess(process, computation, pools[n]) for m, n in keys}
     states, seconds, sent, received = {}, {k: [] for k in keys}, {k: [] for k in keys}, {
@@ -161,7 +167,9 @@ def _markdown(rows, meta):
         'MB back / round': f'{r["mb_received_per_round"]:.2f}'} for r in rows])
   lines += ['', f'The broadcast model: {rows[0]["model_mb"]:.3f} MB (float32 trainable '
             'weights). `datasets`: examples sent from the coordinator; `ids`: read at the '
-            'workers.']
+            f'workers. Partial aggregates merged at the {meta["merge_at"].replace("_", " ")} '
+            '(with `coordinator`, on a local worker of the coordinator, as runs on silos do; '
+            'its bytes are not counted).']
   return '\n'.join(lines) + '\n'
 
 
@@ -174,12 +182,12 @@ def main(argv):
   rows = []
   for spec in _ENVIRONMENTS.value:
     rows.extend(_measure(spec, centralized, counts))
-  meta = dict(algorithm=_ALGORITHM.value, cpus=os.cpu_count(),
+  meta = dict(algorithm=_ALGORITHM.value, cpus=os.cpu_count(), merge_at=_MERGE_AT.value,
               machine=platform.processor() or platform.machine(),
               rounds=_ROUNDS.value, warmup_rounds=_WARMUP_ROUNDS.value,
               args=' '.join(f'--{f}={flags.FLAGS[f].serialize().split("=", 1)[1]}'
                             for f in ('workers', 'environments', 'rounds',
-                                      'warmup_rounds', 'algorithm', 'modes')))
+                                      'warmup_rounds', 'algorithm', 'modes', 'merge_at')))
   os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
   with open(_OUTPUT.value + '.json', 'w') as f:
     json.dump(dict(meta=meta, rows=rows), f, indent=2)

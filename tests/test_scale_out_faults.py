@@ -111,10 +111,13 @@ class RemoteWorkersTest(tf.test.TestCase):
       _sh('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', f'{ns_ip}/24', 'dev', veth + 'p')
       _sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', veth + 'p', 'up')
       _sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
-    cls.creds = os.path.join(cls._tmp, 'creds')
-    worker_lib.make_credentials(cls.creds, [h[3] for h in HOSTS])
-    cls.other_creds = os.path.join(cls._tmp, 'other')
-    worker_lib.make_credentials(cls.other_creds, [h[3] for h in HOSTS])
+    made = os.path.join(cls._tmp, 'creds')
+    worker_lib.make_credentials(made, [h[3] for h in HOSTS])
+    cls.creds = os.path.join(made, worker_lib.COORDINATOR_DIR)
+    cls.worker_creds = [os.path.join(made, worker_lib.worker_dir(h[3])) for h in HOSTS]
+    other = os.path.join(cls._tmp, 'other')
+    worker_lib.make_credentials(other, [h[3] for h in HOSTS])
+    cls.other_creds = os.path.join(other, worker_lib.COORDINATOR_DIR)
     # The union of the data (for the reference run) and each silo's half.
     from tff_sparsify.simulation.sources import writer  # pylint: disable=g-import-not-at-top
     data_dir = fixtures.write_fashion_mnist_like(os.path.join(cls._tmp, 'data'))
@@ -140,7 +143,7 @@ class RemoteWorkersTest(tf.test.TestCase):
     proc = subprocess.Popen(
         ['ip', 'netns', 'exec', ns, 'unshare', '--mount', '--propagation', 'private',
          'sh', '-c', script, cls.mounts[i], source or cls.silo_files[i], sys.executable,
-         f'--host={ns_ip}', f'--port={PORT}', f'--credentials={cls.creds}'],
+         f'--host={ns_ip}', f'--port={PORT}', f'--credentials={cls.worker_creds[i]}'],
         cwd=fixtures.REPO, env=fixtures.subprocess_env(), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline().strip()

@@ -188,14 +188,16 @@ class TlsTest(tf.test.TestCase):
 
   def test_old_tls_and_foreign_certificates_are_refused_and_logged_once_per_peer(self):
     tmp = self.create_tempdir().full_path
-    creds, foreign = os.path.join(tmp, 'creds'), os.path.join(tmp, 'foreign')
-    worker_lib.make_credentials(creds, ['127.0.0.1'])
-    worker_lib.make_credentials(foreign, ['127.0.0.1'])
+    worker_lib.make_credentials(os.path.join(tmp, 'creds'), ['127.0.0.1'])
+    worker_lib.make_credentials(os.path.join(tmp, 'foreign'), ['127.0.0.1'])
+    creds = os.path.join(tmp, 'creds', worker_lib.COORDINATOR_DIR)
+    foreign = os.path.join(tmp, 'foreign', worker_lib.COORDINATOR_DIR)
+    worker_creds = os.path.join(tmp, 'creds', worker_lib.worker_dir('127.0.0.1'))
     log = os.path.join(tmp, 'worker.log')
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
-         f'--credentials={creds}', f'--log_file={log}'], cwd=fixtures.REPO,
+         f'--credentials={worker_creds}', f'--log_file={log}'], cwd=fixtures.REPO,
         env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     self.addCleanup(proc.wait, 15)
     self.addCleanup(proc.terminate)
@@ -229,6 +231,87 @@ class TlsTest(tf.test.TestCase):
     handshake(ssl.TLSVersion.TLSv1_3, creds)
     with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
       handshake(ssl.TLSVersion.TLSv1_3, foreign)
+
+
+class CredentialsTest(tf.test.TestCase):
+
+  def _worker(self, credentials):
+    return subprocess.run(
+        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={_free_port()}',
+         f'--credentials={credentials}'], cwd=fixtures.REPO, env=fixtures.subprocess_env(),
+        capture_output=True, text=True, timeout=60)
+
+  def test_credentials_go_to_a_new_directory_only(self):
+    planted = os.path.join(self.create_tempdir().full_path, 'creds')
+    os.chmod(os.path.dirname(planted), 0o777)
+    # Another user makes the directory first (and could read or swap what lands in it).
+    subprocess.run(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+                    'mkdir', '-m', '777', planted], check=True)
+    result = subprocess.run(
+        [sys.executable, '-m', 'binaries.worker', f'--make_credentials={planted}',
+         '--hosts=10.0.0.2'], cwd=fixtures.REPO, env=fixtures.subprocess_env(),
+        capture_output=True, text=True, timeout=60)
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertEqual(result.stderr.strip(),
+                     f"worker.py: error: --make_credentials='{planted}': exists: credentials "
+                     'go to a new directory only (one made by someone else could be read or '
+                     'swapped)')
+    self.assertEqual(os.listdir(planted), [])
+
+  def test_one_certificate_per_worker_host_and_the_coordinators_key_apart(self):
+    from cryptography import x509  # pylint: disable=g-import-not-at-top
+    made = os.path.join(self.create_tempdir().full_path, 'creds')
+    worker_lib.make_credentials(made, ['10.0.0.2', 'silo-b.example'])
+    self.assertCountEqual(os.listdir(made),
+                          ['coordinator', 'worker-10.0.0.2', 'worker-silo-b.example'])
+    names = []
+    for host in ('10.0.0.2', 'silo-b.example'):
+      directory = os.path.join(made, worker_lib.worker_dir(host))
+      self.assertCountEqual(os.listdir(directory), ['ca.pem', 'worker.pem', 'worker.key'])
+      self.assertEqual(os.stat(os.path.join(directory, 'worker.key')).st_mode & 0o777, 0o600)
+      with open(os.path.join(directory, 'worker.pem'), 'rb') as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+      names.append([str(n.value) for n in cert.extensions.get_extension_for_class(
+          x509.SubjectAlternativeName).value])
+      self.assertTrue(cert.extensions.get_extension_for_class(x509.KeyUsage).value
+                      .digital_signature)
+    self.assertEqual(names, [['10.0.0.2'], ['silo-b.example']])
+    with open(os.path.join(made, 'coordinator', 'ca.pem'), 'rb') as f:
+      ca = x509.load_pem_x509_certificate(f.read())
+    self.assertTrue(ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    # Expiring soon: a warning; expired: refused, named.
+    soon = os.path.join(self.create_tempdir().full_path, 'soon')
+    worker_lib.make_credentials(soon, ['10.0.0.2'], days=10)
+    warnings = worker_lib.check_credentials(os.path.join(soon, 'coordinator'),
+                                            worker_lib.CLIENT_CERT, worker_lib.CLIENT_KEY)
+    self.assertLen(warnings, 2)
+    self.assertRegex(warnings[0], r'ca\.pem expires in 9 days')
+    expired = os.path.join(self.create_tempdir().full_path, 'expired')
+    worker_lib.make_credentials(expired, ['10.0.0.2'], days=0)
+    result = self._worker(os.path.join(expired, 'worker-10.0.0.2'))
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertRegex(result.stderr.strip(), r"^worker.py: error: --credentials='.*': .*ca\.pem "
+                                            r'expired on \d{4}-\d\d-\d\d: make new credentials')
+
+  def test_a_worker_refuses_the_coordinators_key_and_keys_others_can_read(self):
+    made = os.path.join(self.create_tempdir().full_path, 'creds')
+    worker_lib.make_credentials(made, ['127.0.0.1'])
+    flat = os.path.join(made, 'worker-127.0.0.1')
+    with open(os.path.join(made, 'coordinator', 'coordinator.key'), 'rb') as f:
+      key = f.read()
+    leaked = os.path.join(flat, 'coordinator.key')
+    with open(leaked, 'wb') as f:
+      f.write(key)
+    result = self._worker(flat)
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertEqual(result.stderr.strip(), f"worker.py: error: --credentials='{flat}': {flat} "
+                     'holds coordinator.key: a worker must not hold the coordinator\'s key '
+                     '(give it only its own worker-<host> directory of --make_credentials)')
+    os.remove(leaked)
+    os.chmod(os.path.join(flat, 'worker.key'), 0o644)
+    result = self._worker(flat)
+    self.assertEqual(result.returncode, 2, result.stderr)
+    self.assertRegex(result.stderr.strip(), r'worker\.key is readable by others \(mode 644\)')
 
 
 if __name__ == '__main__':

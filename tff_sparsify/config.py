@@ -311,8 +311,8 @@ class ExecutionConfig:
     missing = worker.missing_coordinator_files(self.worker_credentials)
     if missing:
       raise ConfigError('worker_credentials', self.worker_credentials,
-                        f'has no {missing[0]} (made by tff-sparsify-worker '
-                        '--make_credentials)')
+                        f'has no {missing[0]} (give the coordinator/ directory made by '
+                        'tff-sparsify-worker --make_credentials)')
 
   @property
   def num_workers(self) -> int:

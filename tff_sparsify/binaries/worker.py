@@ -3,15 +3,15 @@ r"""A TFF worker for remote coordinators, behind mutual TLS.
 On each worker host (see README, "Several hosts"):
 
   tff-sparsify-worker --make_credentials=creds --hosts=10.0.0.2,10.0.0.3
-  # copy creds/{ca.pem,worker.pem,worker.key} to each worker host and
-  # creds/{ca.pem,coordinator.pem,coordinator.key} to the coordinator
-  tff-sparsify-worker --host=10.0.0.2 --port=8000 --credentials=creds \
-    --log_file=/var/log/tff-worker.log
+  # copy creds/worker-10.0.0.2/ to 10.0.0.2 only (and so on), and
+  # creds/coordinator/ to the coordinator
+  tff-sparsify-worker --host=10.0.0.2 --port=8000 --credentials=worker-10.0.0.2 \
+    --client_data=sqlite:/srv/silo.sqlite --log_file=/var/log/tff-worker.log
 
 and on the coordinator:
 
   python -m binaries.train --workers=10.0.0.2:8000,10.0.0.3:8000 \
-    --worker_credentials=creds ...
+    --worker_credentials=creds/coordinator ...
 
 The worker accepts only TLS connections whose client certificate the CA
 signed; TFF's `worker_binary` itself runs in a private network namespace, so
@@ -65,19 +65,31 @@ def main(argv):
   if _MAKE_CREDENTIALS.value is not None:
     if not _HOSTS.value:
       flag_utils.fail(_HOSTS, 'must name the worker hosts with --make_credentials')
-    worker_lib.make_credentials(_MAKE_CREDENTIALS.value, _HOSTS.value)
-    print(f'wrote {worker_lib.CA_FILE}, {worker_lib.SERVER_CERT}, '
-          f'{worker_lib.SERVER_KEY} (worker hosts) and {worker_lib.CLIENT_CERT}, '
-          f'{worker_lib.CLIENT_KEY} (coordinator) to {_MAKE_CREDENTIALS.value}')
+    try:
+      worker_lib.make_credentials(_MAKE_CREDENTIALS.value, _HOSTS.value)
+    except FileExistsError:
+      flag_utils.fail(_MAKE_CREDENTIALS, 'exists: credentials go to a new directory only '
+                      '(one made by someone else could be read or swapped)')
+    except OSError as e:
+      flag_utils.fail(_MAKE_CREDENTIALS, f'cannot be written: {e.strerror}')
+    directory = _MAKE_CREDENTIALS.value
+    print(f'wrote {directory}/{worker_lib.COORDINATOR_DIR}/ (the coordinator\'s: '
+          f'--worker_credentials) and, for each worker host, '
+          + ', '.join(f'{directory}/{worker_lib.worker_dir(h)}/' for h in _HOSTS.value)
+          + ' (its --credentials); copy each to its host only')
     return
   if _PORT.value is None:
     flag_utils.fail(_PORT, 'must be set: the TCP port to serve on')
   if _CREDENTIALS.value is None:
     flag_utils.fail(_CREDENTIALS, 'must be set: a worker is served only over '
                     'mutual TLS (make the files with --make_credentials)')
-  for name in (worker_lib.CA_FILE, worker_lib.SERVER_CERT, worker_lib.SERVER_KEY):
-    if not os.path.isfile(os.path.join(_CREDENTIALS.value, name)):
-      flag_utils.fail(_CREDENTIALS, f'has no {name}')
+  try:
+    for warning in worker_lib.check_credentials(
+        _CREDENTIALS.value, worker_lib.SERVER_CERT, worker_lib.SERVER_KEY,
+        forbidden=(worker_lib.CLIENT_KEY,)):
+      print(f'{flag_utils.program_name()}: warning: {warning}', file=sys.stderr, flush=True)
+  except worker_lib.CredentialsError as e:
+    flag_utils.fail(_CREDENTIALS, str(e))
   if _LOG_FILE.value and not os.path.isdir(
       os.path.dirname(os.path.abspath(_LOG_FILE.value))):
     flag_utils.fail(_LOG_FILE, 'its directory does not exist')

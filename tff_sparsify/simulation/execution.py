@@ -555,17 +555,20 @@ async def _gather_all(awaitables):
 
 
 async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
-                          contexts: Sequence[_ThreadedContext]):
+                          contexts: Sequence[_ThreadedContext],
+                          merge_context: Optional[_ThreadedContext] = None):
   """TFF's `_invoke_mergeable_comp_form`, merging in shard order.
 
   One shard per context, all at once; partial aggregates merged 0, 1, 2, ...
-  on the first context; `after_merge` as TFF does it.
+  on `merge_context` (default: the first context); `after_merge` there too
+  when its result is not per worker, as TFF does it.
   """
   partials = await _gather_all(
       [ctx.invoke(comp.up_to_merge, arg) for arg, ctx in zip(arg_list, contexts)])
+  merger = merge_context or contexts[0]
   merged = partials[0]
   for partial in partials[1:]:
-    merged = await contexts[0].invoke(
+    merged = await merger.invoke(
         comp.merge, structure.Struct.unnamed(merged, partial))
 
   def all_equal(type_spec):
@@ -576,8 +579,7 @@ async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
 
   if type_analysis.contains_only(comp.after_merge.type_signature.result,
                                  all_equal):
-    return await contexts[0].invoke(comp.after_merge,
-                                    after_merge_arg(arg_list[0]))
+    return await merger.invoke(comp.after_merge, after_merge_arg(arg_list[0]))
   results = await _gather_all([
       ctx.invoke(comp.after_merge, after_merge_arg(arg))
       for arg, ctx in zip(arg_list, contexts)])
@@ -640,9 +642,12 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
   """
 
   def __init__(self, workers: Sequence[Worker], *,
-               max_restarts: int = DEFAULT_MAX_RESTARTS, log=None):
+               max_restarts: int = DEFAULT_MAX_RESTARTS, log=None,
+               merge_worker: Optional[Worker] = None):
     self.workers = list(workers)
+    self.merge_worker = merge_worker
     self._contexts = [_ThreadedContext(w) for w in self.workers]
+    self._merge_context = _ThreadedContext(merge_worker) if merge_worker else None
     self._max_restarts = max_restarts
     self._log = log or (lambda message: print(message, file=sys.stderr,
                                               flush=True))
@@ -700,7 +705,7 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
       comp = self._compiler_pipeline.compile(comp)
     arg_list, contexts = self._split(arg, comp.up_to_merge.type_signature.parameter)
     result = self._async_runner.run_coro_and_return_result(
-        _ordered_invoke(comp, arg_list, contexts))
+        _ordered_invoke(comp, arg_list, contexts, self._merge_context))
     return type_conversions.type_to_py_container(
         result, comp.after_merge.type_signature.result)
 
@@ -709,7 +714,8 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
       try:
         return self._invoke_once(comp, arg)
       except WorkerLostError as e:
-        lost = [w for w in self.workers if w.address == e.address]
+        lost = [w for w in self.workers + [self.merge_worker]
+                if w is not None and w.address == e.address]
         if (not lost or not lost[0].is_local
             or self.restarts >= self._max_restarts):
           raise
@@ -719,20 +725,22 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
         lost[0].restart()
 
   def close(self):
-    for ctx in self._contexts:
-      ctx.close()
+    for ctx in self._contexts + [self._merge_context]:
+      if ctx is not None:
+        ctx.close()
 
 
-def _credentials_ok(directory: Optional[str]):
+def _credentials_ok(directory: Optional[str], log):
   if directory is None:
     raise WorkerStartError(
-        'remote workers need credentials: pass the directory holding '
-        f'{worker_lib.CA_FILE}, {worker_lib.CLIENT_CERT} and '
-        f'{worker_lib.CLIENT_KEY} (made by tff-sparsify-worker '
-        '--make_credentials)')
-  missing = worker_lib.missing_coordinator_files(directory)
-  if missing:
-    raise WorkerStartError(f'{missing[0]} not found in {directory}')
+        'remote workers need credentials: pass the coordinator/ directory of '
+        'tff-sparsify-worker --make_credentials (ca.pem, coordinator.pem, coordinator.key)')
+  try:
+    for warning in worker_lib.check_credentials(directory, worker_lib.CLIENT_CERT,
+                                                worker_lib.CLIENT_KEY):
+      log(f'warning: {warning}')
+  except worker_lib.CredentialsError as e:
+    raise WorkerStartError(str(e)) from None
 
 
 @contextlib.contextmanager
@@ -764,11 +772,11 @@ def worker_pool_context(
     kind, path = sources.parse(client_data)
     client_data = f'{kind}:{os.path.abspath(path)}'  # The launcher runs in /.
   if workers:
-    _credentials_ok(credentials_dir)
+    _credentials_ok(credentials_dir, log or (lambda m: print(m, file=sys.stderr, flush=True)))
   elif num_local_workers < 1:
     raise ValueError(f'num_local_workers={num_local_workers}: must be >= 1')
   socket_dir = tempfile.mkdtemp(prefix='tff_sparsify_workers_')  # Mode 0700.
-  pool = []
+  pool, merge_worker = [], None
   try:
     if workers:
       # A remote worker not reachable within the timeout at start is lost too.
@@ -786,16 +794,27 @@ def worker_pool_context(
           isolate=not allow_unisolated_workers, client_data=client_data,
           max_reply_bytes=max_reply_bytes)
               for i in range(num_local_workers)]
-    for w in pool:
+    merge_worker = None
+    if len(workers) > 1:
+      # The partial aggregates are merged here, on a local worker of this
+      # process: a silo then receives the model and its clients' ids only,
+      # not the other silos' partial aggregates.
+      merge_worker = Worker(
+          'local-merge-worker', timeout=worker_timeout, local_dir=socket_dir,
+          default_num_clients=default_num_clients, start_timeout=start_timeout,
+          log_path=(os.path.join(log_dir, 'merge_worker.log') if log_dir else None),
+          isolate=not allow_unisolated_workers)
+    for w in pool + ([merge_worker] if merge_worker else []):
       w.start()
-    context = WorkerPoolContext(pool, max_restarts=max_restarts, log=log)
+    context = WorkerPoolContext(pool, max_restarts=max_restarts, log=log,
+                                merge_worker=merge_worker)
     try:
       with tff.framework.get_context_stack().install(context):
         yield context
     finally:
       context.close()
   finally:
-    for w in pool:
+    for w in pool + ([merge_worker] if merge_worker else []):
       w.stop()
     shutil.rmtree(socket_dir, ignore_errors=True)
 

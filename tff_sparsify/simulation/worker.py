@@ -338,12 +338,38 @@ async def _serve_async(listener, port, process, tls, ready_fd, log_path=None) ->
     server.close()
 
 
-def make_credentials(directory: str, hosts: list[str], days: int = 365):
-  """Writes a CA, a worker certificate for `hosts` and a coordinator certificate.
+COORDINATOR_DIR = 'coordinator'
+EXPIRY_WARNING_DAYS = 30
 
-  The worker gets `ca.pem`, `worker.pem`, `worker.key`; the coordinator
-  `ca.pem`, `coordinator.pem`, `coordinator.key`. Keys are written 0600; the
-  CA's private key is not kept (make new credentials to add a host).
+
+def worker_dir(host: str) -> str:
+  """The subdirectory of `--make_credentials` output for the worker `host`."""
+  return f'worker-{host}'
+
+
+class CredentialsError(ValueError):
+  """Credentials that must not be used; the message says why."""
+
+
+def _create_file(path: str, data: bytes, mode: int):
+  """A new file (never an existing one, never through a link), mode set at creation."""
+  fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+  with os.fdopen(fd, 'wb') as f:
+    os.fchmod(f.fileno(), mode)  # Whatever the umask.
+    f.write(data)
+
+
+def make_credentials(directory: str, hosts: list[str], days: int = 365):
+  """Writes a new CA, one certificate per worker host and one for the coordinator.
+
+  `directory` must not exist: it is created (mode 0700) with
+  `coordinator/` (`ca.pem`, `coordinator.pem`, `coordinator.key`) and one
+  `worker-<host>/` per host (`ca.pem`, `worker.pem` naming that host only,
+  `worker.key`), every file created exclusively, not following links, with
+  its mode set at creation (keys 0600). A silo's key therefore opens no
+  other silo's name, and no worker directory holds the coordinator's key.
+  The CA's private key is not kept (make new credentials to add a host).
+  Raises FileExistsError if `directory` exists.
   """
   import datetime  # pylint: disable=g-import-not-at-top
   import ipaddress  # pylint: disable=g-import-not-at-top
@@ -365,41 +391,100 @@ def make_credentials(directory: str, hosts: list[str], days: int = 365):
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=days)))
 
+  def usage(**kwargs):
+    fields = dict(digital_signature=False, content_commitment=False, key_encipherment=False,
+                  data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                  crl_sign=False, encipher_only=False, decipher_only=False)
+    fields.update(kwargs)
+    return x509.KeyUsage(**fields)
+
+  def pem(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
   ca_key = ec.generate_private_key(ec.SECP256R1())
   ca = (builder('tff-sparsify CA', 'tff-sparsify CA', ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        .add_extension(usage(key_cert_sign=True, crl_sign=True), True)
         .sign(ca_key, hashes.SHA256()))
-  sans = []
+  ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+
+  def leaf(subject, purpose, san):
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (builder(subject, 'tff-sparsify CA', key)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            .add_extension(usage(digital_signature=True), True)
+            .add_extension(x509.ExtendedKeyUsage([purpose]), False))
+    if san:
+      cert = cert.add_extension(x509.SubjectAlternativeName([san]), False)
+    return cert.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), pem(key)
+
+  os.mkdir(directory, 0o700)  # FileExistsError: never into a directory made by someone else.
+  os.chmod(directory, 0o700)
+  outputs = [(COORDINATOR_DIR, CLIENT_CERT, CLIENT_KEY,
+              leaf('tff-sparsify coordinator', ExtendedKeyUsageOID.CLIENT_AUTH, None))]
   for host in hosts:
     try:
-      sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+      san = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-      sans.append(x509.DNSName(host))
-  os.makedirs(directory, mode=0o700, exist_ok=True)
+      san = x509.DNSName(host)
+    outputs.append((worker_dir(host), SERVER_CERT, SERVER_KEY,
+                    leaf(f'tff-sparsify worker {host}', ExtendedKeyUsageOID.SERVER_AUTH, san)))
+  for subdir, cert_file, key_file, (cert_pem, key_pem) in outputs:
+    path = os.path.join(directory, subdir)
+    os.mkdir(path, 0o700)
+    _create_file(os.path.join(path, CA_FILE), ca_pem, 0o644)
+    _create_file(os.path.join(path, cert_file), cert_pem, 0o644)
+    _create_file(os.path.join(path, key_file), key_pem, 0o600)
 
-  def write(filename, data, mode=0o644):
-    path = os.path.join(directory, filename)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.chmod(path, mode)
 
-  write(CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
-  for cert_file, key_file, subject, usage, extra in (
-      (SERVER_CERT, SERVER_KEY, 'tff-sparsify worker',
-       ExtendedKeyUsageOID.SERVER_AUTH, sans),
-      (CLIENT_CERT, CLIENT_KEY, 'tff-sparsify coordinator',
-       ExtendedKeyUsageOID.CLIENT_AUTH, None)):
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = builder(subject, 'tff-sparsify CA', key).add_extension(
-        x509.ExtendedKeyUsage([usage]), False)
-    if extra:
-      cert = cert.add_extension(x509.SubjectAlternativeName(extra), False)
-    cert = cert.sign(ca_key, hashes.SHA256())
-    write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
-    write(key_file, key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()), 0o600)
+def check_credentials(directory: str, cert_file: str, key_file: str, *,
+                      forbidden: tuple = ()) -> list[str]:
+  """Checks a credentials directory before use; the warnings to print.
+
+  Raises CredentialsError: a file missing, a key others can read or
+  that is not a regular file of this user, a file of `forbidden` present
+  (a worker holding the coordinator's key), a certificate expired or not
+  yet valid. Returns a warning for a certificate expiring within
+  EXPIRY_WARNING_DAYS days.
+  """
+  import datetime  # pylint: disable=g-import-not-at-top
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  for name in forbidden:
+    if os.path.lexists(os.path.join(directory, name)):
+      raise CredentialsError(
+          f'{directory} holds {name}: a worker must not hold the coordinator\'s key (give '
+          f'it only its own worker-<host> directory of --make_credentials)')
+  for name in (CA_FILE, cert_file, key_file):
+    if not os.path.isfile(os.path.join(directory, name)):
+      raise CredentialsError(f'{directory} has no {name}')
+  key_path = os.path.join(directory, key_file)
+  info = os.lstat(key_path)
+  if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+    raise CredentialsError(f'{key_path} must be a regular file owned by this user')
+  if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    raise CredentialsError(f'{key_path} is readable by others (mode '
+                           f'{stat.S_IMODE(info.st_mode):o}): chmod 600 it, and make new '
+                           'credentials if others may have read it')
+  warnings = []
+  now = datetime.datetime.now(datetime.timezone.utc)
+  for name in (CA_FILE, cert_file):
+    path = os.path.join(directory, name)
+    try:
+      with open(path, 'rb') as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    except (OSError, ValueError) as e:
+      raise CredentialsError(f'{path}: not a PEM certificate ({e})') from None
+    if cert.not_valid_after_utc < now:
+      raise CredentialsError(f'{path} expired on {cert.not_valid_after_utc:%Y-%m-%d}: make new '
+                             'credentials (tff-sparsify-worker --make_credentials)')
+    if cert.not_valid_before_utc > now:
+      raise CredentialsError(f'{path} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}')
+    left = cert.not_valid_after_utc - now
+    if left < datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+      warnings.append(f'{path} expires in {left.days} days ({cert.not_valid_after_utc:%Y-%m-%d}): '
+                      'make new credentials before then')
+  return warnings
 
 
 def main(argv: Optional[list[str]] = None) -> int:
