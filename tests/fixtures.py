@@ -107,10 +107,17 @@ def run_binary_process(module: str, argv, timeout: float = 300, **kwargs):
 
 
 def tree_snapshot(root: str) -> dict:
-  """Every file under `root` with its size and content hash (to prove nothing changed)."""
+  """Every file under `root` with its content hash (to prove nothing changed).
+
+  Not the experiments' lock files (`<root>/.<experiment>.lock`): a run takes
+  its lock before its first write, by design, and a refused resume has taken
+  it too.
+  """
   snapshot = {}
   for directory, _, names in os.walk(root):
     for name in names:
+      if directory == root and name.startswith('.') and name.endswith('.lock'):
+        continue
       path = os.path.join(directory, name)
       with open(path, 'rb') as f:
         snapshot[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()

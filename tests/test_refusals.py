@@ -46,10 +46,13 @@ class NoLoadableCheckpointTest(tf.test.TestCase):
     self.assertEqual(code, 1, err)
     lines = err.strip().splitlines()
     self.assertNotIn('Traceback', err)
-    self.assertLen(lines, 3, err)  # One line per checkpoint tried, then the verdict.
-    self.assertRegex(lines[0], r'checkpoint .*program_state_2 cannot be loaded')
-    self.assertRegex(lines[1], r'checkpoint .*program_state_1 cannot be loaded')
-    self.assertRegex(lines[2], r'^train.py: error: no checkpoint in .* loads \(2 tried, all left in place\)')
+    # No digest record (as a run made before it): said, then one line per
+    # checkpoint tried, then the verdict.
+    self.assertLen(lines, 4, err)
+    self.assertRegex(lines[0], r'checkpoints in .* have no digest record .*: loaded unverified')
+    self.assertRegex(lines[1], r'checkpoint .*program_state_2 cannot be loaded')
+    self.assertRegex(lines[2], r'checkpoint .*program_state_1 cannot be loaded')
+    self.assertRegex(lines[3], r'^train.py: error: no checkpoint in .* loads \(2 tried, all left in place\)')
     after = fixtures.tree_snapshot(out)
     self.assertEqual({k: v for k, v in after.items() if k.startswith('checkpoints')},
                      {k: v for k, v in before.items() if k.startswith('checkpoints')})
@@ -65,7 +68,7 @@ class IsolationPlatformsTest(tf.test.TestCase):
     # neither unshare works, as on a platform without namespaces.
     out = self.create_tempdir().full_path
     data_dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
-    argv = ' '.join(test_scale_out_faults._argv(data_dir, out))
+    argv = ' '.join(test_scale_out_faults._argv(out, f'--data_dir={data_dir}'))
     script = ('echo 0 > /proc/sys/user/max_user_namespaces && exec setpriv '
               '--securebits=+noroot,+noroot_locked --bounding-set=-all --inh-caps=-all '
               f'{sys.executable} -m binaries.train {argv}')

@@ -402,9 +402,9 @@ class WorkerBadInputTest(_BinaryCase):
         ([], r'--port=None: must be set'),
         (['--port=0'], r'flag --port=0: 0 is not an integer in the range \[1, 65535\]'),
         (['--port=8000'], r'--credentials=None: must be set: a worker is served only over mutual TLS'),
-        (['--port=8000', f'--credentials={self.out}'], r'--credentials=.*: has no ca.pem'),
+        (['--port=8000', f'--credentials={self.out}'], r'--credentials=.*: .* has no ca.pem'),
         ([f'--make_credentials={self.out}/c'], r'--hosts=\[\]: must name the worker hosts'),
-        (['--port=8000', '--host=nowhere.invalid', '--credentials=x'], r'--credentials=.x.: has no ca.pem'),
+        (['--port=8000', '--host=nowhere.invalid', '--credentials=x'], r'--credentials=.x.: x has no ca.pem'),
         (['extra', '--port=1'], r'unexpected arguments: extra'),
     ):
       with self.subTest(argv=argv):

@@ -16,6 +16,7 @@
 import concurrent.futures
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -151,7 +152,12 @@ class RunLockTest(tf.test.TestCase):
       self.assertIsNone(first.poll())
       self.assertLess(time.monotonic(), deadline)
       time.sleep(0.05)
-    code, _, err = fixtures.run_binary_process('train', argv, timeout=120)
+    # Held still while the second copy starts (its checks take TF's import).
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+      code, _, err = fixtures.run_binary_process('train', argv, timeout=120)
+    finally:
+      os.kill(first.pid, signal.SIGCONT)
     self.assertEqual(code, 2, err)
     self.assertEqual(err.strip(),
                      f"train.py: error: experiment 'exp' in {out} is being run by process "
@@ -231,6 +237,89 @@ class TlsTest(tf.test.TestCase):
     handshake(ssl.TLSVersion.TLSv1_3, creds)
     with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
       handshake(ssl.TLSVersion.TLSv1_3, foreign)
+
+
+class PrivilegeDropTest(tf.test.TestCase):
+
+  def test_a_graph_sent_to_a_worker_run_with_user_writes_only_where_that_user_can(self):
+    if os.geteuid() != 0:
+      self.skipTest('--user needs root')
+    tmp = self.create_tempdir().full_path
+    worker_lib.make_credentials(os.path.join(tmp, 'creds'), ['127.0.0.1'])
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
+         f'--credentials={tmp}/creds/worker-127.0.0.1', '--user=nobody'], cwd=fixtures.REPO,
+        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    self.addCleanup(proc.wait, 15)
+    self.addCleanup(proc.terminate)
+    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+    private = os.path.join(tmp, 'root_only')
+    os.mkdir(private, 0o700)
+    shared = os.path.join(tmp, 'anyone')
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)
+    os.chmod(tmp, 0o755)
+
+    def writer(path):
+      @tff.tensorflow.computation
+      def write():
+        with tf.control_dependencies([tf.io.write_file(path, 'from the coordinator')]):
+          return tf.constant(1)
+      return write
+
+    with execution.worker_pool_context(workers=[f'127.0.0.1:{port}'],
+                                       credentials_dir=f'{tmp}/creds/coordinator'):
+      self.assertEqual(writer(os.path.join(shared, 'x'))(), 1)  # The graph runs...
+      with self.assertRaises(Exception):  # ... as nobody.
+        writer(os.path.join(private, 'x'))()
+    self.assertEqual(os.stat(os.path.join(shared, 'x')).st_uid, 65534)
+    self.assertFalse(os.path.exists(os.path.join(private, 'x')))
+
+
+class OutputTreeTest(tf.test.TestCase):
+  """The output tree is the coordinator's, but what is in it is checked before use."""
+
+  def test_a_checkpoint_replaced_by_another_runs_is_not_loaded_and_the_run_ends_as_itself(self):
+    data_dir = fixtures.write_fashion_mnist_like(self.create_tempdir().full_path)
+    ours, theirs = self.create_tempdir().full_path, self.create_tempdir().full_path
+    argv = _argv(ours, f'--data_dir={data_dir}', '--total_rounds=2')
+    procs = [fixtures.start_binary('train', argv),
+             fixtures.start_binary('train', _argv(theirs, f'--data_dir={data_dir}',
+                                                  '--total_rounds=2', '--seed=4'))]
+    for proc in procs:
+      _, err = proc.communicate(timeout=300)
+      self.assertEqual(proc.returncode, 0, err.decode()[-2000:])
+    with np.load(os.path.join(ours, 'results', 'exp', 'final_weights.npz')) as f:
+      expected = [f[k] for k in sorted(f.files)]
+    target = os.path.join(ours, 'checkpoints', 'exp', 'program_state_2')
+    import shutil  # pylint: disable=g-import-not-at-top
+    shutil.rmtree(target)
+    shutil.copytree(os.path.join(theirs, 'checkpoints', 'exp', 'program_state_2'), target)
+    code, _, err = fixtures.run_binary_process('train', argv, timeout=300)
+    self.assertEqual(code, 0, err)
+    lines = err.strip().splitlines()
+    self.assertRegex(lines[0], r'^checkpoint .*program_state_2 does not match the digest this '
+                               r'run recorded \(replaced or corrupted\); not loaded$')
+    self.assertRegex(lines[1], r'^checkpoint .*program_state_2 set aside as .*damaged; '
+                               r'resuming from .*program_state_1 \(round 1\)$')
+    with np.load(os.path.join(ours, 'results', 'exp', 'final_weights.npz')) as f:
+      found = [f[k] for k in sorted(f.files)]
+    for a, b in zip(found, expected):
+      np.testing.assert_array_equal(a, b)
+
+  def test_a_symbolic_link_in_the_output_tree_is_refused(self):
+    out = self.create_tempdir().full_path
+    elsewhere = self.create_tempdir().full_path
+    os.makedirs(os.path.join(out, 'results', 'exp'))
+    os.symlink(elsewhere, os.path.join(out, 'results', 'exp', 'logs'))
+    code, _, err = fixtures.run_binary_process('train', _argv(out, '--total_rounds=1'),
+                                               timeout=60)
+    self.assertEqual(code, 2, err)
+    self.assertEqual(err.strip(), f'train.py: error: {out}/results/exp/logs is a symbolic link: '
+                                  'writes of the run could land elsewhere; remove it (or pass '
+                                  '--overwrite to start afresh)')
+    self.assertEqual(os.listdir(elsewhere), [])
 
 
 class CredentialsTest(tf.test.TestCase):

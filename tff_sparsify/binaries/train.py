@@ -252,10 +252,6 @@ def main(argv):
   execution_config = _execution_config()
   signals.handle_termination_signals()
   logging.set_verbosity(logging.WARNING)
-  try:  # Before anything else: two copies of one run cannot both write it.
-    run_record.lock(config.root_output_dir, config.experiment)
-  except (run_record.RunLockedError, OSError) as e:
-    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   silos = bool(execution_config.workers)
   if silos and config.client_data is not None:
     flag_utils.fail(_CLIENT_DATA, 'with --workers each worker serves its own client data '
@@ -287,6 +283,10 @@ def main(argv):
   except model_sources.ModelError as e:
     flag_utils.fail(_MODEL, str(e))
   inputs = _prepare_inputs(config, centralized, shards, silos)
+  try:  # Before the first write: two copies of one run cannot both write it.
+    run_record.lock(config.root_output_dir, config.experiment)
+  except (run_record.RunLockedError, OSError) as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   try:  # Before anything is written: a run resumes only as itself.
     dirs = run_record.prepare(config, overwrite=_OVERWRITE.value)
   except run_record.RunMismatchError as e:

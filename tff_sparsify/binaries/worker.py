@@ -47,6 +47,11 @@ _CLIENT_DATA = flags.DEFINE_string(
     'sqlite:PATH (TFF\'s SqlClientData layout) or tfrecord_dir:DIR (one '
     '<client id>.tfrecord per client). The coordinator reads only the list '
     'of client ids, their example counts and the element spec.')
+_USER = flags.DEFINE_string(
+    'user', None,
+    'Drop to this user after binding the port and reading the key: the graphs '
+    'the coordinator sends then run with its rights only (e.g. a user made '
+    'for the worker, who can read the client data and nothing else of note).')
 _MAKE_CREDENTIALS = flags.DEFINE_string(
     'make_credentials', None,
     'Write a new CA, a worker certificate for --hosts and a coordinator '
@@ -90,6 +95,15 @@ def main(argv):
       print(f'{flag_utils.program_name()}: warning: {warning}', file=sys.stderr, flush=True)
   except worker_lib.CredentialsError as e:
     flag_utils.fail(_CREDENTIALS, str(e))
+  if _USER.value is not None:
+    import pwd  # pylint: disable=g-import-not-at-top
+    try:
+      pwd.getpwnam(_USER.value)
+    except KeyError:
+      flag_utils.fail(_USER, 'no such user')
+    if os.getuid() != 0:
+      flag_utils.fail(_USER, 'needs the worker to start as root (it drops to the user after '
+                      'binding)')
   if _LOG_FILE.value and not os.path.isdir(
       os.path.dirname(os.path.abspath(_LOG_FILE.value))):
     flag_utils.fail(_LOG_FILE, 'its directory does not exist')
@@ -121,7 +135,7 @@ def _serve(tls, silo_dir) -> int:
   try:
     return worker_lib.serve(listener, isolate=not _ALLOW_UNISOLATED.value,
                             tls=tls, log_path=_LOG_FILE.value,
-                            ready_fd=sys.stdout, silo_dir=silo_dir)
+                            ready_fd=sys.stdout, silo_dir=silo_dir, user=_USER.value)
   except worker_lib.IsolationError as e:
     flag_utils.fail_with(
         f'{flag_utils.program_name()}: error: {e.strerror}; pass '

@@ -96,6 +96,24 @@ def lock(root_output_dir: str, experiment_name: str) -> str:
   return path
 
 
+def _refuse_links(root: str, dirs: OutputDirs, inner: bool = True):
+  """RunMismatchError if a symbolic link in the run's tree could redirect its writes."""
+  for directory in dirs.all():
+    parent = os.path.dirname(directory)
+    for path in (parent, directory):
+      if os.path.islink(path):
+        raise RunMismatchError(f'{path} is a symbolic link: a run writes only into real '
+                               f'directories under {root}; remove the link')
+    if not inner or not os.path.isdir(directory):
+      continue
+    for current, subdirs, names in os.walk(directory):
+      for name in subdirs + names:
+        path = os.path.join(current, name)
+        if os.path.islink(path):
+          raise RunMismatchError(f'{path} is a symbolic link: writes of the run could land '
+                                 'elsewhere; remove it (or pass --overwrite to start afresh)')
+
+
 def _has_checkpoints(directory: str) -> bool:
   return os.path.isdir(directory) and any(
       name.startswith(CHECKPOINT_PREFIX) for name in os.listdir(directory))
@@ -121,6 +139,7 @@ def prepare(config: config_lib.TrainConfig, *, overwrite: bool = False) -> Outpu
       or has checkpoints but no readable configuration; nothing was changed.
   """
   dirs = output_dirs(config.root_output_dir, config.experiment)
+  _refuse_links(config.root_output_dir, dirs, inner=not overwrite)
   config_path = os.path.join(dirs.results, CONFIG_FILE)
   if overwrite:
     for directory in dirs.all():

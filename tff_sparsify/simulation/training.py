@@ -28,6 +28,7 @@ import asyncio
 import collections
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -173,8 +174,38 @@ def _first_line(error: BaseException) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+DIGESTS_FILE = 'digests.json'
+
+
+def tree_digest(path: str) -> str:
+  """sha256 over a checkpoint's files (relative names and contents); ValueError on a link."""
+  digest = hashlib.sha256()
+  for directory, subdirs, names in os.walk(path):
+    subdirs.sort()
+    for name in sorted(subdirs + names):
+      full = os.path.join(directory, name)
+      if os.path.islink(full):
+        raise ValueError(f'{full} is a symbolic link')
+    for name in sorted(names):
+      full = os.path.join(directory, name)
+      digest.update(os.path.relpath(full, path).encode() + b'\0')
+      with open(full, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+          digest.update(block)
+      digest.update(b'\0')
+  return digest.hexdigest()
+
+
 class CheckpointManager(tff.program.FileProgramStateManager):
   """`FileProgramStateManager` whose `load_latest` survives damaged checkpoints.
+
+  A checkpoint is a TensorFlow program: one is loaded only if its digest
+  (`tree_digest`) is the one this run recorded when it wrote it
+  (`digests.json` beside the checkpoints, written atomically after each
+  save). One missing from the record (another run's, copied in) or not
+  matching it (replaced, or silently corrupted) is treated as damaged,
+  below, without being loaded. A record that does not exist at all (a run
+  made before the record) is said in one line and its checkpoints loaded.
 
   TFF's `load_latest` loads the newest version only, and a truncated or
   corrupted one ends the run with a traceback. Here the versions are tried
@@ -197,13 +228,51 @@ class CheckpointManager(tff.program.FileProgramStateManager):
       if name.startswith(prefix) and version.isdigit() and suffix.isdigit():
         files.remove_tree(os.path.join(self._root_dir, name))
 
+  def _digests_path(self) -> str:
+    return os.path.join(self._root_dir, DIGESTS_FILE)
+
+  def _read_digests(self):
+    """{version: digest}, or None if this run has no record."""
+    path = self._digests_path()
+    if not os.path.lexists(path):
+      return None
+    try:
+      if os.path.islink(path):
+        raise ValueError('a symbolic link')
+      with open(path) as f:
+        found = json.load(f)
+      return {int(k): str(v) for k, v in found.items()}
+    except (OSError, ValueError, AttributeError) as e:
+      self._report(f'checkpoint digests {path} cannot be read ({e}): no checkpoint is trusted')
+      return {}
+
   async def save(self, program_state, version: int) -> None:
+    path = self._get_path_for_version(version)
     try:
       await super().save(program_state, version)
+      digests = self._read_digests() or {}
+      digests[version] = tree_digest(path)
+      existing = {v for v in digests if os.path.isdir(self._get_path_for_version(v))}
+      files.atomic_write_text(self._digests_path(), json.dumps(
+          {str(v): d for v, d in sorted(digests.items()) if v in existing}, indent=1) + '\n')
     except Exception as e:  # pylint: disable=broad-except
       # TF reports a full disk as one of several OpErrors, not as OSError.
-      raise OutputWriteError(
-          f'checkpoint {self._get_path_for_version(version)}', e) from e
+      raise OutputWriteError(f'checkpoint {path}', e) from e
+
+  def _verify(self, version: int, digests) -> str:
+    """Why checkpoint `version` must not be loaded ('' if it may)."""
+    if digests is None:
+      return ''
+    path = self._get_path_for_version(version)
+    if version not in digests:
+      return 'is not in this run\'s record of checkpoints (another run\'s?); not loaded'
+    try:
+      found = tree_digest(path)
+    except (OSError, ValueError) as e:
+      return f'cannot be verified ({e}); not loaded'
+    if found != digests[version]:
+      return 'does not match the digest this run recorded (replaced or corrupted); not loaded'
+    return ''
 
   async def load_latest(self, structure):
     if os.path.isdir(self._root_dir):
@@ -211,9 +280,18 @@ class CheckpointManager(tff.program.FileProgramStateManager):
     versions = await self.get_versions()
     if not versions:
       return None, 0
+    digests = self._read_digests()
+    if digests is None:
+      self._report(f'checkpoints in {self._root_dir} have no digest record (a run made '
+                   'before it): loaded unverified')
     damaged = []
     for version in reversed(versions):
       path = self._get_path_for_version(version)
+      why = self._verify(version, digests)
+      if why:
+        self._report(f'checkpoint {path} {why}')
+        damaged.append(path)
+        continue
       try:
         state = await self.load(version, structure)
       except Exception as e:  # pylint: disable=broad-except

@@ -209,11 +209,41 @@ def _start_worker_binary(port: int, log_path: Optional[str],
       out.close()
 
 
+def drop_privileges(user: str, silo_dir: Optional[str], log_path: Optional[str]):
+  """Becomes `user` (its uid, gid, no supplementary groups) for good.
+
+  Called after the listening socket is bound, the TLS key read and the
+  network namespace made (each needs the starting user's rights), before
+  `worker_binary` starts: a graph it runs can then write only where `user`
+  can. The silo's private directory is handed to `user`; the log file is
+  opened before (worker_binary inherits it).
+  """
+  import pwd  # pylint: disable=g-import-not-at-top
+  try:
+    entry = pwd.getpwnam(user)
+  except KeyError:
+    raise RuntimeError(f'--user={user}: no such user') from None
+  if silo_dir:
+    for path in (silo_dir, os.path.join(silo_dir, 'silo.json')):
+      os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+  if log_path:
+    with open(log_path, 'ab'):
+      pass
+    os.chown(log_path, entry.pw_uid, entry.pw_gid)
+  os.setgroups([])
+  os.setgid(entry.pw_gid)
+  os.setuid(entry.pw_uid)
+  if os.getuid() != entry.pw_uid or os.geteuid() != entry.pw_uid:
+    raise RuntimeError(f'--user={user}: could not drop to uid {entry.pw_uid}')
+  if silo_dir and not os.access(os.path.join(silo_dir, 'data'), os.R_OK):
+    raise RuntimeError(f'--user={user} cannot read the client data')
+
+
 def serve(listener: socket.socket, *, isolate: bool = True,
           tls: Optional[ssl.SSLContext] = None, log_path: Optional[str] = None,
           max_concurrent_computation_calls: int = -1,
           start_timeout: float = 60.0, ready_fd=None,
-          silo_dir: Optional[str] = None) -> int:
+          silo_dir: Optional[str] = None, user: Optional[str] = None) -> int:
   """Runs a worker behind `listener` until a signal or the worker's exit.
 
   Must be called before this process starts any thread (`unshare` of a
@@ -225,6 +255,8 @@ def serve(listener: socket.socket, *, isolate: bool = True,
   if isolate:
     isolate_network()
     port = _INNER_PORT
+  if user is not None:
+    drop_privileges(user, silo_dir, log_path)
   else:
     with socket.socket() as s:
       s.bind(('127.0.0.1', 0))
