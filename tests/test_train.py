@@ -93,7 +93,9 @@ class TrainInProcessTest(tf.test.TestCase, parameterized.TestCase):
     evaluated = [r for r in sorted(rows) if rows[r].get('evaluation/accuracy')]
     self.assertEqual(evaluated, ['0', '2'])  # Every 2 rounds (and the initial model).
     self.assertEqual(sorted(os.listdir(os.path.join(out, 'checkpoints', 'exp'))),
-                     ['program_state_0', 'program_state_2'])
+                     ['digests.json', 'program_state_0', 'program_state_2'])
+    with open(os.path.join(out, 'checkpoints', 'exp', 'digests.json')) as f:
+      self.assertEqual(sorted(json.load(f)), ['0', '2'])  # The digest of each one kept.
     # The last round is evaluated all the same: the summary is the saved
     # final model's accuracy on the test set.
     with open(os.path.join(results, 'summary.json')) as f:
