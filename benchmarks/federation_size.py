@@ -5,8 +5,8 @@ writer, `--examples_per_client` examples each drawn from FashionMNIST's
 training split), served by one local worker by client id, FedAvg on the
 paper's FC model, `--clients_per_round` clients per round, 1 local epoch.
 Each size runs in a child process of its own, so that its peak RSS
-(`ru_maxrss` of the coordinator process; the worker is another process) is
-its own; a round is `process.next` on the sampled ids. Reported per size:
+(VmHWM of the coordinator process; the worker is another process) is its
+own; a round is `process.next` on the sampled ids. Reported per size:
 peak RSS, median seconds per round (and spread) after `--warmup_rounds`,
 the manifest's bytes, and both as ratios to the smallest size.
 
@@ -20,7 +20,6 @@ import collections
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -63,6 +62,16 @@ def _file(size: int) -> str:
   return path
 
 
+def _peak_rss_mb() -> float:
+  """This process's peak RSS (VmHWM): unlike `ru_maxrss`, not inherited from the
+  parent across fork and exec (the parent holds the clients it wrote)."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmHWM:'):
+        return int(line.split()[1]) / 1024
+  raise RuntimeError('no VmHWM in /proc/self/status')
+
+
 def _child(size: int) -> dict:
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
@@ -74,7 +83,7 @@ def _child(size: int) -> dict:
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
   path = _file(size)
-  rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  rss_before = _peak_rss_mb()
   execution.drop_import_time_default_context()
   tf.keras.utils.set_random_seed(SEED)
   config = config_lib.TrainConfig(algorithm='fedavg', num_clients=size,
@@ -100,8 +109,8 @@ def _child(size: int) -> dict:
       elapsed = time.perf_counter() - start
       if round_num > _WARMUP.value:
         times.append(elapsed)
-  return dict(size=size, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              rss_after_imports_mb=rss_before / 1024, manifest_bytes=manifest_bytes,
+  return dict(size=size, peak_rss_mb=_peak_rss_mb(),
+              rss_after_imports_mb=rss_before, manifest_bytes=manifest_bytes,
               seconds=times, median_s=statistics.median(times), min_s=min(times),
               max_s=max(times))
 

@@ -191,7 +191,8 @@ class RemoteWorkersTest(tf.test.TestCase):
     from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
     with self.assertRaisesRegex(
         execution.WorkerStartError,
-        f'^TFF worker at {ns_ip}:{PORT} not reachable over mutual TLS within 2 s$'):
+        f'^TFF worker at {ns_ip}:{PORT} not reachable over mutual TLS within 2 s: its '
+        'certificate is refused: .+$'):
       with execution.worker_pool_context(workers=[f'{ns_ip}:{PORT}'],
                                          credentials_dir=self.other_creds,
                                          worker_timeout=2):

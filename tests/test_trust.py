@@ -239,6 +239,34 @@ class TlsTest(tf.test.TestCase):
       handshake(ssl.TLSVersion.TLSv1_3, foreign)
 
 
+class MisnamedCertificateTest(tf.test.TestCase):
+
+  def test_a_certificate_not_naming_the_host_is_named_by_the_coordinator_and_logged(self):
+    tmp = self.create_tempdir().full_path
+    worker_lib.make_credentials(os.path.join(tmp, 'creds'), ['10.9.9.9'])
+    log = os.path.join(tmp, 'worker.log')
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
+         f'--credentials={tmp}/creds/worker-10.9.9.9', f'--log_file={log}'], cwd=fixtures.REPO,
+        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    self.addCleanup(proc.wait, 15)
+    self.addCleanup(proc.terminate)
+    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+    with self.assertRaisesRegex(
+        execution.WorkerStartError,
+        rf'^TFF worker at 127\.0\.0\.1:{port} not reachable over mutual TLS within 3 s: its '
+        r"certificate is refused: IP address mismatch, certificate is not valid for '127\.0\.0\.1'"):
+      with execution.worker_pool_context(workers=[f'127.0.0.1:{port}'], start_timeout=3,
+                                         credentials_dir=f'{tmp}/creds/coordinator'):
+        pass
+    deadline = time.monotonic() + 10
+    while not (os.path.exists(log) and 'TLS handshake' in open(log).read()):
+      self.assertLess(time.monotonic(), deadline)
+      time.sleep(0.05)
+    self.assertRegex(open(log).read(), r'TLS handshake from 127\.0\.0\.1 failed: \S+')
+
+
 class PrivilegeDropTest(tf.test.TestCase):
 
   def test_a_graph_sent_to_a_worker_run_with_user_writes_only_where_that_user_can(self):

@@ -69,7 +69,13 @@ class Federation:
     return self.manifests[0]['element_spec']
 
   def clients(self, split: str = sources.TRAIN) -> dict[str, tuple[int, str, int]]:
-    """{client id: (worker index, the file's split name, examples)}, ids sorted."""
+    """{client id: (worker index, the file's split name, examples)}, ids sorted (cached)."""
+    cache = self.__dict__.setdefault('_clients', {})
+    if split not in cache:
+      cache[split] = self._clients_of(split)
+    return cache[split]
+
+  def _clients_of(self, split: str) -> dict[str, tuple[int, str, int]]:
     found = {}
     for index, manifest in enumerate(self.manifests[:1] if self.shared else self.manifests):
       entry = manifest['splits'].get(split)

@@ -432,9 +432,11 @@ class Worker:
         grpc.channel_ready_future(self.channel).result(self._start_timeout)
       except grpc.FutureTimeoutError:
         self.channel.close()
+        why = _tls_diagnosis(self.address, self._credentials_dir,
+                             timeout=min(5.0, self._start_timeout))
         raise WorkerStartError(
             f'TFF worker at {self.address} not reachable over mutual TLS '
-            f'within {self._start_timeout:g} s') from None
+            f'within {self._start_timeout:g} s' + (f': {why}' if why else '')) from None
     self.stub = DeadlineStub(self.channel, self.address, timeout=self._timeout,
                              max_reply_bytes=self._max_reply_bytes,
                              process=self.process)
@@ -517,6 +519,40 @@ class Worker:
   def restart(self):
     self.stop()
     self.start()
+
+
+def _tls_diagnosis(address: str, directory: str, timeout: float = 5.0) -> str:
+  """Why a TLS handshake with `address` fails, as Python's ssl says it ('' if it does not).
+
+  gRPC reports a failed handshake only as a worker not becoming ready; this
+  makes the same handshake (TLS 1.3, the coordinator's certificate, ALPN h2)
+  to name the cause: a certificate that does not name the host, expired, of
+  another CA, or nothing listening.
+  """
+  import socket  # pylint: disable=g-import-not-at-top
+  import ssl  # pylint: disable=g-import-not-at-top
+  host, _, port = address.rpartition(':')
+  host = host.strip('[]')
+  context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+  context.minimum_version = ssl.TLSVersion.TLSv1_3
+  try:
+    context.load_verify_locations(os.path.join(directory, worker_lib.CA_FILE))
+    context.load_cert_chain(os.path.join(directory, worker_lib.CLIENT_CERT),
+                            os.path.join(directory, worker_lib.CLIENT_KEY))
+    context.set_alpn_protocols(['h2'])
+    with socket.create_connection((host, int(port)), timeout=timeout) as raw:
+      with context.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+        if not tls.recv(1):
+          return 'the worker closed the connection after the handshake (is the coordinator\'s ' \
+                 'certificate from this worker\'s CA?)'
+  except ssl.SSLCertVerificationError as e:
+    return f'its certificate is refused: {e.verify_message}'
+  except ssl.SSLError as e:
+    return f'TLS handshake failed: {e.reason or e}'
+  except OSError as e:
+    return f'cannot connect: {e.strerror or e}'
+  return ''
 
 
 def _coordinator_credentials(directory: str) -> grpc.ChannelCredentials:
