@@ -173,5 +173,45 @@ class ByIdRoundTest(tf.test.TestCase):
           self.assertAllEqual(a, b)
 
 
+class BuiltinByIdTest(tf.test.TestCase):
+  """The built-in clients, written for the workers, train as the coordinator's datasets did."""
+
+  def test_builtin_clients_by_id_equal_the_dataset_path_bit_for_bit(self):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (60, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, 10, 60).astype(np.int64)
+    shards = [np.arange(0, 25), np.arange(25, 40), np.arange(40, 60)[::-1]]
+    served = client_ids.write_builtin(shards, images, labels,
+                                      os.path.join(self.create_tempdir().full_path, 'c'))
+    train = data.to_client_data(images, labels, shards)  # The coordinator's (dataset path).
+
+    def model_fn():
+      model = tf.keras.Sequential([tf.keras.layers.Flatten(input_shape=(28, 28)),
+                                   tf.keras.layers.Dense(10)])
+      return tff.learning.models.from_keras_model(
+          model, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+          input_spec=collections.OrderedDict(x=tf.TensorSpec([None, 28, 28], tf.float32),
+                                             y=tf.TensorSpec([None], tf.int32)))
+
+    def preprocess(dataset, seed):
+      return data.preprocess_client_dataset(dataset, batch_size=8, epochs=2, seed=seed)
+
+    tf.keras.utils.set_random_seed(5)
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        model_fn, tff.learning.optimizers.build_sgdm(0.1))
+    ids, seeds = [data.client_id(2), data.client_id(0)], [21, 22]
+    with execution.worker_pool_context(num_local_workers=1, client_data=served) as context:
+      federation = client_ids.discover(context, shared=True)
+      computation = client_ids.build_dataset_computation(
+          federation, dict(x='x', y='y'), preprocess, graph_seed=5)
+      by_id = training.ByIdProcess(process, computation, context)
+      state = by_id.next(by_id.initialize(), federation.arguments(ids, seeds)).state
+      expected = process.next(process.initialize(), [
+          preprocess(train.create_tf_dataset_for_client(c), s) for c, s in zip(ids, seeds)]).state
+      for a, b in zip(process.get_model_weights(state).trainable,
+                      process.get_model_weights(expected).trainable):
+        self.assertAllEqual(a, b)
+
+
 if __name__ == '__main__':
   tf.test.main()
