@@ -190,6 +190,28 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _start_worker(test, credentials, *extra):
+  """`tff-sparsify-worker` on 127.0.0.1 (a free port), stopped at cleanup; its port."""
+  port = _free_port()
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
+       f'--credentials={credentials}', *extra], cwd=fixtures.REPO,
+      env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  test.addCleanup(proc.wait, 15)
+  test.addCleanup(proc.terminate)
+  test.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+  return port
+
+
+def _handshake_lines(test, log):
+  """The worker log's failed-handshake lines, once there is one (10 s at most)."""
+  deadline = time.monotonic() + 10
+  while not (os.path.exists(log) and 'TLS handshake' in open(log).read()):
+    test.assertLess(time.monotonic(), deadline)
+    time.sleep(0.05)
+  return [l for l in open(log).read().splitlines() if 'TLS handshake' in l]
+
+
 class TlsTest(tf.test.TestCase):
 
   def test_old_tls_and_foreign_certificates_are_refused_and_logged_once_per_peer(self):
@@ -200,14 +222,7 @@ class TlsTest(tf.test.TestCase):
     foreign = os.path.join(tmp, 'foreign', worker_lib.COORDINATOR_DIR)
     worker_creds = os.path.join(tmp, 'creds', worker_lib.worker_dir('127.0.0.1'))
     log = os.path.join(tmp, 'worker.log')
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
-         f'--credentials={worker_creds}', f'--log_file={log}'], cwd=fixtures.REPO,
-        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    self.addCleanup(proc.wait, 15)
-    self.addCleanup(proc.terminate)
-    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+    port = _start_worker(self, worker_creds, f'--log_file={log}')
 
     def handshake(max_version, directory):
       context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -225,11 +240,7 @@ class TlsTest(tf.test.TestCase):
     for _ in range(2):  # Twice: one line (rate-limited per peer).
       with self.assertRaises(ssl.SSLError):
         handshake(ssl.TLSVersion.TLSv1_2, creds)
-    deadline = time.monotonic() + 10
-    while not (os.path.exists(log) and 'TLS handshake' in open(log).read()):
-      self.assertLess(time.monotonic(), deadline)
-      time.sleep(0.05)
-    lines = [l for l in open(log).read().splitlines() if 'TLS handshake' in l]
+    lines = _handshake_lines(self, log)
     self.assertLen(lines, 1)
     self.assertRegex(lines[0], r'tff-sparsify-worker: TLS handshake from 127\.0\.0\.1 failed: '
                                r'.*(VERSION|PROTOCOL)')
@@ -245,14 +256,7 @@ class MisnamedCertificateTest(tf.test.TestCase):
     tmp = self.create_tempdir().full_path
     worker_lib.make_credentials(os.path.join(tmp, 'creds'), ['10.9.9.9'])
     log = os.path.join(tmp, 'worker.log')
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
-         f'--credentials={tmp}/creds/worker-10.9.9.9', f'--log_file={log}'], cwd=fixtures.REPO,
-        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    self.addCleanup(proc.wait, 15)
-    self.addCleanup(proc.terminate)
-    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+    port = _start_worker(self, f'{tmp}/creds/worker-10.9.9.9', f'--log_file={log}')
     with self.assertRaisesRegex(
         execution.WorkerStartError,
         rf'^TFF worker at 127\.0\.0\.1:{port} not reachable over mutual TLS within 3 s: its '
@@ -260,11 +264,8 @@ class MisnamedCertificateTest(tf.test.TestCase):
       with execution.worker_pool_context(workers=[f'127.0.0.1:{port}'], start_timeout=3,
                                          credentials_dir=f'{tmp}/creds/coordinator'):
         pass
-    deadline = time.monotonic() + 10
-    while not (os.path.exists(log) and 'TLS handshake' in open(log).read()):
-      self.assertLess(time.monotonic(), deadline)
-      time.sleep(0.05)
-    self.assertRegex(open(log).read(), r'TLS handshake from 127\.0\.0\.1 failed: \S+')
+    self.assertRegex(_handshake_lines(self, log)[0],
+                     r'TLS handshake from 127\.0\.0\.1 failed: \S+')
 
 
 class PrivilegeDropTest(tf.test.TestCase):
@@ -274,14 +275,7 @@ class PrivilegeDropTest(tf.test.TestCase):
       self.skipTest('--user needs root')
     tmp = self.create_tempdir().full_path
     worker_lib.make_credentials(os.path.join(tmp, 'creds'), ['127.0.0.1'])
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, '-m', 'binaries.worker', '--host=127.0.0.1', f'--port={port}',
-         f'--credentials={tmp}/creds/worker-127.0.0.1', '--user=nobody'], cwd=fixtures.REPO,
-        env=fixtures.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    self.addCleanup(proc.wait, 15)
-    self.addCleanup(proc.terminate)
-    self.assertEqual(proc.stdout.readline().strip(), worker_lib.READY_LINE)
+    port = _start_worker(self, f'{tmp}/creds/worker-127.0.0.1', '--user=nobody')
     private = os.path.join(tmp, 'root_only')
     os.mkdir(private, 0o700)
     shared = os.path.join(tmp, 'anyone')

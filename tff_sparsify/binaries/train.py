@@ -350,6 +350,8 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   import tensorflow as tf
   from tff_sparsify.simulation import client_ids
   from tff_sparsify.simulation import execution
+  from tff_sparsify.simulation import run_inputs
+  from tff_sparsify.simulation import silo
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top
   tf.keras.utils.set_random_seed(config.seed)
@@ -375,7 +377,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
       # A worker's reply: at most the manifest's cap plus 16 models' bytes.
       model_bytes = execution.type_bytes(process.get_model_weights.type_signature.result)
       context = stack.enter_context(execution.worker_pool_context(
-          max_reply_bytes=client_ids.silo.MAX_MANIFEST_BYTES + 16 * model_bytes + (1 << 20),
+          max_reply_bytes=silo.MAX_MANIFEST_BYTES + 16 * model_bytes + (1 << 20),
           num_local_workers=execution_config.num_local_workers,
           workers=execution_config.workers,
           credentials_dir=execution_config.worker_credentials,
@@ -388,7 +390,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
       element_fn = run_data.element_fn
       if silos:
         try:
-          inputs, element_fn = run_inputs_lib().check_silos(config, inputs, federation)
+          inputs, element_fn = run_inputs.check_silos(config, inputs, federation)
         except config_lib.ConfigError as e:
           flag_utils.fail(flags.FLAGS[e.field], e.reason)
         _check_federation(dirs, federation)
@@ -418,11 +420,6 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
       f'{result.dirs.results}, {result.dirs.checkpoints}, {result.dirs.logdir}',
       flush=True,
   )
-
-
-def run_inputs_lib():
-  from tff_sparsify.simulation import run_inputs  # pylint: disable=g-import-not-at-top
-  return run_inputs
 
 
 FEDERATION_FILE = 'federation.json'

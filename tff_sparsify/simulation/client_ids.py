@@ -32,6 +32,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify.simulation import evaluation
+from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import silo
 from tff_sparsify.simulation import sources
 from tff_sparsify.simulation.sources import spec as spec_lib
@@ -130,9 +132,9 @@ def discover(context, *, shared: bool) -> Federation:
   for worker in context.workers:
     try:
       raw = worker.context.invoke(read, None)
-    except Exception as e:  # pylint: disable=broad-except  (TFF wraps the worker's error)
-      if 'WorkerLostError' in type(e).__name__:
-        raise
+    except (execution.WorkerLostError, execution.WorkerReplyError):
+      raise
+    except Exception:  # pylint: disable=broad-except  (TFF wraps the worker's error)
       raise FederationError(
           f'worker {worker.address} serves no client data (start it with '
           f'tff-sparsify-worker --client_data=KIND:PATH)') from None
@@ -204,7 +206,6 @@ def build_dataset_computation(
     dataset = module.client_dataset(silo.DATA_LINK, arg['id'], arg['split'], selected, features)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(arg['examples']))
     if held_out_fraction > 0:
-      from tff_sparsify.simulation import evaluation  # pylint: disable=g-import-not-at-top
       dataset = evaluation.keep_part(dataset, held_out_fraction, held_out)
     return preprocess_fn(dataset, arg['seed'])
 

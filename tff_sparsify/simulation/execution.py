@@ -64,6 +64,7 @@ from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.impl.context_stack import context_base
 from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context as mergeable
+from tensorflow_federated.python.core.impl.executors import cardinalities_utils
 from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.types import type_analysis
 from tensorflow_federated.python.core.impl.types import type_conversions
@@ -651,22 +652,6 @@ def _cut_clients(value, type_spec, start: int, stop: int):
   return value
 
 
-def _clients_in(value, type_spec) -> Optional[int]:
-  """The length of the CLIENTS-placed lists of `value`, or None if it has none."""
-  if isinstance(type_spec, tff.StructType):
-    for (_, element), (_, element_type) in zip(
-        structure.iter_elements(structure.from_container(value)),
-        structure.iter_elements(type_spec)):
-      found = _clients_in(element, element_type)
-      if found is not None:
-        return found
-    return None
-  if (isinstance(type_spec, tff.FederatedType) and type_spec.placement is tff.CLIENTS
-      and not type_spec.all_equal):
-    return len(value)
-  return None
-
-
 class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
   """A sync TFF context over `workers`; restarts lost local workers.
 
@@ -720,7 +705,7 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
     """(the argument of each worker taking part, their contexts)."""
     counts = self._clients_per_worker
     if counts is not None and arg is not None:
-      found = _clients_in(arg, parameter_type)
+      found = cardinalities_utils.infer_cardinalities(arg, parameter_type).get(tff.CLIENTS)
       if found is not None:
         if found != sum(counts):
           raise ValueError(f'{found} clients for workers planned to take {sum(counts)}')
@@ -830,7 +815,6 @@ def worker_pool_context(
           isolate=not allow_unisolated_workers, client_data=client_data,
           max_reply_bytes=max_reply_bytes)
               for i in range(num_local_workers)]
-    merge_worker = None
     if len(workers) > 1:
       # The partial aggregates are merged here, on a local worker of this
       # process: a silo then receives the model and its clients' ids only,
@@ -840,7 +824,7 @@ def worker_pool_context(
           default_num_clients=default_num_clients, start_timeout=start_timeout,
           log_path=(os.path.join(log_dir, 'merge_worker.log') if log_dir else None),
           isolate=not allow_unisolated_workers)
-    for w in pool + ([merge_worker] if merge_worker else []):
+    for w in pool + [merge_worker] * bool(merge_worker):
       w.start()
     context = WorkerPoolContext(pool, max_restarts=max_restarts, log=log,
                                 merge_worker=merge_worker)
@@ -850,7 +834,7 @@ def worker_pool_context(
     finally:
       context.close()
   finally:
-    for w in pool + ([merge_worker] if merge_worker else []):
+    for w in pool + [merge_worker] * bool(merge_worker):
       w.stop()
     shutil.rmtree(socket_dir, ignore_errors=True)
 

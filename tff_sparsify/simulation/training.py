@@ -318,6 +318,21 @@ def client_shuffle_seed(seed: int, round_num: int, client_index: int) -> int:
   return int((seed * 1_000_003 + round_num * 10_007 + client_index) % (2**31 - 1))
 
 
+def _sampler(client_ids: list, clients_per_round: int, seed: int) -> Callable:
+  """`round_num -> [(client id, its shuffle seed)]`: TFF's uniform sampling without replacement."""
+  if not 1 <= clients_per_round <= len(client_ids):
+    raise ValueError(f'clients_per_round must be in [1, {len(client_ids)}], got '
+                     f'{clients_per_round}')
+  sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False, random_seed=seed)
+  index = {cid: i for i, cid in enumerate(client_ids)}
+
+  def sampled(round_num: int):
+    return [(cid, client_shuffle_seed(seed, round_num, index[cid]))
+            for cid in sample(round_num, clients_per_round)]
+
+  return sampled
+
+
 def build_training_selection_fn(
     client_data: tff.simulation.datasets.ClientData, *, clients_per_round: int,
     batch_size: int, epochs: int, seed: int, element_fn: Optional[Callable] = None,
@@ -327,25 +342,14 @@ def build_training_selection_fn(
   `element_fn` turns a batch into the model's input (`data.RunData.element_fn`;
   default: the built-in images' `normalize`).
   """
-  client_ids = list(client_data.client_ids)
-  if not 1 <= clients_per_round <= len(client_ids):
-    raise ValueError(
-        f'clients_per_round must be in [1, {len(client_ids)}], got '
-        f'{clients_per_round}'
-    )
-  sample = tff.simulation.build_uniform_sampling_fn(
-      client_ids, replace=False, random_seed=seed
-  )
-  index = {cid: i for i, cid in enumerate(client_ids)}
+  sampled = _sampler(list(client_data.client_ids), clients_per_round, seed)
 
   def selection_fn(round_num: int) -> list[tf.data.Dataset]:
     return [
         data_lib.preprocess_client_dataset(
             client_data.create_tf_dataset_for_client(cid),
-            batch_size=batch_size, epochs=epochs,
-            seed=client_shuffle_seed(seed, round_num, index[cid]), element_fn=element_fn,
-        )
-        for cid in sample(round_num, clients_per_round)
+            batch_size=batch_size, epochs=epochs, seed=client_seed, element_fn=element_fn)
+        for cid, client_seed in sampled(round_num)
     ]
 
   return selection_fn
@@ -355,21 +359,15 @@ def build_id_selection_fn(federation, *, clients_per_round: int, seed: int) -> C
   """`round_num -> (client arguments, clients per worker)`, for `ByIdProcess`.
 
   The clients are sampled as `build_training_selection_fn` samples them
-  (TFF's uniform sampling without replacement over the sorted client ids,
-  the same shuffle seeds), but what goes to the workers is each client's id
+  (the same sampler over the sorted client ids, the same shuffle seeds), but
+  what goes to the workers is each client's id
   (`client_ids.Federation.arguments`).
   """
-  client_ids = list(federation.clients())
-  if not 1 <= clients_per_round <= len(client_ids):
-    raise ValueError(f'clients_per_round must be in [1, {len(client_ids)}], got '
-                     f'{clients_per_round}')
-  sample = tff.simulation.build_uniform_sampling_fn(client_ids, replace=False, random_seed=seed)
-  index = {cid: i for i, cid in enumerate(client_ids)}
+  sampled = _sampler(list(federation.clients()), clients_per_round, seed)
 
   def selection_fn(round_num: int):
-    ids = sample(round_num, clients_per_round)
-    return federation.arguments(
-        ids, [client_shuffle_seed(seed, round_num, index[cid]) for cid in ids])
+    ids, seeds = zip(*sampled(round_num))
+    return federation.arguments(list(ids), list(seeds))
 
   return selection_fn
 

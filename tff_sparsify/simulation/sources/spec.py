@@ -108,7 +108,7 @@ def batched_parser(selected: dict, features: dict[str, str], batch_size: int = 2
 
   Parses and converts `batch_size` records per call (TFF's own parser takes
   one: the paper's FashionMNIST protocol then ran 2.9x the built-in path's
-  round time, `benchmarks/results/client_data_round_time.md`) and caches the
+  round time, `client_data_round_time_per_example_parser.md`) and caches the
   parsed client dataset, so that a client's local epochs read its file once.
   x keeps the spec's dtype, y becomes int32.
   """
@@ -127,7 +127,7 @@ def batched_parser(selected: dict, features: dict[str, str], batch_size: int = 2
 
   def parse(dataset):
     # Parsed and converted a batch at a time, then unbatched: a map per
-    # example after `unbatch` cost 3x the whole read (probe, issue 33).
+    # example after `unbatch` cost more than the whole read (issue 33).
     return (dataset.batch(batch_size)
             .map(lambda b: to_xy(tf.io.parse_example(b, parse_spec)))
             .unbatch().cache())

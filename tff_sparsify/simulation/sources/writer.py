@@ -198,8 +198,7 @@ def _write_sqlite(clients: Clients, path: str):
         connection.execute('INSERT INTO client_metadata VALUES (?, ?, ?)',
                            (client_id, split, len(y)))
     # TFF's reader selects one client's examples by client_id and split: without
-    # an index every client read scans the whole table (2x the read time of
-    # 3 FashionMNIST shards, probe in BUILD_NOTES).
+    # an index every client read scans the whole table.
     connection.execute('CREATE INDEX examples_client ON examples (client_id, split_name)')
     connection.commit()
   finally:
