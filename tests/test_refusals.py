@@ -81,5 +81,5 @@ class IsolationPlatformsTest(tf.test.TestCase):
         result.stderr.strip(),
         r'^train.py: error: cannot make a private network namespace .*: a local '
         r'worker cannot be isolated here; pass --allow_unisolated_workers to run '
-        r'it anyway \(its TCP port then open on this machine\)$')
+        r"it anyway \(bound to loopback, reachable by other local users\)$")
     self.assertFalse(os.path.exists(os.path.join(out, 'checkpoints', 'exp', 'program_state_1')))

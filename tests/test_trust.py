@@ -11,20 +11,26 @@
 - An output directory other users can write: refused in one line.
 - TLS below 1.3, a client certificate from another CA: refused, one line
   each in the worker's log, rate-limited per peer.
+- An unisolated worker probed from another network namespace: refused
+  (worker_binary as TFF starts it is reachable from there: the oracle).
 """
 
 import concurrent.futures
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
 import numpy as np
+import psutil
+import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
@@ -266,6 +272,87 @@ class MisnamedCertificateTest(tf.test.TestCase):
         pass
     self.assertRegex(_handshake_lines(self, log)[0],
                      r'TLS handshake from 127\.0\.0\.1 failed: \S+')
+
+
+def _listening_ports(pid):
+  return [c.laddr.port for c in psutil.Process(pid).net_connections(kind='tcp')
+          if c.status == psutil.CONN_LISTEN]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
+class UnisolatedWorkerTest(tf.test.TestCase):
+  """--allow_unisolated_workers: worker_binary in this namespace, on loopback only."""
+
+  def setUp(self):
+    super().setUp()
+    # Another "host": a namespace joined to this one by a veth pair.
+    self.ns, veth, self.host_ip = 'tffs-trust-probe', 'tffsprobe0', '10.231.7.1'
+    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    subprocess.run(['ip', 'netns', 'del', self.ns], capture_output=True)
+    subprocess.run(['ip', 'link', 'del', veth], capture_output=True)
+    run('ip', 'netns', 'add', self.ns)
+    self.addCleanup(subprocess.run, ['ip', 'netns', 'del', self.ns], capture_output=True)
+    run('ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', veth + 'p')
+    self.addCleanup(subprocess.run, ['ip', 'link', 'del', veth], capture_output=True)
+    run('ip', 'link', 'set', veth + 'p', 'netns', self.ns)
+    run('ip', 'addr', 'add', f'{self.host_ip}/24', 'dev', veth)
+    run('ip', 'link', 'set', veth, 'up')
+    run('ip', 'netns', 'exec', self.ns, 'ip', 'addr', 'add', '10.231.7.2/24', 'dev', veth + 'p')
+    run('ip', 'netns', 'exec', self.ns, 'ip', 'link', 'set', veth + 'p', 'up')
+
+  def _reachable_from_the_other_host(self, port):
+    code = f'import socket; socket.create_connection(({self.host_ip!r}, {port}), timeout=3)'
+    result = subprocess.run(['ip', 'netns', 'exec', self.ns, sys.executable, '-c', code],
+                            capture_output=True, text=True, timeout=60)
+    self.assertTrue(result.returncode == 0 or 'ConnectionRefusedError' in result.stderr,
+                    result.stderr)
+    return result.returncode == 0
+
+  def test_an_unisolated_worker_is_not_reachable_from_another_host(self):
+    # The oracle: worker_binary as TFF starts it (`--port` only) is.
+    port = _free_port()
+    plain = subprocess.Popen([worker_lib.worker_binary_path(), f'--port={port}'],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    self.addCleanup(plain.wait, 15)
+    self.addCleanup(plain.kill)
+    worker_lib._wait_for_port(port, plain, 60)  # pylint: disable=protected-access
+    self.assertTrue(self._reachable_from_the_other_host(port))
+    with self.assertRaisesRegex(RuntimeError, rf'^worker_binary listens on :: port {port}, '
+                                'beyond loopback; refusing to serve$'):
+      worker_lib.check_loopback_only(port)
+
+    @tff.tensorflow.computation(np.int32)
+    def add_one(x):
+      return x + 1
+
+    with execution.worker_pool_context(num_local_workers=1,
+                                       allow_unisolated_workers=True) as pool:
+      self.assertEqual(add_one(41), 42)
+      process = pool.workers[0].process
+      binaries = [c for c in psutil.Process(process.pid).children(recursive=True)
+                  if c.name() == 'worker_binary']
+      self.assertLen(binaries, 1)
+      # In this host's namespace (not isolated), on one port...
+      self.assertEqual(os.readlink(f'/proc/{binaries[0].pid}/ns/net'),
+                       os.readlink('/proc/self/ns/net'))
+      [port] = _listening_ports(binaries[0].pid)
+      with socket.create_connection(('127.0.0.1', port), timeout=3):
+        pass  # ...which loopback reaches,
+      self.assertFalse(self._reachable_from_the_other_host(port))  # another host not.
+
+  def test_without_a_compiler_an_unisolated_worker_is_refused_in_one_line(self):
+    directory = tempfile.mkdtemp()  # Owner-only, and short enough for AF_UNIX.
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    sock = os.path.join(directory, 'w.sock')
+    result = subprocess.run(
+        [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker', f'--unix_socket={sock}',
+         '--no_isolation'], cwd=fixtures.REPO, env=dict(fixtures.subprocess_env(), CC='false'),
+        capture_output=True, text=True, timeout=60)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertRegex(result.stderr.strip(),
+                     r'^tff_sparsify.simulation.worker: error: could not build the '
+                     r'loopback-only bind for an unisolated worker \(false: no output\)$')
+    self.assertEqual(result.stdout, '')  # Never ready.
 
 
 class PrivilegeDropTest(tf.test.TestCase):

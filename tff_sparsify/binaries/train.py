@@ -226,7 +226,8 @@ _MAX_WORKER_RESTARTS = flags.DEFINE_integer(
 _ALLOW_UNISOLATED = flags.DEFINE_bool(
     'allow_unisolated_workers', False,
     'Where no private network namespace can be made, run local workers '
-    'anyway (their TCP ports then open on this machine).')
+    'anyway, bound to loopback only (a preloaded bind, built with cc): '
+    'other local users of this machine can then reach them.')
 
 
 def _execution_config() -> config_lib.ExecutionConfig:

@@ -40,7 +40,8 @@ _LOG_FILE = flags.DEFINE_string(
 _ALLOW_UNISOLATED = flags.DEFINE_bool(
     'allow_unisolated', False,
     'Where no private network namespace can be made, run worker_binary '
-    'anyway: its own TCP port is then open on this host, unauthenticated.')
+    'anyway, bound to loopback only (a preloaded bind, built with cc): '
+    'other local users of this host can then reach it, unauthenticated.')
 _CLIENT_DATA = flags.DEFINE_string(
     'client_data', None,
     'This silo\'s client data, served by client id and never sent: '
@@ -139,8 +140,9 @@ def _serve(tls, silo_dir) -> int:
   except worker_lib.IsolationError as e:
     flag_utils.fail_with(
         f'{flag_utils.program_name()}: error: {e.strerror}; pass '
-        '--allow_unisolated to serve anyway (worker_binary\'s own port then '
-        'open on this host, unauthenticated)', code=1)
+        '--allow_unisolated to serve anyway (worker_binary then listens on '
+        'this host\'s loopback, unauthenticated: other local users can reach it)',
+        code=1)
   except RuntimeError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
 

@@ -486,8 +486,8 @@ class Worker:
       if process.returncode == 3:  # No network namespace on this platform.
         raise WorkerStartError(
             f'{detail}: a local worker cannot be isolated here; pass '
-            '--allow_unisolated_workers to run it anyway (its TCP port then '
-            'open on this machine)')
+            '--allow_unisolated_workers to run it anyway (bound to loopback, '
+            'reachable by other local users)')
       raise WorkerStartError(
           f'local TFF worker {self.address} did not start: {detail}')
 

@@ -15,6 +15,12 @@ writes included. `serve` puts it where only the intended client reaches it:
 3. Connections accepted on the socket of step 1 are relayed, byte for byte,
    to the worker on the namespace's loopback.
 
+Where no namespace can be made and the user allows an unisolated worker,
+`worker_binary` runs in the host's namespace with a preloaded `bind` that
+binds loopback only (`_LOOPBACK_BIND_C`, built with the system's C compiler at
+start), and its listening sockets are read back from `/proc/net` before it is
+used: a worker found listening beyond loopback is stopped and refused.
+
 The worker dies with this process (`PR_SET_PDEATHSIG`), and this process with
 its parent when `parent_pid` is given. Python, not TF: this module imports no
 TensorFlow and is run as `python -m tff_sparsify.simulation.worker` or the console script
@@ -189,20 +195,120 @@ def _wait_for_port(port: int, process: subprocess.Popen, timeout: float):
     time.sleep(0.05)
 
 
+# worker_binary has only `--port` and binds `[::]`. Unisolated, this `bind`
+# (preloaded) binds every IPv4 socket to 127.0.0.1 and every IPv6 one to
+# ::ffff:127.0.0.1 (IPv4 loopback through a dual-stack socket: the relay
+# connects to 127.0.0.1), whatever address was asked for.
+_LOOPBACK_BIND_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+
+typedef int (*bind_fn)(int, const struct sockaddr *, socklen_t);
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len) {
+  static bind_fn real_bind;
+  if (!real_bind) real_bind = (bind_fn)dlsym(RTLD_NEXT, "bind");
+  if (addr && addr->sa_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+    struct sockaddr_in a;
+    memcpy(&a, addr, sizeof a);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return real_bind(fd, (const struct sockaddr *)&a, sizeof a);
+  }
+  if (addr && addr->sa_family == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+    struct sockaddr_in6 a;
+    memcpy(&a, addr, sizeof a);
+    memset(&a.sin6_addr, 0, sizeof a.sin6_addr);
+    a.sin6_addr.s6_addr[10] = 0xff;
+    a.sin6_addr.s6_addr[11] = 0xff;
+    a.sin6_addr.s6_addr[12] = 127;
+    a.sin6_addr.s6_addr[15] = 1;
+    return real_bind(fd, (const struct sockaddr *)&a, sizeof a);
+  }
+  return real_bind(fd, addr, len);
+}
+"""
+
+
+def build_loopback_bind(directory: str) -> str:
+  """Compiles `_LOOPBACK_BIND_C` into `directory`; returns the library's path."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  compiler = os.environ.get('CC') or shutil.which('cc') or shutil.which('gcc')
+  if not compiler:
+    raise RuntimeError('an unisolated worker needs a C compiler (cc or gcc) to '
+                       'bind loopback only; none found on PATH')
+  source = os.path.join(directory, 'loopback_bind.c')
+  library = os.path.join(directory, 'loopback_bind.so')
+  _write(source, _LOOPBACK_BIND_C)
+  result = subprocess.run(
+      [compiler, '-O2', '-shared', '-fPIC', '-o', library, source, '-ldl'],
+      stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+      check=False)
+  if result.returncode != 0:
+    last = (result.stderr.strip().splitlines() or ['no output'])[-1]
+    raise RuntimeError(f'could not build the loopback-only bind for an '
+                       f'unisolated worker ({compiler}: {last})')
+  return library
+
+
+def _listening_addresses(port: int) -> list[str]:
+  """Local addresses of TCP sockets listening on `port`, from /proc/net."""
+  found = []
+  for name, width in (('tcp', 8), ('tcp6', 32)):
+    try:
+      with open(f'/proc/net/{name}') as f:
+        lines = f.read().splitlines()[1:]
+    except OSError:
+      continue
+    for line in lines:
+      fields = line.split()
+      address, _, hex_port = fields[1].partition(':')
+      if fields[3] != '0A' or int(hex_port, 16) != port or len(address) != width:
+        continue
+      # /proc/net prints each 32-bit word in host (little-endian) order.
+      raw = b''.join(bytes.fromhex(address[i:i + 8])[::-1]
+                     for i in range(0, width, 8))
+      found.append(socket.inet_ntop(
+          socket.AF_INET if width == 8 else socket.AF_INET6, raw))
+  return found
+
+
+def _is_loopback(address: str) -> bool:
+  import ipaddress  # pylint: disable=g-import-not-at-top
+  ip = ipaddress.ip_address(address)
+  mapped = getattr(ip, 'ipv4_mapped', None)
+  return (mapped or ip).is_loopback
+
+
+def check_loopback_only(port: int):
+  """Raises RuntimeError if anything listens on `port` beyond loopback."""
+  exposed = [a for a in _listening_addresses(port) if not _is_loopback(a)]
+  if exposed:
+    raise RuntimeError(f'worker_binary listens on {", ".join(exposed)} port '
+                       f'{port}, beyond loopback; refusing to serve')
+
+
 def _start_worker_binary(port: int, log_path: Optional[str],
-                         max_concurrent_computation_calls: int, cwd: str = '/'):
+                         max_concurrent_computation_calls: int, cwd: str = '/',
+                         preload: Optional[str] = None):
   """Starts worker_binary bound to this process (no threads exist yet).
 
   Its working directory is `cwd`: a silo's directory (`silo.py`), whose
   `silo.json` and `data` the coordinator's computations read, else `/`.
+  `preload`: a library to preload (the loopback-only `bind`).
   """
+  env = None
+  if preload:
+    env = dict(os.environ, LD_PRELOAD=preload)
   out = open(log_path, 'ab') if log_path else subprocess.DEVNULL  # pylint: disable=consider-using-with
   try:
     return subprocess.Popen(  # pylint: disable=subprocess-popen-preexec-fn
         [worker_binary_path(), f'--port={port}',
          f'--max_concurrent_computation_calls={max_concurrent_computation_calls}'],
         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        preexec_fn=lambda: die_with_parent(None), cwd=cwd,
+        preexec_fn=lambda: die_with_parent(None), cwd=cwd, env=env,
     )
   finally:
     if log_path:
@@ -254,28 +360,43 @@ def serve(listener: socket.socket, *, isolate: bool = True,
   """
   if isolate:
     isolate_network()
-    port = _INNER_PORT
   if user is not None:
     drop_privileges(user, silo_dir, log_path)
+  if isolate:
+    port = _INNER_PORT
   else:
     with socket.socket() as s:
       s.bind(('127.0.0.1', 0))
       port = s.getsockname()[1]
-  process = _start_worker_binary(port, log_path,
-                                 max_concurrent_computation_calls, cwd=silo_dir or '/')
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory(prefix='tff-sparsify-bind-') as build_dir:
+    # Built as the user worker_binary runs as (after the drop), so it can load it.
+    preload = None if isolate else build_loopback_bind(build_dir)
+    process = _start_worker_binary(port, log_path, max_concurrent_computation_calls,
+                                   cwd=silo_dir or '/', preload=preload)
+    try:
+      _wait_for_port(port, process, start_timeout)
+      if not isolate:
+        check_loopback_only(port)
+    except BaseException:
+      _end_worker_binary(process)
+      raise
   try:
-    _wait_for_port(port, process, start_timeout)
     return asyncio.run(_serve_async(listener, port, process, tls, ready_fd,
                                     log_path=log_path if tls else None))
   finally:
-    if process.poll() is None:
-      process.terminate()  # worker_binary ignores SIGINT (measured: > 5 s).
-      process.send_signal(signal.SIGCONT)  # A stopped worker gets SIGTERM now.
-      try:
-        process.wait(10)
-      except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    _end_worker_binary(process)
+
+
+def _end_worker_binary(process: subprocess.Popen):
+  if process.poll() is None:
+    process.terminate()  # worker_binary ignores SIGINT (measured: > 5 s).
+    process.send_signal(signal.SIGCONT)  # A stopped worker gets SIGTERM now.
+    try:
+      process.wait(10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
 
 
 MAX_PENDING_HANDSHAKES = 16
