@@ -283,6 +283,10 @@ def main(argv):
     model_sources.check(config.model)
   except model_sources.ModelError as e:
     flag_utils.fail(_MODEL, str(e))
+  try:  # The output tree, before TF loads; checked again when written.
+    run_record.precheck(config, overwrite=_OVERWRITE.value)
+  except (run_record.RunLockedError, run_record.RunMismatchError, OSError) as e:
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   inputs = _prepare_inputs(config, centralized, shards, silos)
   try:  # Before the first write: two copies of one run cannot both write it.
     run_record.lock(config.root_output_dir, config.experiment)

@@ -115,12 +115,15 @@ class RunData:
     source: a line saying where the data come from.
     client_test: each client's test examples (`ClientData`) or None: a
       file's `test` split, or held out of `train` (`evaluation.held_out_split`).
+    labels_max: the largest label of the clients and the test set where it
+      is known without reading the datasets (the built-in arrays), else None.
   """
   train: tff.simulation.datasets.ClientData
   test: Optional[tf.data.Dataset]
   element_fn: Callable
   source: str
   client_test: Optional[tff.simulation.datasets.ClientData] = None
+  labels_max: Optional[int] = None
 
   def test_batches(self, batch_size: int = 1000) -> Optional[tf.data.Dataset]:
     """The test set batched as `(x, y)` tuples for Keras, or None."""
@@ -136,7 +139,9 @@ def builtin_run_data(centralized: CentralizedData, shards: Optional[list[np.ndar
           centralized.train_images, centralized.train_labels, shards),
       test=tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
           x=centralized.test_images, y=centralized.test_labels.astype(np.int32))),
-      element_fn=normalize, source='built-in')
+      element_fn=normalize, source='built-in',
+      labels_max=int(max([centralized.test_labels.max()] + [
+          centralized.train_labels[shard].max() for shard in shards or () if len(shard)])))
 
 
 def cast_to(dtype) -> Callable:

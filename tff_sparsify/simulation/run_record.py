@@ -64,6 +64,15 @@ def _check_not_open_to_others(directory: str):
                          'directory of your own')
 
 
+def _lock_path(root_output_dir: str, experiment_name: str) -> str:
+  return os.path.join(root_output_dir, f'.{experiment_name}.lock')
+
+
+def _locked_message(experiment_name, root_output_dir, holder, path):
+  return (f'experiment {experiment_name!r} in {root_output_dir} is being run by process '
+          f'{holder} (lock {path}); wait for it to end, or give another --experiment_name')
+
+
 def lock(root_output_dir: str, experiment_name: str) -> str:
   """Holds the experiment's lock until this process exits; RunLockedError if held.
 
@@ -75,7 +84,7 @@ def lock(root_output_dir: str, experiment_name: str) -> str:
   """
   os.makedirs(root_output_dir, mode=0o700, exist_ok=True)
   _check_not_open_to_others(root_output_dir)
-  path = os.path.join(root_output_dir, f'.{experiment_name}.lock')
+  path = _lock_path(root_output_dir, experiment_name)
   if path in _held_locks:
     return path
   fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -86,8 +95,7 @@ def lock(root_output_dir: str, experiment_name: str) -> str:
     holder = lock_file.read().strip() or 'unknown'
     lock_file.close()
     raise RunLockedError(
-        f'experiment {experiment_name!r} in {root_output_dir} is being run by process '
-        f'{holder} (lock {path}); wait for it to end, or give another --experiment_name') from None
+        _locked_message(experiment_name, root_output_dir, holder, path)) from None
   lock_file.seek(0)
   lock_file.truncate()
   lock_file.write(f'{os.getpid()}\n')
@@ -123,6 +131,67 @@ def _format(value) -> str:
   return 'unset' if value is None else str(value)
 
 
+def _check_record(config: config_lib.TrainConfig, dirs: OutputDirs):
+  """The saved record if `config` may continue it, None if there is none; else RunMismatchError."""
+  config_path = os.path.join(dirs.results, CONFIG_FILE)
+  if not os.path.exists(config_path):
+    if _has_checkpoints(dirs.checkpoints):
+      raise RunMismatchError(
+          f'experiment {config.experiment!r} has checkpoints in {dirs.checkpoints} '
+          f'but no {CONFIG_FILE} to check this command against; pass --overwrite '
+          'to start it afresh, or give a new --experiment_name')
+    return None
+  try:
+    saved = config_lib.load_dict(config_path)
+  except config_lib.ConfigError as e:
+    raise RunMismatchError(
+        f'experiment {config.experiment!r}: its record {config_path} cannot be '
+        f'read ({e.reason}); pass --overwrite to start it afresh, or give a new '
+        '--experiment_name') from e
+  found = config_lib.differences(saved, config)
+  if found:
+    lines = [f'experiment {config.experiment!r} in {config.root_output_dir} was '
+             'started with other flags:']
+    lines += [f'  --{name}: checkpoint has {_format(before)}, command has {_format(now)}'
+              for name, before, now in found]
+    lines.append('Run the same flags again to resume it, give a new '
+                 '--experiment_name, or pass --overwrite to start it afresh.')
+    raise RunMismatchError('\n'.join(lines))
+  return saved
+
+
+def precheck(config: config_lib.TrainConfig, *, overwrite: bool = False):
+  """What `lock` and `prepare` would refuse, checked without writing anything.
+
+  For the binaries, before TensorFlow loads (about 15 s): an output root
+  others can write, a held lock, a symbolic link in the run's tree, a record
+  of other flags. `lock` and `prepare` check again when they act.
+
+  Raises:
+    RunLockedError, RunMismatchError: as `lock` and `prepare` would.
+  """
+  root = config.root_output_dir
+  if os.path.isdir(root):
+    _check_not_open_to_others(root)
+    path = _lock_path(root, config.experiment)
+    try:
+      fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+      pass
+    else:
+      with os.fdopen(fd) as lock_file:
+        try:
+          fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+          holder = lock_file.read().strip() or 'unknown'
+          raise RunLockedError(
+              _locked_message(config.experiment, root, holder, path)) from None
+  dirs = output_dirs(root, config.experiment)
+  _refuse_links(root, dirs, inner=not overwrite)
+  if not overwrite:
+    _check_record(config, dirs)
+
+
 def prepare(config: config_lib.TrainConfig, *, overwrite: bool = False) -> OutputDirs:
   """Checks that `config` may write its experiment, then records it.
 
@@ -140,36 +209,16 @@ def prepare(config: config_lib.TrainConfig, *, overwrite: bool = False) -> Outpu
   """
   dirs = output_dirs(config.root_output_dir, config.experiment)
   _refuse_links(config.root_output_dir, dirs, inner=not overwrite)
-  config_path = os.path.join(dirs.results, CONFIG_FILE)
   if overwrite:
     for directory in dirs.all():
       shutil.rmtree(directory, ignore_errors=True)
-  elif os.path.exists(config_path):
-    try:
-      saved = config_lib.load_dict(config_path)
-    except config_lib.ConfigError as e:
-      raise RunMismatchError(
-          f'experiment {config.experiment!r}: its record {config_path} cannot be '
-          f'read ({e.reason}); pass --overwrite to start it afresh, or give a new '
-          '--experiment_name') from e
-    found = config_lib.differences(saved, config)
-    if found:
-      lines = [f'experiment {config.experiment!r} in {config.root_output_dir} was '
-               'started with other flags:']
-      lines += [f'  --{name}: checkpoint has {_format(before)}, command has {_format(now)}'
-                for name, before, now in found]
-      lines.append('Run the same flags again to resume it, give a new '
-                   '--experiment_name, or pass --overwrite to start it afresh.')
-      raise RunMismatchError('\n'.join(lines))
-    if saved.get('total_rounds') == config.total_rounds:
+  else:
+    saved = _check_record(config, dirs)
+    if saved is not None and saved.get('total_rounds') == config.total_rounds:
       for directory in dirs.all():
         os.makedirs(directory, exist_ok=True)
       return dirs  # The record stays as the run first wrote it.
-  elif _has_checkpoints(dirs.checkpoints):
-    raise RunMismatchError(
-        f'experiment {config.experiment!r} has checkpoints in {dirs.checkpoints} '
-        f'but no {CONFIG_FILE} to check this command against; pass --overwrite '
-        'to start it afresh, or give a new --experiment_name')
+  config_path = os.path.join(dirs.results, CONFIG_FILE)
   for directory in dirs.all():
     os.makedirs(directory, exist_ok=True)
   config_lib.save(config, config_path)
