@@ -54,7 +54,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 # mode (BUILD_NOTES.md), which load_checkpoint_model cannot use.
 from tff_sparsify import files  # pylint: disable=g-import-not-at-top
 from tff_sparsify.compression import codecs  # pylint: disable=g-import-not-at-top
-from tff_sparsify.deploy import export  # pylint: disable=g-import-not-at-top
+from tff_sparsify.simulation import run_reader  # pylint: disable=g-import-not-at-top
 from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -228,7 +228,7 @@ def _check_bytes(key, rows):
     return None
   path = os.path.join(_WORK_DIR.value, 'checkpoints', _experiment(key),
                       f'program_state_{checkpoint}')
-  tensors = [w.numpy() for w in export.load_checkpoint_model(path).trainable_weights]
+  tensors = [w.numpy() for w in run_reader.load_checkpoint_model(path).trainable_weights]
   config = CONFIGS[key[:2]]
   encoded = _message_bytes(tensors, config)
   reported = int(rows[checkpoint]['distributor/bytes_downloaded'])

@@ -34,8 +34,8 @@ from tff_sparsify.deploy import configs
 from tff_sparsify.deploy import export
 from tff_sparsify.deploy import inference
 from tff_sparsify.deploy import onnx_int8
-from tff_sparsify.deploy.inference_models import pruned_model
-from tff_sparsify.deploy.inference_models import SEED
+from benchmarks.inference_models import pruned_model
+from benchmarks.inference_models import SEED
 from tff_sparsify.learning import models
 from tff_sparsify.simulation import execution
 

@@ -61,11 +61,11 @@ from tff_sparsify.deploy import inference
 from tff_sparsify.learning import models
 from tff_sparsify.simulation import execution
 
-from tff_sparsify.deploy.inference_models import PLACEMENTS
-from tff_sparsify.deploy.inference_models import SEED
-from tff_sparsify.deploy.inference_models import accuracy_check
-from tff_sparsify.deploy.inference_models import load_test_set
-from tff_sparsify.deploy.inference_models import pruned_model
+from benchmarks.inference_models import PLACEMENTS
+from benchmarks.inference_models import SEED
+from benchmarks.inference_models import accuracy_check
+from benchmarks.inference_models import load_test_set
+from benchmarks.inference_models import pruned_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')

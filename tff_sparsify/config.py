@@ -21,20 +21,20 @@ from tff_sparsify import validation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
+from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import sources
 from tff_sparsify.simulation import worker
 from tff_sparsify.simulation.sources import spec
 
-DATASETS = ('fashion_mnist', 'cifar10')
+DATASETS = data_sources.DATASETS
 # `learning.models`: 'paper' is the paper's model of the dataset; 'small_cnn'
 # a small CNN of ours for FashionMNIST (pure Python here: no TensorFlow).
 MODELS = model_sources.BUILTIN
 DEFAULT_FEATURES = spec.DEFAULT_FEATURES
 MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',)}
-PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
+PARTITIONS = data_sources.PARTITIONS
 EVALUATIONS = ('central', 'federated', 'both')
-NUM_CLASSES = 10
-DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
+NUM_CLASSES = data_sources.NUM_CLASSES
 QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD
 FEDPROX_DEFAULT_STRENGTH = configs.FEDPROX_DEFAULT_STRENGTH
 ConfigError = validation.ConfigError

@@ -119,6 +119,7 @@ def main(argv):
     flag_utils.fail(_OUTPUT_DIR, 'must be a directory path')
   # pylint: disable=g-import-not-at-top
   from tff_sparsify.simulation import execution
+  from tff_sparsify.simulation import run_reader
   from tff_sparsify.deploy import export
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
@@ -132,13 +133,13 @@ def main(argv):
     output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
   else:
     try:
-      model = export.load_checkpoint_model(_CHECKPOINT.value)
-    except export.ExportError as e:
+      model = run_reader.load_checkpoint_model(_CHECKPOINT.value)
+    except run_reader.RunReadError as e:
       flag_utils.fail(_CHECKPOINT, str(e))
-    experiment_dir, version = export.split_checkpoint_path(_CHECKPOINT.value)
-    config_holder, results_dir = _CHECKPOINT, export.run_results_dir(experiment_dir)
+    experiment_dir, version = run_reader.split_checkpoint_path(_CHECKPOINT.value)
+    config_holder, results_dir = _CHECKPOINT, run_reader.run_results_dir(experiment_dir)
     output_dir = _OUTPUT_DIR.value or os.path.join(
-        export.run_results_dir(experiment_dir),
+        run_reader.run_results_dir(experiment_dir),
         f'export_{version if version is not None else "latest"}')
   if export_config.inputs_as_nchw:
     try:
@@ -148,9 +149,9 @@ def main(argv):
   calibration = test_set = None
   if export_config.int8:
     try:
-      calibration, test_set = export.run_data(export.load_run_config(results_dir),
-                                              export_config)
-    except export.ExportError as e:
+      calibration, test_set = run_reader.run_data(run_reader.load_run_config(results_dir),
+                                                  export_config.calibration_examples)
+    except run_reader.RunReadError as e:
       flag_utils.fail(config_holder, f'--int8 needs the run\'s data: {e}')
   try:
     report = export.export_model(model, output_dir, export_config,

@@ -31,7 +31,7 @@ import tensorflow_federated as tff
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.learning import configs
+from tff_sparsify.compression import compression_config as configs
 from tff_sparsify.validation import ConfigError
 
 

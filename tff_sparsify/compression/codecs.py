@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify.learning import configs
+from tff_sparsify.compression import compression_config as configs
 
 METHODS = ('dense', 'bitmap', 'indices', 'golomb')
 LOSSLESS = METHODS + tuple(f'{m}_zlib' for m in METHODS)

@@ -29,7 +29,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import codecs
-from tff_sparsify.learning import configs
+from tff_sparsify.compression import compression_config as configs
 
 
 def encode_broadcast(trainable, compression: configs.CompressionConfig):

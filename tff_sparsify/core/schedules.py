@@ -11,7 +11,7 @@ No pruning happens before t_0; s_t is clipped to [S_0, S_T]. Paper defaults:
 S_0 = 0, t_0 = 1, F = 1, n = 3. A tfmot `PruningSchedule` (like
 `PolynomialDecay`): `__call__(round_num) -> (should_prune, sparsity)` in
 TensorFlow ops, `get_config` / `from_config`; its ranges are validated by
-`learning.configs.ScheduleConfig`.
+`core.schedule_config.ScheduleConfig`.
 """
 
 import dataclasses
@@ -20,18 +20,18 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify.learning import configs
+from tff_sparsify.core import schedule_config
 
 
 class FedSparsifySchedule(tfmot.sparsity.keras.PruningSchedule):
   """Eq. 1 of the paper, as a tfmot `PruningSchedule` stepped by rounds.
 
-  One-shot pruning is `configs.ScheduleConfig.one_shot(...)` (S_0 = S_T).
-  The ranges are checked by `configs.ScheduleConfig`.
+  One-shot pruning is `schedule_config.ScheduleConfig.one_shot(...)` (S_0 = S_T).
+  The ranges are checked by `schedule_config.ScheduleConfig`.
   """
 
-  def __init__(self, config: configs.ScheduleConfig):
-    if not isinstance(config, configs.ScheduleConfig):
+  def __init__(self, config: schedule_config.ScheduleConfig):
+    if not isinstance(config, schedule_config.ScheduleConfig):
       raise TypeError(f'config must be a ScheduleConfig, got {type(config).__name__}')
     self.config = config
 
@@ -72,7 +72,7 @@ class FedSparsifySchedule(tfmot.sparsity.keras.PruningSchedule):
 
   @classmethod
   def from_config(cls, config: dict) -> 'FedSparsifySchedule':
-    return cls(configs.ScheduleConfig(**config))
+    return cls(schedule_config.ScheduleConfig(**config))
 
 
 

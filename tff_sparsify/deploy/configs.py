@@ -11,7 +11,6 @@ keywords again.
 import dataclasses
 from typing import Optional
 
-from tff_sparsify import config as config_lib
 from tff_sparsify import validation
 from tff_sparsify.validation import ConfigError
 
@@ -28,6 +27,8 @@ def default_batch_size(input_shape: tuple) -> int:
 OPSETS = (9, 18)
 MAX_INT8_ACCURACY_DROP = 0.01
 
+
+DEFAULT_OPSET = 13  # ONNX opset of exports (tf2onnx)
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
@@ -51,7 +52,7 @@ class ExportConfig:
       inference tables time for the input shape (`default_batch_size`).
   """
   formats: tuple = ('onnx',)
-  opset: int = config_lib.DEFAULT_OPSET
+  opset: int = DEFAULT_OPSET
   inputs_as_nchw: bool = False
   compact: bool = False
   int8: bool = False

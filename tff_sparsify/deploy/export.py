@@ -21,8 +21,6 @@ of the Keras model's.
 """
 
 import contextlib
-
-import asyncio
 import dataclasses
 import gzip
 import os
@@ -35,7 +33,6 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.deploy import compact as compact_lib
 from tff_sparsify.deploy import configs
@@ -137,155 +134,6 @@ def load_run_model(path: str) -> tf.keras.Model:
     return tf.keras.models.load_model(candidate, compile=False)
   except Exception as e:  # Keras raises many types for a corrupt file.
     raise ExportError(f'cannot read the Keras model {candidate!r}: {e}') from e
-
-
-_STATE_PREFIX = 'program_state_'
-
-
-def split_checkpoint_path(path: str) -> tuple[str, Optional[int]]:
-  """(`{root}/checkpoints/{experiment}`, N or None) of a checkpoint path.
-
-  Raises:
-    ExportError: if `path` is not `{root}/checkpoints/{experiment}` or
-      `{root}/checkpoints/{experiment}/program_state_N`.
-  """
-  path = os.path.normpath(path)
-  name = os.path.basename(path)
-  experiment_dir, version = path, None
-  if name.startswith(_STATE_PREFIX):
-    experiment_dir = os.path.dirname(path)
-    try:
-      version = int(name[len(_STATE_PREFIX):])
-    except ValueError:
-      raise ExportError(f'{path!r} is not a program_state_N directory') from None
-  if os.path.basename(os.path.dirname(experiment_dir)) != 'checkpoints':
-    raise ExportError(f'{path!r} is not a checkpoint of a training run '
-                      '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
-  return experiment_dir, version
-
-
-def run_results_dir(experiment_dir: str) -> str:
-  """`{root}/results/{experiment}` of `{root}/checkpoints/{experiment}`."""
-  root = os.path.dirname(os.path.dirname(experiment_dir))
-  return os.path.join(root, 'results', os.path.basename(experiment_dir))
-
-
-def load_checkpoint_model(path: str) -> tf.keras.Model:
-  """The global model of a training checkpoint, as a Keras model.
-
-  Args:
-    path: `{root_output_dir}/checkpoints/{experiment}/program_state_N`, or
-      `{root_output_dir}/checkpoints/{experiment}` for its latest version.
-      The run's `results/{experiment}/config.json` rebuilds the process.
-
-  Raises:
-    ExportError: naming the path, if it is not such a checkpoint or cannot be
-      read.
-  """
-  from tensorflow_federated import program as tff_program  # pylint: disable=g-import-not-at-top
-  from tff_sparsify.learning import registry  # pylint: disable=g-import-not-at-top
-  from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
-
-  path = os.path.normpath(path)
-  experiment_dir, version = split_checkpoint_path(path)
-  if not os.path.isdir(path):
-    raise ExportError(f'{path!r} is not a checkpoint of a training run '
-                      '({root_output_dir}/checkpoints/{experiment}[/program_state_N])')
-  config = load_run_config(run_results_dir(experiment_dir))
-  manager = tff_program.FileProgramStateManager(experiment_dir)
-  # Not asyncio.run: it leaves no current event loop behind, and TFF's
-  # training loop (`asyncio.get_event_loop()`) then fails in this thread.
-  loop = asyncio.new_event_loop()
-  try:
-    if version is None:  # Before the process is built: no checkpoint, one line.
-      versions = loop.run_until_complete(manager.get_versions())
-      if not versions:
-        raise ExportError(f'no program_state_N in {path!r}: the run has not checkpointed')
-      version = max(versions)
-    process, keras_model_fn = registry.build_from_config(config, structure_only=True)
-    with execution.local_cpp_execution_context():
-      structure = process.initialize()
-      state = loop.run_until_complete(manager.load(version, structure))
-      weights = process.get_model_weights(state)
-  except ExportError:
-    raise
-  except Exception as e:  # TFF and TF raise many types for a corrupt state.
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise ExportError(f'cannot load checkpoint {path!r}: {first_line}') from e
-  finally:
-    loop.close()
-  model = keras_model_fn()
-  weights.assign_weights_to(model)
-  return model
-
-
-def load_run_config(results_dir: str) -> config_lib.TrainConfig:
-  """The `TrainConfig` a run saved in `{results_dir}/config.json`; ExportError if none."""
-  path = os.path.join(results_dir, 'config.json')
-  try:
-    return config_lib.TrainConfig.from_dict(config_lib.load_dict(path))
-  except config_lib.ConfigError as e:
-    raise ExportError(f'cannot use the run configuration {path!r}: {e}') from e
-
-
-def run_data(config: config_lib.TrainConfig, export_config: configs.ExportConfig):
-  """(calibration inputs, (test images, test labels)) of a run's dataset, float32 in [0, 1].
-
-  The calibration inputs are `export_config.calibration_examples` training
-  examples drawn without replacement with the run's seed; the test set is the
-  whole split.
-
-  Raises:
-    ExportError: if the dataset cannot be loaded (the message says why).
-  """
-  if config.client_data is not None:
-    return _client_data_arrays(config, export_config)
-  from tff_sparsify.simulation import data_sources  # pylint: disable=g-import-not-at-top
-  try:
-    centralized = data_sources.load_centralized(config.dataset, config.data_dir)
-  except Exception as e:  # pylint: disable=broad-except  (DataError, TFDS errors)
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise ExportError(f'cannot load {config.dataset} for INT8 calibration: {first_line}') from e
-  train = centralized.train_images
-  picked = np.random.default_rng(config.seed).choice(
-      len(train), size=min(export_config.calibration_examples, len(train)), replace=False)
-  scale = lambda images: np.asarray(images, np.float32) / 255.0
-  return scale(train[np.sort(picked)]), (scale(centralized.test_images),
-                                         np.asarray(centralized.test_labels))
-
-
-def _client_data_arrays(config: config_lib.TrainConfig, export_config: configs.ExportConfig):
-  """`run_data` of a `--client_data` run: its clients' examples pooled (float inputs only)."""
-  from tff_sparsify.simulation import sources  # pylint: disable=g-import-not-at-top
-
-  def pooled(client_data):
-    xs, ys = [], []
-    for client_id in client_data.client_ids:
-      for element in client_data.create_tf_dataset_for_client(client_id).batch(4096):
-        xs.append(element['x'].numpy())
-        ys.append(element['y'].numpy())
-    return np.concatenate(xs), np.concatenate(ys)
-
-  try:
-    kind, path = sources.parse(config.client_data)
-    splits = sources.module(kind).open_splits(path, config.feature_names)
-    if 'test' not in splits:
-      raise ExportError(f'--int8 checks the INT8 models\' accuracy on test examples; '
-                        f'{config.client_data} has no test split')
-    train_x, _ = pooled(splits['train'])
-    test = pooled(splits['test'])
-  except ExportError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except  (SourceError, TF's errors)
-    first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    raise ExportError(f'cannot read {config.client_data} for INT8 calibration: '
-                      f'{first_line}') from e
-  if train_x.dtype.kind != 'f':
-    raise ExportError(f'--int8 calibrates float inputs; {config.client_data} has '
-                      f'{train_x.dtype} inputs (export without --int8)')
-  picked = np.random.default_rng(config.seed).choice(
-      len(train_x), size=min(export_config.calibration_examples, len(train_x)), replace=False)
-  return train_x[np.sort(picked)].astype(np.float32), (test[0].astype(np.float32), test[1])
 
 
 def _strip(model: tf.keras.Model) -> tf.keras.Model:

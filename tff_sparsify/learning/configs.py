@@ -18,6 +18,15 @@ import dataclasses
 from typing import Optional
 
 from tff_sparsify import validation
+# Defined below `learning` (core and compression know nothing of it); here
+# they are part of each algorithm's configuration.
+from tff_sparsify.compression.compression_config import CompressionConfig
+from tff_sparsify.compression.compression_config import MESSAGE_PRUNE_TARGETS
+from tff_sparsify.compression.compression_config import QUANTIZATION_BITS
+from tff_sparsify.compression.compression_config import QUANTIZATION_THRESHOLD
+from tff_sparsify.compression.compression_config import QUANTIZERS
+from tff_sparsify.core.schedule_config import NEVER_PRUNE
+from tff_sparsify.core.schedule_config import ScheduleConfig
 
 MODES = ('global', 'local')
 PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp', 'prunefl')
@@ -29,132 +38,10 @@ _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
 SPARSITY_GRANULARITIES = ('weight', 'channel')
-QUANTIZERS = ('tff', 'sparse')
-MESSAGE_PRUNE_TARGETS = ('model', 'delta')
-QUANTIZATION_BITS = range(1, 17)  # What tff.aggregators' uniform quantization accepts.
-QUANTIZATION_THRESHOLD = 20000  # TFF's default: larger tensors are quantized.
 MFL_DEFAULT_MOMENTUM = 0.75  # The paper's Appendix C.
 FEDPROX_DEFAULT_STRENGTH = 0.001
 
 
-@dataclasses.dataclass(frozen=True)
-class ScheduleConfig:
-  """Eq. 1: s_t from S_T (`final_sparsity`), T, S_0, t_0, F and n."""
-  final_sparsity: float
-  total_rounds: int
-  initial_sparsity: float = 0.0
-  sparsify_start_round: int = 1
-  sparsify_frequency: int = 1
-  sparsify_exponent: float = 3.0
-
-  def __post_init__(self):
-    final = self.final_sparsity
-    validation.check_fraction('final_sparsity', final)
-    if not (validation.is_number(self.initial_sparsity)
-            and 0 <= self.initial_sparsity <= final):
-      raise validation.ConfigError('initial_sparsity', self.initial_sparsity,
-                                   f'must be in [0, final_sparsity={final}]')
-    if not validation.is_int(self.sparsify_start_round) or self.sparsify_start_round < 0:
-      raise validation.ConfigError('sparsify_start_round', self.sparsify_start_round,
-                                   'must be >= 0')
-    if not validation.is_int(self.total_rounds) or (
-        self.total_rounds <= self.sparsify_start_round):
-      raise validation.ConfigError(
-          'total_rounds', self.total_rounds,
-          f'must be > sparsify_start_round={self.sparsify_start_round}')
-    if not validation.is_int(self.sparsify_frequency) or self.sparsify_frequency < 1:
-      raise validation.ConfigError('sparsify_frequency', self.sparsify_frequency,
-                                   'must be >= 1')
-    if not validation.is_number(self.sparsify_exponent) or not self.sparsify_exponent > 0:
-      raise validation.ConfigError('sparsify_exponent', self.sparsify_exponent, 'must be > 0')
-
-  @classmethod
-  def one_shot(cls, final_sparsity: float, total_rounds: int, *,
-               sparsify_start_round: int = 1) -> 'ScheduleConfig':
-    """Prunes once, to `final_sparsity` at `sparsify_start_round` (S_0 = S_T)."""
-    return cls(final_sparsity, total_rounds, initial_sparsity=final_sparsity,
-               sparsify_start_round=sparsify_start_round)
-
-
-NEVER_PRUNE = ScheduleConfig(0.0, 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class CompressionConfig:
-  """What is done to the messages (no persistent mask).
-
-  Attributes:
-    client_message_prune_rate: fraction of the uploaded weights, smallest by
-      magnitude over all trainable tensors, zeroed before sending, in [0, 1).
-    server_message_prune_rate: the same for the model the server broadcasts.
-    quantize_bits: 0 (off) or the bits per value, in [1, 16], of the
-      quantization of tensors with more than `quantize_threshold` elements.
-    quantize_threshold: see `quantize_bits` (TFF's default, 20000).
-    quantizer: 'tff' (TFF's quantizing aggregator: the uploaded deltas,
-      every element) or 'sparse' (ours: the non-zero values only, of the
-      uploads and of the broadcast).
-    message_prune_target: what `client_message_prune_rate` prunes: 'model'
-      (the paper's, 2310.14693: the smallest weights of the trained model,
-      in the client work) or 'delta' (the smallest entries of the update,
-      top-k, in the aggregator: `compression.aggregators.SparseDeltaMeanFactory`,
-      which then also quantizes the upload with the sparse quantizer and
-      counts its bytes).
-  """
-  client_message_prune_rate: float = 0.0
-  server_message_prune_rate: float = 0.0
-  quantize_bits: int = 0
-  quantize_threshold: int = QUANTIZATION_THRESHOLD
-  quantizer: str = 'tff'
-  message_prune_target: str = 'model'
-
-  def __post_init__(self):
-    validation.check_fraction('client_message_prune_rate', self.client_message_prune_rate)
-    validation.check_fraction('server_message_prune_rate', self.server_message_prune_rate)
-    if not validation.is_int(self.quantize_bits) or (
-        self.quantize_bits != 0 and self.quantize_bits not in QUANTIZATION_BITS):
-      raise validation.ConfigError(
-          'quantize_bits', self.quantize_bits,
-          "must be 0 (off) or in [1, 16], what TFF's uniform quantization supports")
-    if not validation.is_int(self.quantize_threshold) or self.quantize_threshold < 0:
-      raise validation.ConfigError('quantize_threshold', self.quantize_threshold,
-                                   'must be >= 0')
-    validation.check_choice('quantizer', self.quantizer, QUANTIZERS)
-    validation.check_choice('message_prune_target', self.message_prune_target,
-                            MESSAGE_PRUNE_TARGETS)
-    if self.message_prune_target == 'delta':
-      if not self.client_message_prune_rate:
-        raise validation.ConfigError('message_prune_target', 'delta',
-                                     'needs client_message_prune_rate > 0')
-      if self.tff_bits:
-        raise validation.ConfigError(
-            'message_prune_target', 'delta',
-            'quantizes what it keeps with quantizer=sparse; with quantizer=tff '
-            'TFF\'s quantizing mean would be a second upload aggregator')
-
-  @property
-  def enabled(self) -> bool:
-    return bool(self.client_message_prune_rate or self.server_message_prune_rate
-                or self.quantize_bits)
-
-  @property
-  def sparse_bits(self) -> int:
-    """Bits of our quantizer, 0 when it is off."""
-    return self.quantize_bits if self.quantizer == 'sparse' else 0
-
-  @property
-  def tff_bits(self) -> int:
-    """Bits of TFF's quantizing aggregator, 0 when it is off."""
-    return self.quantize_bits if self.quantizer == 'tff' else 0
-
-  @property
-  def delta_aggregator(self) -> bool:
-    """The upload is pruned, quantized and counted by `SparseDeltaMeanFactory`."""
-    return self.message_prune_target == 'delta'
-
-  @property
-  def aggregator_encodes_upload(self) -> bool:
-    """An aggregator (TFF's quantizing mean or ours over deltas) encodes and counts the upload."""
-    return bool(self.tff_bits) or self.delta_aggregator
 
 
 def _check_optimizers(config):

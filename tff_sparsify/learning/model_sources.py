@@ -180,11 +180,9 @@ def load(model: str, dataset: str = 'fashion_mnist') -> ModelSource:
 
 
 def input_spec(keras_model) -> collections.OrderedDict:
-  """TFF's batched input spec of `keras_model`: its input, and one int32 label per example."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  if len(keras_model.inputs or []) != 1:
-    raise ModelError(f'has {len(keras_model.inputs or [])} inputs; one is supported')
-  model_input = keras_model.inputs[0]
-  return collections.OrderedDict(
-      x=tf.TensorSpec(model_input.shape, model_input.dtype),
-      y=tf.TensorSpec((None,), tf.int32))
+  """TFF's batched input spec of `keras_model` (`models.keras_input_spec`); ModelError if none."""
+  from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
+  try:
+    return models.keras_input_spec(keras_model)
+  except ValueError as e:
+    raise ModelError(str(e)) from None

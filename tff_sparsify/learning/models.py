@@ -130,6 +130,14 @@ def input_spec(dataset: str) -> collections.OrderedDict:
   )
 
 
+def normalize(element):
+  """The built-in datasets' uint8 images to float32 in [0, 1]; labels to int32."""
+  return collections.OrderedDict(
+      x=tf.cast(element['x'], tf.float32) / 255.0,
+      y=tf.cast(element['y'], tf.int32),
+  )
+
+
 def loss_fn() -> tf.keras.losses.Loss:
   return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -153,18 +161,31 @@ def model_fn_from(
   """A no-arg `model_fn` for TFF wrapping `keras_model_fn()`, its input spec its own.
 
   The spec is the Keras model's input (shape and dtype) and one int32 label
-  per example (`model_sources.input_spec`): the client data must yield that.
+  per example (`keras_input_spec`): the client data must yield that.
   """
-  from tff_sparsify.learning import model_sources  # pylint: disable=g-import-not-at-top
   metrics_fn = metrics_fn or (lambda: [tf.keras.metrics.SparseCategoricalAccuracy()])
 
   def model_fn():
     keras_model = keras_model_fn()
     return tff.learning.models.from_keras_model(
-        keras_model, loss=loss_fn(), input_spec=model_sources.input_spec(keras_model),
+        keras_model, loss=loss_fn(), input_spec=keras_input_spec(keras_model),
         metrics=metrics_fn())
 
   return model_fn
+
+
+def keras_input_spec(keras_model: tf.keras.Model) -> collections.OrderedDict:
+  """TFF's batched input spec of `keras_model`: its input, and one int32 label per example.
+
+  Raises:
+    ValueError: the model has not exactly one input.
+  """
+  if len(keras_model.inputs or []) != 1:
+    raise ValueError(f'has {len(keras_model.inputs or [])} inputs; one is supported')
+  model_input = keras_model.inputs[0]
+  return collections.OrderedDict(
+      x=tf.TensorSpec(model_input.shape, model_input.dtype),
+      y=tf.TensorSpec((None,), tf.int32))
 
 
 def build_model_fn(

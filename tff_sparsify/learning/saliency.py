@@ -95,11 +95,11 @@ def scoring_batch(client_data, seed: int, batch_size=None, element_fn=None):
   """The first `batch_size` (None: all) examples of the seeded client, through `element_fn`: (x, y).
 
   `element_fn` turns a batch of client data into the model's (default: the
-  built-in images' `simulation.data.normalize`).
+  built-in images' `models.normalize`).
   """
   if element_fn is None:
-    from tff_sparsify.simulation import data as data_lib  # pylint: disable=g-import-not-at-top
-    element_fn = data_lib.normalize
+    from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
+    element_fn = models.normalize
   client_id = client_data.client_ids[scoring_client(len(client_data.client_ids), seed)]
   dataset = client_data.create_tf_dataset_for_client(client_id)
   if batch_size is not None:

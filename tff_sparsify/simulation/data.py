@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify.learning.models import normalize  # The built-in models' input.
 from tff_sparsify.simulation.data_sources import CentralizedData
 from tff_sparsify.simulation.data_sources import DATASETS
 from tff_sparsify.simulation.data_sources import DEFAULT_FASHION_MNIST_DIR
@@ -158,14 +159,6 @@ def file_run_data(splits, x_dtype, source: str) -> RunData:
   test = splits['test'].create_tf_dataset_from_all_clients(seed=0) if 'test' in splits else None
   return RunData(train=splits['train'], test=test, element_fn=cast_to(x_dtype), source=source,
                  client_test=splits.get('test'))
-
-
-def normalize(element):
-  """uint8 images to float32 in [0, 1]; labels to int32."""
-  return collections.OrderedDict(
-      x=tf.cast(element['x'], tf.float32) / 255.0,
-      y=tf.cast(element['y'], tf.int32),
-  )
 
 
 def preprocess_client_dataset(

@@ -18,13 +18,11 @@ from typing import Optional
 
 import numpy as np
 
-from tff_sparsify import config as config_lib
-
 DEFAULT_FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
 FASHION_MNIST_APT_COMMAND = 'apt-get install -y dataset-fashion-mnist'
-DATASETS = config_lib.DATASETS
-PARTITIONS = config_lib.PARTITIONS
-NUM_CLASSES = config_lib.NUM_CLASSES
+DATASETS = ('fashion_mnist', 'cifar10')
+PARTITIONS = ('iid', 'non_iid', 'dirichlet', 'shards')
+NUM_CLASSES = 10
 
 _IDX_IMAGES_MAGIC = 2051
 _IDX_LABELS_MAGIC = 2049

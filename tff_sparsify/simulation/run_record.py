@@ -160,6 +160,20 @@ def _check_record(config: config_lib.TrainConfig, dirs: OutputDirs):
   return saved
 
 
+def _check_not_locked(experiment_name: str, root: str, path: str):
+  """RunLockedError if another process holds the lock file `path` (it is not created)."""
+  try:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+  except FileNotFoundError:
+    return
+  with os.fdopen(fd) as lock_file:
+    try:
+      fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = lock_file.read().strip() or 'unknown'
+      raise RunLockedError(_locked_message(experiment_name, root, holder, path)) from None
+
+
 def precheck(config: config_lib.TrainConfig, *, overwrite: bool = False):
   """What `lock` and `prepare` would refuse, checked without writing anything.
 
@@ -174,18 +188,9 @@ def precheck(config: config_lib.TrainConfig, *, overwrite: bool = False):
   if os.path.isdir(root):
     _check_not_open_to_others(root)
     path = _lock_path(root, config.experiment)
-    try:
-      fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-      pass
-    else:
-      with os.fdopen(fd) as lock_file:
-        try:
-          fcntl.flock(lock_file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-          holder = lock_file.read().strip() or 'unknown'
-          raise RunLockedError(
-              _locked_message(config.experiment, root, holder, path)) from None
+    # Held by this process already (a run called twice in one process): not a second copy.
+    if path not in _held_locks:
+      _check_not_locked(config.experiment, root, path)
   dirs = output_dirs(root, config.experiment)
   _refuse_links(root, dirs, inner=not overwrite)
   if not overwrite:
