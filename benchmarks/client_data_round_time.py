@@ -56,6 +56,8 @@ _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per variant.')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds per variant.')
 _EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 4, 'Local epochs (the paper: 4).')
 _WORK_DIR = flags.DEFINE_string('work_dir', '/tmp/tff_sparsify_bench', 'Where the SQLite file goes.')
+_WORKER_TIMEOUT = flags.DEFINE_float(
+    'worker_timeout_seconds', 60.0, 'The local workers\' timeout (as binaries.train\'s flag).')
 _PATH = flags.DEFINE_enum('path', 'ids', ['ids', 'datasets'],
                           'ids: client ids, data read at the workers (the binary\'s path); '
                           'datasets: datasets built on the coordinator (before issue 34).')
@@ -115,7 +117,8 @@ def main(argv):
   variants = collections.OrderedDict()
   with contextlib.ExitStack() as stack:
     contexts = {name: stack.enter_context(execution.worker_pool_context(
-        num_local_workers=1, client_data=served if _PATH.value == 'ids' else None))
+        num_local_workers=1, client_data=served if _PATH.value == 'ids' else None,
+        worker_timeout=_WORKER_TIMEOUT.value))
                 for name, (_, served) in sources.items()}
     for algorithm in ALGORITHMS:
       config = _config(algorithm, rounds + 1)
@@ -161,7 +164,8 @@ def _write(times: dict):
         max_paired=max(paired))
   result = dict(command='python -m benchmarks.client_data_round_time '
                 f'--rounds={_ROUNDS.value} --warmup_rounds={_WARMUP_ROUNDS.value} '
-                f'--client_epochs_per_round={_EPOCHS.value} --path={_PATH.value}',
+                f'--client_epochs_per_round={_EPOCHS.value} --path={_PATH.value} '
+                f'--worker_timeout_seconds={_WORKER_TIMEOUT.value:g}',
                 machine=f'{platform.machine()}, {os.cpu_count()} cores', variants=summary,
                 ratios=ratios)
   files.atomic_write_text(_OUTPUT.value + '.json', json.dumps(result, indent=2) + '\n')

@@ -62,6 +62,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.core import schedules
@@ -150,7 +151,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
     layout = dataclasses.replace(layout, statistics=())
   # The weights are masked below after every step, so the wrappers' own
   # per-step work is redundant (and costs as much as the training itself).
-  pruning.skip_wrapper_updates(model._keras_model)  # pylint: disable=protected-access
+  pruning.skip_wrapper_updates(tffi.keras_model_of(model))
   reduce_loop = _reduce_loop(loop_implementation)
   sparse_bits = 0 if compression.delta_aggregator else compression.sparse_bits
 

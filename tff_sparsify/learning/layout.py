@@ -27,6 +27,8 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tff_internals as tffi
+from tff_sparsify import _tfmot_internals as tfmoti
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import pruning
 
@@ -140,7 +142,7 @@ def pruning_layout(model: tff.learning.models.VariableModel,
     TypeError: if `model` does not wrap a Keras model.
   """
   # TFF 0.87 keeps the wrapped Keras model in a private attribute only.
-  keras_model = getattr(model, '_keras_model', None)
+  keras_model = tffi.keras_model_of(model)
   if not isinstance(keras_model, tf.keras.Model):
     raise TypeError(
         'model_fn must return tff.learning.models.from_keras_model(...) of a '
@@ -153,7 +155,7 @@ def pruning_layout(model: tff.learning.models.VariableModel,
       num_trainable=len(model.trainable_variables),
       prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
       masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
-      steps=tuple(non_trainable[layer.pruning_step.ref()] for layer in layers),
+      steps=tuple(non_trainable[tfmoti.pruning_step(layer).ref()] for layer in layers),
       costs=_costs(keras_model), granularity=granularity, channel_links=links,
       channel_frozen=frozen, channel_unlinked=unlinked,
       statistics=_statistics(model, layers))
@@ -161,8 +163,8 @@ def pruning_layout(model: tff.learning.models.VariableModel,
 
 def _statistics(model, wrapper_layers) -> tuple[int, ...]:
   """Indices of the floating-point non-trainable variables that tfmot does not own."""
-  owned = {layer.pruning_step.ref() for layer in wrapper_layers}
-  owned.update(v.ref() for layer in wrapper_layers for _, mask, threshold in layer.pruning_vars
+  owned = {tfmoti.pruning_step(layer).ref() for layer in wrapper_layers}
+  owned.update(v.ref() for layer in wrapper_layers for _, mask, threshold in tfmoti.pruning_vars(layer)
                for v in (mask, threshold))
   return tuple(i for i, v in enumerate(model.non_trainable_variables)
                if v.ref() not in owned and v.dtype.is_floating)
@@ -182,7 +184,7 @@ def _channel_structure(keras_model, trainable_index):
   for layer in keras_model.layers:
     kernels = []
     if isinstance(layer, pruning.PruneLowMagnitude):  # tfmot wraps weightless layers too.
-      kernels = [w for w, _, _ in layer.pruning_vars]
+      kernels = [w for w, _, _ in tfmoti.pruning_vars(layer)]
       layer = layer.layer
     if kernels:
       last = None
@@ -202,7 +204,7 @@ def _channel_structure(keras_model, trainable_index):
       last = None  # Weights we do not know, or channels no longer on the last axis.
   frozen = ()
   if keras_model.layers and isinstance(keras_model.layers[-1], pruning.PruneLowMagnitude):
-    frozen = tuple(position[w.ref()] for w, _, _ in keras_model.layers[-1].pruning_vars)
+    frozen = tuple(position[w.ref()] for w, _, _ in tfmoti.pruning_vars(keras_model.layers[-1]))
   return tuple(links), frozen, tuple(unlinked)
 
 

@@ -24,14 +24,12 @@ from typing import Sequence
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry  # pylint: disable=g-direct-tensorflow-import
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper  # pylint: disable=g-direct-tensorflow-import
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tfmot_internals as tfmoti
 
 # tfmot 0.7.5 does not export the wrapper class in its public API.
-_PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
-PruneLowMagnitude = _PruneLowMagnitude
+PruneLowMagnitude = tfmoti.PruneLowMagnitude
 
 
 class ServerControlledSchedule(tfmot.sparsity.keras.PruningSchedule):
@@ -54,7 +52,7 @@ class SupportedLayersPolicy(tfmot.sparsity.keras.PruningPolicy):
   """
 
   def allow_pruning(self, layer):
-    return (prune_registry.PruneRegistry.supports(layer)
+    return (tfmoti.registry_supports(layer)
             or isinstance(layer, tfmot.sparsity.keras.PrunableLayer))
 
   def ensure_model_supports_pruning(self, model):
@@ -68,17 +66,17 @@ def wrap_for_pruning(model: tf.keras.Model) -> tf.keras.Model:
       pruning_policy=SupportedLayersPolicy())
 
 
-def wrappers(model: tf.keras.Model) -> list[_PruneLowMagnitude]:
+def wrappers(model: tf.keras.Model) -> list[PruneLowMagnitude]:
   """The `prune_low_magnitude` wrappers of `model`, nested models included (tfmot's own search)."""
-  return pruning_wrapper.collect_prunable_layers(model)
+  return tfmoti.collect_wrappers(model)
 
 
 def prunable_weights(model: tf.keras.Model) -> list[tf.Variable]:
-  return [w for layer in wrappers(model) for w, _, _ in layer.pruning_vars]
+  return [w for layer in wrappers(model) for w, _, _ in tfmoti.pruning_vars(layer)]
 
 
 def mask_variables(model: tf.keras.Model) -> list[tf.Variable]:
-  return [m for layer in wrappers(model) for _, m, _ in layer.pruning_vars]
+  return [m for layer in wrappers(model) for _, m, _ in tfmoti.pruning_vars(layer)]
 
 
 def set_masks(model: tf.keras.Model, masks: Sequence[tf.Tensor]):
@@ -94,7 +92,7 @@ def set_masks(model: tf.keras.Model, masks: Sequence[tf.Tensor]):
 def set_pruning_step(model: tf.keras.Model, step: int):
   """Sets every wrapper's `pruning_step` (tfmot requires >= 1 in training)."""
   for layer in wrappers(model):
-    layer.pruning_step.assign(tf.cast(step, tf.int64))
+    tfmoti.pruning_step(layer).assign(tf.cast(step, tf.int64))
 
 
 def skip_wrapper_updates(model: tf.keras.Model):
@@ -116,13 +114,13 @@ def skip_wrapper_updates(model: tf.keras.Model):
         kwargs['training'] = training
       return _inner.call(inputs, **kwargs)
 
-    layer.call = call
+    tfmoti.replace_call(layer, call)
 
 
 def apply_wrapper_masks(model: tf.keras.Model):
   """weight <- weight * mask, with tfmot's own op (as `UpdatePruningStep`)."""
   for layer in wrappers(model):
-    layer.pruning_obj.weight_mask_op()
+    tfmoti.apply_mask(layer)
 
 
 def macs_per_weight(model: tf.keras.Model) -> list[float]:
@@ -143,5 +141,5 @@ def macs_per_weight(model: tf.keras.Model) -> list[float]:
       if dim is None:
         raise ValueError(f'{layer.name}: output shape {shape} has an unknown spatial size')
       positions *= dim
-    costs.extend(float(positions) for _ in layer.pruning_vars)
+    costs.extend(float(positions) for _ in tfmoti.pruning_vars(layer))
   return costs

@@ -55,19 +55,12 @@ import numpy as np
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.simulation import worker as worker_lib
 
 # pylint: disable=g-bad-import-order
 from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.proto.v0 import executor_pb2_grpc
-from tensorflow_federated.python.common_libs import structure
-from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-from tensorflow_federated.python.core.impl.context_stack import context_base
-from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context as mergeable
-from tensorflow_federated.python.core.impl.executors import cardinalities_utils
-from tensorflow_federated.python.core.impl.executors import executors_errors
-from tensorflow_federated.python.core.impl.types import type_analysis
-from tensorflow_federated.python.core.impl.types import type_conversions
 # pylint: enable=g-bad-import-order
 
 DEFAULT_WORKER_TIMEOUT_SECONDS = 60.0
@@ -115,7 +108,7 @@ def type_bytes(type_spec) -> int:
   if isinstance(type_spec, tff.FederatedType):
     return type_bytes(type_spec.member)
   if isinstance(type_spec, tff.StructType):
-    return sum(type_bytes(t) for _, t in structure.iter_elements(type_spec))
+    return sum(type_bytes(t) for _, t in tffi.iter_elements(type_spec))
   return 0
 
 
@@ -247,13 +240,13 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
                 f'TFF worker at {self._address} sent a reply over the '
                 f'{self.max_reply_bytes} bytes allowed: refused, nothing of it '
                 'deserialized', self._address) from None
-          if e.code() in executors_errors.get_grpc_retryable_error_codes():
-            raise executors_errors.RetryableGRPCError(e) from e
+          if e.code() in tffi.grpc_retryable_error_codes():
+            raise tffi.RetryableGRPCError(e) from e
           raise
         with self._lock:
           self.bytes_sent += size
           self.bytes_received += response.ByteSize()
-    except executors_errors.RetryableError as e:
+    except tffi.RetryableError as e:
       now = time.monotonic()
       if self._exited():
         raise self._lost(f'exited with code {self._process.returncode}', e)
@@ -512,9 +505,8 @@ class Worker:
     one-line errors of runs that end with workers connected.
     """
     self.channel.unsubscribe(self.stub._on_connectivity)  # pylint: disable=protected-access
-    state = getattr(self.channel, '_connectivity_state', None)  # gRPC's own.
     deadline = time.monotonic() + 1.0
-    while getattr(state, 'polling', False) and time.monotonic() < deadline:
+    while tffi.channel_polling(self.channel) and time.monotonic() < deadline:
       time.sleep(0.02)
 
   def restart(self):
@@ -566,7 +558,7 @@ def _coordinator_credentials(directory: str) -> grpc.ChannelCredentials:
       certificate_chain=read(worker_lib.CLIENT_CERT))
 
 
-class _ThreadedContext(context_base.AsyncContext):
+class _ThreadedContext(tffi.AsyncContext):
   """An async context running one worker's sync context in its own thread."""
 
   def __init__(self, worker: Worker):
@@ -591,7 +583,7 @@ async def _gather_all(awaitables):
   return results
 
 
-async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
+async def _ordered_invoke(comp: tffi.MergeableCompForm, arg_list,
                           contexts: Sequence[_ThreadedContext],
                           merge_context: Optional[_ThreadedContext] = None):
   """TFF's `_invoke_mergeable_comp_form`, merging in shard order.
@@ -606,28 +598,28 @@ async def _ordered_invoke(comp: mergeable.MergeableCompForm, arg_list,
   merged = partials[0]
   for partial in partials[1:]:
     merged = await merger.invoke(
-        comp.merge, structure.Struct.unnamed(merged, partial))
+        comp.merge, tffi.Struct.unnamed(merged, partial))
 
   def all_equal(type_spec):
     return not isinstance(type_spec, tff.FederatedType) or type_spec.all_equal
 
   def after_merge_arg(arg):
-    return merged if arg is None else structure.Struct.unnamed(arg, merged)
+    return merged if arg is None else tffi.Struct.unnamed(arg, merged)
 
-  if type_analysis.contains_only(comp.after_merge.type_signature.result,
+  if tffi.contains_only(comp.after_merge.type_signature.result,
                                  all_equal):
     return await merger.invoke(comp.after_merge, after_merge_arg(arg_list[0]))
   results = await _gather_all([
       ctx.invoke(comp.after_merge, after_merge_arg(arg))
       for arg, ctx in zip(arg_list, contexts)])
-  return mergeable._repackage_partitioned_values(  # pylint: disable=protected-access
+  return tffi.repackage_partitioned_values(
       results, result_type_spec=comp.after_merge.type_signature.result)
 
 
 @functools.lru_cache(maxsize=64)
-def _compile_to_mergeable(comp) -> mergeable.MergeableCompForm:
+def _compile_to_mergeable(comp) -> tffi.MergeableCompForm:
   try:
-    return mergeable_comp_compiler.compile_to_mergeable_comp_form(comp)
+    return tffi.compile_to_mergeable_comp_form(comp)
   except ValueError as e:
     if 'aggregate dependent on another' not in str(e):
       raise
@@ -641,18 +633,18 @@ def _compile_to_mergeable(comp) -> mergeable.MergeableCompForm:
 def _cut_clients(value, type_spec, start: int, stop: int):
   """`value` with its CLIENTS-placed (not all-equal) lists cut to [start, stop)."""
   if isinstance(type_spec, tff.StructType):
-    elements = structure.iter_elements(structure.from_container(value))
-    return structure.Struct([
+    elements = tffi.iter_elements(tffi.from_container(value))
+    return tffi.Struct([
         (name, _cut_clients(element, element_type, start, stop))
         for (_, element), (name, element_type) in zip(
-            elements, structure.iter_elements(type_spec))])
+            elements, tffi.iter_elements(type_spec))])
   if (isinstance(type_spec, tff.FederatedType) and type_spec.placement is tff.CLIENTS
       and not type_spec.all_equal):
     return list(value)[start:stop]
   return value
 
 
-class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
+class WorkerPoolContext(tffi.MergeableCompExecutionContext):
   """A sync TFF context over `workers`; restarts lost local workers.
 
   One worker: its own sync C++ context. Several: TFF's mergeable-comp
@@ -705,7 +697,7 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
     """(the argument of each worker taking part, their contexts)."""
     counts = self._clients_per_worker
     if counts is not None and arg is not None:
-      found = cardinalities_utils.infer_cardinalities(arg, parameter_type).get(tff.CLIENTS)
+      found = tffi.infer_cardinalities(arg, parameter_type).get(tff.CLIENTS)
       if found is not None:
         if found != sum(counts):
           raise ValueError(f'{found} clients for workers planned to take {sum(counts)}')
@@ -715,19 +707,19 @@ class WorkerPoolContext(mergeable.MergeableCompExecutionContext):
                 [self._contexts[i] for i in taking])
     arg_list = [None] * len(self._contexts)
     if arg is not None:
-      arg_list = mergeable.MergeableCompExecutionContextValue(
+      arg_list = tffi.MergeableCompExecutionContextValue(
           arg, parameter_type, len(self._contexts)).value()
     return arg_list, self._contexts[:len(arg_list)]
 
   def _invoke_once(self, comp, arg):
     if len(self.workers) == 1:
       return self.workers[0].context.invoke(comp, arg)
-    if not isinstance(comp, mergeable.MergeableCompForm):
-      comp = self._compiler_pipeline.compile(comp)
+    if not isinstance(comp, tffi.MergeableCompForm):
+      comp = tffi.compile_in(self, comp)
     arg_list, contexts = self._split(arg, comp.up_to_merge.type_signature.parameter)
-    result = self._async_runner.run_coro_and_return_result(
-        _ordered_invoke(comp, arg_list, contexts, self._merge_context))
-    return type_conversions.type_to_py_container(
+    result = tffi.run_coroutine(
+        self, _ordered_invoke(comp, arg_list, contexts, self._merge_context))
+    return tffi.type_to_py_container(
         result, comp.after_merge.type_signature.result)
 
   def invoke(self, comp, arg=None):
@@ -869,5 +861,4 @@ def drop_import_time_default_context():
   'Popen'"). After this call, computations run only inside
   `local_cpp_execution_context` (or a context the caller installs).
   """
-  from tensorflow_federated.python.core.impl.context_stack import set_default_context  # pylint: disable=g-import-not-at-top
-  set_default_context.set_no_default_context()
+  tffi.set_no_default_context()

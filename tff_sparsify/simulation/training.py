@@ -41,6 +41,7 @@ import tensorflow_model_optimization as tfmot
 import tqdm
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tff_internals as tffi
 from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify import signals
@@ -223,13 +224,13 @@ class CheckpointManager(tff.program.FileProgramStateManager):
 
   def _remove_interrupted_writes(self):
     prefix = run_record.CHECKPOINT_PREFIX
-    for name in os.listdir(self._root_dir):
+    for name in os.listdir(tffi.checkpoint_root(self)):
       version, _, suffix = name[len(prefix):].partition('_temp')
       if name.startswith(prefix) and version.isdigit() and suffix.isdigit():
-        files.remove_tree(os.path.join(self._root_dir, name))
+        files.remove_tree(os.path.join(tffi.checkpoint_root(self), name))
 
   def _digests_path(self) -> str:
-    return os.path.join(self._root_dir, DIGESTS_FILE)
+    return os.path.join(tffi.checkpoint_root(self), DIGESTS_FILE)
 
   def _read_digests(self):
     """{version: digest}, or None if this run has no record."""
@@ -247,12 +248,12 @@ class CheckpointManager(tff.program.FileProgramStateManager):
       return {}
 
   async def save(self, program_state, version: int) -> None:
-    path = self._get_path_for_version(version)
+    path = tffi.checkpoint_path(self, version)
     try:
       await super().save(program_state, version)
       digests = self._read_digests() or {}
       digests[version] = tree_digest(path)
-      existing = {v for v in digests if os.path.isdir(self._get_path_for_version(v))}
+      existing = {v for v in digests if os.path.isdir(tffi.checkpoint_path(self, v))}
       files.atomic_write_text(self._digests_path(), json.dumps(
           {str(v): d for v, d in sorted(digests.items()) if v in existing}, indent=1) + '\n')
     except Exception as e:  # pylint: disable=broad-except
@@ -263,7 +264,7 @@ class CheckpointManager(tff.program.FileProgramStateManager):
     """Why checkpoint `version` must not be loaded ('' if it may)."""
     if digests is None:
       return ''
-    path = self._get_path_for_version(version)
+    path = tffi.checkpoint_path(self, version)
     if version not in digests:
       return 'is not in this run\'s record of checkpoints (another run\'s?); not loaded'
     try:
@@ -275,18 +276,18 @@ class CheckpointManager(tff.program.FileProgramStateManager):
     return ''
 
   async def load_latest(self, structure):
-    if os.path.isdir(self._root_dir):
+    if os.path.isdir(tffi.checkpoint_root(self)):
       self._remove_interrupted_writes()
     versions = await self.get_versions()
     if not versions:
       return None, 0
     digests = self._read_digests()
     if digests is None:
-      self._report(f'checkpoints in {self._root_dir} have no digest record (a run made '
+      self._report(f'checkpoints in {tffi.checkpoint_root(self)} have no digest record (a run made '
                    'before it): loaded unverified')
     damaged = []
     for version in reversed(versions):
-      path = self._get_path_for_version(version)
+      path = tffi.checkpoint_path(self, version)
       why = self._verify(version, digests)
       if why:
         self._report(f'checkpoint {path} {why}')
@@ -310,7 +311,7 @@ class CheckpointManager(tff.program.FileProgramStateManager):
                      f'{path} (round {version})')
       return state, version
     raise NoCheckpointError(
-        f'no checkpoint in {self._root_dir} loads ({len(damaged)} tried, all '
+        f'no checkpoint in {tffi.checkpoint_root(self)} loads ({len(damaged)} tried, all '
         'left in place); pass --overwrite to start the run afresh')
 
 
