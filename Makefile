@@ -25,7 +25,8 @@ $(STAMP): requirements/requirements.lock requirements/overrides.txt setup.cfg py
 	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 	# Bytecode at install: uv writes none by default, and where PYTHONDONTWRITEBYTECODE
-	# is set (as on this machine) every process then compiled TF and TFF anew (16 s).
+	# is set (as on this machine) every process then compiled TF and TFF anew
+	# (benchmarks/process_start.py).
 	$(UV) pip install --python $(PY) --compile-bytecode -r requirements/requirements.lock --override requirements/overrides.txt
 	$(UV) pip install --python $(PY) --no-deps -e .
 	touch $(STAMP)

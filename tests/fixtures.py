@@ -145,3 +145,29 @@ def read_json(path: str):
   import json  # pylint: disable=g-import-not-at-top
   with open(path) as f:
     return json.load(f)
+
+
+def add_host_namespace(ns: str, veth: str, host_ip: str, ns_ip: str):
+  """Another "host" for network tests: namespace `ns` joined to this one by a veth pair.
+
+  This side is `host_ip` on `veth`, the other `ns_ip` (both /24); any
+  leftover of an earlier run is removed first. Needs root. Undo with
+  `remove_host_namespace`.
+  """
+  def run(*args):
+    subprocess.run(args, check=True, capture_output=True)
+
+  remove_host_namespace(ns, veth)
+  run('ip', 'netns', 'add', ns)
+  run('ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', veth + 'p')
+  run('ip', 'link', 'set', veth + 'p', 'netns', ns)
+  run('ip', 'addr', 'add', f'{host_ip}/24', 'dev', veth)
+  run('ip', 'link', 'set', veth, 'up')
+  run('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', f'{ns_ip}/24', 'dev', veth + 'p')
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', veth + 'p', 'up')
+  run('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
+
+
+def remove_host_namespace(ns: str, veth: str):
+  subprocess.run(['ip', 'link', 'del', veth], capture_output=True, check=False)
+  subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, check=False)

@@ -26,6 +26,16 @@ def _keras_model():
   return tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
 
 
+class PinnedVersionsTest(tf.test.TestCase):
+
+  def test_the_installed_versions_are_the_ones_the_internals_were_read_against(self):
+    # A new version fails here first: read the internals module again, then re-pin.
+    from importlib import metadata  # pylint: disable=g-import-not-at-top
+    for pinned in (tffi.PINNED, tfmoti.PINNED):
+      for package, version in pinned.items():
+        self.assertEqual(metadata.version(package), version, package)
+
+
 class TffInternalsTest(tf.test.TestCase):
 
   def test_structure_round_trips_a_container(self):

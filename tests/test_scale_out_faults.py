@@ -89,10 +89,6 @@ def _worker_binaries(pid):
     return []
 
 
-def _sh(*args):
-  subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
 class RemoteWorkersTest(tf.test.TestCase):
 
@@ -100,17 +96,8 @@ class RemoteWorkersTest(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls._tmp = tempfile.mkdtemp()
-    for ns, veth, host_ip, ns_ip in HOSTS:
-      subprocess.run(['ip', 'netns', 'del', ns], capture_output=True)
-      subprocess.run(['ip', 'link', 'del', veth], capture_output=True)
-      _sh('ip', 'netns', 'add', ns)
-      _sh('ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', veth + 'p')
-      _sh('ip', 'link', 'set', veth + 'p', 'netns', ns)
-      _sh('ip', 'addr', 'add', f'{host_ip}/24', 'dev', veth)
-      _sh('ip', 'link', 'set', veth, 'up')
-      _sh('ip', 'netns', 'exec', ns, 'ip', 'addr', 'add', f'{ns_ip}/24', 'dev', veth + 'p')
-      _sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', veth + 'p', 'up')
-      _sh('ip', 'netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up')
+    for host in HOSTS:
+      fixtures.add_host_namespace(*host)
     made = os.path.join(cls._tmp, 'creds')
     worker_lib.make_credentials(made, [h[3] for h in HOSTS])
     cls.creds = os.path.join(made, worker_lib.COORDINATOR_DIR)
@@ -159,8 +146,7 @@ class RemoteWorkersTest(tf.test.TestCase):
       except subprocess.TimeoutExpired:
         proc.kill()
     for ns, veth, _, _ in HOSTS:
-      subprocess.run(['ip', 'link', 'del', veth], capture_output=True)
-      subprocess.run(['ip', 'netns', 'del', ns], capture_output=True)
+      fixtures.remove_host_namespace(ns, veth)
     shutil.rmtree(cls._tmp, ignore_errors=True)
     super().tearDownClass()
 

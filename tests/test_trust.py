@@ -287,18 +287,8 @@ class UnisolatedWorkerTest(tf.test.TestCase):
     super().setUp()
     # Another "host": a namespace joined to this one by a veth pair.
     self.ns, veth, self.host_ip = 'tffs-trust-probe', 'tffsprobe0', '10.231.7.1'
-    run = lambda *a: subprocess.run(a, check=True, capture_output=True)
-    subprocess.run(['ip', 'netns', 'del', self.ns], capture_output=True)
-    subprocess.run(['ip', 'link', 'del', veth], capture_output=True)
-    run('ip', 'netns', 'add', self.ns)
-    self.addCleanup(subprocess.run, ['ip', 'netns', 'del', self.ns], capture_output=True)
-    run('ip', 'link', 'add', veth, 'type', 'veth', 'peer', 'name', veth + 'p')
-    self.addCleanup(subprocess.run, ['ip', 'link', 'del', veth], capture_output=True)
-    run('ip', 'link', 'set', veth + 'p', 'netns', self.ns)
-    run('ip', 'addr', 'add', f'{self.host_ip}/24', 'dev', veth)
-    run('ip', 'link', 'set', veth, 'up')
-    run('ip', 'netns', 'exec', self.ns, 'ip', 'addr', 'add', '10.231.7.2/24', 'dev', veth + 'p')
-    run('ip', 'netns', 'exec', self.ns, 'ip', 'link', 'set', veth + 'p', 'up')
+    self.addCleanup(fixtures.remove_host_namespace, self.ns, veth)
+    fixtures.add_host_namespace(self.ns, veth, self.host_ip, '10.231.7.2')
 
   def _reachable_from_the_other_host(self, port):
     code = f'import socket; socket.create_connection(({self.host_ip!r}, {port}), timeout=3)'
@@ -319,7 +309,7 @@ class UnisolatedWorkerTest(tf.test.TestCase):
     self.assertTrue(self._reachable_from_the_other_host(port))
     with self.assertRaisesRegex(RuntimeError, rf'^worker_binary listens on :: port {port}, '
                                 'beyond loopback; refusing to serve$'):
-      worker_lib.check_loopback_only(port)
+      worker_lib.check_loopback_only(plain.pid)
 
     @tff.tensorflow.computation(np.int32)
     def add_one(x):

@@ -606,8 +606,7 @@ async def _ordered_invoke(comp: tffi.MergeableCompForm, arg_list,
   def after_merge_arg(arg):
     return merged if arg is None else tffi.Struct.unnamed(arg, merged)
 
-  if tffi.contains_only(comp.after_merge.type_signature.result,
-                                 all_equal):
+  if tffi.contains_only(comp.after_merge.type_signature.result, all_equal):
     return await merger.invoke(comp.after_merge, after_merge_arg(arg_list[0]))
   results = await _gather_all([
       ctx.invoke(comp.after_merge, after_merge_arg(arg))

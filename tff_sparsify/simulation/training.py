@@ -222,15 +222,19 @@ class CheckpointManager(tff.program.FileProgramStateManager):
     super().__init__(root_dir, **kwargs)
     self._report = report or (lambda line: print(line, file=sys.stderr, flush=True))
 
+  @property
+  def root(self) -> str:
+    return tffi.checkpoint_root(self)
+
   def _remove_interrupted_writes(self):
     prefix = run_record.CHECKPOINT_PREFIX
-    for name in os.listdir(tffi.checkpoint_root(self)):
+    for name in os.listdir(self.root):
       version, _, suffix = name[len(prefix):].partition('_temp')
       if name.startswith(prefix) and version.isdigit() and suffix.isdigit():
-        files.remove_tree(os.path.join(tffi.checkpoint_root(self), name))
+        files.remove_tree(os.path.join(self.root, name))
 
   def _digests_path(self) -> str:
-    return os.path.join(tffi.checkpoint_root(self), DIGESTS_FILE)
+    return os.path.join(self.root, DIGESTS_FILE)
 
   def _read_digests(self):
     """{version: digest}, or None if this run has no record."""
@@ -276,14 +280,14 @@ class CheckpointManager(tff.program.FileProgramStateManager):
     return ''
 
   async def load_latest(self, structure):
-    if os.path.isdir(tffi.checkpoint_root(self)):
+    if os.path.isdir(self.root):
       self._remove_interrupted_writes()
     versions = await self.get_versions()
     if not versions:
       return None, 0
     digests = self._read_digests()
     if digests is None:
-      self._report(f'checkpoints in {tffi.checkpoint_root(self)} have no digest record (a run made '
+      self._report(f'checkpoints in {self.root} have no digest record (a run made '
                    'before it): loaded unverified')
     damaged = []
     for version in reversed(versions):
@@ -311,7 +315,7 @@ class CheckpointManager(tff.program.FileProgramStateManager):
                      f'{path} (round {version})')
       return state, version
     raise NoCheckpointError(
-        f'no checkpoint in {tffi.checkpoint_root(self)} loads ({len(damaged)} tried, all '
+        f'no checkpoint in {self.root} loads ({len(damaged)} tried, all '
         'left in place); pass --overwrite to start the run afresh')
 
 

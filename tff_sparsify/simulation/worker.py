@@ -18,8 +18,8 @@ writes included. `serve` puts it where only the intended client reaches it:
 Where no namespace can be made and the user allows an unisolated worker,
 `worker_binary` runs in the host's namespace with a preloaded `bind` that
 binds loopback only (`_LOOPBACK_BIND_C`, built with the system's C compiler at
-start), and its listening sockets are read back from `/proc/net` before it is
-used: a worker found listening beyond loopback is stopped and refused.
+start), and its listening sockets are read back (psutil) before it is used: a
+worker found listening beyond loopback is stopped and refused.
 
 The worker dies with this process (`PR_SET_PDEATHSIG`), and this process with
 its parent when `parent_pid` is given. Python, not TF: this module imports no
@@ -253,41 +253,21 @@ def build_loopback_bind(directory: str) -> str:
   return library
 
 
-def _listening_addresses(port: int) -> list[str]:
-  """Local addresses of TCP sockets listening on `port`, from /proc/net."""
-  found = []
-  for name, width in (('tcp', 8), ('tcp6', 32)):
-    try:
-      with open(f'/proc/net/{name}') as f:
-        lines = f.read().splitlines()[1:]
-    except OSError:
-      continue
-    for line in lines:
-      fields = line.split()
-      address, _, hex_port = fields[1].partition(':')
-      if fields[3] != '0A' or int(hex_port, 16) != port or len(address) != width:
-        continue
-      # /proc/net prints each 32-bit word in host (little-endian) order.
-      raw = b''.join(bytes.fromhex(address[i:i + 8])[::-1]
-                     for i in range(0, width, 8))
-      found.append(socket.inet_ntop(
-          socket.AF_INET if width == 8 else socket.AF_INET6, raw))
-  return found
-
-
-def _is_loopback(address: str) -> bool:
+def check_loopback_only(pid: int):
+  """Raises RuntimeError if process `pid` listens on TCP anywhere beyond loopback."""
   import ipaddress  # pylint: disable=g-import-not-at-top
-  ip = ipaddress.ip_address(address)
-  mapped = getattr(ip, 'ipv4_mapped', None)
-  return (mapped or ip).is_loopback
+  import psutil  # pylint: disable=g-import-not-at-top
 
+  def loopback(address):
+    ip = ipaddress.ip_address(address)
+    return (getattr(ip, 'ipv4_mapped', None) or ip).is_loopback
 
-def check_loopback_only(port: int):
-  """Raises RuntimeError if anything listens on `port` beyond loopback."""
-  exposed = [a for a in _listening_addresses(port) if not _is_loopback(a)]
+  exposed = sorted({f'{c.laddr.ip} port {c.laddr.port}'
+                    for c in psutil.Process(pid).net_connections(kind='tcp')
+                    if c.status == psutil.CONN_LISTEN and not loopback(c.laddr.ip)})
   if exposed:
-    raise RuntimeError(f'worker_binary listens on {", ".join(exposed)} port '
-                       f'{port}, beyond loopback; refusing to serve')
+    raise RuntimeError(f'worker_binary listens on {", ".join(exposed)}, beyond loopback; '
+                       'refusing to serve')
 
 
 def _start_worker_binary(port: int, log_path: Optional[str],
@@ -369,15 +349,17 @@ def serve(listener: socket.socket, *, isolate: bool = True,
       s.bind(('127.0.0.1', 0))
       port = s.getsockname()[1]
   import tempfile  # pylint: disable=g-import-not-at-top
-  with tempfile.TemporaryDirectory(prefix='tff-sparsify-bind-') as build_dir:
-    # Built as the user worker_binary runs as (after the drop), so it can load it.
-    preload = None if isolate else build_loopback_bind(build_dir)
-    process = _start_worker_binary(port, log_path, max_concurrent_computation_calls,
-                                   cwd=silo_dir or '/', preload=preload)
+  # Unisolated: the loopback-only bind, built as the user worker_binary runs
+  # as (after the drop) so that it can load it; kept until it has.
+  with (contextlib.nullcontext() if isolate else
+        tempfile.TemporaryDirectory(prefix='tff-sparsify-bind-')) as build_dir:
+    process = _start_worker_binary(
+        port, log_path, max_concurrent_computation_calls, cwd=silo_dir or '/',
+        preload=build_dir and build_loopback_bind(build_dir))
     try:
       _wait_for_port(port, process, start_timeout)
       if not isolate:
-        check_loopback_only(port)
+        check_loopback_only(process.pid)
     except BaseException:
       _end_worker_binary(process)
       raise
