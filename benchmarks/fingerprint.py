@@ -32,6 +32,7 @@ COMMON = dict(
     client_epochs_per_round=1, client_batch_size=32, client_learning_rate=0.02,
     seed=1990, final_sparsity=0.8, progress=False, rounds_per_eval=3,
 )
+BATCH_NORM_MODEL = '{out}/batch_norm.keras'  # Written by `write_batch_norm_model`.
 RUNS = {
     'fedavg': dict(algorithm='fedavg'),
     'fedavg_momentum': dict(algorithm='fedavg_momentum'),
@@ -53,8 +54,35 @@ RUNS = {
     'quantize_sparse_local_pruned': dict(
         algorithm='fedsparsify_local', quantize_bits=8, quantizer='sparse',
         client_message_prune_rate=0.5),
+    # Added for issue 36, recorded before the algorithms moved into modules of their own.
+    'snip': dict(algorithm='snip'),
+    'grasp': dict(algorithm='grasp'),
+    'prunefl': dict(algorithm='prunefl', final_sparsity=0.3, readjust_every=2,
+                    initial_reconfigurations=2),
+    'global_uniform': dict(algorithm='fedsparsify_global', sparsity_placement='uniform'),
+    'global_channel': dict(algorithm='fedsparsify_global', sparsity_granularity='channel',
+                           channel_multiple=4),
+    'local_channel': dict(algorithm='fedsparsify_local', sparsity_granularity='channel',
+                          final_sparsity=0.5),
+    'delta_sparse': dict(algorithm='fedsparsify_global', client_message_prune_rate=0.5,
+                         message_prune_target='delta', quantize_bits=8, quantizer='sparse'),
+    'fedprox_momentum': dict(algorithm='fedprox', client_momentum=0.5),
+    'batch_norm_global': dict(algorithm='fedsparsify_global', model=BATCH_NORM_MODEL),
+    'batch_norm_fedavg': dict(algorithm='fedavg', model=BATCH_NORM_MODEL),
 }
 NOT_REPRODUCIBLE = frozenset({'quantize_tff'})
+
+
+def write_batch_norm_model(path: str):
+  """A seeded 784-32-BN-10 Keras model (moving statistics aggregated) saved at `path`."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.keras.utils.set_random_seed(7)
+  inputs = tf.keras.Input((784,))
+  x = tf.keras.layers.Dense(32)(inputs)
+  x = tf.keras.layers.BatchNormalization(momentum=0.5)(x)
+  x = tf.keras.layers.ReLU()(x)
+  model = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x))
+  model.save(path)
 
 
 def weights_hash(path: str) -> str:
@@ -70,7 +98,7 @@ def weights_hash(path: str) -> str:
 def run_one(name: str, out: str) -> str:
   flags = dict(COMMON, **RUNS[name], root_output_dir=out, experiment_name=name)
   command = [sys.executable, '-m', 'binaries.train'] + [
-      f'--{k}={v}' for k, v in flags.items()]
+      f'--{k}={v}'.replace('{out}', out) for k, v in flags.items()]
   done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                         timeout=900, check=False)
   if done.returncode != 0:
@@ -91,6 +119,8 @@ def main():
   if unknown:
     parser.error(f'--runs: unknown run {unknown[0]!r}; known: {", ".join(RUNS)}')
   with tempfile.TemporaryDirectory() as out:
+    if any(RUNS[n].get('model') == BATCH_NORM_MODEL for n in names):
+      write_batch_norm_model(BATCH_NORM_MODEL.format(out=out))
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
       hashes = dict(zip(names, pool.map(lambda n: run_one(n, out), names)))
   for name, value in hashes.items():

@@ -92,6 +92,11 @@ class TrainConfig:
   sparsity_placement: str = 'global'
   sparsity_granularity: str = 'weight'
   channel_multiple: int = 1
+  # PruneFL (--algorithm=prunefl).
+  readjust_every: int = configs.PRUNEFL_READJUST_EVERY
+  readjust_ratio: float = configs.PRUNEFL_READJUST_RATIO
+  readjust_halving_rounds: int = configs.PRUNEFL_READJUST_HALVING_ROUNDS
+  initial_reconfigurations: int = configs.PRUNEFL_INITIAL_RECONFIGURATIONS
   # Message compression (arXiv 2310.14693) and quantization.
   client_message_prune_rate: float = 0.0
   server_message_prune_rate: float = 0.0

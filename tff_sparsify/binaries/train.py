@@ -147,6 +147,21 @@ _OVERWRITE = flags.DEFINE_bool(
     'ones the experiment was started with is refused.')
 
 
+flags.DEFINE_integer(
+    'readjust_every', configs.PRUNEFL_READJUST_EVERY,
+    '--algorithm=prunefl: rounds between readjustments of the mask (the paper\'s 50).')
+flags.DEFINE_float(
+    'readjust_ratio', configs.PRUNEFL_READJUST_RATIO,
+    '--algorithm=prunefl: s of the readjustment ratio s x 0.5^(t / H), the fraction of '
+    'kept weights swapped at round t (the paper\'s 0.3).')
+flags.DEFINE_integer(
+    'readjust_halving_rounds', configs.PRUNEFL_READJUST_HALVING_ROUNDS,
+    '--algorithm=prunefl: H of the readjustment ratio (the paper\'s 1000).')
+flags.DEFINE_integer(
+    'initial_reconfigurations', configs.PRUNEFL_INITIAL_RECONFIGURATIONS,
+    '--algorithm=prunefl: reconfigurations of the initial pruning on one client (the '
+    'paper\'s 5).')
+
 _CLIENT_MESSAGE_PRUNE_RATE = flags.DEFINE_float(
     'client_message_prune_rate', 0.0,
     'Message compression of arXiv 2310.14693: fraction of the uploaded '

@@ -40,6 +40,11 @@ SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
 SPARSITY_GRANULARITIES = ('weight', 'channel')
 MFL_DEFAULT_MOMENTUM = 0.75  # The paper's Appendix C.
 FEDPROX_DEFAULT_STRENGTH = 0.001
+# PruneFL as the FedSparsify paper ran it (line 82).
+PRUNEFL_READJUST_EVERY = 50
+PRUNEFL_READJUST_RATIO = 0.3
+PRUNEFL_READJUST_HALVING_ROUNDS = 1000
+PRUNEFL_INITIAL_RECONFIGURATIONS = 5
 
 
 
@@ -149,10 +154,10 @@ class FedSparsifyConfig(FedAvgConfig):
   channel_multiple: int = 1
   seed: int = 0
   proximal_strength: float = 0.0
-  readjust_every: int = 50
-  readjust_ratio: float = 0.3
-  readjust_halving_rounds: int = 1000
-  initial_reconfigurations: int = 5
+  readjust_every: int = PRUNEFL_READJUST_EVERY
+  readjust_ratio: float = PRUNEFL_READJUST_RATIO
+  readjust_halving_rounds: int = PRUNEFL_READJUST_HALVING_ROUNDS
+  initial_reconfigurations: int = PRUNEFL_INITIAL_RECONFIGURATIONS
 
   def __post_init__(self):
     super().__post_init__()

@@ -89,6 +89,10 @@ _COMPRESSION_FIELDS = tuple(f.name for f in dataclasses.fields(configs.Compressi
 _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(configs.ScheduleConfig))
 
 
+_PRUNEFL_FIELDS = ('readjust_every', 'readjust_ratio', 'readjust_halving_rounds',
+                   'initial_reconfigurations')
+
+
 def _pick(values: Mapping[str, Any], names) -> dict:
   return {name: values[name] for name in names if name in values}
 
@@ -142,7 +146,7 @@ def _fed_sparsify(mode: str = 'global', pruning_method: str = 'magnitude',
         mode=mode, pruning_method=pruning_method,
         **_optimizers(values),
         **_pick(values, ('mask_aggregation', 'sparsity_placement', 'sparsity_granularity',
-                         'channel_multiple', 'seed')))
+                         'channel_multiple', 'seed', *_PRUNEFL_FIELDS)))
   return from_flags
 
 
