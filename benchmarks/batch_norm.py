@@ -38,7 +38,7 @@ import tensorflow_federated as tff
 from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify.learning import configs
-from tff_sparsify.learning import fed_sparsify
+from tff_sparsify.learning import registry
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tff_sparsify.simulation import data
@@ -85,7 +85,7 @@ def _process(variant: str):
   config = configs.FedSparsifyConfig(
       client_learning_rate=LEARNING_RATE,
       schedule=configs.ScheduleConfig(sparsity, max(_ROUNDS.value, 2)))
-  return fed_sparsify.build_weighted_fed_sparsify(
+  return registry.build_process(
       models.model_fn_from(keras_model_fn), config,
       aggregate_statistics=aggregated), keras_model_fn
 

@@ -20,13 +20,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _build_twice():
   from google.protobuf.internal import api_implementation  # pylint: disable=g-import-not-at-top
-  from tff_sparsify.learning import configs, fed_sparsify, models  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from tff_sparsify.learning import configs, models, registry  # pylint: disable=g-import-not-at-top,g-multiple-import
   from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
   execution.drop_import_time_default_context()
   times = []
   for _ in range(2):
     start = time.perf_counter()
-    fed_sparsify.build_weighted_fed_sparsify(
+    registry.build_process(
         models.build_model_fn('fashion_mnist', prunable=True),
         configs.FedSparsifyConfig(schedule=configs.ScheduleConfig(0.9, 10)))
     times.append(time.perf_counter() - start)

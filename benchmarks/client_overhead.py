@@ -45,6 +45,7 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
+from tff_sparsify.learning.algorithms import fedsparsify_global
 from tff_sparsify.simulation import data
 from tff_sparsify.simulation import execution
 
@@ -86,9 +87,10 @@ def _epoch_fn(prunable: bool, skip_updates: bool, mask_every_step: bool):
 
 def _client_update_fn():
   model_fn = models.build_model_fn('fashion_mnist', seed=SEED, prunable=True)
+  config = configs.FedSparsifyConfig(schedule=configs.NEVER_PRUNE)
   update = client_work._build_client_update(  # pylint: disable=protected-access
-      model_fn, tff.learning.optimizers.build_sgdm(LEARNING_RATE),
-      configs.FedSparsifyConfig(schedule=configs.NEVER_PRUNE),
+      model_fn, tff.learning.optimizers.build_sgdm(LEARNING_RATE), config,
+      fedsparsify_global.GlobalMagnitudeRules(config),
       tff.learning.LoopImplementation.DATASET_REDUCE)
   model = model_fn()
   layout = layout_lib.pruning_layout(model)

@@ -74,11 +74,11 @@ NOT_REPRODUCIBLE = frozenset({'quantize_tff'})
 
 
 def write_batch_norm_model(path: str):
-  """A seeded 784-32-BN-10 Keras model (moving statistics aggregated) saved at `path`."""
+  """A seeded 28x28-32-BN-10 Keras model (moving statistics aggregated) saved at `path`."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.keras.utils.set_random_seed(7)
-  inputs = tf.keras.Input((784,))
-  x = tf.keras.layers.Dense(32)(inputs)
+  inputs = tf.keras.Input((28, 28))
+  x = tf.keras.layers.Dense(32)(tf.keras.layers.Flatten()(inputs))
   x = tf.keras.layers.BatchNormalization(momentum=0.5)(x)
   x = tf.keras.layers.ReLU()(x)
   model = tf.keras.Model(inputs, tf.keras.layers.Dense(10)(x))

@@ -26,6 +26,9 @@ from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
+from tff_sparsify.learning.algorithms import base
+from tff_sparsify.learning.algorithms import fedsparsify_global
+from tff_sparsify.learning.algorithms import fedsparsify_local
 from tff_sparsify.simulation import execution
 
 LR = 0.1
@@ -38,11 +41,11 @@ _COMPRESSION = ('client_message_prune_rate', 'server_message_prune_rate', 'quant
 
 
 def build(model_fn, client_optimizer_fn, server_optimizer_fn=None, *, schedule, **options):
-  """`build_weighted_fed_sparsify` of a `FedSparsifyConfig` made from `options`."""
+  """The process of a `FedSparsifyConfig` made from `options` (`registry.build_process`)."""
   compression = configs.CompressionConfig(
       **{k: options.pop(k) for k in _COMPRESSION if k in options})
   config = configs.FedSparsifyConfig(schedule=schedule, compression=compression, **options)
-  return fed_sparsify.build_weighted_fed_sparsify(
+  return registry.build_process(
       model_fn, config, client_optimizer_fn=client_optimizer_fn,
       server_optimizer_fn=server_optimizer_fn)
 
@@ -204,7 +207,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     mask = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
     schedule = configs.ScheduleConfig.one_shot(0.5, 3, sparsify_start_round=0)
     clients = linear_clients([4, 6, 2])
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    process = registry.build_process(
         linear_model_fn(), configs.FedSparsifyConfig(schedule=schedule, pruning_method=method),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR), initial_masks=[mask])
     with execution.local_cpp_execution_context():
@@ -236,7 +239,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     config = configs.FedSparsifyConfig(
         schedule=configs.ScheduleConfig.one_shot(0.5, 4, sparsify_start_round=0),
         pruning_method='prunefl', readjust_every=2, readjust_ratio=0.5)
-    process = fed_sparsify.build_weighted_fed_sparsify(
+    process = registry.build_process(
         linear_model_fn(), config, client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
         initial_masks=[mask])
     w = (W0 * mask).astype(np.float64)
@@ -469,7 +472,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     ours = build(linear_model_fn(), tff.learning.optimizers.build_sgdm(LR),
                  schedule=schedule, client_message_prune_rate=0.5,
                  message_prune_target='delta')
-    composed = fed_sparsify.build_weighted_fed_sparsify(
+    composed = registry.build_process(
         linear_model_fn(), configs.FedSparsifyConfig(schedule=schedule),
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
         server_optimizer_fn=tff.learning.optimizers.build_sgdm(1.0),
@@ -665,7 +668,9 @@ class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
         ('model_delta', tff.StructWithPythonType([tff.TensorType(np.float32, [3])], tuple)),
         ('mask', tff.StructWithPythonType([tff.TensorType(np.float32, [3])], tuple)),
     ], collections.OrderedDict)
-    process = aggregators.MaskMergingFactory().create(value_type, tff.TensorType(np.float32))
+    rules = fedsparsify_local.LocalRules(configs.FedSparsifyConfig(
+        schedule=configs.ScheduleConfig(0.5, 3), mode='local'))
+    process = aggregators.MessageFactory(rules).create(value_type, tff.TensorType(np.float32))
     values = [
         collections.OrderedDict(model_delta=(np.array([1., 2., 0.], np.float32),),
                                 mask=(np.array([1., 1., 0.], np.float32),)),
@@ -717,22 +722,30 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_builder_arguments(self):
     config = configs.FedSparsifyConfig(schedule=configs.ScheduleConfig(0.5, 3))
     with self.assertRaisesRegex(TypeError, 'config must be a FedSparsifyConfig, got FedAvgConfig'):
-      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), configs.FedAvgConfig())
+      fed_sparsify.build_weighted_fed_sparsify(
+          linear_model_fn(), configs.FedAvgConfig(), base.Rules(config))
     with self.assertRaisesRegex(TypeError, 'client_optimizer_fn must be a tff.learning.optimizers.Optimizer'):
       fed_sparsify.build_weighted_fed_sparsify(
-          linear_model_fn(), config, client_optimizer_fn=tf.keras.optimizers.SGD)
+          linear_model_fn(), config, fedsparsify_global.GlobalMagnitudeRules(config),
+          client_optimizer_fn=tf.keras.optimizers.SGD)
+    with self.assertRaisesRegex(ValueError, 'rules must be made from the same configuration'):
+      fed_sparsify.build_weighted_fed_sparsify(
+          linear_model_fn(), config, base.Rules(configs.FedSparsifyConfig(
+              schedule=configs.ScheduleConfig(0.5, 3))))
+    with self.assertRaisesRegex(TypeError, 'fedsparsify_local does not take this FedSparsifyConfig'):
+      registry.get('fedsparsify_local').build(linear_model_fn(), config)
     with self.assertRaisesRegex(ValueError, "initial_masks must be given with pruning_method in "
                                 r"\('snip', 'grasp', 'prunefl'\) and only then; got "
                                 "pruning_method='magnitude'"):
-      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), config,
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), config, base.Rules(config),
                                                initial_masks=[np.ones((3, 2))])
     snip = configs.FedSparsifyConfig(
         schedule=configs.ScheduleConfig.one_shot(0.5, 3, sparsify_start_round=0),
         pruning_method='snip')
     with self.assertRaisesRegex(ValueError, "got pruning_method='snip' and initial_masks None"):
-      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip)
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip, base.Rules(snip))
     with self.assertRaisesRegex(ValueError, 'initial_masks must hold 1 masks'):
-      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip,
+      fed_sparsify.build_weighted_fed_sparsify(linear_model_fn(), snip, base.Rules(snip),
                                                initial_masks=[np.ones((3, 2))] * 2)
 
   def test_model_without_wrappers(self):

@@ -1,7 +1,9 @@
 """The package's import graph (issue 36): no cycle, and layers that point one way.
 
 Every `import` of a `tff_sparsify` module counts, those inside functions
-too (a lazy import is still a dependency). The rules:
+too (a lazy import is still a dependency), and so does every
+`_lazy.load('tff_sparsify.…')` (a module named now, imported at first use).
+The rules:
 
 - `core` (the papers' math) and `compression` (codecs, quantizers) import
   nothing of `learning`, `simulation`, `deploy`, `binaries` or `config`;
@@ -58,6 +60,11 @@ def import_graph(root: str, package: str) -> dict[str, set[str]]:
         for alias in node.names:
           full = f'{parent}.{alias.name}'
           found.add(full if full in modules else parent)
+      elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == 'load' and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == '_lazy' and node.args
+            and isinstance(node.args[0], ast.Constant)):
+        found.add(node.args[0].value)
     graph[module] = {m for m in found if m in modules and m != module}
   return graph
 
@@ -118,6 +125,9 @@ class LayersTest(tf.test.TestCase):
         'pkg/learning/other.py': 'import os\n',
         'pkg/deploy/__init__.py': '',
         'pkg/deploy/export.py': 'from pkg.learning import other\n',
+        'pkg/compression/__init__.py': '',
+        'pkg/compression/codec.py': "from pkg import _lazy\nlater = _lazy.load('pkg.deploy.export')\n",
+        'pkg/_lazy.py': '',
     }
     for name, text in files.items():
       os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
@@ -126,7 +136,9 @@ class LayersTest(tf.test.TestCase):
     graph = import_graph(root, 'pkg')
     self.assertEqual(graph['pkg.learning.process'], {'pkg.core.math', 'pkg.learning.other'})
     self.assertEqual(cycles(graph), [['pkg.core.math', 'pkg.learning.process']])
+    self.assertEqual(graph['pkg.compression.codec'], {'pkg._lazy', 'pkg.deploy.export'})
     self.assertEqual(violations(graph, 'pkg'), [
+        'pkg.compression.codec imports pkg.deploy.export',
         'pkg.core.math imports pkg.learning.process',
         'pkg.deploy.export imports pkg.learning.other'])
 

@@ -157,7 +157,7 @@ class PruneFLInitialPruningTest(tf.test.TestCase):
   """`prunefl.initial_masks` against NumPy on a linear model (MSE, no bias)."""
 
   def test_reconfigurations_against_numpy(self):
-    from tff_sparsify.learning import prunefl  # pylint: disable=g-import-not-at-top
+    from tff_sparsify.learning.algorithms import prunefl  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(4)
     w0 = rng.normal(size=(5, 4)).astype(np.float32)
     x = rng.normal(size=(12, 5)).astype(np.float32)

@@ -17,7 +17,6 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.learning import fed_sparsify
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
@@ -264,8 +263,7 @@ class StatisticsPruningTest(_WithWorker, tf.test.TestCase, parameterized.TestCas
     algorithm = registry.get('fedsparsify_global')
     config = algorithm.from_flags(dict(client_learning_rate=LR, total_rounds=ROUNDS,
                                        final_sparsity=0.5))
-    process = fed_sparsify.build_weighted_fed_sparsify(model_fn(True), config,
-                                                       aggregate_statistics=False)
+    process = algorithm.build(model_fn(True), config, aggregate_statistics=False)
     tff_fed_avg = tff.learning.algorithms.build_weighted_fed_avg(
         model_fn(False), tff.learning.optimizers.build_sgdm(LR),
         tff.learning.optimizers.build_sgdm(1.0))

@@ -1,4 +1,4 @@
-"""FedSparsify client work: Tune under the global mask, optionally Purge locally.
+"""The generic client work: Tune under the global mask, and what the algorithm's rules add.
 
 Stripelis et al., Algorithm 1, procedure Client(w, m, E, s_t):
 
@@ -14,30 +14,31 @@ step, client momentum included. The tfmot wrappers' own per-step work
 cond) is then redundant and skipped (`pruning.skip_wrapper_updates`): it
 doubled the local training time. The gradient itself is not masked: TFF's
 optimizers are element-wise, so optimizer state at a pruned position never
-reaches a kept one. In local mode the client prunes its trained model to
-s_t by global magnitude (already pruned weights stay pruned) and sends its
-mask beside the delta: `OrderedDict(model_delta=..., mask=...)`. PruneFL
-(`pruning_method='prunefl'`) sends `OrderedDict(model_delta=...,
-importance=...)`: its squared gradients summed over the local steps, at
-readjustment rounds (zeros at the others); they count in `bytes_uploaded`
-(dense float32), not in the parameter counts of Appendix E.
+reaches a kept one.
+
+The algorithm's rules (`learning.algorithms.base.Rules`) add the rest: the
+gradient a step applies (FedProx), masks the client prunes its trained model
+to before sending (FedSparsify-Local: `Rules.client_masks`; the client then
+sends its values at those positions only), and a message beside the delta
+(`Rules.message`: the update is `OrderedDict(model_delta=..., <message>=...)`,
+e.g. Local's mask, PruneFL's squared gradients), whose bytes the rules count.
 
 Measurements (Appendix E of the paper, in parameters): `params_downloaded`,
 the non-zero trainable parameters the clients received; `params_uploaded`,
 the non-zero trainable parameters of the models they trained (the paper's
 w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
-masks travel (local mode); `transmission_mbits`, the paper's transmission
+clients prune (`Rules.client_masks`); `transmission_mbits`, the paper's transmission
 cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
 bytes of the encodings of `compression.codecs` (the smallest lossless
 non-zlib one per tensor): `bytes_uploaded`, the weights the client trained,
 inside the global mask only (the server sent that mask, so positions outside
-it are never sent); in local mode, its mask as positions inside the global
-mask, then the values inside its mask. With `quantize_bits` and
+it are never sent); where the client pruned, its mask as positions inside
+the global mask, then the values inside its mask; and its message's bytes. With `quantize_bits` and
 `quantizer='sparse'` (ours), large tensors count as the deltas at the
 positions sent, rounded stochastically (`codecs.tf_quantize`). With
 `quantizer='tff'`, TFF's aggregator encodes the deltas and counts them
 (`compression.aggregators.QuantizedMeanFactory`); the client counts only
-its mask (local mode).
+its mask (where it pruned) and its message.
 All are summed over the round's clients. What the clients receive, and its
 bytes, is the distributor's (`compression.distributors`): with the sparse
 quantizer the clients train from the dequantized broadcast.
@@ -65,9 +66,9 @@ from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.core import schedules
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import statistics as statistics_lib
 
@@ -85,7 +86,7 @@ def _reduce_loop(loop_implementation):
   return iterate
 
 
-def _zero_all_if_any_non_finite(structure):
+def zero_all_if_any_non_finite(structure):
   """As TFF's `tensor_utils.zero_all_if_any_non_finite` (not public in 0.87)."""
   flat = tf.nest.flatten(structure)
   finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in flat])
@@ -93,17 +94,16 @@ def _zero_all_if_any_non_finite(structure):
   return tf.nest.pack_sequence_as(structure, zeroed), tf.logical_not(finite)
 
 
-def build_train_step(model, optimizer, trainable, keep, proximal_strength: float = 0.0,
-                     anchor=None, squares_of=None):
+def build_train_step(model, optimizer, trainable, keep, rules=None, anchor=None,
+                     squares_of=None):
   """The local step, as a `dataset.reduce` function over (examples, opt state).
 
-  Forward pass, gradient, `optimizer.next`, then each trainable variable is
-  set to the update masked by `keep` (boolean tensors, None = not pruned).
-  With `proximal_strength` mu > 0 (FedProx), the gradient of
-  mu/2 ||w - w_t||^2, mu (w - w_t), is added, w_t being `anchor` (the model
-  the client received). With `squares_of` (indices into `trainable`), the
-  state has a third part, the squared gradients of those tensors summed over
-  the steps (PruneFL's importance; the gradient is not masked, so pruned
+  Forward pass, gradient (`rules.local_gradients` of it, `anchor` being the
+  model the client received), `optimizer.next`, then each trainable
+  variable is set to the update masked by `keep` (boolean tensors, None =
+  not pruned). With `squares_of` (indices into `trainable`), the state has
+  a third part, the squared gradients of those tensors summed over the
+  steps (PruneFL's importance; the gradient is not masked, so pruned
   positions have theirs too).
   """
   def step(state, batch):
@@ -114,9 +114,8 @@ def build_train_step(model, optimizer, trainable, keep, proximal_strength: float
     with tf.GradientTape() as tape:
       output = model.forward_pass(batch, training=True)
     gradients = tape.gradient(output.loss, trainable)
-    if proximal_strength > 0:
-      gradients = [g + proximal_strength * (w - w_t)
-                   for g, w, w_t in zip(gradients, trainable, anchor)]
+    if rules is not None:
+      gradients = rules.local_gradients(gradients, trainable, anchor)
     optimizer_state, updated = optimizer.next(
         optimizer_state, tuple(trainable), tuple(gradients))
     for variable, value, kept in zip(trainable, updated, keep):
@@ -132,19 +131,108 @@ def build_train_step(model, optimizer, trainable, keep, proximal_strength: float
   return step
 
 
-def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
+@dataclasses.dataclass(frozen=True)
+class _UploadEncoding:
+  """How a client's trained tensors go up (from `CompressionConfig`)."""
+  message_prune_rate: float  # 2310.14693 on the trained model (0: none).
+  sparse_bits: int           # This client work quantizes (0: not).
+  quantize_threshold: int
+  by_aggregator: bool        # The aggregator encodes and counts the delta.
+
+  @classmethod
+  def of(cls, compression):
+    # With message_prune_target='delta' the aggregator prunes, quantizes and
+    # counts the upload (`compression.aggregators.SparseDeltaMeanFactory`).
+    return cls(
+        message_prune_rate=(0.0 if compression.delta_aggregator
+                            else compression.client_message_prune_rate),
+        sparse_bits=0 if compression.delta_aggregator else compression.sparse_bits,
+        quantize_threshold=compression.quantize_threshold,
+        by_aggregator=compression.aggregator_encodes_upload)  # TFF's quantizer too.
+
+  def encode(self, trained, delta, keep, client_keep):
+    """(delta as sent, bytes of the trained tensors as sent).
+
+    `keep`: the global mask of each trainable tensor (None: not pruned);
+    `client_keep`: {trainable index: the client's own mask} where it pruned,
+    else None.
+
+    The values at `sent` go up, and `sent` itself as a mask message inside
+    the global mask where the server cannot know it (the client's own
+    masks, message pruning): the server knows the global mask it
+    broadcast, and everything outside `sent` is zero.
+    """
+    delta = list(delta)
+    sizes = []
+    for i, (t, kept) in enumerate(zip(trained, keep)):
+      if client_keep is not None:  # The client's own masks (its other tensors whole).
+        sent = client_keep.get(i, kept)
+      elif self.message_prune_rate > 0 and self.sparse_bits:
+        sent = tf.not_equal(t, 0)
+      else:
+        sent = kept
+      if sent is not kept:
+        sizes.append(codecs.tf_mask_size(sent if kept is None else tf.boolean_mask(sent, kept)))
+      if self.sparse_bits and t.shape.num_elements() > self.quantize_threshold:
+        # Stochastic rounding, seeded by what the client trained.
+        sent = tf.ones_like(t, tf.bool) if sent is None else sent
+        seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
+        delta[i] = codecs.tf_quantize_at(delta[i], sent, self.sparse_bits, seed)
+        sizes.append(codecs.tf_quantized_values_size(
+            tf.math.count_nonzero(sent, dtype=tf.int64), self.sparse_bits))
+      elif not self.by_aggregator:  # The values at `sent` (with any zeros' positions).
+        sizes.append(codecs.tf_encoded_size(t if sent is None else tf.boolean_mask(t, sent)))
+      # Else the aggregator encodes the whole delta and counts it
+      # (`compression.aggregators`: TFF's quantizing mean, or ours over deltas).
+    return delta, sizes
+
+
+def _communication(initial_trainable, trained, mask_bits, bytes_uploaded):
+  downloaded = masks_lib.num_nonzero(initial_trainable)
+  uploaded = masks_lib.num_nonzero(trained)
+  return collections.OrderedDict(
+      params_downloaded=downloaded, params_uploaded=uploaded,
+      mask_bits_uploaded=mask_bits,
+      transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
+      bytes_uploaded=bytes_uploaded)
+
+
+def _train(model, optimizer, rules, layout, initial_weights, data, reduce_loop):
+  """Local training from `initial_weights`: (reduced state, trainable variables, keep)."""
+  weights = tff.learning.models.ModelWeights.from_model(model)
+  # The model as the client decoded it (the distributor encodes it).
+  received = list(initial_weights.trainable)
+  for variable, value in zip(weights.trainable, received):
+    variable.assign(value)
+  for variable, value in zip(weights.non_trainable, initial_weights.non_trainable):
+    variable.assign(value)
+  trainable = list(weights.trainable)
+  keep = [None if m is None else tf.not_equal(m, 0)
+          for m in layout.masks_by_trainable(initial_weights.non_trainable)]
+
+  # What the wrappers would do before the first forward pass; a global
+  # model from the server is already masked, one set by the user may not be.
+  for variable, kept in zip(trainable, keep):
+    variable.assign(masks_lib.mask_tensor(variable, kept))
+
+  squares_of = layout.prunable if rules.squares_gradients else None
+  reduce_fn = build_train_step(model, optimizer, trainable, keep, rules, received,
+                               squares_of=squares_of)
+
+  def initial_state():
+    specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
+    state = (tf.zeros([], tf.int64), optimizer.initialize(specs))
+    if squares_of is not None:
+      state += (tuple(tf.zeros_like(trainable[i]) for i in squares_of),)
+    return state
+
+  return reduce_loop(reduce_fn, data, initial_state), trainable, keep
+
+
+def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig, rules,
                          loop_implementation, aggregate_statistics: bool = True):
   """The per-client `tf.function`, as TFF's model delta client update."""
-  mode = config.mode
-  prunefl = config.pruning_method == 'prunefl'
-  sparsity_placement = config.sparsity_placement
-  compression = config.compression
-  # With message_prune_target='delta' the aggregator prunes, quantizes and
-  # counts the upload (`compression.aggregators.SparseDeltaMeanFactory`).
-  by_aggregator = compression.aggregator_encodes_upload  # TFF's quantizer too.
-  message_prune_rate = (0.0 if compression.delta_aggregator
-                        else compression.client_message_prune_rate)
-  quantize_threshold = compression.quantize_threshold
+  encoding = _UploadEncoding.of(config.compression)
   model = model_fn()
   layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
   if not aggregate_statistics:
@@ -153,139 +241,71 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
   # per-step work is redundant (and costs as much as the training itself).
   pruning.skip_wrapper_updates(tffi.keras_model_of(model))
   reduce_loop = _reduce_loop(loop_implementation)
-  sparse_bits = 0 if compression.delta_aggregator else compression.sparse_bits
-
-  def quantized(t):
-    return sparse_bits and t.shape.num_elements() > quantize_threshold
 
   @tf.function
   def client_update(initial_weights, data, should_prune, sparsity):
-    weights = tff.learning.models.ModelWeights.from_model(model)
-    # The model as the client decoded it (the distributor encodes it).
-    received = list(initial_weights.trainable)
-    for variable, value in zip(weights.trainable, received):
-      variable.assign(value)
-    for variable, value in zip(weights.non_trainable, initial_weights.non_trainable):
-      variable.assign(value)
-    trainable = list(weights.trainable)
-    keep = [None if m is None else tf.not_equal(m, 0)
-            for m in layout.masks_by_trainable(initial_weights.non_trainable)]
-
-    # What the wrappers would do before the first forward pass; a global
-    # model from the server is already masked, one set by the user may not be.
-    for variable, kept in zip(trainable, keep):
-      variable.assign(masks_lib.mask_tensor(variable, kept))
-
-    reduce_fn = build_train_step(model, optimizer, trainable, keep,
-                                 config.proximal_strength, received,
-                                 squares_of=layout.prunable if prunefl else None)
-
-    def initial_state():
-      specs = tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable)
-      state = (tf.zeros([], tf.int64), optimizer.initialize(specs))
-      if prunefl:
-        state += (tuple(tf.zeros_like(trainable[i]) for i in layout.prunable),)
-      return state
-
-    reduced = reduce_loop(reduce_fn, data, initial_state)
+    reduced, trainable, keep = _train(model, optimizer, rules, layout, initial_weights, data,
+                                      reduce_loop)
     num_examples = reduced[0]
     trained = [tf.identity(v) for v in trainable]
     # How the moving statistics (BatchNormalization) moved in the forward passes.
     statistics_delta = [a - b for a, b in zip(
         layout.statistics_list(initial_weights.non_trainable),
-        layout.statistics_list(weights.non_trainable))]
-    global_masks = layout.mask_list(initial_weights.non_trainable)
-    if mode == 'local':
-      def purge():
-        new = layout.placed_masks(trained, sparsity, sparsity_placement)
-        return [n * old for n, old in zip(new, global_masks)]
-      local_masks = tf.cond(should_prune, purge, lambda: list(global_masks))
-      for i, mask in zip(layout.prunable, local_masks):
+        layout.statistics_list(model_weights_non_trainable(model)))]
+    client = base.ClientRound(
+        layout=layout, trained=trained, global_masks=layout.mask_list(
+            initial_weights.non_trainable),
+        squares=reduced[2] if rules.squares_gradients else None,
+        should_prune=should_prune, sparsity=sparsity)
+    client_masks = rules.client_masks(client)
+    if client_masks is not None:
+      for i, mask in zip(layout.prunable, client_masks):
         trained[i] = masks_lib.mask_tensor(trained[i], mask)
-    if message_prune_rate > 0:
+    if encoding.message_prune_rate > 0:
       # 2310.14693: the smallest weights of the upload, no persistent mask.
       trained = masks_lib.apply_masks(
-          trained, masks_lib.magnitude_masks(trained, message_prune_rate))
-
-    # What the client sends: the values at `sent`, and `sent` itself as a
-    # mask message inside the global mask where the server cannot know it
-    # (local masks, message pruning). The server knows the global mask it
-    # broadcast, and everything outside `sent` is zero.
-    local_keep = {i: tf.not_equal(m, 0) for i, m in zip(layout.prunable, local_masks)} if (
-        mode == 'local') else {}
-    delta = [a - b for a, b in zip(received, trained)]
-    bytes_uploaded = []
-    for i, (t, kept) in enumerate(zip(trained, keep)):
-      if mode == 'local':
-        sent = local_keep.get(i, kept)
-      elif message_prune_rate > 0 and sparse_bits:
-        sent = tf.not_equal(t, 0)
-      else:
-        sent = kept
-      if sent is not kept:
-        bytes_uploaded.append(codecs.tf_mask_size(
-            sent if kept is None else tf.boolean_mask(sent, kept)))
-      if quantized(t):
-        # Stochastic rounding, seeded by what the client trained.
-        sent = tf.ones_like(t, tf.bool) if sent is None else sent
-        seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
-        delta[i] = codecs.tf_quantize_at(delta[i], sent, sparse_bits, seed)
-        bytes_uploaded.append(codecs.tf_quantized_values_size(
-            tf.math.count_nonzero(sent, dtype=tf.int64), sparse_bits))
-      elif not by_aggregator:  # The values at `sent` (with any zeros' positions).
-        bytes_uploaded.append(codecs.tf_encoded_size(
-            t if sent is None else tf.boolean_mask(t, sent)))
-      # Else the aggregator encodes the whole delta and counts it
-      # (`compression.aggregators`: TFF's quantizing mean, or ours over deltas).
-    if prunefl:
-      # PruneFL: the squared gradients go up at readjustment rounds only
-      # (`should_prune`); zeros (not sent, not counted) at the others.
-      importance = tuple(tf.where(should_prune, s, tf.zeros_like(s)) for s in reduced[2])
-      bytes_uploaded.append(tf.where(
-          should_prune, tf.add_n([codecs.tf_encoded_size(s) for s in importance]),
-          tf.constant(0, tf.int64)))
+          trained, masks_lib.magnitude_masks(trained, encoding.message_prune_rate))
+    client_keep = None if client_masks is None else {
+        i: tf.not_equal(m, 0) for i, m in zip(layout.prunable, client_masks)}
+    delta, sizes = encoding.encode(
+        trained, [a - b for a, b in zip(initial_weights.trainable, trained)], keep,
+        client_keep)
+    if rules.message:
+      message, message_size = rules.client_message(client, client_masks)
+      sizes.append(message_size)
     # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
-    bytes_uploaded.extend(codecs.tf_encoded_size(d) for d in statistics_delta)
-    bytes_uploaded = (tf.add_n(bytes_uploaded) if bytes_uploaded
-                      else tf.constant(0, tf.int64))
+    sizes.extend(codecs.tf_encoded_size(d) for d in statistics_delta)
+    bytes_uploaded = tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
-    (delta, statistics_delta), non_finite = _zero_all_if_any_non_finite(
+    (delta, statistics_delta), non_finite = zero_all_if_any_non_finite(
         (tuple(delta), tuple(statistics_delta)))
     if non_finite:
       model.reset_metrics()
-    client_weight = tf.where(
-        non_finite, 0.0, tf.cast(num_examples, tf.float32))
-    if mode == 'local':
-      update = collections.OrderedDict(model_delta=delta, mask=tuple(local_masks))
-      mask_bits = tf.constant(
-          sum(int(np.prod(m.shape)) for m in global_masks), tf.int64)
-    elif prunefl:
-      # A client whose update is dropped sends no importance either.
-      importance, _ = _zero_all_if_any_non_finite(importance)
-      importance = tuple(tf.where(non_finite, tf.zeros_like(s), s) for s in importance)
-      update = collections.OrderedDict(model_delta=delta, importance=importance)
-      mask_bits = tf.constant(0, tf.int64)
-    else:
-      update = delta
-      mask_bits = tf.constant(0, tf.int64)
-    downloaded = masks_lib.num_nonzero(initial_weights.trainable)
-    uploaded = masks_lib.num_nonzero(trained)
-    communication = collections.OrderedDict(
-        params_downloaded=downloaded, params_uploaded=uploaded,
-        mask_bits_uploaded=mask_bits,
-        transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
-        bytes_uploaded=bytes_uploaded)
+    client_weight = tf.where(non_finite, 0.0, tf.cast(num_examples, tf.float32))
+    update = delta
+    if rules.message:
+      update = collections.OrderedDict(
+          [('model_delta', delta), (rules.message, rules.dropped_message(message, non_finite))])
+    # Appendix E: one bit per prunable parameter where clients prune.
+    mask_bits = tf.constant(0 if client_masks is None else sum(
+        int(np.prod(m.shape)) for m in client.global_masks), tf.int64)
     update = statistics_lib.with_statistics(update, statistics_delta)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
-            model.report_local_unfinalized_metrics(), communication)
+            model.report_local_unfinalized_metrics(),
+            _communication(initial_weights.trainable, trained, mask_bits, bytes_uploaded))
 
   return client_update
 
 
-def build_fed_sparsify_client_work(
+def model_weights_non_trainable(model):
+  return tff.learning.models.ModelWeights.from_model(model).non_trainable
+
+
+def build_masked_client_work(
     model_fn: Callable[[], tff.learning.models.VariableModel],
     optimizer: tff.learning.optimizers.Optimizer,
     config: configs.FedSparsifyConfig,
+    rules: base.Rules,
     *,
     metrics_aggregator: Optional[tff.learning.metrics.MetricsAggregatorType] = None,
     loop_implementation: tff.learning.LoopImplementation = tff.learning.LoopImplementation.DATASET_REDUCE,
@@ -297,19 +317,19 @@ def build_fed_sparsify_client_work(
     model_fn: no-arg callable returning `tff.learning.models.from_keras_model`
       of a Keras model wrapped by `tff_sparsify.learning.pruning.wrap_for_pruning`.
     optimizer: a `tff.learning.optimizers.Optimizer` for the clients.
-    config: the algorithm's configuration. Used here: `schedule` (s_t, what
-      clients prune to in local mode), `mode` ('global': clients keep the
-      server's mask; 'local': they prune to s_t after training and send
-      their masks), `sparsity_placement` (local mode) and `compression`:
+    config: the algorithm's configuration. Used here: `sparsity_granularity`
+      and `compression`:
       `client_message_prune_rate` (the smallest uploaded weights over all
       trainable tensors zeroed before sending, no persistent mask) and the
       quantization. `quantizer='tff'`: TFF's uniform quantization of the
       uploaded deltas, applied and counted by the aggregator
       (`compression.aggregators.QuantizedMeanFactory`); this client work
-      then counts only its mask (local mode). 'sparse': this client work
+      then counts only its mask and message. 'sparse': this client work
       quantizes the non-zero values of the deltas it sends
       (`codecs.tf_quantize`), and counts them as sent (the broadcast is the
       distributor's).
+    rules: the algorithm's `learning.algorithms.base.Rules` (its schedule,
+      what clients do besides training, what they send).
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
     aggregate_statistics: send how the moving statistics moved
@@ -326,7 +346,6 @@ def build_fed_sparsify_client_work(
     raise TypeError(
         'client_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
-  schedule = schedules.FedSparsifySchedule(config.schedule)
   metrics_aggregator = metrics_aggregator or tff.learning.metrics.sum_then_finalize
   with tf.Graph().as_default():
     model = model_fn()
@@ -344,15 +363,12 @@ def build_fed_sparsify_client_work(
 
   @tff.tensorflow.computation(np.int32)
   def schedule_fn(round_num):
-    if config.pruning_method == 'prunefl':  # Readjustment rounds: importance goes up.
-      return (schedules.readjusts(round_num, config.readjust_every),
-              tf.constant(config.schedule.final_sparsity, tf.float64))
-    return schedule(round_num)
+    return rules.schedule(round_num)
 
   @tff.tensorflow.computation(weights_type, data_type, np.bool_, np.float64)
   def client_update_computation(initial_weights, dataset, should_prune, sparsity):
-    client_update = _build_client_update(model_fn, optimizer, config, loop_implementation,
-                                         aggregate_statistics)
+    client_update = _build_client_update(model_fn, optimizer, config, rules,
+                                         loop_implementation, aggregate_statistics)
     return client_update(initial_weights, dataset, should_prune, sparsity)
 
   @tff.tensorflow.computation(np.int32)

@@ -135,8 +135,6 @@ class FedSparsifyConfig(FedAvgConfig):
       exact counts), since CPU runtimes run channel counts in blocks. Global
       mode only: a majority vote of rounded masks need not be rounded.
     seed: seed of random pruning.
-    proximal_strength: FedProx's mu: the clients minimise their loss plus
-      mu/2 ||w - w_t||^2, w_t the model they received (0: none).
     readjust_every: PruneFL ('prunefl'): rounds between readjustments of
       the mask (the paper's 50).
     readjust_ratio: PruneFL: s of the readjustment ratio s * 0.5^(t / H)
@@ -153,7 +151,6 @@ class FedSparsifyConfig(FedAvgConfig):
   sparsity_granularity: str = 'weight'
   channel_multiple: int = 1
   seed: int = 0
-  proximal_strength: float = 0.0
   readjust_every: int = PRUNEFL_READJUST_EVERY
   readjust_ratio: float = PRUNEFL_READJUST_RATIO
   readjust_halving_rounds: int = PRUNEFL_READJUST_HALVING_ROUNDS
@@ -207,9 +204,6 @@ class FedSparsifyConfig(FedAvgConfig):
           'must be global for {} (--algorithm={})'.format(*_METHOD_NAMES[self.pruning_method]))
     if not validation.is_int(self.seed):
       raise validation.ConfigError('seed', self.seed, 'must be an integer')
-    if not validation.is_number(self.proximal_strength) or self.proximal_strength < 0:
-      raise validation.ConfigError('proximal_strength', self.proximal_strength,
-                                   'must be >= 0 (0: no proximal term)')
 
   @property
   def prunes(self) -> bool:

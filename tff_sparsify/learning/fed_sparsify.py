@@ -1,15 +1,18 @@
-"""FedSparsify ("Purge-Merge-Tune", Stripelis et al.) as a TFF learning process.
+"""Federated training under masks ("Purge-Merge-Tune", Stripelis et al.) as a TFF process.
 
 Built as TFF builds FedAvg (`tff.learning.algorithms.build_weighted_fed_avg`):
 `compose_learning_process(initial_weights, broadcast, client_work, aggregator,
-finalizer)`, each piece replaceable:
+finalizer)`, each piece replaceable, each generic over the algorithm's rules
+(`learning.algorithms.base.Rules`; one module per algorithm in
+`learning.algorithms`, which calls this builder with its rules):
 
-- client work (`client_work.py`): Tune, local SGD under the global mask; in
-  local mode also Purge at the client to s_t and send the mask;
+- client work (`client_work.py`): Tune, local SGD under the global mask, and
+  what the rules add (FedSparsify-Local: Purge at the client and send the
+  mask; PruneFL: send squared gradients; FedProx: the proximal term);
 - aggregator (`aggregators.py`): weighted mean of the deltas (any weighted TFF
-  aggregator) and, in local mode, Merge of the masks by majority vote (Eq. 2);
-- finalizer (`finalizers.py`): the server optimizer step, then in global mode
-  Purge at the server to s_t (Eq. 1 schedule); masks never regrow.
+  aggregator) and the rules' merge of the messages (Local: majority vote, Eq. 2);
+- finalizer (`finalizers.py`): the server optimizer step, then the rules' new
+  masks (Global: Purge at the server to s_t of Eq. 1; masks never regrow).
 
 The model is a Keras model wrapped by tfmot's `prune_low_magnitude`
 (`tff_sparsify.learning.pruning.wrap_for_pruning`): the masks are the wrappers' mask
@@ -34,6 +37,7 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning import finalizers
 from tff_sparsify.learning import layout as layout_lib
 from tff_sparsify.learning import statistics as statistics_lib
+from tff_sparsify.learning.algorithms import base
 
 
 def build_initial_weights_fn(model_fn, layout: layout_lib.PruningLayout, initial_masks=None):
@@ -75,6 +79,7 @@ def client_and_server_optimizers(config) -> tuple[tff.learning.optimizers.Optimi
 def build_weighted_fed_sparsify(
     model_fn: Callable[[], tff.learning.models.VariableModel],
     config: configs.FedSparsifyConfig,
+    rules: base.Rules,
     *,
     client_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
     server_optimizer_fn: Optional[tff.learning.optimizers.Optimizer] = None,
@@ -85,20 +90,21 @@ def build_weighted_fed_sparsify(
     initial_masks: Optional[Sequence[np.ndarray]] = None,
     aggregate_statistics: bool = True,
 ) -> tff.learning.templates.LearningProcess:
-  """Builds FedSparsify-Global or -Local, weighted by client example counts.
+  """Builds training under masks with `rules`, weighted by client example counts.
 
-  Example:
+  The algorithms call it with their rules (`learning.algorithms`); users
+  build a process through the registry:
 
   ```python
   import tensorflow_federated as tff
-  from tff_sparsify.learning import configs, fed_sparsify, models
+  from tff_sparsify.learning import configs, models, registry
 
   model_fn = models.build_model_fn('fashion_mnist', seed=1990, prunable=True)
   config = configs.FedSparsifyConfig(
       client_learning_rate=0.02,
       schedule=configs.ScheduleConfig(final_sparsity=0.9, total_rounds=200),
       mode='global')
-  process = fed_sparsify.build_weighted_fed_sparsify(model_fn, config)
+  process = registry.build_process(model_fn, config)  # FedSparsify-Global's rules.
   state = process.initialize()
   for round_num in range(1, 201):
     output = process.next(state, client_datasets)
@@ -108,8 +114,6 @@ def build_weighted_fed_sparsify(
 
   With `schedule.final_sparsity == 0` nothing is pruned and the process
   equals `tff.learning.algorithms.build_weighted_fed_avg` (tested to 1e-6).
-  Baselines: `pruning_method='random'` is the paper's progressive Random
-  pruning; `configs.ScheduleConfig.one_shot(...)` prunes once.
 
   Args:
     model_fn: no-arg callable returning `tff.learning.models.from_keras_model`
@@ -118,6 +122,7 @@ def build_weighted_fed_sparsify(
       unwrapped only if `config` never prunes (S_T = 0). Its moving
       statistics (BatchNormalization) are aggregated (`learning.statistics`).
     config: the validated configuration (`configs.FedSparsifyConfig`).
+    rules: the algorithm's `learning.algorithms.base.Rules`, made from `config`.
     client_optimizer_fn: the clients' `tff.learning.optimizers.Optimizer`;
       default SGD at `config.client_learning_rate` and `client_momentum`.
     server_optimizer_fn: the server's; default SGD at `config.server_learning_rate`.
@@ -126,8 +131,8 @@ def build_weighted_fed_sparsify(
       quantizer, it quantizes the broadcast).
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`, or TFF's quantizing mean with
-      `quantize_bits` and `quantizer='tff'` (not both). In local mode it is
-      wrapped by `aggregators.MaskMergingFactory`; with moving statistics,
+      `quantize_bits` and `quantizer='tff'` (not both). Where the rules send
+      a message it is wrapped by `aggregators.MessageFactory`; with moving statistics,
       by `statistics.StatisticsMeanFactory`.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
@@ -142,12 +147,13 @@ def build_weighted_fed_sparsify(
     A `tff.learning.templates.LearningProcess`. Its metrics hold
     `distributor/bytes_downloaded`, `client_work/communication/*`
     (parameters exchanged, Appendix E, and bytes uploaded, per round),
-    `aggregator/mask_agreement` (local mode) and `finalizer/*` (sparsity,
+    the rules' merge measurements (`aggregator/mask_agreement` of Local) and `finalizer/*` (sparsity,
     target s_t, non-zero parameters, see `finalizers.py`). The training loop
     (`simulation.training`) adds the totals over the rounds so far.
   """
   if not isinstance(config, configs.FedSparsifyConfig):
     raise TypeError(f'config must be a FedSparsifyConfig, got {type(config).__name__}')
+  base.check_rules(rules, config)
   compression = config.compression
   if compression.tff_bits:
     if model_aggregator is not None:
@@ -189,20 +195,17 @@ def build_weighted_fed_sparsify(
     model_distributor = distributors.build_encoded_broadcast_process(
         model_weights_type, compression, layout.statistics)
 
-  client_work = client_work_lib.build_fed_sparsify_client_work(
-      model_fn, client_optimizer_fn, config,
+  client_work = client_work_lib.build_masked_client_work(
+      model_fn, client_optimizer_fn, config, rules,
       metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation,
       aggregate_statistics=aggregate_statistics)
   update_type = client_work.next.type_signature.result.result.member.update
-  if config.mode == 'local':
-    model_aggregator = aggregators.MaskMergingFactory(
-        config.mask_aggregation, model_delta_factory=model_aggregator)
-  elif config.pruning_method == 'prunefl':
-    model_aggregator = aggregators.ImportanceSummingFactory(model_aggregator)
+  if rules.message:
+    model_aggregator = aggregators.MessageFactory(rules, model_delta_factory=model_aggregator)
   if layout.statistics:
     model_aggregator = statistics_lib.StatisticsMeanFactory(model_aggregator)
   aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
-  finalizer = finalizers.build_fed_sparsify_finalizer(
-      server_optimizer_fn, model_weights_type, layout, config)
+  finalizer = finalizers.build_masked_finalizer(
+      server_optimizer_fn, model_weights_type, layout, config, rules)
   return tff.learning.templates.compose_learning_process(
       initial_weights_fn, model_distributor, client_work, aggregator, finalizer)

@@ -1,30 +1,27 @@
-"""FedSparsify finalizer: server optimizer step, then Purge (Algorithm 1, Server).
+"""The generic finalizer: the server optimizer step, then the algorithm's masks.
 
     w^(t+1) = ServerOpt(w^(t), aggregated update)        (FedAvg with SGD lr 1)
-    Global: m^(t+1) = purging_mask(w^(t+1), s_t) (.) m^(t)
-    Local:  m^(t+1) = merged client masks (Eq. 2)  (.) m^(t)
+    m^(t+1) = Rules.server_masks(w^(t+1), m^(t), merged message)
     w^(t+1) = w^(t+1) (.) m^(t+1)
 
 TFF's `build_apply_optimizer_finalizer` steps the server optimizer (and
 rejects a non-finite update, keeping the old model); then the mask: the
-weights are masked after every server step (server momentum included) and
-the new mask is the old one AND the new one, so a pruned weight never
-regrows. Masks and the
-wrappers' `pruning_step` live in the model's non-trainable weights, which the
-finalizer owns; its state is the optimizer state and the round number, so a
-checkpoint resumes the schedule where it stopped. Pruning is by global
-magnitude ('magnitude', the paper's FedSparsify) or uniformly at random among
-the kept weights ('random', the paper's Random baseline), seeded by
-(seed, round); SNIP and GraSP ('snip', 'grasp') keep the mask the initial
-weights carry (`learning.saliency`); PruneFL ('prunefl') readjusts it at the
-end of rounds readjust_every - 1, 2 readjust_every - 1, ... from the summed
-squared gradients the clients send (`masks.readjusted_masks`: regrowth). Where the model has moving statistics (BatchNormalization),
-the update carries their weighted mean delta and they become the clients'
-weighted mean (`learning.statistics`).
+weights are masked after every server step (server momentum included), and
+the algorithm's rules (`learning.algorithms.base.Rules.server_masks`) give the
+new masks from the stepped model, the current masks, the round's schedule
+and the clients' merged message (FedSparsify-Global: the magnitude purge
+ANDed with the old mask, so a pruned weight never regrows; Local: the merged
+mask; PruneFL: the readjusted mask). Masks and the wrappers' `pruning_step`
+live in the model's non-trainable weights, which the finalizer owns; its
+state is the optimizer state and the round number, so a checkpoint resumes
+the schedule where it stopped. Where the model has moving statistics
+(BatchNormalization), the update carries their weighted mean delta and they
+become the clients' weighted mean (`learning.statistics`).
 
-Measurements: `round_num`, `pruned` (1 if the schedule pruned this round),
-`target_sparsity` (s_t), `sparsity` (zeros among the prunable weights),
-`nonzero_params` (non-zero trainable parameters), `update_non_finite`.
+Measurements: `round_num`, `pruned` (the flag of the rules' schedule: 1 if
+the round pruned, or readjusted PruneFL's mask), `target_sparsity` (s_t),
+`sparsity` (zeros among the prunable weights), `nonzero_params` (non-zero
+trainable parameters), `update_non_finite`.
 """
 
 import collections
@@ -35,17 +32,18 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.core import schedules
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning import statistics as statistics_lib
 
 
-def build_fed_sparsify_finalizer(
+def build_masked_finalizer(
     optimizer: tff.learning.optimizers.Optimizer,
     model_weights_type,
     layout: layout_lib.PruningLayout,
     config: configs.FedSparsifyConfig,
+    rules: base.Rules,
 ) -> tff.learning.templates.FinalizerProcess:
   """A `FinalizerProcess` applying the server optimizer and the pruning.
 
@@ -53,16 +51,15 @@ def build_fed_sparsify_finalizer(
     optimizer: the server's `tff.learning.optimizers.Optimizer`.
     model_weights_type: the (unplaced) `ModelWeights` type of the model.
     layout: where the masks and pruning steps sit in the model weights.
-    config: the algorithm's configuration. Used here: `schedule` (Eq. 1),
-      `mode` ('global': the server prunes to s_t; 'local': the update
-      carries the clients' merged mask, `OrderedDict(model_delta, mask)`),
-      `pruning_method` and `seed` (global mode), `sparsity_placement` and
-      `channel_multiple` (global mode, magnitude pruning:
-      `layout.PruningLayout.placed_masks`) and
+    config: the algorithm's configuration. Used here:
       `compression.server_message_prune_rate`: the fraction of the new
       global model's weights, smallest by magnitude over all trainable
       tensors, zeroed before it is broadcast (arXiv 2310.14693, server side);
       the masks are left as they are, so these weights may grow back.
+    rules: the algorithm's `learning.algorithms.base.Rules`: its schedule,
+      its new masks, and the name of the message the update carries beside
+      the model delta (`OrderedDict(model_delta, <message>)`), merged by the
+      aggregator.
 
   Returns:
     A `tff.learning.templates.FinalizerProcess`.
@@ -71,20 +68,13 @@ def build_fed_sparsify_finalizer(
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
-  mode = config.mode
-  pruning_method = config.pruning_method
-  sparsity_placement = config.sparsity_placement
-  channel_multiple = config.channel_multiple
-  seed = config.seed
   message_prune_rate = config.compression.server_message_prune_rate
-  schedule = schedules.FedSparsifySchedule(config.schedule)
   trainable_type = model_weights_type.trainable
   mask_type = tff.StructWithPythonType(
       [trainable_type[i] for i in layout.prunable], tuple)
-  prunefl = pruning_method == 'prunefl'
   parts = [('model_delta', trainable_type)]
-  if mode == 'local' or prunefl:
-    parts.append(('importance' if prunefl else 'mask', mask_type))
+  if rules.message:
+    parts.append((rules.message, mask_type))
   if layout.statistics:
     parts.append((statistics_lib.STATISTICS, tff.StructWithPythonType(
         [model_weights_type.non_trainable[i] for i in layout.statistics], tuple)))
@@ -101,46 +91,18 @@ def build_fed_sparsify_finalizer(
   def round_zero():
     return np.int32(0)
 
-  def new_masks(trainable, current, round_num, should_prune, sparsity, merged):
-    if not layout.prunable:  # A model without wrappers, never pruned (S_T = 0).
-      return []
-    if mode == 'local':
-      return [m * c for m, c in zip(merged, current)]
-    if prunefl:  # Readjusted every `readjust_every` rounds, regrowing.
-      ratio = schedules.readjust_ratio(round_num, config.readjust_ratio,
-                                       config.readjust_halving_rounds)
-      return tf.cond(
-          schedules.readjusts(round_num, config.readjust_every),
-          lambda: masks_lib.readjusted_masks(layout.prunable_list(trainable), current,
-                                             list(merged), ratio),
-          lambda: list(current))
-    if pruning_method in configs.AT_INITIALIZATION:  # Fixed since round 0.
-      return list(current)
-
-    def purge():
-      if pruning_method == 'random':
-        found = masks_lib.random_masks(
-            current, sparsity, seed=tf.stack([tf.constant(seed, tf.int32), round_num]))
-      else:
-        found = layout.placed_masks(trainable, sparsity, sparsity_placement,
-                                    channel_multiple)
-      return [m * c for m, c in zip(found, current)]
-    return tf.cond(should_prune, purge, lambda: list(current))
-
   @tff.tensorflow.computation(np.int32, model_weights_type, update_type, np.int32)
   @tf.function
   def prune(round_num, weights, update, update_non_finite):
     """Purge of the stepped model: `weights` hold the old masks and steps."""
-    merged = (update['mask'] if mode == 'local' else
-              update['importance'] if prunefl else None)
     round_num = round_num + 1
-    should_prune, sparsity = schedule(round_num)
-    if prunefl:  # `pruned`: the mask was readjusted.
-      should_prune = schedules.readjusts(round_num, config.readjust_every)
-    current = layout.mask_list(weights.non_trainable)
+    should_prune, sparsity = rules.schedule(round_num)
     trainable = masks_lib.apply_masks(
         weights.trainable, layout.masks_by_trainable(weights.non_trainable))
-    masks = new_masks(trainable, current, round_num, should_prune, sparsity, merged)
+    masks = rules.server_masks(base.ServerRound(
+        layout=layout, trainable=trainable, current=layout.mask_list(weights.non_trainable),
+        round_num=round_num, should_prune=should_prune, sparsity=sparsity,
+        message=update[rules.message] if rules.message else None)) if layout.prunable else []
     non_trainable = list(weights.non_trainable)
     if layout.statistics:
       non_trainable = statistics_lib.apply(non_trainable, layout.statistics,

@@ -4,10 +4,10 @@ The paper's baselines (Stripelis et al., line 80, following PruneFL and
 FedDST): one client, drawn with the run's seed, scores the initial global
 model on one batch of its own data; one ranking over all prunable weights
 keeps the best (1 - s) of them; the mask is then fixed for the whole run
-(the process is FedSparsify whose finalizer never prunes again,
-`configs.FedSparsifyConfig(pruning_method='snip'|'grasp')`, and whose
-initial weights carry the mask, `fed_sparsify.build_weighted_fed_sparsify(
-initial_masks=...)`; client and server steps enforce it like FedSparsify's).
+(the process is FedSparsify whose masks never change, `algorithms.snip`
+and `algorithms.grasp`, and whose initial weights carry the mask,
+`fed_sparsify.build_weighted_fed_sparsify(initial_masks=...)`; client and
+server steps enforce it like FedSparsify's).
 
 - SNIP (Lee et al. 2019): score |g (.) w|, g the gradient of the loss on the
   batch; the lowest scores are pruned.
@@ -115,3 +115,15 @@ def initial_masks(model: tf.keras.Model, loss_fn, x, y, *, method: str,
     raise ValueError(f'method must be one of {METHODS}, got {method!r}')
   score = snip_scores if method == 'snip' else grasp_scores
   return masks_from_scores(score(model, loss_fn, x, y), sparsity, method)
+
+
+def initial_masks_of_run(method: str, train_config, model: tf.keras.Model, loss_fn,
+                         client_data, scoring: dict) -> list[np.ndarray]:
+  """The masks of a run of `method`: its seeded client's first `client_batch_size` examples.
+
+  `scoring` holds `scoring_batch`'s optional `element_fn`.
+  """
+  x, y = scoring_batch(client_data, train_config.seed, train_config.client_batch_size,
+                       **scoring)
+  return initial_masks(model, loss_fn, x, y, method=method,
+                       sparsity=train_config.algorithm_config.schedule.final_sparsity)
