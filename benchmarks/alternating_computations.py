@@ -31,7 +31,7 @@ from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import client_ids
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training
 from tff_sparsify.simulation.sources import sqlite

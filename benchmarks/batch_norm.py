@@ -41,7 +41,7 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning import registry
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training

@@ -42,11 +42,11 @@ import tensorflow_federated as tff
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import client_work
 from tff_sparsify.learning import configs
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning.algorithms import fedsparsify_global
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 
 _REPEATS = flags.DEFINE_integer('repeats', 9, 'Timed repeats per variant.')

@@ -263,7 +263,7 @@ def main(argv):
     raise app.UsageError('--batch_size must be >= 1')
   # pylint: disable=g-import-not-at-top  (light: no TensorFlow)
   from tff_sparsify.binaries import flag_utils
-  from tff_sparsify.deploy import configs
+  from tff_sparsify.deploy import export_configs as configs
   # pylint: enable=g-import-not-at-top
   # --batch_size is the training batch; the timed batches are the paper's.
   timing = flag_utils.config_from_flags(configs.TimingConfig, batch_size=None)

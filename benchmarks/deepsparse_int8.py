@@ -30,8 +30,8 @@ import numpy as np
 
 from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.deploy import inference
 from tff_sparsify.deploy import onnx_int8
 from benchmarks.inference_models import pruned_model

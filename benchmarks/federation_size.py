@@ -78,7 +78,7 @@ def _child(size: int) -> dict:
   from tff_sparsify import config as config_lib
   from tff_sparsify.learning import registry
   from tff_sparsify.simulation import client_ids
-  from tff_sparsify.simulation import data
+  from tff_sparsify.simulation import run_data as data
   from tff_sparsify.simulation import execution
   from tff_sparsify.simulation import training
   # pylint: enable=g-import-not-at-top

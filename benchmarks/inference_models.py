@@ -9,11 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 from tff_sparsify.core import masks
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 
 SEED = 1990
 PLACEMENTS = configs.SPARSITY_PLACEMENTS

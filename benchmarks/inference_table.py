@@ -55,8 +55,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify.core import masks
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.deploy import inference
 from tff_sparsify.learning import models
 from tff_sparsify.simulation import execution

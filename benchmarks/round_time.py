@@ -37,7 +37,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify.learning import models
 from tff_sparsify.learning import registry
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training
 

@@ -43,7 +43,7 @@ from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import client_ids
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training

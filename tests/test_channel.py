@@ -21,9 +21,9 @@ from tff_sparsify.binaries import export as export_binary
 from tff_sparsify.binaries import train
 from tff_sparsify.core import masks
 from tff_sparsify.deploy import compact
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.learning import configs
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tests import fixtures

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify.simulation import client_ids
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import silo
 from tff_sparsify.simulation import sources

@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.simulation.data."""
+"""Tests for tff_sparsify.simulation.run_data."""
 
 import collections
 import gzip
@@ -11,7 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import fixtures
-from tff_sparsify.simulation import data
+from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import data_sources
 
 

@@ -1,4 +1,4 @@
-"""Tests for tff_sparsify.deploy.export: ONNX export keeps outputs and zeros."""
+"""Tests for tff_sparsify.deploy.model_export: ONNX export keeps outputs and zeros."""
 
 import gzip
 import os
@@ -8,10 +8,10 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 
 from tff_sparsify.core import masks
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.deploy import inference
-from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import input_layouts as layouts
 from tff_sparsify.learning import pruning
 
 

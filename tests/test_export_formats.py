@@ -20,8 +20,8 @@ from tff_sparsify.binaries import benchmark_inference
 from tff_sparsify.binaries import export as export_binary
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify.core import masks
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.deploy import inference
 from tff_sparsify.deploy import onnx_int8
 from tff_sparsify.deploy import tflite

@@ -19,10 +19,10 @@ from tff_sparsify.compression import codecs
 from tff_sparsify.compression import distributors
 from tff_sparsify.core import masks
 from tff_sparsify.core import schedules
-from tff_sparsify.learning import aggregators
+from tff_sparsify.learning import message_aggregation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import fed_sparsify
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
@@ -670,7 +670,7 @@ class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
     ], collections.OrderedDict)
     rules = fedsparsify_local.LocalRules(configs.FedSparsifyConfig(
         schedule=configs.ScheduleConfig(0.5, 3), mode='local'))
-    process = aggregators.MessageFactory(rules).create(value_type, tff.TensorType(np.float32))
+    process = message_aggregation.MessageFactory(rules).create(value_type, tff.TensorType(np.float32))
     values = [
         collections.OrderedDict(model_delta=(np.array([1., 2., 0.], np.float32),),
                                 mask=(np.array([1., 1., 0.], np.float32),)),

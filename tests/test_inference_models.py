@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tests import fixtures
-from tff_sparsify.deploy import export
+from tff_sparsify.deploy import model_export as export
 from tff_sparsify.learning import pruning
 
 

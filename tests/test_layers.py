@@ -145,7 +145,7 @@ class LayersTest(tf.test.TestCase):
   def test_the_package_has_no_cycle_and_its_layers_point_one_way(self):
     graph = import_graph(fixtures.REPO, 'tff_sparsify')
     self.assertGreater(len(graph), 40)
-    self.assertIn('tff_sparsify.learning.pruning', graph['tff_sparsify.deploy.export'])
+    self.assertIn('tff_sparsify.learning.pruning', graph['tff_sparsify.deploy.model_export'])
     self.assertEqual(cycles(graph), [])
     self.assertEqual(violations(graph, 'tff_sparsify'), [])
 

@@ -204,10 +204,10 @@ class RegistryTest(tf.test.TestCase):
     """`build_from_config` scores the initial model on client `scoring_client(seed)`."""
     # pylint: disable=g-import-not-at-top
     from tff_sparsify import config as config_lib
-    from tff_sparsify.learning import layout as layout_lib
+    from tff_sparsify.learning import pruning_layout as layout_lib
     from tff_sparsify.learning import models
     from tff_sparsify.learning import registry
-    from tff_sparsify.simulation import data
+    from tff_sparsify.simulation import run_data as data
     from tff_sparsify.simulation import execution
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)

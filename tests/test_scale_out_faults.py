@@ -36,7 +36,7 @@ import tensorflow as tf
 
 from tests import fixtures
 from tests import test_scale_out
-from tff_sparsify.simulation import worker as worker_lib
+from tff_sparsify.simulation import worker_processes as worker_lib
 
 ROUNDS = 3
 HOSTS = (('tffso1', 'tffso1v', '10.231.1.1', '10.231.1.2'),

@@ -17,7 +17,7 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import execution

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from tff_sparsify.deploy import configs
+from tff_sparsify.deploy import export_configs as configs
 from tff_sparsify.deploy import inference
 
 

@@ -36,7 +36,7 @@ import tensorflow_federated as tff
 
 from tests import fixtures
 from tff_sparsify.simulation import execution
-from tff_sparsify.simulation import worker as worker_lib
+from tff_sparsify.simulation import worker_processes as worker_lib
 from tensorflow_federated.proto.v0 import computation_pb2
 from tensorflow_federated.proto.v0 import executor_pb2
 from tensorflow_federated.proto.v0 import executor_pb2_grpc
@@ -126,7 +126,7 @@ class LauncherTest(tf.test.TestCase):
     marker = os.path.join(planted, 'imported')
     os.makedirs(os.path.join(planted, 'tff_sparsify', 'simulation'))
     for name in ('tff_sparsify/__init__.py', 'tff_sparsify/simulation/__init__.py',
-                 'tff_sparsify/simulation/worker.py'):
+                 'tff_sparsify/simulation/worker_processes.py'):
       with open(os.path.join(planted, name), 'w') as f:
         f.write(f'open({marker!r}, "w").write("planted")\n')
     cwd = os.getcwd()
@@ -335,12 +335,12 @@ class UnisolatedWorkerTest(tf.test.TestCase):
     self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
     sock = os.path.join(directory, 'w.sock')
     result = subprocess.run(
-        [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker', f'--unix_socket={sock}',
+        [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker_processes', f'--unix_socket={sock}',
          '--no_isolation'], cwd=fixtures.REPO, env=dict(fixtures.subprocess_env(), CC='false'),
         capture_output=True, text=True, timeout=60)
     self.assertEqual(result.returncode, 1, result.stderr)
     self.assertRegex(result.stderr.strip(),
-                     r'^tff_sparsify.simulation.worker: error: could not build the '
+                     r'^tff_sparsify.simulation.worker_processes: error: could not build the '
                      r'loopback-only bind for an unisolated worker \(false: no output\)$')
     self.assertEqual(result.stdout, '')  # Never ready.
 

@@ -10,7 +10,7 @@ what:
   cut by silo): TFF's mergeable-comp context and compiler, its `structure`,
   type utilities, cardinality inference, retryable gRPC errors, the
   context-stack default; gRPC's connectivity polling state.
-- `learning/client_work.py`, `learning/layout.py`: the Keras model inside a
+- `learning/client_work.py`, `learning/pruning_layout.py`: the Keras model inside a
   `tff.learning.models.from_keras_model` model.
 - `simulation/training.py`: the checkpoint directory and per-version path of
   `tff.program.FileProgramStateManager`.

@@ -6,7 +6,7 @@ exports neither the wrapper class nor its variables; FedSparsify sets masks
 and steps from the server and masks the weights itself, so it needs them.
 Nothing else in the package imports `tensorflow_model_optimization.python`
 or touches a wrapper's members; `tests/test_internals.py` pins each
-behaviour relied on. Used by `learning/pruning.py` and `learning/layout.py`.
+behaviour relied on. Used by `learning/pruning.py` and `learning/pruning_layout.py`.
 """
 
 from typing import Callable

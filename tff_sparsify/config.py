@@ -23,7 +23,7 @@ from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import sources
-from tff_sparsify.simulation import worker
+from tff_sparsify.simulation import worker_processes as worker
 from tff_sparsify.simulation.sources import spec
 
 DATASETS = data_sources.DATASETS
@@ -50,6 +50,7 @@ RESULT_NEUTRAL_FIELDS = frozenset({
 
 _is_int = validation.is_int
 _is_number = validation.is_number
+option = validation.option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,59 +61,205 @@ class TrainConfig:
   configuration or raises one `ConfigError`.
   """
   # Data.
-  dataset: str = 'fashion_mnist'
-  model: str = 'paper'
-  data_dir: Optional[str] = None
-  client_data: Optional[str] = None
-  features: str = DEFAULT_FEATURES
-  evaluation: Optional[str] = None
-  client_test_fraction: float = 0.0
-  partition: str = 'non_iid'
-  classes_per_client: int = 2
-  dirichlet_alpha: float = 0.5
-  num_clients: int = 10
-  clients_per_round: int = 10
+  dataset: str = option(
+      'fashion_mnist',
+      'Dataset.',
+      choices=DATASETS)
+  model: str = option(
+      'paper',
+      "paper: the paper's model of --dataset (FashionMNIST: 2-layer fully connected; CIFAR-10: "
+      '6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only (241,546 parameters, '
+      'see learning/models.py), not in the paper; PATH.keras: your saved Keras 2 model (its '
+      'weights start the run, its compiled loss and metrics are used); package.module:function: a'
+      ' function returning a new tf.keras.Model. Every layer tfmot can prune is pruned.')
+  data_dir: Optional[str] = option(
+      None,
+      'Directory holding the four FashionMNIST IDX .gz files (default: '
+      '/usr/share/datasets/fashion-mnist, else TFDS); for cifar10, the TFDS data directory.')
+  client_data: Optional[str] = option(
+      None,
+      "Your federated data instead of --dataset: sqlite:PATH (TFF's SqlClientData layout: split "
+      'train, and test where present) or tfrecord_dir:DIR (DIR/<client id>.tfrecord of '
+      'tf.train.Examples, DIR/test/<client id>.tfrecord for tests) or tensor_dir:DIR. Written by '
+      'tff-sparsify-data; shapes and dtypes from the spec it stores, else from the first record. '
+      'Read by the local workers; with --workers, each worker serves its own (tff-sparsify-worker'
+      ' --client_data).')
+  features: str = option(
+      DEFAULT_FEATURES,
+      'With --client_data: x:NAME,y:NAME, the input and the label feature.')
+  evaluation: Optional[str] = option(
+      None,
+      "central: the global model on the test set (--dataset's, or the clients' test splits of "
+      "--client_data pooled); federated: TFF's build_fed_eval on each client's test examples, the"
+      ' weighted mean and the spread across clients (min, median, max); both. Default: central '
+      'for --dataset, federated for --client_data with test examples.',
+      choices=EVALUATIONS)
+  client_test_fraction: float = option(
+      0.0,
+      "Hold out this fraction of each client's examples (spread through its data) as its test "
+      'examples for federated evaluation; they are not trained on.')
+  partition: str = option(
+      'non_iid',
+      'How the training examples are split over clients: iid (a seeded shuffle cut into equal '
+      'shards), non_iid (--classes_per_client classes each, from a seeded class order), dirichlet'
+      " (per class, Dir(--dirichlet_alpha) proportions) or shards (the FedSparsify authors' "
+      'split: examples sorted by label, cut into num_clients x classes_per_client equal chunks, '
+      'each client taking chunks of classes it does not hold yet; no randomness).',
+      choices=PARTITIONS)
+  classes_per_client: int = option(
+      2,
+      'Classes per client for --partition=non_iid and shards.')
+  dirichlet_alpha: float = option(
+      0.5,
+      'Concentration for --partition=dirichlet.')
+  num_clients: int = option(
+      10,
+      "Number of clients of --dataset (--client_data: the file's).")
+  clients_per_round: int = option(
+      10,
+      "Clients sampled (uniformly) each round (not given, with --client_data: at most the file's "
+      'clients).')
   # Training.
-  total_rounds: int = 200
-  client_epochs_per_round: int = 4
-  client_batch_size: int = 32
-  client_learning_rate: float = 0.02
-  client_momentum: Optional[float] = None
-  server_learning_rate: float = 1.0
-  algorithm: str = 'fedavg'
-  proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
-  seed: int = 1990
+  total_rounds: int = option(
+      200,
+      'Federated rounds.')
+  client_epochs_per_round: int = option(
+      4,
+      'Local epochs per round.')
+  client_batch_size: int = option(
+      32,
+      'Local batch size.')
+  client_learning_rate: float = option(
+      0.02,
+      'Client SGD learning rate.')
+  client_momentum: Optional[float] = option(
+      None,
+      "Client SGD momentum; default 0 (fedavg, fedprox) or 0.75 (fedavg_momentum, the paper's "
+      'MFL).')
+  server_learning_rate: float = option(
+      1.0,
+      'Server SGD learning rate (1.0: FedAvg).')
+  algorithm: str = option(
+      'fedavg',
+      'Federated algorithm: a no-pruning baseline, FedSparsify with pruning at the server '
+      '(global) or at the clients merged by mask voting (local), progressive random pruning, '
+      'one-shot pruning at --sparsify_start_round, SNIP or GraSP (a mask fixed before round 1, '
+      'scored on one client drawn with --seed), or PruneFL (initial pruning on that client, '
+      'readjusted every 50 rounds).',
+      choices=registry.names())
+  proximal_strength: float = option(
+      FEDPROX_DEFAULT_STRENGTH,
+      'FedProx mu, for --algorithm=fedprox.')
+  seed: int = option(
+      1990,
+      'Seed of data split, model initialization, sampling and shuffling.')
   # Sparsification (Eq. 1 schedule and where the zeros go).
-  final_sparsity: float = 0.9
-  initial_sparsity: float = 0.0
-  sparsify_start_round: int = 1
-  sparsify_frequency: int = 1
-  sparsify_exponent: float = 3.0
-  mask_aggregation: str = 'majority_vote'
-  sparsity_placement: str = 'global'
-  sparsity_granularity: str = 'weight'
-  channel_multiple: int = 1
+  final_sparsity: float = option(
+      0.9,
+      'S_T: sparsity reached at --total_rounds (pruning algorithms).')
+  initial_sparsity: float = option(
+      0.0,
+      'S_0: sparsity at --sparsify_start_round.')
+  sparsify_start_round: int = option(
+      1,
+      't_0: first round that prunes.')
+  sparsify_frequency: int = option(
+      1,
+      'F: prune every F rounds.')
+  sparsify_exponent: float = option(
+      3.0,
+      'n: exponent of the schedule (Eq. 1).')
+  mask_aggregation: str = option(
+      'majority_vote',
+      'How --algorithm=fedsparsify_local merges client masks: majority vote (Eq. 2) or plain '
+      'average (keep what any client kept).',
+      choices=configs.MASK_AGGREGATIONS)
+  sparsity_placement: str = option(
+      'global',
+      "Pruning algorithms: global (one magnitude ranking over all kernels, the paper's), uniform "
+      '(every kernel pruned to s_t by its own ranking: equally sparse layers, which DeepSparse '
+      'runs faster) or compute (per-layer sparsities that minimise the multiply-adds at total '
+      's_t: the layers that cost most per weight, early convolutions, pruned hardest). Not with '
+      'random_pruning.',
+      choices=configs.SPARSITY_PLACEMENTS)
+  sparsity_granularity: str = option(
+      'weight',
+      "Pruning algorithms (magnitude pruning): weight (the paper's) or channel (whole output "
+      'channels of convolutions and units of dense layers, by L2 norm, the output layer excepted;'
+      ' with their biases and BatchNormalization: the model can then be exported physically '
+      'smaller, binaries/export --compact). Placement global or uniform.',
+      choices=configs.SPARSITY_GRANULARITIES)
+  channel_multiple: int = option(
+      1,
+      'With --sparsity_granularity=channel (global mode): the channels each layer keeps are '
+      'rounded to the nearest multiple of this (1: exact counts; 16 suits ONNX Runtime and TFLite'
+      ' on AVX-512), since CPU runtimes run channel counts in blocks.')
   # PruneFL (--algorithm=prunefl).
-  readjust_every: int = configs.PRUNEFL_READJUST_EVERY
-  readjust_ratio: float = configs.PRUNEFL_READJUST_RATIO
-  readjust_halving_rounds: int = configs.PRUNEFL_READJUST_HALVING_ROUNDS
-  initial_reconfigurations: int = configs.PRUNEFL_INITIAL_RECONFIGURATIONS
+  readjust_every: int = option(
+      configs.PRUNEFL_READJUST_EVERY,
+      "--algorithm=prunefl: rounds between readjustments of the mask (the paper's 50).")
+  readjust_ratio: float = option(
+      configs.PRUNEFL_READJUST_RATIO,
+      '--algorithm=prunefl: s of the readjustment ratio s x 0.5^(t / H), the fraction of kept '
+      "weights swapped at round t (the paper's 0.3).")
+  readjust_halving_rounds: int = option(
+      configs.PRUNEFL_READJUST_HALVING_ROUNDS,
+      "--algorithm=prunefl: H of the readjustment ratio (the paper's 1000).")
+  initial_reconfigurations: int = option(
+      configs.PRUNEFL_INITIAL_RECONFIGURATIONS,
+      "--algorithm=prunefl: reconfigurations of the initial pruning on one client (the paper's "
+      '5).')
   # Message compression (arXiv 2310.14693) and quantization.
-  client_message_prune_rate: float = 0.0
-  server_message_prune_rate: float = 0.0
-  quantize_bits: int = 0
-  quantize_threshold: int = QUANTIZATION_THRESHOLD
-  quantizer: str = 'tff'
-  message_prune_target: str = 'model'
+  client_message_prune_rate: float = option(
+      0.0,
+      'Message compression of arXiv 2310.14693: fraction of the uploaded weights (smallest by '
+      'magnitude) the clients zero before sending, in [0, 1). For fedavg, fedavg_momentum and the'
+      ' pruning algorithms.')
+  server_message_prune_rate: float = option(
+      0.0,
+      'The same for the model the server broadcasts.')
+  quantize_bits: int = option(
+      0,
+      'If not 0, uniform quantization at this many bits, in [1, 16], of the tensors over '
+      '--quantize_threshold elements, by --quantizer (default: the uploaded model deltas, '
+      'aggregated with tff.aggregators.EncodedSumFactory.quantize_above_threshold), stackable '
+      'with the message prune rates. Not with fedprox.')
+  quantize_threshold: int = option(
+      QUANTIZATION_THRESHOLD,
+      "With --quantize_bits: tensors with more elements than this are quantized (TFF's default; "
+      'smaller kernels and the biases stay lossless).')
+  quantizer: str = option(
+      'tff',
+      "With --quantize_bits: tff (TFF's quantizing aggregator, the uploads only, every element, "
+      "zeros included) or sparse (this package's: the non-zero values only, of the uploads and of"
+      ' the broadcast; the server keeps its full-precision model).',
+      choices=configs.QUANTIZERS)
+  message_prune_target: str = option(
+      'model',
+      'What --client_message_prune_rate prunes: model (arXiv 2310.14693: the smallest weights of '
+      'the trained model, in the client work) or delta (the smallest entries of the update, '
+      'top-k, in a TFF aggregation factory that also quantizes with --quantizer=sparse and counts'
+      " the upload's bytes).",
+      choices=configs.MESSAGE_PRUNE_TARGETS)
   # Outputs.
-  root_output_dir: str = 'output'
-  experiment_name: Optional[str] = None
-  rounds_per_eval: int = 1
-  rounds_per_checkpoint: int = 1
-  progress: bool = True
+  root_output_dir: str = option(
+      'output',
+      'Root directory of all outputs.')
+  experiment_name: Optional[str] = option(
+      None,
+      "Name of this run's output subdirectories (default: {algorithm}_{dataset}_{partition}).")
+  rounds_per_eval: int = option(
+      1,
+      'Evaluate on the test set every this many rounds.')
+  rounds_per_checkpoint: int = option(
+      1,
+      'Save program state every this many rounds.')
+  progress: bool = option(
+      True,
+      'Show a progress bar.')
 
   def __post_init__(self):
-    validation.check_choice('dataset', self.dataset, DATASETS)
+    validation.check_choices(self)
     try:
       model_kind = model_sources.kind(self.model)
     except model_sources.ModelError as e:
@@ -125,15 +272,11 @@ class TrainConfig:
         sources.parse(self.client_data)
       except sources.SourceError as e:
         raise ConfigError('client_data', self.client_data, str(e)) from None
-    if self.evaluation is not None:
-      validation.check_choice('evaluation', self.evaluation, EVALUATIONS)
     validation.check_fraction('client_test_fraction', self.client_test_fraction)
     try:
       spec.parse_features(self.features)
     except spec.SpecError as e:
       raise ConfigError('features', self.features, str(e)) from None
-    validation.check_choice('partition', self.partition, PARTITIONS)
-    validation.check_choice('algorithm', self.algorithm, registry.names())
     for name in ('num_clients', 'clients_per_round', 'total_rounds',
                  'client_epochs_per_round', 'client_batch_size', 'rounds_per_eval',
                  'rounds_per_checkpoint'):
@@ -273,12 +416,32 @@ class ExecutionConfig:
   of the partial aggregates (final weights agree to 1e-6 across 1, 2 and 3
   workers; a run on the same number of workers is reproducible bit for bit).
   """
-  num_local_workers: int = 1
-  workers: tuple[str, ...] = ()
-  worker_credentials: Optional[str] = None
-  worker_timeout_seconds: float = DEFAULT_WORKER_TIMEOUT_SECONDS
-  max_worker_restarts: int = 3
-  allow_unisolated_workers: bool = False
+  num_local_workers: int = option(
+      1,
+      'TFF workers this run starts on this machine; with more than one, the sampled clients of '
+      "each round are split across them (TFF's mergeable-comp runtime). Each runs in its own "
+      'network namespace, reached only by this process over a Unix socket.')
+  workers: tuple[str, ...] = option(
+      (),
+      'HOST:PORT,... of remote workers (tff-sparsify-worker on each host), reached over mutual '
+      'TLS with --worker_credentials; instead of local workers.')
+  worker_credentials: Optional[str] = option(
+      None,
+      'With --workers: directory holding ca.pem, coordinator.pem and coordinator.key '
+      '(tff-sparsify-worker --make_credentials=DIR).')
+  worker_timeout_seconds: float = option(
+      DEFAULT_WORKER_TIMEOUT_SECONDS,
+      'A worker that has died or not answered for this long is lost: a local one is restarted and'
+      ' its round run again (at most --max_worker_restarts times), a remote one ends the run '
+      '(resume with the same command).')
+  max_worker_restarts: int = option(
+      3,
+      'Restarts of lost local workers in one run.')
+  allow_unisolated_workers: bool = option(
+      False,
+      'Where no private network namespace can be made, run local workers anyway, bound to '
+      'loopback only (a preloaded bind, built with cc): other local users of this machine can '
+      'then reach them.')
 
   def __post_init__(self):
     if not _is_int(self.max_worker_restarts) or self.max_worker_restarts < 0:

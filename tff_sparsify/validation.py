@@ -7,8 +7,9 @@ field, the value given and what is allowed, and the binaries print it as
 `--field=value: reason`.
 """
 
+import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,26 @@ def is_int(value) -> bool:
 def is_number(value) -> bool:
   return (isinstance(value, (int, float)) and not isinstance(value, bool)
           and math.isfinite(value))
+
+
+def option(default, help: str, choices: Optional[Sequence[str]] = None):  # pylint: disable=redefined-builtin
+  """A configuration field that is also a flag: default, help and allowed values, declared once.
+
+  `binaries.flag_utils.define_flags` makes the flag of each such field
+  (its kind from the field's type; an enum where `choices` are given), and
+  `check_choices` checks the values against `choices`.
+  """
+  return dataclasses.field(default=default, metadata=dict(
+      help=help, choices=None if choices is None else tuple(choices)))
+
+
+def check_choices(config):
+  """`check_choice` of every field of `config` declared with `option(choices=...)` (None passes)."""
+  for field in dataclasses.fields(config):
+    choices = field.metadata.get('choices')
+    value = getattr(config, field.name)
+    if choices is not None and value is not None:
+      check_choice(field.name, value, choices)
 
 
 def check_choice(field: str, value, allowed: Sequence[str]):

@@ -26,9 +26,9 @@ from absl import logging
 
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify import files
-from tff_sparsify.deploy import configs
+from tff_sparsify.deploy import export_configs as configs
 from tff_sparsify.deploy import inference  # Light: each runtime is imported when used.
-from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import input_layouts as layouts
 
 _ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
 _RUNTIMES = flags.DEFINE_multi_enum(

@@ -25,7 +25,7 @@ from absl import logging
 
 from tff_sparsify.binaries import flag_utils
 from tff_sparsify import files
-from tff_sparsify.deploy import configs
+from tff_sparsify.deploy import export_configs as configs
 
 
 
@@ -120,7 +120,7 @@ def main(argv):
   # pylint: disable=g-import-not-at-top
   from tff_sparsify.simulation import execution
   from tff_sparsify.simulation import run_reader
-  from tff_sparsify.deploy import export
+  from tff_sparsify.deploy import model_export as export
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
   if _RUN_DIR.value:

@@ -8,7 +8,7 @@ import dataclasses
 import os
 import signal
 import sys
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 from absl import app
 from absl import flags
@@ -34,6 +34,43 @@ def fail(holder: flags.FlagHolder, reason: str) -> NoReturn:
   fail_with(
       f'{program_name()}: error: --{holder.name}={holder.value!r}: {reason}'
   )
+
+
+def _flag_kind(field):
+  """The absl DEFINE function of a configuration field, from its type."""
+  kinds = {str: flags.DEFINE_string, Optional[str]: flags.DEFINE_string,
+           int: flags.DEFINE_integer, Optional[int]: flags.DEFINE_integer,
+           float: flags.DEFINE_float, Optional[float]: flags.DEFINE_float,
+           bool: flags.DEFINE_bool, tuple[str, ...]: flags.DEFINE_list}
+  if field.type not in kinds:
+    raise TypeError(f'field {field.name} of type {field.type} has no flag kind')
+  return kinds[field.type]
+
+
+def define_flags(config_class, module_name: str) -> tuple[str, ...]:
+  """Defines a flag for each field of `config_class` declared with `validation.option`.
+
+  Name, default, help and allowed values are the field's (declared once);
+  an enum where the field has `choices`. `module_name` is the binary's
+  module (whose flags `--help` lists). Returns the flags' names.
+  """
+  names = []
+  for field in dataclasses.fields(config_class):
+    if 'help' not in field.metadata:
+      continue
+    help_text, choices = field.metadata['help'], field.metadata['choices']
+    default = list(field.default) if isinstance(field.default, tuple) else field.default
+    if choices is not None:
+      flags.DEFINE_enum(field.name, default, list(choices), help_text, module_name=module_name)
+    else:
+      _flag_kind(field)(field.name, default, help_text, module_name=module_name)
+    names.append(field.name)
+  return tuple(names)
+
+
+def fail_flag(name: str, reason: str) -> NoReturn:
+  """`fail` of the flag called `name`."""
+  fail(flags.FLAGS[name], reason)
 
 
 def config_from_flags(config_class, **values):

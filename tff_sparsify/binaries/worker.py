@@ -25,7 +25,7 @@ import sys
 from absl import flags
 
 from tff_sparsify.binaries import flag_utils
-from tff_sparsify.simulation import worker as worker_lib
+from tff_sparsify.simulation import worker_processes as worker_lib
 
 _HOST = flags.DEFINE_string(
     'host', '127.0.0.1',

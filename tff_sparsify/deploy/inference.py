@@ -25,8 +25,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import input_layouts as layouts
 
 DEFAULT_BATCH_SIZES = configs.DEFAULT_BATCH_SIZES
 default_batch_size = configs.default_batch_size

@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 import onnx
 
-from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import input_layouts as layouts
 
 PRECISION_KEY = 'tff_sparsify.precision'
 _ONNX_1_16_ENUMS = {'UINT4': 21, 'INT4': 22}

@@ -67,7 +67,7 @@ from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.compression import codecs
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import configs
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning import pruning
 from tff_sparsify.learning import statistics as statistics_lib

@@ -9,7 +9,7 @@ finalizer)`, each piece replaceable, each generic over the algorithm's rules
 - client work (`client_work.py`): Tune, local SGD under the global mask, and
   what the rules add (FedSparsify-Local: Purge at the client and send the
   mask; PruneFL: send squared gradients; FedProx: the proximal term);
-- aggregator (`aggregators.py`): weighted mean of the deltas (any weighted TFF
+- aggregator (`message_aggregation.py`): weighted mean of the deltas (any weighted TFF
   aggregator) and the rules' merge of the messages (Local: majority vote, Eq. 2);
 - finalizer (`finalizers.py`): the server optimizer step, then the rules' new
   masks (Global: Purge at the server to s_t of Eq. 1; masks never regrow).
@@ -31,11 +31,11 @@ from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import aggregators as compression_aggregators
 from tff_sparsify.compression import distributors
 from tff_sparsify.core import masks as masks_lib
-from tff_sparsify.learning import aggregators
+from tff_sparsify.learning import message_aggregation
 from tff_sparsify.learning import client_work as client_work_lib
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import finalizers
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import statistics as statistics_lib
 from tff_sparsify.learning.algorithms import base
 
@@ -132,7 +132,7 @@ def build_weighted_fed_sparsify(
     model_aggregator: weighted aggregation of the model deltas; default
       `tff.aggregators.MeanFactory()`, or TFF's quantizing mean with
       `quantize_bits` and `quantizer='tff'` (not both). Where the rules send
-      a message it is wrapped by `aggregators.MessageFactory`; with moving statistics,
+      a message it is wrapped by `message_aggregation.MessageFactory`; with moving statistics,
       by `statistics.StatisticsMeanFactory`.
     metrics_aggregator: as in TFF; default `tff.learning.metrics.sum_then_finalize`.
     loop_implementation: how clients iterate over their data.
@@ -169,7 +169,7 @@ def build_weighted_fed_sparsify(
     model_aggregator = compression_aggregators.SparseDeltaMeanFactory(
         compression.client_message_prune_rate, compression.sparse_bits,
         compression.quantize_threshold)
-  model_aggregator = aggregators.weighted_factory_or_mean(model_aggregator)
+  model_aggregator = message_aggregation.weighted_factory_or_mean(model_aggregator)
   default_client, default_server = client_and_server_optimizers(config)
   client_optimizer_fn = client_optimizer_fn or default_client
   server_optimizer_fn = server_optimizer_fn or default_server
@@ -201,7 +201,7 @@ def build_weighted_fed_sparsify(
       aggregate_statistics=aggregate_statistics)
   update_type = client_work.next.type_signature.result.result.member.update
   if rules.message:
-    model_aggregator = aggregators.MessageFactory(rules, model_delta_factory=model_aggregator)
+    model_aggregator = message_aggregation.MessageFactory(rules, model_delta_factory=model_aggregator)
   if layout.statistics:
     model_aggregator = statistics_lib.StatisticsMeanFactory(model_aggregator)
   aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))

@@ -33,7 +33,7 @@ import tensorflow_federated as tff
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import configs
-from tff_sparsify.learning import layout as layout_lib
+from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning import statistics as statistics_lib
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify.learning import aggregators
+from tff_sparsify.learning import message_aggregation
 
 STATISTICS = 'statistics'
 MODEL_DELTA = 'model_delta'
@@ -63,7 +63,7 @@ class StatisticsMeanFactory(tff.aggregators.WeightedAggregationFactory):
   """
 
   def __init__(self, factory: Optional[tff.aggregators.WeightedAggregationFactory] = None):
-    self._factory = aggregators.weighted_factory_or_mean(factory)
+    self._factory = message_aggregation.weighted_factory_or_mean(factory)
 
   def create(self, value_type, weight_type) -> tff.templates.AggregationProcess:
     rest_names = [name for name, _ in tff.structure.iter_elements(value_type)

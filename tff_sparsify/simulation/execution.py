@@ -3,7 +3,7 @@
 One run uses one or more TFF C++ `worker_binary`s:
 
 - **Local workers** (`num_local_workers`) are started through
-  `tff_sparsify.simulation.worker`: each in a network namespace of its own, reached over
+  `tff_sparsify.simulation.worker_processes`: each in a network namespace of its own, reached over
   a Unix socket (mode 0600, in a 0700 directory) that only this user can
   open, dying with this process (`PR_SET_PDEATHSIG`), logging to a file,
   never to our stdout. Started with `subprocess.Popen` and no `preexec_fn`:
@@ -56,7 +56,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import _tff_internals as tffi
-from tff_sparsify.simulation import worker as worker_lib
+from tff_sparsify.simulation import worker_processes as worker_lib
 
 # pylint: disable=g-bad-import-order
 from tensorflow_federated.proto.v0 import executor_pb2
@@ -445,7 +445,7 @@ class Worker:
     with contextlib.suppress(FileNotFoundError):
       os.unlink(self._socket)
     # -P and cwd /: nothing in the current directory is imported.
-    args = [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker',
+    args = [sys.executable, '-P', '-m', 'tff_sparsify.simulation.worker_processes',
             f'--unix_socket={self._socket}', f'--parent_pid={os.getpid()}']
     if self._client_data:
       args.append(f'--client_data={self._client_data}')
@@ -473,7 +473,7 @@ class Worker:
       _stop(process)
       with open(errors) as err:
         lines = err.read().strip().splitlines()
-      # The launcher's one line, less its `tff_sparsify.simulation.worker: error: `.
+      # The launcher's one line, less its `tff_sparsify.simulation.worker_processes: error: `.
       detail = lines[-1].split('error: ', 1)[-1] if lines else (
           f'exit code {process.returncode}')
       if process.returncode == 3:  # No network namespace on this platform.

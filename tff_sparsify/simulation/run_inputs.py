@@ -19,7 +19,7 @@ from tff_sparsify import validation
 from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
-from tff_sparsify.simulation import data as data_lib
+from tff_sparsify.simulation import run_data as data_lib
 from tff_sparsify.simulation import evaluation as evaluation_lib
 from tff_sparsify.simulation import sources
 from tff_sparsify.simulation.sources import spec as spec_lib

@@ -47,7 +47,7 @@ from tff_sparsify import files
 from tff_sparsify import signals
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import pruning
-from tff_sparsify.simulation import data as data_lib
+from tff_sparsify.simulation import run_data as data_lib
 from tff_sparsify.simulation import run_record
 
 TRAIN_LOSS_KEY = 'client_work/train/loss'

@@ -175,6 +175,12 @@ def pruned_when_scheduled(server: ServerRound, purge: Callable[[], list]) -> lis
 _OPTIMIZER_FIELDS = ('client_learning_rate', 'server_learning_rate')
 _COMPRESSION_FIELDS = tuple(f.name for f in dataclasses.fields(configs.CompressionConfig))
 _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(configs.ScheduleConfig))
+# The rest of a FedSparsifyConfig, each a flag of the same name (read by the
+# algorithms that use it; every one settable and saved with the run).
+_FED_SPARSIFY_FIELDS = tuple(
+    f.name for f in dataclasses.fields(configs.FedSparsifyConfig)
+    if f.name not in ('schedule', 'compression', 'mode', 'pruning_method', 'client_momentum',
+                      *_OPTIMIZER_FIELDS))
 
 
 def pick(values: Mapping[str, Any], names) -> dict:
@@ -193,7 +199,7 @@ def compression(values) -> configs.CompressionConfig:
 
 
 def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitude',
-                            one_shot: bool = False, extra_fields=()):
+                            one_shot: bool = False):
   """`from_flags` of an algorithm configured by `configs.FedSparsifyConfig`."""
   at_init = pruning_method in configs.AT_INITIALIZATION
 
@@ -212,8 +218,7 @@ def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitu
         compression=compression(values), schedule=schedule,
         mode=mode, pruning_method=pruning_method,
         **optimizers(values),
-        **pick(values, ('sparsity_placement', 'sparsity_granularity', 'channel_multiple',
-                        *extra_fields)))
+        **pick(values, _FED_SPARSIFY_FIELDS))
   return from_flags
 
 

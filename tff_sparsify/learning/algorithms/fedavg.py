@@ -18,7 +18,7 @@ from tff_sparsify.learning.algorithms import base
 
 tff = _lazy.load('tensorflow_federated')
 fed_sparsify = _lazy.load('tff_sparsify.learning.fed_sparsify')
-layout_lib = _lazy.load('tff_sparsify.learning.layout')
+layout_lib = _lazy.load('tff_sparsify.learning.pruning_layout')
 
 
 def build(model_fn, config: configs.FedAvgConfig, **components):

@@ -71,6 +71,6 @@ def build(model_fn, config: configs.FedSparsifyConfig, **components):
 
 ALGORITHMS = (base.Algorithm(
     'fedsparsify_local', configs.FedSparsifyConfig, build,
-    base.fed_sparsify_from_flags('local', extra_fields=('mask_aggregation',)), prunes=True,
+    base.fed_sparsify_from_flags('local'), prunes=True,
     accepts=base.is_fed_sparsify('local', 'magnitude'),
     description='FedSparsify-Local: clients prune, masks merged by majority vote'),)

@@ -142,10 +142,7 @@ def initial_masks(model, loss_fn, x, y, *, sparsity: float,
 
 ALGORITHMS = (base.Algorithm(
     'prunefl', configs.FedSparsifyConfig, build,
-    base.fed_sparsify_from_flags(
-        'global', 'prunefl', extra_fields=('readjust_every', 'readjust_ratio',
-                                           'readjust_halving_rounds',
-                                           'initial_reconfigurations')),
+    base.fed_sparsify_from_flags('global', 'prunefl'),
     prunes=True, accepts=base.is_fed_sparsify('global', 'prunefl'),
     initial_masks=initial_masks_of_run,
     description='PruneFL: initial pruning on one seeded client, readjusted every '

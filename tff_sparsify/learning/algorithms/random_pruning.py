@@ -30,6 +30,6 @@ def build(model_fn, config: configs.FedSparsifyConfig, **components):
 
 ALGORITHMS = (base.Algorithm(
     'random_pruning', configs.FedSparsifyConfig, build,
-    base.fed_sparsify_from_flags('global', 'random', extra_fields=('seed',)), prunes=True,
+    base.fed_sparsify_from_flags('global', 'random'), prunes=True,
     accepts=base.is_fed_sparsify('global', 'random'),
     description='progressive random pruning (the paper\'s Random)'),)

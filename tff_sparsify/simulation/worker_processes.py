@@ -23,7 +23,7 @@ worker found listening beyond loopback is stopped and refused.
 
 The worker dies with this process (`PR_SET_PDEATHSIG`), and this process with
 its parent when `parent_pid` is given. Python, not TF: this module imports no
-TensorFlow and is run as `python -m tff_sparsify.simulation.worker` or the console script
+TensorFlow and is run as `python -m tff_sparsify.simulation.worker_processes` or the console script
 `tff-sparsify-worker` (see `binaries/worker.py`).
 """
 
@@ -625,7 +625,7 @@ def check_credentials(directory: str, cert_file: str, key_file: str, *,
 def main(argv: Optional[list[str]] = None) -> int:
   """Internal entry for a coordinator's own local worker (Unix socket only)."""
   import argparse  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(prog='tff_sparsify.simulation.worker')
+  parser = argparse.ArgumentParser(prog='tff_sparsify.simulation.worker_processes')
   parser.add_argument('--unix_socket', required=True)
   parser.add_argument('--parent_pid', type=int)
   parser.add_argument('--log_file')
@@ -641,13 +641,13 @@ def main(argv: Optional[list[str]] = None) -> int:
       try:
         silo_dir = silo.prepare(args.client_data)
       except (ValueError, OSError) as e:
-        print(f'tff_sparsify.simulation.worker: error: --client_data={args.client_data}: {e}',
+        print(f'tff_sparsify.simulation.worker_processes: error: --client_data={args.client_data}: {e}',
               file=sys.stderr)
         return 2
     try:
       listener = unix_listener(args.unix_socket)
     except OSError as e:
-      print(f'tff_sparsify.simulation.worker: error: --unix_socket={args.unix_socket}: {e}',
+      print(f'tff_sparsify.simulation.worker_processes: error: --unix_socket={args.unix_socket}: {e}',
             file=sys.stderr)
       return 2
     return serve(listener, isolate=not args.no_isolation,
@@ -655,10 +655,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                  max_concurrent_computation_calls=(
                      args.max_concurrent_computation_calls))
   except IsolationError as e:
-    print(f'tff_sparsify.simulation.worker: error: {e.strerror}', file=sys.stderr)
+    print(f'tff_sparsify.simulation.worker_processes: error: {e.strerror}', file=sys.stderr)
     return 3
   except RuntimeError as e:
-    print(f'tff_sparsify.simulation.worker: error: {e}', file=sys.stderr)
+    print(f'tff_sparsify.simulation.worker_processes: error: {e}', file=sys.stderr)
     return 1
   finally:
     with contextlib.suppress(OSError):

@@ -35,8 +35,8 @@ import tensorflow_model_optimization as tfmot
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import files
 from tff_sparsify.deploy import compact as compact_lib
-from tff_sparsify.deploy import configs
-from tff_sparsify.deploy import layouts
+from tff_sparsify.deploy import export_configs as configs
+from tff_sparsify.deploy import input_layouts as layouts
 from tff_sparsify.deploy import onnx_int8
 from tff_sparsify.deploy import tflite
 from tff_sparsify.learning import pruning
