@@ -30,8 +30,9 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify.compression import codecs
-from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.compression import compression_config as configs
+from tff_sparsify.compression import wire
+from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.validation import ConfigError
 
 
@@ -117,16 +118,16 @@ def sparse_delta(value, prune_rate: float, bits: int, threshold: int):
     value = masks_lib.apply_masks(value, masks_lib.magnitude_masks(value, prune_rate))
   sent, sizes = [], []
   for i, t in enumerate(value):
-    kept = tf.not_equal(t, 0)
-    if bits and t.shape.num_elements() > threshold:
-      # Stochastic rounding seeded by the value itself (as the client work does).
+    quantized = wire.quantized_bits(t, bits, threshold)
+    if quantized:  # The kept positions, then their values, stochastically rounded
+      # with a seed of the value itself (as the client work does).
       seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
-      sent.append(codecs.tf_quantize_at(t, kept, bits, seed))
-      sizes.append(codecs.tf_mask_size(kept) + codecs.tf_quantized_values_size(
-          tf.math.count_nonzero(kept, dtype=tf.int64), bits))
+      t, size = wire.encode_tensor(t, sent=tf.not_equal(t, 0), send_positions=True,
+                                   bits=quantized, seed=seed)
     else:
-      sent.append(t)
-      sizes.append(codecs.tf_encoded_size(t))
+      t, size = wire.encode_tensor(t)
+    sent.append(t)
+    sizes.append(size)
   return sent, tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
 

@@ -3,7 +3,8 @@
 `build_encoded_broadcast_process` replaces TFF's `build_broadcast_process`
 (`model_distributor=` of any TFF learning process, `build_weighted_fed_avg`
 included): the server's model weights go to the clients as they decode them,
-and the process measures what the encoding of `codecs` sends:
+and the process measures what the encoding sends (`wire.encode_tensor`, the
+one encoder):
 
 - without quantization, each trainable tensor in its shortest lossless
   non-zlib encoding (`codecs.tf_encoded_size`: the global mask is the
@@ -28,23 +29,20 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
-from tff_sparsify.compression import codecs
 from tff_sparsify.compression import compression_config as configs
+from tff_sparsify.compression import wire
 
 
 def encode_broadcast(trainable, compression: configs.CompressionConfig):
-  """(the trainable tensors as the clients decode them, bytes of one model)."""
-  bits = compression.sparse_bits
+  """(the trainable tensors as the clients decode them, bytes of one model) (`wire`)."""
   received, sizes = [], []
   for t in trainable:
-    if bits and t.shape.num_elements() > compression.quantize_threshold:
-      present = tf.not_equal(t, 0)
-      received.append(codecs.tf_quantize_at(t, present, bits))
-      sizes.append(codecs.tf_mask_size(present) + codecs.tf_quantized_values_size(
-          tf.math.count_nonzero(present, dtype=tf.int64), bits))
-    else:
-      received.append(t)
-      sizes.append(codecs.tf_encoded_size(t))
+    bits = wire.quantized_bits(t, compression.sparse_bits, compression.quantize_threshold)
+    # Quantized: the non-zero pattern as a mask message, then the values' levels.
+    value, size = (wire.encode_tensor(t, sent=tf.not_equal(t, 0), send_positions=True, bits=bits)
+                   if bits else wire.encode_tensor(t))
+    received.append(value)
+    sizes.append(size)
   return received, tf.add_n(sizes)
 
 
@@ -70,8 +68,8 @@ def build_encoded_broadcast_process(
   @tff.tensorflow.computation(model_weights_type)
   def encode(weights):
     received, size = encode_broadcast(tuple(weights.trainable), compression)
-    for i in statistics:
-      size += codecs.tf_encoded_size(weights.non_trainable[i])
+    if statistics:
+      size += wire.encode_all([weights.non_trainable[i] for i in statistics])[1]
     return tff.learning.models.ModelWeights(
         tuple(received), tuple(weights.non_trainable)), size
 

@@ -29,7 +29,7 @@ the non-zero trainable parameters of the models they trained (the paper's
 w_k); `mask_bits_uploaded`, one bit per prunable parameter per client when
 clients prune (`Rules.client_masks`); `transmission_mbits`, the paper's transmission
 cost of the round, (32 * (downloaded + uploaded) + mask bits) / 1e6. And in
-bytes of the encodings of `compression.codecs` (the smallest lossless
+bytes of the one encoder, `compression.wire` (the smallest lossless
 non-zlib one per tensor): `bytes_uploaded`, the weights the client trained,
 inside the global mask only (the server sent that mask, so positions outside
 it are never sent); where the client pruned, its mask as positions inside
@@ -64,7 +64,7 @@ import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import _tff_internals as tffi
-from tff_sparsify.compression import codecs
+from tff_sparsify.compression import wire
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import pruning_layout as layout_lib
@@ -171,19 +171,15 @@ class _UploadEncoding:
         sent = tf.not_equal(t, 0)
       else:
         sent = kept
-      if sent is not kept:
-        sizes.append(codecs.tf_mask_size(sent if kept is None else tf.boolean_mask(sent, kept)))
-      if self.sparse_bits and t.shape.num_elements() > self.quantize_threshold:
-        # Stochastic rounding, seeded by what the client trained.
-        sent = tf.ones_like(t, tf.bool) if sent is None else sent
+      positions = dict(sent=sent, send_positions=sent is not kept, within=kept)
+      bits = wire.quantized_bits(t, self.sparse_bits, self.quantize_threshold)
+      if bits:  # The delta's levels, stochastic rounding seeded by what the client trained.
         seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
-        delta[i] = codecs.tf_quantize_at(delta[i], sent, self.sparse_bits, seed)
-        sizes.append(codecs.tf_quantized_values_size(
-            tf.math.count_nonzero(sent, dtype=tf.int64), self.sparse_bits))
-      elif not self.by_aggregator:  # The values at `sent` (with any zeros' positions).
-        sizes.append(codecs.tf_encoded_size(t if sent is None else tf.boolean_mask(t, sent)))
-      # Else the aggregator encodes the whole delta and counts it
-      # (`compression.aggregators`: TFF's quantizing mean, or ours over deltas).
+        delta[i], size = wire.encode_tensor(delta[i], bits=bits, seed=seed, **positions)
+      else:  # The trained values at `sent`, unless the aggregator encodes and counts
+        # the delta (`compression.aggregators`: TFF's quantizing mean, or top-k).
+        _, size = wire.encode_tensor(t, count_values=not self.by_aggregator, **positions)
+      sizes.append(size)
     return delta, sizes
 
 
@@ -274,7 +270,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
       message, message_size = rules.client_message(client, client_masks)
       sizes.append(message_size)
     # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
-    sizes.extend(codecs.tf_encoded_size(d) for d in statistics_delta)
+    sizes.append(wire.encode_all(statistics_delta)[1])
     bytes_uploaded = tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
     (delta, statistics_delta), non_finite = zero_all_if_any_non_finite(

@@ -40,7 +40,7 @@ from tff_sparsify.learning.algorithms import base
 
 tf = _lazy.load('tensorflow')
 tff = _lazy.load('tensorflow_federated')
-codecs = _lazy.load('tff_sparsify.compression.codecs')
+wire = _lazy.load('tff_sparsify.compression.wire')
 masks_lib = _lazy.load('tff_sparsify.core.masks')
 schedules = _lazy.load('tff_sparsify.core.schedules')
 client_work = _lazy.load('tff_sparsify.learning.client_work')
@@ -63,8 +63,7 @@ class PruneFLRules(base.Rules):
     del client_masks
     should_prune = client.should_prune
     importance = tuple(tf.where(should_prune, s, tf.zeros_like(s)) for s in client.squares)
-    size = tf.where(should_prune, tf.add_n([codecs.tf_encoded_size(s) for s in importance]),
-                    tf.constant(0, tf.int64))
+    size = tf.where(should_prune, wire.encode_all(importance)[1], tf.constant(0, tf.int64))
     return importance, size
 
   def dropped_message(self, message, non_finite):
