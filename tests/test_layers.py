@@ -142,6 +142,25 @@ class LayersTest(tf.test.TestCase):
         'pkg.core.math imports pkg.learning.process',
         'pkg.deploy.export imports pkg.learning.other'])
 
+  def test_no_function_is_longer_than_60_lines(self):
+    """Lines of code of each function (its docstring aside), nested functions included."""
+    long = []
+    for directory, _, names in os.walk(os.path.join(fixtures.REPO, 'tff_sparsify')):
+      for name in (n for n in names if n.endswith('.py')):
+        path = os.path.join(directory, name)
+        with open(path) as f:
+          tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+          if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            first = node.body[0]
+            if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)):
+              lines -= first.end_lineno - first.lineno + 1
+            if lines > 60:
+              long.append(f'{os.path.relpath(path, fixtures.REPO)}:{node.name} ({lines})')
+    self.assertEqual(long, [])
+
   def test_the_package_has_no_cycle_and_its_layers_point_one_way(self):
     graph = import_graph(fixtures.REPO, 'tff_sparsify')
     self.assertGreater(len(graph), 40)

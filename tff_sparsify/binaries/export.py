@@ -123,24 +123,7 @@ def main(argv):
   from tff_sparsify.deploy import model_export as export
   # pylint: enable=g-import-not-at-top
   execution.drop_import_time_default_context()
-  if _RUN_DIR.value:
-    try:
-      model = export.load_run_model(_RUN_DIR.value)
-    except export.ExportError as e:
-      flag_utils.fail(_RUN_DIR, str(e))
-    run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
-    config_holder, results_dir = _RUN_DIR, run_dir
-    output_dir = _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
-  else:
-    try:
-      model = run_reader.load_checkpoint_model(_CHECKPOINT.value)
-    except run_reader.RunReadError as e:
-      flag_utils.fail(_CHECKPOINT, str(e))
-    experiment_dir, version = run_reader.split_checkpoint_path(_CHECKPOINT.value)
-    config_holder, results_dir = _CHECKPOINT, run_reader.run_results_dir(experiment_dir)
-    output_dir = _OUTPUT_DIR.value or os.path.join(
-        run_reader.run_results_dir(experiment_dir),
-        f'export_{version if version is not None else "latest"}')
+  model, config_holder, results_dir, output_dir = _load_model(export, run_reader)
   if export_config.inputs_as_nchw:
     try:
       export.check_inputs_as_nchw(model)
@@ -159,6 +142,29 @@ def main(argv):
   except export.ExportError as e:
     flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}')
   write_report(report, output_dir)
+  _print_report(report)
+
+
+def _load_model(export, run_reader):
+  """(the Keras model, the flag that named it, the run's results directory, the output directory)."""
+  if _RUN_DIR.value:
+    try:
+      model = export.load_run_model(_RUN_DIR.value)
+    except export.ExportError as e:
+      flag_utils.fail(_RUN_DIR, str(e))
+    run_dir = _RUN_DIR.value if os.path.isdir(_RUN_DIR.value) else os.path.dirname(_RUN_DIR.value)
+    return model, _RUN_DIR, run_dir, _OUTPUT_DIR.value or os.path.join(run_dir, 'export')
+  try:
+    model = run_reader.load_checkpoint_model(_CHECKPOINT.value)
+  except run_reader.RunReadError as e:
+    flag_utils.fail(_CHECKPOINT, str(e))
+  experiment_dir, version = run_reader.split_checkpoint_path(_CHECKPOINT.value)
+  results_dir = run_reader.run_results_dir(experiment_dir)
+  return model, _CHECKPOINT, results_dir, _OUTPUT_DIR.value or os.path.join(
+      results_dir, f'export_{version if version is not None else "latest"}')
+
+
+def _print_report(report):
   print(f'exported: {report.onnx_path} ({report.onnx_bytes} bytes, '
         f'{report.onnx_gzip_bytes} gzip\'d), sparsity {report.sparsity:.4f}, '
         f'max abs diff {report.max_abs_diff:.3g}', flush=True)

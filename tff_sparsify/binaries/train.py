@@ -170,7 +170,6 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   """
   # pylint: disable=g-import-not-at-top
   import contextlib
-  import tempfile
   import tensorflow as tf
   from tff_sparsify.simulation import client_ids
   from tff_sparsify.simulation import execution
@@ -190,14 +189,7 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
   tf.config.experimental.enable_op_determinism()
   try:
     with contextlib.ExitStack() as stack:
-      served, features = config.client_data, config.feature_names
-      if builtin is not None:
-        centralized, shards = builtin
-        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix='tff_sparsify_'))
-        served = client_ids.write_builtin(shards, centralized.train_images,
-                                          centralized.train_labels,
-                                          os.path.join(directory, 'clients'))
-        features = dict(x='x', y='y')
+      served, features = _served_data(stack, config, builtin)
       # A worker's reply: at most the manifest's cap plus 16 models' bytes.
       model_bytes = execution.type_bytes(process.get_model_weights.type_signature.result)
       context = stack.enter_context(execution.worker_pool_context(
@@ -220,19 +212,36 @@ def train(config: config_lib.TrainConfig, dirs: run_record.OutputDirs, inputs,
         _check_federation(dirs, federation)
       result = _train_by_id(config, dirs, inputs, process, keras_model_fn, federation,
                             context, features, element_fn)
-  except training.NoCheckpointError as e:
-    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
-  except (execution.WorkerStartError, execution.AggregationSplitError,
-          execution.WorkerReplyError, client_ids.FederationError) as e:
-    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}', code=1)
-  except execution.WorkerLostError as e:
-    flag_utils.fail_with(
-        f'{flag_utils.program_name()}: error: {e}; run the same command to resume '
-        'from the last checkpoint', code=1)
-  except training.OutputWriteError as e:
-    flag_utils.fail_with(
-        f'{flag_utils.program_name()}: error: {e}; the earlier checkpoints are '
-        'intact: fix the cause and run the same command to resume', code=1)
+  except (training.NoCheckpointError, execution.WorkerStartError,
+          execution.AggregationSplitError, execution.WorkerReplyError,
+          client_ids.FederationError, execution.WorkerLostError,
+          training.OutputWriteError) as e:
+    then = ('; run the same command to resume from the last checkpoint'
+            if isinstance(e, execution.WorkerLostError) else
+            '; the earlier checkpoints are intact: fix the cause and run the same command '
+            'to resume' if isinstance(e, training.OutputWriteError) else '')
+    flag_utils.fail_with(f'{flag_utils.program_name()}: error: {e}{then}', code=1)
+  _print_done(config, result)
+
+
+def _served_data(stack, config, builtin):
+  """(the `--client_data` the local workers serve, its features): the built-in clients
+  (`builtin`: (centralized data, shards)) are written once to a private directory."""
+  # pylint: disable=g-import-not-at-top
+  import tempfile
+  from tff_sparsify.simulation import client_ids
+  # pylint: enable=g-import-not-at-top
+  if builtin is None:
+    return config.client_data, config.feature_names
+  centralized, shards = builtin
+  directory = stack.enter_context(tempfile.TemporaryDirectory(prefix='tff_sparsify_'))
+  served = client_ids.write_builtin(shards, centralized.train_images, centralized.train_labels,
+                                    os.path.join(directory, 'clients'))
+  return served, dict(x='x', y='y')
+
+
+def _print_done(config, result):
+  """The run's one closing line: rounds, evaluation, sparsity, where the outputs are."""
   m = result.final_metrics
   sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
   evaluated = ''.join(f', {name.replace("_", " ")} {value:.4f}' for name, value in m.items()

@@ -69,20 +69,7 @@ def main(argv):
         f'{flag_utils.program_name()}: error: unexpected arguments: '
         f'{" ".join(argv[1:])}')
   if _MAKE_CREDENTIALS.value is not None:
-    if not _HOSTS.value:
-      flag_utils.fail(_HOSTS, 'must name the worker hosts with --make_credentials')
-    try:
-      worker_lib.make_credentials(_MAKE_CREDENTIALS.value, _HOSTS.value)
-    except FileExistsError:
-      flag_utils.fail(_MAKE_CREDENTIALS, 'exists: credentials go to a new directory only '
-                      '(one made by someone else could be read or swapped)')
-    except OSError as e:
-      flag_utils.fail(_MAKE_CREDENTIALS, f'cannot be written: {e.strerror}')
-    directory = _MAKE_CREDENTIALS.value
-    print(f'wrote {directory}/{worker_lib.COORDINATOR_DIR}/ (the coordinator\'s: '
-          f'--worker_credentials) and, for each worker host, '
-          + ', '.join(f'{directory}/{worker_lib.worker_dir(h)}/' for h in _HOSTS.value)
-          + ' (its --credentials); copy each to its host only')
+    _make_credentials()
     return
   if _PORT.value is None:
     flag_utils.fail(_PORT, 'must be set: the TCP port to serve on')
@@ -124,6 +111,24 @@ def main(argv):
   finally:
     if silo_dir:
       shutil.rmtree(silo_dir, ignore_errors=True)
+
+
+def _make_credentials():
+  """`--make_credentials`: the files of a new mutual-TLS federation, and where they went."""
+  if not _HOSTS.value:
+    flag_utils.fail(_HOSTS, 'must name the worker hosts with --make_credentials')
+  try:
+    worker_lib.make_credentials(_MAKE_CREDENTIALS.value, _HOSTS.value)
+  except FileExistsError:
+    flag_utils.fail(_MAKE_CREDENTIALS, 'exists: credentials go to a new directory only '
+                    '(one made by someone else could be read or swapped)')
+  except OSError as e:
+    flag_utils.fail(_MAKE_CREDENTIALS, f'cannot be written: {e.strerror}')
+  directory = _MAKE_CREDENTIALS.value
+  print(f'wrote {directory}/{worker_lib.COORDINATOR_DIR}/ (the coordinator\'s: '
+        f'--worker_credentials) and, for each worker host, '
+        + ', '.join(f'{directory}/{worker_lib.worker_dir(h)}/' for h in _HOSTS.value)
+        + ' (its --credentials); copy each to its host only')
 
 
 def _serve(tls, silo_dir) -> int:

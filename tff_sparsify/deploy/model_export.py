@@ -288,20 +288,8 @@ def export_model(model: tf.keras.Model, output_dir: str,
     ValueError: INT8 asked without calibration inputs or a test set, or
       calibration inputs given without `int8`.
   """
-  import tf2onnx  # pylint: disable=g-import-not-at-top
-
-  if config is None:
-    config = configs.ExportConfig(**options)
-  elif options:
-    raise TypeError(f'give either config or its fields, not both: {sorted(options)}')
-  if config.int8 != (int8_calibration is not None):
-    raise ValueError('int8_calibration must be given exactly when config.int8 is True '
-                     f'(int8={config.int8})')
-  if config.int8 and test_set is None and config.max_int8_accuracy_drop is not None:
-    raise ValueError('INT8 export needs a test_set to check its accuracy (or '
-                     'max_int8_accuracy_drop=None: not checked)')
+  config = _checked_config(config, options, int8_calibration, test_set)
   formats, opset, inputs_as_nchw = config.formats, config.opset, config.inputs_as_nchw
-  max_int8_accuracy_drop = config.max_int8_accuracy_drop
   model = _strip(model)
   masked_params = compact_diff = None
   if config.compact:
@@ -329,14 +317,7 @@ def export_model(model: tf.keras.Model, output_dir: str,
     onnx_temp = stack.enter_context(files.atomic_path(onnx_path))
     saved_model_temp = stack.enter_context(files.atomic_path(saved_model_dir))
     tf.saved_model.save(model, saved_model_temp)
-    input_shape = tuple(model.input_shape[1:])
-    spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
-    onnx_model, _ = tf2onnx.convert.from_keras(
-        model, input_signature=spec, opset=opset,
-        inputs_as_nchw=['input'] if inputs_as_nchw else None)
-    layout = 'NCHW' if inputs_as_nchw else 'NHWC'
-    onnx.helper.set_model_props(onnx_model, {layouts.LAYOUT_KEY: layout})
-    onnx.save(onnx_model, onnx_temp)
+    layout = _write_onnx(model, onnx_temp, opset, inputs_as_nchw)
     max_abs_diff, layers = check_onnx(model, onnx_temp, inputs_as_nchw=inputs_as_nchw,
                                       check_batch_size=check_batch_size, seed=seed)
     if images is not None:
@@ -346,27 +327,9 @@ def export_model(model: tf.keras.Model, output_dir: str,
       suffix = '_int8' if precision == 'int8' else ''
       path = os.path.join(output_dir, f'model{suffix}.{file_format}')
       temp = stack.enter_context(files.atomic_path(path))
-      found = ModelFile(file_format, precision, path, 0, 0)
-      if file_format == 'onnx':
-        onnx_int8.quantize(onnx_temp, temp, int8_calibration)
-        logits = _onnx_logits(temp, images) if images is not None else None
-      else:
-        conversion = tflite.convert(
-            model, precision, int8_calibration,
-            batch_size=config.tflite_batch_size or configs.default_batch_size(input_shape))
-        with open(temp, 'wb') as f:
-          f.write(conversion.flatbuffer)
-        found.sparse_encoding = conversion.sparse_encoding
-        if precision == 'float32':
-          found.max_abs_diff = check_tflite(model, temp, check_batch_size=check_batch_size,
-                                            seed=seed)
-        logits = tflite.predict(tflite.Model(temp), images) if images is not None else None
-      if logits is not None:
-        found.test_accuracy = _accuracy(logits, labels)
-      if precision == 'int8' and max_int8_accuracy_drop is not None:
-        check_int8_accuracy(path, found.test_accuracy, keras_accuracy, max_int8_accuracy_drop)
-      found.bytes, found.gzip_bytes = _file_sizes(temp)
-      exported.append(found)
+      exported.append(_export_file(
+          model, ModelFile(file_format, precision, path, 0, 0), temp, onnx_temp, config,
+          int8_calibration, test_set, keras_accuracy, check_batch_size, seed))
     onnx_bytes, onnx_gzip_bytes = _file_sizes(onnx_temp)
   trainable = [w.numpy() for w in model.trainable_weights]
   return ExportReport(
@@ -377,3 +340,60 @@ def export_model(model: tf.keras.Model, output_dir: str,
       max_abs_diff=max_abs_diff, layers=layers, input_layout=layout, files=exported,
       keras_test_accuracy=keras_accuracy, onnx_test_accuracy=onnx_accuracy,
       masked_params=masked_params, compact_max_abs_diff=compact_diff)
+
+
+def _checked_config(config, options, int8_calibration, test_set) -> configs.ExportConfig:
+  if config is None:
+    config = configs.ExportConfig(**options)
+  elif options:
+    raise TypeError(f'give either config or its fields, not both: {sorted(options)}')
+  if config.int8 != (int8_calibration is not None):
+    raise ValueError('int8_calibration must be given exactly when config.int8 is True '
+                     f'(int8={config.int8})')
+  if config.int8 and test_set is None and config.max_int8_accuracy_drop is not None:
+    raise ValueError('INT8 export needs a test_set to check its accuracy (or '
+                     'max_int8_accuracy_drop=None: not checked)')
+  return config
+
+
+def _write_onnx(model, path: str, opset: int, inputs_as_nchw: bool) -> str:
+  """`model` converted by tf2onnx to `path`, its input layout in the metadata; the layout."""
+  import tf2onnx  # pylint: disable=g-import-not-at-top
+  input_shape = tuple(model.input_shape[1:])
+  spec = (tf.TensorSpec((None,) + input_shape, tf.float32, name='input'),)
+  onnx_model, _ = tf2onnx.convert.from_keras(
+      model, input_signature=spec, opset=opset,
+      inputs_as_nchw=['input'] if inputs_as_nchw else None)
+  layout = 'NCHW' if inputs_as_nchw else 'NHWC'
+  onnx.helper.set_model_props(onnx_model, {layouts.LAYOUT_KEY: layout})
+  onnx.save(onnx_model, path)
+  return layout
+
+
+def _export_file(model, found: ModelFile, temp: str, onnx_temp: str,
+                 config: configs.ExportConfig, int8_calibration, test_set, keras_accuracy,
+                 check_batch_size: int, seed: int) -> ModelFile:
+  """One INT8 ONNX or TFLite file written to `temp` and checked; `found` filled in."""
+  images, labels = test_set if test_set is not None else (None, None)
+  if found.format == 'onnx':
+    onnx_int8.quantize(onnx_temp, temp, int8_calibration)
+    logits = _onnx_logits(temp, images) if images is not None else None
+  else:
+    input_shape = tuple(model.input_shape[1:])
+    conversion = tflite.convert(
+        model, found.precision, int8_calibration,
+        batch_size=config.tflite_batch_size or configs.default_batch_size(input_shape))
+    with open(temp, 'wb') as f:
+      f.write(conversion.flatbuffer)
+    found.sparse_encoding = conversion.sparse_encoding
+    if found.precision == 'float32':
+      found.max_abs_diff = check_tflite(model, temp, check_batch_size=check_batch_size,
+                                        seed=seed)
+    logits = tflite.predict(tflite.Model(temp), images) if images is not None else None
+  if logits is not None:
+    found.test_accuracy = _accuracy(logits, labels)
+  if found.precision == 'int8' and config.max_int8_accuracy_drop is not None:
+    check_int8_accuracy(found.path, found.test_accuracy, keras_accuracy,
+                        config.max_int8_accuracy_drop)
+  found.bytes, found.gzip_bytes = _file_sizes(temp)
+  return found

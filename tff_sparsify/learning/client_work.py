@@ -225,6 +225,33 @@ def _train(model, optimizer, rules, layout, initial_weights, data, reduce_loop):
   return reduce_loop(reduce_fn, data, initial_state), trainable, keep
 
 
+def _upload(rules, encoding: _UploadEncoding, client: base.ClientRound, keep, received):
+  """What the client sends besides its statistics, after its rules and message pruning.
+
+  Returns (the trained tensors as sent, the delta as sent, the bytes of
+  each part, the rules' message or None, the client's own masks or None).
+  """
+  trained = list(client.trained)
+  layout = client.layout
+  client_masks = rules.client_masks(client)
+  if client_masks is not None:
+    for i, mask in zip(layout.prunable, client_masks):
+      trained[i] = masks_lib.mask_tensor(trained[i], mask)
+  if encoding.message_prune_rate > 0:
+    # 2310.14693: the smallest weights of the upload, no persistent mask.
+    trained = masks_lib.apply_masks(
+        trained, masks_lib.magnitude_masks(trained, encoding.message_prune_rate))
+  client_keep = None if client_masks is None else {
+      i: tf.not_equal(m, 0) for i, m in zip(layout.prunable, client_masks)}
+  delta, sizes = encoding.encode(
+      trained, [a - b for a, b in zip(received, trained)], keep, client_keep)
+  message = None
+  if rules.message:
+    message, message_size = rules.client_message(client, client_masks)
+    sizes.append(message_size)
+  return trained, delta, sizes, message, client_masks
+
+
 def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig, rules,
                          loop_implementation, aggregate_statistics: bool = True):
   """The per-client `tf.function`, as TFF's model delta client update."""
@@ -253,22 +280,8 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
             initial_weights.non_trainable),
         squares=reduced[2] if rules.squares_gradients else None,
         should_prune=should_prune, sparsity=sparsity)
-    client_masks = rules.client_masks(client)
-    if client_masks is not None:
-      for i, mask in zip(layout.prunable, client_masks):
-        trained[i] = masks_lib.mask_tensor(trained[i], mask)
-    if encoding.message_prune_rate > 0:
-      # 2310.14693: the smallest weights of the upload, no persistent mask.
-      trained = masks_lib.apply_masks(
-          trained, masks_lib.magnitude_masks(trained, encoding.message_prune_rate))
-    client_keep = None if client_masks is None else {
-        i: tf.not_equal(m, 0) for i, m in zip(layout.prunable, client_masks)}
-    delta, sizes = encoding.encode(
-        trained, [a - b for a, b in zip(initial_weights.trainable, trained)], keep,
-        client_keep)
-    if rules.message:
-      message, message_size = rules.client_message(client, client_masks)
-      sizes.append(message_size)
+    trained, delta, sizes, message, client_masks = _upload(
+        rules, encoding, client, keep, initial_weights.trainable)
     # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
     sizes.append(wire.encode_all(statistics_delta)[1])
     bytes_uploaded = tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)

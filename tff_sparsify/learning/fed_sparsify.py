@@ -154,7 +154,36 @@ def build_weighted_fed_sparsify(
   if not isinstance(config, configs.FedSparsifyConfig):
     raise TypeError(f'config must be a FedSparsifyConfig, got {type(config).__name__}')
   base.check_rules(rules, config)
-  compression = config.compression
+  model_aggregator = _model_aggregator(config.compression, model_aggregator)
+  default_client, default_server = client_and_server_optimizers(config)
+  client_optimizer_fn = client_optimizer_fn or default_client
+  server_optimizer_fn = server_optimizer_fn or default_server
+  layout = _checked_layout(model_fn, config, aggregate_statistics, initial_masks)
+  initial_weights_fn = build_initial_weights_fn(model_fn, layout, initial_masks)
+  model_weights_type = initial_weights_fn.type_signature.result
+  if model_distributor is None:
+    model_distributor = distributors.build_encoded_broadcast_process(
+        model_weights_type, config.compression, layout.statistics)
+
+  client_work = client_work_lib.build_masked_client_work(
+      model_fn, client_optimizer_fn, config, rules,
+      metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation,
+      aggregate_statistics=aggregate_statistics)
+  update_type = client_work.next.type_signature.result.result.member.update
+  if rules.message:
+    model_aggregator = message_aggregation.MessageFactory(
+        rules, model_delta_factory=model_aggregator)
+  if layout.statistics:
+    model_aggregator = statistics_lib.StatisticsMeanFactory(model_aggregator)
+  aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
+  finalizer = finalizers.build_masked_finalizer(
+      server_optimizer_fn, model_weights_type, layout, config, rules)
+  return tff.learning.templates.compose_learning_process(
+      initial_weights_fn, model_distributor, client_work, aggregator, finalizer)
+
+
+def _model_aggregator(compression, model_aggregator):
+  """The deltas' weighted aggregator: TFF's quantizing mean or top-k where compression says."""
   if compression.tff_bits:
     if model_aggregator is not None:
       raise ValueError(
@@ -169,10 +198,11 @@ def build_weighted_fed_sparsify(
     model_aggregator = compression_aggregators.SparseDeltaMeanFactory(
         compression.client_message_prune_rate, compression.sparse_bits,
         compression.quantize_threshold)
-  model_aggregator = message_aggregation.weighted_factory_or_mean(model_aggregator)
-  default_client, default_server = client_and_server_optimizers(config)
-  client_optimizer_fn = client_optimizer_fn or default_client
-  server_optimizer_fn = server_optimizer_fn or default_server
+  return message_aggregation.weighted_factory_or_mean(model_aggregator)
+
+
+def _checked_layout(model_fn, config, aggregate_statistics: bool, initial_masks):
+  """The model's pruning layout, checked against the configuration and `initial_masks`."""
   layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
   if not aggregate_statistics:
     layout = dataclasses.replace(layout, statistics=())
@@ -189,23 +219,4 @@ def build_weighted_fed_sparsify(
   if at_init and len(initial_masks) != len(layout.prunable):
     raise ValueError(f'initial_masks must hold {len(layout.prunable)} masks (one per '
                      f'prunable weight), got {len(initial_masks)}')
-  initial_weights_fn = build_initial_weights_fn(model_fn, layout, initial_masks)
-  model_weights_type = initial_weights_fn.type_signature.result
-  if model_distributor is None:
-    model_distributor = distributors.build_encoded_broadcast_process(
-        model_weights_type, compression, layout.statistics)
-
-  client_work = client_work_lib.build_masked_client_work(
-      model_fn, client_optimizer_fn, config, rules,
-      metrics_aggregator=metrics_aggregator, loop_implementation=loop_implementation,
-      aggregate_statistics=aggregate_statistics)
-  update_type = client_work.next.type_signature.result.result.member.update
-  if rules.message:
-    model_aggregator = message_aggregation.MessageFactory(rules, model_delta_factory=model_aggregator)
-  if layout.statistics:
-    model_aggregator = statistics_lib.StatisticsMeanFactory(model_aggregator)
-  aggregator = model_aggregator.create(update_type, tff.TensorType(np.float32))
-  finalizer = finalizers.build_masked_finalizer(
-      server_optimizer_fn, model_weights_type, layout, config, rules)
-  return tff.learning.templates.compose_learning_process(
-      initial_weights_fn, model_distributor, client_work, aggregator, finalizer)
+  return layout

@@ -68,28 +68,73 @@ def build_masked_finalizer(
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
-  message_prune_rate = config.compression.server_message_prune_rate
-  trainable_type = model_weights_type.trainable
-  mask_type = tff.StructWithPythonType(
-      [trainable_type[i] for i in layout.prunable], tuple)
-  parts = [('model_delta', trainable_type)]
-  if rules.message:
-    parts.append((rules.message, mask_type))
-  if layout.statistics:
-    parts.append((statistics_lib.STATISTICS, tff.StructWithPythonType(
-        [model_weights_type.non_trainable[i] for i in layout.statistics], tuple)))
-  structured = len(parts) > 1
-  update_type = (tff.StructWithPythonType(parts, collections.OrderedDict) if structured
-                 else trainable_type)
-
+  update_type = _update_type(model_weights_type, layout, rules)
+  structured = bool(rules.message or layout.statistics)  # `_update_type`: a struct.
   # TFF's finalizer steps the server optimizer (and rejects a non-finite
   # update, keeping the old model and optimizer state); the pruning follows.
   optimizer_finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
       optimizer, model_weights_type)
+  prune = _build_prune(model_weights_type, update_type, layout, rules,
+                       config.compression.server_message_prune_rate)
 
   @tff.tensorflow.computation
   def round_zero():
     return np.int32(0)
+
+  @tff.federated_computation
+  def init_fn():
+    return tff.federated_zip(collections.OrderedDict(
+        optimizer_state=optimizer_finalizer.initialize(),
+        round_num=tff.federated_eval(round_zero, tff.SERVER)))
+
+  @tff.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(model_weights_type, tff.SERVER),
+      tff.FederatedType(update_type, tff.SERVER))
+  def next_fn(state, weights, update):
+    delta = update.model_delta if structured else update
+    stepped = optimizer_finalizer.next(state.optimizer_state, weights, delta)
+    round_num, new_weights, measurements = tff.federated_map(
+        prune, (state.round_num, stepped.result, update,
+                stepped.measurements.update_non_finite))
+    new_state = tff.federated_zip(collections.OrderedDict(
+        optimizer_state=stepped.state, round_num=round_num))
+    return tff.templates.MeasuredProcessOutput(new_state, new_weights, measurements)
+
+  get_hparams_fn, set_hparams_fn = _hparams_fns(optimizer, init_fn.type_signature.result.member)
+  return tff.learning.templates.FinalizerProcess(
+      init_fn, next_fn, get_hparams_fn=get_hparams_fn, set_hparams_fn=set_hparams_fn)
+
+
+def _update_type(model_weights_type, layout: layout_lib.PruningLayout, rules: base.Rules):
+  """The aggregated update: the model delta, or `OrderedDict(model_delta, <message>, <statistics>)`."""
+  trainable_type = model_weights_type.trainable
+  parts = [('model_delta', trainable_type)]
+  if rules.message:
+    parts.append((rules.message, tff.StructWithPythonType(
+        [trainable_type[i] for i in layout.prunable], tuple)))
+  if layout.statistics:
+    parts.append((statistics_lib.STATISTICS, tff.StructWithPythonType(
+        [model_weights_type.non_trainable[i] for i in layout.statistics], tuple)))
+  return (tff.StructWithPythonType(parts, collections.OrderedDict) if len(parts) > 1
+          else trainable_type)
+
+
+def _measurements(round_num, should_prune, sparsity, trainable, layout, update_non_finite):
+  prunable = layout.prunable_list(trainable)
+  return collections.OrderedDict(
+      round_num=round_num,
+      pruned=tf.cast(should_prune, tf.int32),
+      target_sparsity=tf.cast(sparsity, tf.float32),
+      sparsity=tf.cast(masks_lib.sparsity(prunable), tf.float32) if prunable
+      else tf.constant(0.0),
+      nonzero_params=masks_lib.num_nonzero(trainable),
+      update_non_finite=update_non_finite)
+
+
+def _build_prune(model_weights_type, update_type, layout: layout_lib.PruningLayout,
+                 rules: base.Rules, message_prune_rate: float):
+  """The server's step after the optimizer: the rules' new masks, applied (a TF computation)."""
 
   @tff.tensorflow.computation(np.int32, model_weights_type, update_type, np.int32)
   @tf.function
@@ -115,51 +160,25 @@ def build_masked_finalizer(
     if message_prune_rate > 0:
       trainable = masks_lib.apply_masks(
           trainable, masks_lib.magnitude_masks(trainable, message_prune_rate))
-    prunable = layout.prunable_list(trainable)
-    measurements = collections.OrderedDict(
-        round_num=round_num,
-        pruned=tf.cast(should_prune, tf.int32),
-        target_sparsity=tf.cast(sparsity, tf.float32),
-        sparsity=tf.cast(masks_lib.sparsity(prunable), tf.float32) if prunable
-        else tf.constant(0.0),
-        nonzero_params=masks_lib.num_nonzero(trainable),
-        update_non_finite=update_non_finite)
+    measurements = _measurements(round_num, should_prune, sparsity, trainable, layout,
+                                 update_non_finite)
     new_weights = tff.learning.models.ModelWeights(tuple(trainable), tuple(non_trainable))
     return round_num, new_weights, measurements
 
-  @tff.federated_computation
-  def init_fn():
-    return tff.federated_zip(collections.OrderedDict(
-        optimizer_state=optimizer_finalizer.initialize(),
-        round_num=tff.federated_eval(round_zero, tff.SERVER)))
+  return prune
 
-  @tff.federated_computation(
-      init_fn.type_signature.result,
-      tff.FederatedType(model_weights_type, tff.SERVER),
-      tff.FederatedType(update_type, tff.SERVER))
-  def next_fn(state, weights, update):
-    delta = update.model_delta if structured else update
-    stepped = optimizer_finalizer.next(state.optimizer_state, weights, delta)
-    round_num, new_weights, measurements = tff.federated_map(
-        prune, (state.round_num, stepped.result, update,
-                stepped.measurements.update_non_finite))
-    new_state = tff.federated_zip(collections.OrderedDict(
-        optimizer_state=stepped.state, round_num=round_num))
-    return tff.templates.MeasuredProcessOutput(new_state, new_weights, measurements)
 
-  state_type = init_fn.type_signature.result.member
+def _hparams_fns(optimizer, state_type):
+  """TFF's `get_hparams_fn` / `set_hparams_fn` of the finalizer's state (the optimizer's)."""
 
   @tff.tensorflow.computation(state_type)
   def get_hparams_fn(state):
     return optimizer.get_hparams(state['optimizer_state'])
 
-  hparams_type = get_hparams_fn.type_signature.result
-
-  @tff.tensorflow.computation(state_type, hparams_type)
+  @tff.tensorflow.computation(state_type, get_hparams_fn.type_signature.result)
   def set_hparams_fn(state, hparams):
     return collections.OrderedDict(
         optimizer_state=optimizer.set_hparams(state['optimizer_state'], hparams),
         round_num=state['round_num'])
 
-  return tff.learning.templates.FinalizerProcess(
-      init_fn, next_fn, get_hparams_fn=get_hparams_fn, set_hparams_fn=set_hparams_fn)
+  return get_hparams_fn, set_hparams_fn

@@ -503,29 +503,11 @@ def run_federated_training(
     signals.raise_if_signalled()
     return sample_clients(round_num)
 
-  central_fn = None if test_data is None else build_centralized_evaluation_fn(
-      process, keras_model, test_data, loss, metrics)
-
-  def evaluation_fn(state, unused_data=None):
-    del unused_data
-    found = central_fn(state) if central_fn else collections.OrderedDict()
-    if federated_evaluation_fn is not None:
-      found['federated'] = federated_evaluation_fn(process.get_model_weights(state))
-    return found
-
-  if central_fn is None and federated_evaluation_fn is None:
-    evaluation_fn = None
+  evaluation_fn = _evaluation_fn(process, keras_model, test_data, loss, metrics,
+                                 federated_evaluation_fn)
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
-  csv_path = os.path.join(dirs.results, 'metrics.csv')
-  metrics_managers = [CumulativeReleaseManager([
-      _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
-          csv_path, key_fieldname='round_num',
-          save_mode=tff.program.CSVSaveMode.WRITE), csv_path),
-      _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
-                             f'TensorBoard events in {dirs.logdir}'),
-      progress,
-  ], csv_path)]
+  metrics_managers = [_metrics_manager(dirs, progress)]
   try:
     state = tff.simulation.run_training_process(
         run_process, training_selection_fn=selection_fn, total_rounds=total_rounds,
@@ -539,6 +521,42 @@ def run_federated_training(
   finally:
     progress.close()
 
+  final_metrics = _write_final(process, state, keras_model, evaluation_fn, total_rounds, dirs)
+  return TrainingResult(state=state, final_metrics=final_metrics, dirs=dirs)
+
+
+def _evaluation_fn(process, keras_model, test_data, loss, metrics, federated_evaluation_fn):
+  """`state -> metrics` of the central and federated evaluations asked for, or None."""
+  central_fn = None if test_data is None else build_centralized_evaluation_fn(
+      process, keras_model, test_data, loss, metrics)
+  if central_fn is None and federated_evaluation_fn is None:
+    return None
+
+  def evaluation_fn(state, unused_data=None):
+    del unused_data
+    found = central_fn(state) if central_fn else collections.OrderedDict()
+    if federated_evaluation_fn is not None:
+      found['federated'] = federated_evaluation_fn(process.get_model_weights(state))
+    return found
+  return evaluation_fn
+
+
+def _metrics_manager(dirs: run_record.OutputDirs, progress) -> CumulativeReleaseManager:
+  """metrics.csv, TensorBoard and the progress bar, with the running totals added."""
+  csv_path = os.path.join(dirs.results, 'metrics.csv')
+  return CumulativeReleaseManager([
+      _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
+          csv_path, key_fieldname='round_num',
+          save_mode=tff.program.CSVSaveMode.WRITE), csv_path),
+      _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
+                             f'TensorBoard events in {dirs.logdir}'),
+      progress,
+  ], csv_path)
+
+
+def _write_final(process, state, keras_model, evaluation_fn, total_rounds: int,
+                 dirs: run_record.OutputDirs) -> collections.OrderedDict:
+  """The final metrics; the final model, weights and summary written (atomically)."""
   final_metrics = collections.OrderedDict(total_rounds=total_rounds)
   # The Keras model gets the final weights (the central evaluation assigns them too).
   process.get_model_weights(state).assign_weights_to(keras_model)
@@ -564,4 +582,4 @@ def run_federated_training(
                             json.dumps(final_metrics, indent=2))
   except Exception as e:  # pylint: disable=broad-except
     raise OutputWriteError(f'the final model and summary in {dirs.results}', e) from e
-  return TrainingResult(state=state, final_metrics=final_metrics, dirs=dirs)
+  return final_metrics

@@ -494,6 +494,54 @@ def _create_file(path: str, data: bytes, mode: int):
     f.write(data)
 
 
+def _x509_name(common_name: str):
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  from cryptography.x509.oid import NameOID  # pylint: disable=g-import-not-at-top
+  return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _key_usage(**kwargs):
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  fields = dict(digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False)
+  fields.update(kwargs)
+  return x509.KeyUsage(**fields)
+
+
+def _certificate(subject: str, issuer: str, key, days: int):
+  """A certificate builder for `subject`'s `key`, valid from 5 minutes ago for `days` days."""
+  import datetime  # pylint: disable=g-import-not-at-top
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  now = datetime.datetime.now(datetime.timezone.utc)
+  return (x509.CertificateBuilder().subject_name(_x509_name(subject))
+          .issuer_name(_x509_name(issuer)).public_key(key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=days)))
+
+
+_CA_NAME = 'tff-sparsify CA'
+
+
+def _leaf(ca_key, subject: str, purpose, san, days: int) -> tuple[bytes, bytes]:
+  """(certificate PEM, private key PEM) of a new P-256 key for `purpose`, signed by the CA."""
+  from cryptography import x509  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives import hashes  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives import serialization  # pylint: disable=g-import-not-at-top
+  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=g-import-not-at-top
+  key = ec.generate_private_key(ec.SECP256R1())
+  cert = (_certificate(subject, _CA_NAME, key, days)
+          .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+          .add_extension(_key_usage(digital_signature=True), True)
+          .add_extension(x509.ExtendedKeyUsage([purpose]), False))
+  if san:
+    cert = cert.add_extension(x509.SubjectAlternativeName([san]), False)
+  key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())
+  return cert.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), key_pem
+
+
 def make_credentials(directory: str, hosts: list[str], days: int = 365):
   """Writes a new CA, one certificate per worker host and one for the coordinator.
 
@@ -506,65 +554,32 @@ def make_credentials(directory: str, hosts: list[str], days: int = 365):
   The CA's private key is not kept (make new credentials to add a host).
   Raises FileExistsError if `directory` exists.
   """
-  import datetime  # pylint: disable=g-import-not-at-top
   import ipaddress  # pylint: disable=g-import-not-at-top
   from cryptography import x509  # pylint: disable=g-import-not-at-top
   from cryptography.hazmat.primitives import hashes  # pylint: disable=g-import-not-at-top
   from cryptography.hazmat.primitives import serialization  # pylint: disable=g-import-not-at-top
   from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=g-import-not-at-top
-  from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # pylint: disable=g-import-not-at-top
-
-  now = datetime.datetime.now(datetime.timezone.utc)
-
-  def name(common_name):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-  def builder(subject, issuer, key):
-    return (x509.CertificateBuilder().subject_name(name(subject))
-            .issuer_name(name(issuer)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days)))
-
-  def usage(**kwargs):
-    fields = dict(digital_signature=False, content_commitment=False, key_encipherment=False,
-                  data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                  crl_sign=False, encipher_only=False, decipher_only=False)
-    fields.update(kwargs)
-    return x509.KeyUsage(**fields)
-
-  def pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+  from cryptography.x509.oid import ExtendedKeyUsageOID  # pylint: disable=g-import-not-at-top
 
   ca_key = ec.generate_private_key(ec.SECP256R1())
-  ca = (builder('tff-sparsify CA', 'tff-sparsify CA', ca_key)
+  ca = (_certificate(_CA_NAME, _CA_NAME, ca_key, days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        .add_extension(usage(key_cert_sign=True, crl_sign=True), True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), True)
         .sign(ca_key, hashes.SHA256()))
   ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-
-  def leaf(subject, purpose, san):
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (builder(subject, 'tff-sparsify CA', key)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-            .add_extension(usage(digital_signature=True), True)
-            .add_extension(x509.ExtendedKeyUsage([purpose]), False))
-    if san:
-      cert = cert.add_extension(x509.SubjectAlternativeName([san]), False)
-    return cert.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM), pem(key)
-
   os.mkdir(directory, 0o700)  # FileExistsError: never into a directory made by someone else.
   os.chmod(directory, 0o700)
   outputs = [(COORDINATOR_DIR, CLIENT_CERT, CLIENT_KEY,
-              leaf('tff-sparsify coordinator', ExtendedKeyUsageOID.CLIENT_AUTH, None))]
+              _leaf(ca_key, 'tff-sparsify coordinator', ExtendedKeyUsageOID.CLIENT_AUTH, None,
+                    days))]
   for host in hosts:
     try:
       san = x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
       san = x509.DNSName(host)
     outputs.append((worker_dir(host), SERVER_CERT, SERVER_KEY,
-                    leaf(f'tff-sparsify worker {host}', ExtendedKeyUsageOID.SERVER_AUTH, san)))
+                    _leaf(ca_key, f'tff-sparsify worker {host}', ExtendedKeyUsageOID.SERVER_AUTH,
+                          san, days)))
   for subdir, cert_file, key_file, (cert_pem, key_pem) in outputs:
     path = os.path.join(directory, subdir)
     os.mkdir(path, 0o700)
