@@ -9,7 +9,8 @@ behaviour must reproduce every hash bit for bit:
     python -m benchmarks.fingerprint --output=benchmarks/results/fingerprint.json
     python -m benchmarks.fingerprint --check=benchmarks/results/fingerprint.json
 
-(`--check` exits 1 naming each run whose weights changed.) The run with TFF's
+(`--check` exits 1 naming each run whose weights changed; `--update=FILE
+--runs=...` re-records those runs only, for a change meant to alter them.) The run with TFF's
 quantizer is recorded but not compared: TFF's uniform quantization rounds
 with unseeded randomness, so two runs of the same command differ (measured).
 """
@@ -110,6 +111,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--output', help='write the hashes to this JSON file')
   parser.add_argument('--check', help='compare with the hashes in this JSON file')
+  parser.add_argument('--update', help='re-record --runs in this JSON file, keeping the others '
+                      '(a change meant to alter those runs; say why in BUILD_NOTES.md)')
   parser.add_argument('--runs', default=','.join(RUNS),
                       help='comma-separated subset of: ' + ', '.join(RUNS))
   parser.add_argument('--parallel', type=int, default=2)
@@ -128,6 +131,14 @@ def main():
   if args.output:
     with open(args.output, 'w') as f:
       json.dump(dict(flags=COMMON, runs=RUNS, hashes=hashes), f, indent=2)
+      f.write('\n')
+  if args.update:
+    with open(args.update) as f:
+      recorded = json.load(f)
+    recorded['hashes'].update(hashes)
+    recorded['runs'] = RUNS
+    with open(args.update, 'w') as f:
+      json.dump(recorded, f, indent=2)
       f.write('\n')
   if args.check:
     with open(args.check) as f:

@@ -7,6 +7,8 @@ vectors; the compact model against the masked one on random inputs, and its
 parameter count by hand.
 """
 
+import asyncio
+import io
 import os
 
 from absl.testing import parameterized
@@ -26,6 +28,7 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import models
 from tff_sparsify.learning import pruning
+from tff_sparsify.simulation import training
 from tests import fixtures
 from tests import test_fed_sparsify as fs
 
@@ -68,6 +71,64 @@ class ChannelMasksTest(tf.test.TestCase):
     self.assertAllEqual(found[2], np.ones((1, 2)))
     norms = masks.channel_norms([a])[0]
     self.assertAllClose(norms, [5, 1, 1, 0.5])
+
+  def test_global_ranking_is_relative_to_each_layer(self):
+    """Issue 37's trap: the paper's FashionMNIST network at channel sparsity 0.5.
+
+    Ranked by raw RMS (the old rule, computed here in NumPy), its 784-input
+    layer, initialized about 1.9x smaller (Glorot: 1/sqrt(fan-in + fan-out)),
+    keeps only its strongest unit of 128. Ranked relative to each layer's
+    mean, both hidden layers keep a fair share, none is at the floor.
+    """
+    model = models.fashion_mnist_fc(seed=1990)
+    kernels = [model.layers[i].kernel.numpy() for i in (1, 2, 3)]
+    rms = [np.sqrt((k ** 2).mean(0)) for k in kernels]
+    raw = np.concatenate(rms[:2])
+    raw[[int(np.argmax(rms[0])), 128 + int(np.argmax(rms[1]))]] = np.inf
+    old_kept_first = 128 - int(np.sum(np.argsort(raw, kind='stable')[:128] < 128))
+    self.assertEqual(old_kept_first, 1)
+    found = masks.channel_masks(kernels, 0.5, frozen=[2])
+    kept = [int(masks.channel_vector(m).numpy().sum()) for m in found]
+    self.assertEqual(kept[0] + kept[1], 128)
+    self.assertBetween(kept[0], 48, 80)
+    self.assertEqual(kept[2], 10)
+    self.assertEqual(int(masks.channel_layers_at_floor(found, 0.5, frozen=[2])), 0)
+    # The exact choice, against NumPy: relative scores, one ranking, strongest kept.
+    relative = np.concatenate([r / r.mean() for r in rms[:2]])
+    relative[[int(np.argmax(rms[0])), 128 + int(np.argmax(rms[1]))]] = np.inf
+    pruned = set(np.argsort(relative, kind='stable')[:128])
+    want = [np.array([c not in pruned for c in range(128)]),
+            np.array([128 + c not in pruned for c in range(128)])]
+    for mask, expected in zip(found[:2], want):
+      self.assertAllEqual(masks.channel_vector(mask).numpy() == 1, expected)
+
+  def test_no_layer_falls_under_the_floor(self):
+    """A layer whose channels but one are tiny, beside an even one: the floor holds it.
+
+    Global 0.5 over 2 x 32 channels, 32 pruned by the ranking: a's 31 tiny
+    ones (relative to a mean that its one large channel dominates) and b's
+    weakest; a would keep its strongest channel only. The floor,
+    floor(0.25 * (1 - 0.5) * 32) = 4, gives a back its 4 strongest (29
+    pruned instead of 32), and `channel_layers_at_floor` counts a (the
+    warning's cue).
+    """
+    rng = np.random.default_rng(3)
+    a = (rng.normal(size=(20, 32)) * np.r_[100.0, np.linspace(0.01, 0.02, 31)]).astype(np.float32)
+    b = rng.normal(size=(20, 32)).astype(np.float32)
+    found = masks.channel_masks([a, b], 0.5)
+    rms_a = np.sqrt((a ** 2).mean(0))
+    self.assertEqual(set(np.flatnonzero(masks.channel_vector(found[0]).numpy())),
+                     set(np.argsort(rms_a)[-4:]))
+    rms_b = np.sqrt((b ** 2).mean(0))
+    self.assertAllEqual(masks.channel_vector(found[1]).numpy() == 0,
+                        np.arange(32) == np.argmin(rms_b))
+    self.assertEqual(int(masks.channel_layers_at_floor(found, 0.5)), 1)
+    self.assertEqual(int(masks.channel_floor(0.5, 32)), 4)
+    self.assertEqual(int(masks.channel_floor(0.99, 32)), 1)
+    # Uniform placement is not ranked across layers: each keeps 16.
+    uniform = masks.channel_masks([a, b], 0.5, placement='uniform')
+    self.assertEqual([int(masks.channel_vector(m).numpy().sum()) for m in uniform], [16, 16])
+    self.assertEqual(int(masks.channel_layers_at_floor(uniform, 0.5)), 0)
 
   def test_uniform_and_conv_kernels(self):
     rng = np.random.default_rng(0)
@@ -147,6 +208,21 @@ class ChannelMasksTest(tf.test.TestCase):
       bad.check_granularity()
 
 
+class ChannelFloorWarningTest(tf.test.TestCase):
+
+  def test_one_line_once_when_a_layer_is_at_the_floor(self):
+    stream = io.StringIO()
+    warning = training.ChannelFloorWarning(stream)
+    zero = dict(finalizer=dict(channel_layers_at_floor=0, sparsity=0.3))
+    asyncio.run(warning.release(zero, 1))
+    self.assertEqual(stream.getvalue(), '')
+    for key in (2, 3):
+      asyncio.run(warning.release(dict(finalizer=dict(channel_layers_at_floor=2)), key))
+    lines = stream.getvalue().splitlines()
+    self.assertLen(lines, 1)
+    self.assertStartsWith(lines[0], 'warning: round 2: 2 layer(s) kept only the floor')
+
+
 class ChannelProcessTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters('global', 'local')
@@ -159,7 +235,8 @@ class ChannelProcessTest(tf.test.TestCase, parameterized.TestCase):
     layout = layout_lib.layout_from_model_fn(cnn_model_fn(), 'channel')
     channels = [6, 8, 12]  # The output layer's 10 are frozen.
     before = [set() for _ in channels]
-    for round_num, (weights, _) in enumerate(history, start=1):
+    for round_num, (weights, metrics) in enumerate(history, start=1):
+      self.assertEqual(metrics['finalizer']['channel_layers_at_floor'], 0)
       kernels = layout.prunable_list(weights.trainable)
       masks_now = layout.mask_list(weights.non_trainable)
       pruned = []

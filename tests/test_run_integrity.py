@@ -164,7 +164,7 @@ class TrainBadFlagsTest(_BinaryCase):
       ('local_workers_many', dict(num_local_workers=65), r'--num_local_workers=65: must be in \[1, 64\]'),
       ('worker_timeout', dict(worker_timeout_seconds=0), r'--worker_timeout_seconds=0.0: must be positive'),
       ('worker_timeout_nan', dict(worker_timeout_seconds='nan'), r'--worker_timeout_seconds=nan: must be positive'),
-      ('restarts', dict(max_worker_restarts=-1), r'flag --max_worker_restarts=-1: -1 is not a non-negative integer'),
+      ('restarts', dict(max_worker_restarts=-1), r'--max_worker_restarts=-1: must be >= 0'),
       ('workers_no_port', dict(workers='hostonly'), r"--workers=\['hostonly'\]: 'hostonly' is not HOST:PORT"),
       ('workers_bad_port', dict(workers='h:70000'), r"'h:70000' is not HOST:PORT with a port in \[1, 65535\]"),
       ('workers_twice', dict(workers='h:1,h:1'), r'--workers=.*: lists a worker twice'),

@@ -185,9 +185,11 @@ class TrainConfig:
   sparsity_granularity: str = option(
       'weight',
       "Pruning algorithms (magnitude pruning): weight (the paper's) or channel (whole output "
-      'channels of convolutions and units of dense layers, by L2 norm, the output layer excepted;'
-      ' with their biases and BatchNormalization: the model can then be exported physically '
-      'smaller, binaries/export --compact). Placement global or uniform.',
+      'channels of convolutions and units of dense layers, by root mean square relative to '
+      "their layer's mean, the output layer excepted, each layer keeping at least a quarter "
+      'of its uniform share under global placement; with their biases and '
+      'BatchNormalization: the model can then be exported physically smaller, binaries/export '
+      '--compact). Placement global or uniform.',
       choices=configs.SPARSITY_GRANULARITIES)
   channel_multiple: int = option(
       1,

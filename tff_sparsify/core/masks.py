@@ -181,23 +181,86 @@ def round_channels(kept, channels: int, multiple: int) -> tf.Tensor:
   return tf.where(tf.equal(kept, channels), kept, rounded)
 
 
+# Global channel ranking: no layer keeps fewer than this share of the channels
+# uniform placement would keep it (issue 37: the paper's FashionMNIST network
+# at channel sparsity 0.5 kept 1 of its first layer's 128 units).
+CHANNEL_FLOOR_SHARE = 0.25
+
+
+def _floor_share(sparsity, channels) -> tf.Tensor:
+  share = CHANNEL_FLOOR_SHARE * (1.0 - tf.cast(sparsity, tf.float64)) * tf.cast(channels,
+                                                                             tf.float64)
+  return tf.cast(tf.math.floor(share + 1e-9), tf.int32)
+
+
+def channel_floor(sparsity, channels):
+  """The fewest channels a layer of `channels` keeps under global ranking at `sparsity`:
+  floor(CHANNEL_FLOOR_SHARE (1 - sparsity) channels), at least 1."""
+  return tf.maximum(1, _floor_share(sparsity, channels))
+
+
+def _channel_scores(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+  """Per tensor, each channel's RMS over its layer's mean RMS of live channels; the
+  strongest channel of each tensor scores the largest float (never pruned)."""
+  scores = []
+  for w, norm in zip(weights, channel_norms(weights)):
+    per_channel = tf.cast(tf.size(w) // tf.shape(w)[-1], tf.float32)
+    rms = norm / tf.sqrt(per_channel)
+    live = tf.cast(tf.math.count_nonzero(rms), tf.float32)
+    mean = tf.math.divide_no_nan(tf.reduce_sum(rms), live)
+    relative = tf.math.divide_no_nan(rms, mean)
+    strongest = tf.one_hot(tf.argmax(rms), tf.size(rms), on_value=True, off_value=False)
+    scores.append(tf.where(strongest, tf.float32.max, relative))
+  return scores
+
+
+def _keep_strongest(score: tf.Tensor, kept) -> tf.Tensor:
+  return 1.0 - tf.cast(_lowest_k(score, tf.size(score) - kept), tf.float32)
+
+
+def channel_layers_at_floor(masks: Sequence[tf.Tensor], sparsity,
+                            frozen: Sequence[int] = ()) -> tf.Tensor:
+  """How many of the tensors not in `frozen` keep no more than the floor of their share,
+  floor(CHANNEL_FLOOR_SHARE (1 - sparsity) C) >= 1, where that is below what uniform
+  placement keeps: the global ranking squeezed them (a floor of 1 is only "never empty")."""
+  hits = []
+  for i, mask in enumerate(masks):
+    if i in set(frozen):
+      continue
+    vector = channel_vector(mask)
+    channels = tf.size(vector)
+    kept = tf.cast(tf.reduce_sum(vector), tf.int32)
+    floor = _floor_share(sparsity, channels)
+    uniform = channels - num_to_prune(sparsity, channels)
+    hits.append(tf.cast(tf.logical_and(tf.logical_and(kept <= floor, floor >= 1),
+                                       floor < uniform), tf.int32))
+  return tf.add_n(hits) if hits else tf.constant(0, tf.int32)
+
+
 def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
                   dtype=tf.float32, frozen: Sequence[int] = (),
                   multiple: int = 1) -> list[tf.Tensor]:
-  """Masks pruning whole output channels: round(sparsity * C) of them, smallest first.
+  """Masks pruning whole output channels: round(sparsity * C) of them, weakest first.
 
   The channel-granularity counterpart of `placed_magnitude_masks`: the unit
   is an output channel, scored by its root mean square (its L2 norm,
   `channel_norms`, over the square root of its number of weights), the
-  channel analogue of |w|, so that channels of layers with different fan-in
-  compare as single weights do in weight pruning (by the plain L2 norm, a
-  small-fan-in first convolution has the smallest norms and loses its
-  channels first). A channel mask is a weight mask whose pruned channels are whole
+  channel analogue of |w|, divided by the mean RMS of its layer's live
+  channels (`_channel_scores`). Without that division, one global ranking
+  compares the layers' initialization scales (about 1/sqrt(fan-in)) rather
+  than their channels: the paper's FashionMNIST network at 0.5 kept 1 of its
+  784-input layer's 128 units and could not learn (issue 37). Divided, a
+  channel ranks by how it stands in its own layer, and layers of different
+  fan-in lose channels in proportion; the scores of one layer keep their
+  order, so `uniform` placement is unchanged by it. A channel mask is a weight mask whose pruned channels are whole
   zero slices. `global`: one ranking over the channels of all tensors not
-  in `frozen`; `uniform`: each such tensor loses round(sparsity * its
-  channels). The strongest channel of each tensor is never pruned (a layer
-  without channels would cut the network), so the counts are exact up to
-  C minus one channel per tensor. Ties go to the earlier channel, and
+  in `frozen`, and no tensor keeps fewer than `channel_floor` channels (a
+  quarter of its uniform share; its strongest are kept up to that;
+  `channel_layers_at_floor` counts where that floor bound); `uniform`: each
+  such tensor loses round(sparsity * its channels). The strongest channel
+  of each tensor is never pruned (a layer without channels would cut the
+  network), so the counts are exact up to C minus one channel per tensor
+  (and, globally, up to the floor). Ties go to the earlier channel, and
   already-pruned channels (score 0) rank first. Tensors in `frozen`
   (indices; a model's output layer, whose units are its outputs) keep every
   channel. With `multiple` > 1, the channels each tensor keeps (after the
@@ -213,12 +276,7 @@ def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'glob
                      f'got {placement!r}')
   if not isinstance(multiple, int) or multiple < 1:
     raise ValueError(f'channel multiple must be an integer >= 1, got {multiple!r}')
-  scores = []
-  for w, norm in zip(weights, channel_norms(weights)):
-    per_channel = tf.cast(tf.size(w) // tf.shape(w)[-1], tf.float32)
-    rms = norm / tf.sqrt(per_channel)
-    strongest = tf.one_hot(tf.argmax(rms), tf.size(rms), on_value=True, off_value=False)
-    scores.append(tf.where(strongest, tf.float32.max, rms))
+  scores = _channel_scores(weights)
   pruned_of = [i for i in range(len(weights)) if i not in set(frozen)]
   keep = [tf.ones_like(score) for score in scores]
   if placement == 'uniform':
@@ -231,12 +289,15 @@ def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'glob
     pruned = _lowest_k(flat, count)
     parts = tf.split(1.0 - tf.cast(pruned, tf.float32), [tf.size(scores[i]) for i in pruned_of])
     for i, part in zip(pruned_of, parts):
-      keep[i] = part
+      floor = channel_floor(sparsity, tf.size(scores[i]))
+      kept = tf.cast(tf.reduce_sum(part), tf.int32)
+      keep[i] = tf.cond(kept < floor, lambda i=i, floor=floor: _keep_strongest(scores[i], floor),
+                        lambda part=part: part)
   if multiple > 1:
     for i in pruned_of:
       channels = tf.size(scores[i])
       kept = round_channels(tf.reduce_sum(tf.cast(keep[i], tf.int32)), channels, multiple)
-      keep[i] = 1.0 - tf.cast(_lowest_k(scores[i], channels - kept), tf.float32)
+      keep[i] = _keep_strongest(scores[i], kept)
   return [_expand_channels(k, w, dtype) for k, w in zip(keep, weights)]
 
 

@@ -21,7 +21,10 @@ become the clients' weighted mean (`learning.statistics`).
 Measurements: `round_num`, `pruned` (the flag of the rules' schedule: 1 if
 the round pruned, or readjusted PruneFL's mask), `target_sparsity` (s_t),
 `sparsity` (zeros among the prunable weights), `nonzero_params` (non-zero
-trainable parameters), `update_non_finite`.
+trainable parameters), `update_non_finite`; in channel granularity,
+`channel_layers_at_floor` (`masks.channel_layers_at_floor`: layers the
+global ranking squeezed down to the floor of kept channels; the training
+loop warns once when it is not 0).
 """
 
 import collections
@@ -120,9 +123,10 @@ def _update_type(model_weights_type, layout: layout_lib.PruningLayout, rules: ba
           else trainable_type)
 
 
-def _measurements(round_num, should_prune, sparsity, trainable, layout, update_non_finite):
+def _measurements(round_num, should_prune, sparsity, trainable, layout, update_non_finite,
+                  masks):
   prunable = layout.prunable_list(trainable)
-  return collections.OrderedDict(
+  found = collections.OrderedDict(
       round_num=round_num,
       pruned=tf.cast(should_prune, tf.int32),
       target_sparsity=tf.cast(sparsity, tf.float32),
@@ -130,6 +134,10 @@ def _measurements(round_num, should_prune, sparsity, trainable, layout, update_n
       else tf.constant(0.0),
       nonzero_params=masks_lib.num_nonzero(trainable),
       update_non_finite=update_non_finite)
+  if layout.granularity == 'channel' and masks:
+    found['channel_layers_at_floor'] = masks_lib.channel_layers_at_floor(
+        masks, sparsity, layout.channel_frozen)
+  return found
 
 
 def _build_prune(model_weights_type, update_type, layout: layout_lib.PruningLayout,
@@ -161,7 +169,7 @@ def _build_prune(model_weights_type, update_type, layout: layout_lib.PruningLayo
       trainable = masks_lib.apply_masks(
           trainable, masks_lib.magnitude_masks(trainable, message_prune_rate))
     measurements = _measurements(round_num, should_prune, sparsity, trainable, layout,
-                                 update_non_finite)
+                                 update_non_finite, masks)
     new_weights = tff.learning.models.ModelWeights(tuple(trainable), tuple(non_trainable))
     return round_num, new_weights, measurements
 

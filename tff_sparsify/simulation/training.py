@@ -142,6 +142,31 @@ class CumulativeReleaseManager(tff.program.ReleaseManager):
     await asyncio.gather(*[m.release(value, key) for m in self._managers])
 
 
+class ChannelFloorWarning(tff.program.ReleaseManager):
+  """Says once, in one line on stderr, when channel pruning squeezed a layer to its floor.
+
+  `finalizer/channel_layers_at_floor` (`core.masks.channel_layers_at_floor`)
+  counts the layers that the global channel ranking left with no more than
+  the floor of kept channels (a quarter of their uniform share).
+  """
+
+  def __init__(self, stream=None):
+    self._stream = stream
+    self._warned = False
+
+  async def release(self, value, key) -> None:
+    if self._warned:
+      return
+    found = [int(v) for path, v in flatten_metrics(value).items()
+             if path.endswith('channel_layers_at_floor')]
+    if found and max(found) > 0:
+      self._warned = True
+      print(f'warning: round {key}: {max(found)} layer(s) kept only the floor of their '
+            'channels (a quarter of their share under uniform placement): the global '
+            'channel ranking pruned them hardest; --sparsity_placement=uniform or a lower '
+            '--final_sparsity prunes more evenly', file=self._stream or sys.stderr, flush=True)
+
+
 def _parse_total(name: str, value):
   return float(value) if name == 'transmission_mbits' else int(value)
 
@@ -550,7 +575,7 @@ def _metrics_manager(dirs: run_record.OutputDirs, progress) -> CumulativeRelease
           save_mode=tff.program.CSVSaveMode.WRITE), csv_path),
       _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
                              f'TensorBoard events in {dirs.logdir}'),
-      progress,
+      progress, ChannelFloorWarning(),
   ], csv_path)
 
 
