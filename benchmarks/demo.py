@@ -100,7 +100,7 @@ def main():
   print(f'- throughput, {args.budget_seconds:g} s each, one run (noisy; '
         '`benchmarks.inference_table` repeats them), against the dense float32 FedAvg model '
         'on the same runtime:')
-  for runtime in ('deepsparse', 'onnxruntime', 'tflite', 'tensorflow'):
+  for runtime in ('onnxruntime', 'litert', 'tflite', 'tensorflow', 'deepsparse'):
     b = speed.get((dense['onnx'], runtime))
     if not b:
       print(f'  - {runtime}: not available here')

@@ -153,7 +153,7 @@ class InferenceTest(tf.test.TestCase):
     self.assertTrue(all(t.batch_size == 8 for t in results))
     self.assertEqual([r.runtime for r in results], list(inference.RUNTIMES))
     self.assertEqual(list(inference.RUNTIMES), ['deepsparse', 'onnxruntime', 'tflite',
-                                                'tensorflow'])
+                                                'litert', 'tensorflow'])
     for r in results:
       if r.unavailable:  # Only DeepSparse may be missing, with a one-line reason.
         self.assertEqual(r.runtime, 'deepsparse')

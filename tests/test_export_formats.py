@@ -160,6 +160,32 @@ class ExportFormatsTest(tf.test.TestCase):
     dense = tflite.convert(self.model, 'float32')
     self.assertLessEqual(found.bytes, len(dense.flatbuffer))
 
+  def test_every_tflite_file_runs_on_litert(self):
+    """LiteRT 2.3 cannot prepare the INT8 file with TFLite's sparse encoding (its
+    XNNPACK fails on the sparse FULLY_CONNECTED); TF 2.14's interpreter can.
+    The export keeps, for each file, an encoding LiteRT runs."""
+    from ai_edge_litert import interpreter as litert  # pylint: disable=g-import-not-at-top
+    for precision in ('float32', 'int8'):
+      found = self._file('tflite', precision)
+      runner = litert.Interpreter(model_path=found.path)
+      runner.allocate_tensors()  # Raises where LiteRT cannot run it.
+    self.assertFalse(self._file('tflite', 'int8').sparse_encoding)
+    sparse_int8 = tflite.convert(self.model, 'int8', self.calibration, batch_size=32)
+    self.assertFalse(sparse_int8.sparse_encoding)
+    # Converted with the sparse encoding by hand: TF's interpreter runs it, LiteRT does not.
+    converter = tflite._converter(self.model, 32)  # pylint: disable=protected-access
+    converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    converter.representative_dataset = lambda: ([self.calibration[i:i + 32]]
+                                                for i in range(0, 128, 32))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    flatbuffer = converter.convert()
+    tf.lite.Interpreter(model_content=flatbuffer).allocate_tensors()
+    with self.assertRaisesRegex(RuntimeError, 'FULLY_CONNECTED'):
+      litert.Interpreter(model_content=flatbuffer).allocate_tensors()
+    self.assertFalse(tflite.runs_on_litert(flatbuffer))
+
   def test_int8_onnx_keeps_the_zeros(self):
     """The weights ORT quantized dequantize to zero where the float kernel is zero."""
     model = onnx.load(self._file('onnx', 'int8').path)
@@ -242,14 +268,14 @@ class ExportFormatsTest(tf.test.TestCase):
     int8_path = os.path.join(self.out, 'model_int8.onnx')
     saved_model = os.path.join(self.out, 'saved_model')
     self.assertEqual(inference.runtimes_for(onnx_path, saved_model),
-                     ['deepsparse', 'onnxruntime', 'tflite', 'tensorflow'])
+                     ['deepsparse', 'onnxruntime', 'tflite', 'litert', 'tensorflow'])
     # The SavedModel is the float model: not timed as the INT8 one.
     self.assertEqual(inference.runtimes_for(int8_path, saved_model),
-                     ['deepsparse', 'onnxruntime', 'tflite'])
+                     ['deepsparse', 'onnxruntime', 'tflite', 'litert'])
     batch = self.test_images[:8]
     for path in (onnx_path, int8_path):
       expected = _session_logits(path, batch)
-      for runtime in ('onnxruntime', 'tflite'):
+      for runtime in ('onnxruntime', 'tflite', 'litert'):
         run = inference.build_runner(runtime, onnx_path=path, saved_model_dir=None,
                                      batch_size=8)
         found = run(batch)
@@ -262,7 +288,8 @@ class ExportFormatsTest(tf.test.TestCase):
     timings = [found[0] for found in inference.benchmark(
         int8_path, configs.TimingConfig(batch_size=8, budget_seconds=0.1, warmup_seconds=0),
         input_shape=(28, 28))]
-    self.assertEqual([t.runtime for t in timings], ['deepsparse', 'onnxruntime', 'tflite'])
+    self.assertEqual([t.runtime for t in timings],
+                     ['deepsparse', 'onnxruntime', 'tflite', 'litert'])
     self.assertTrue(all(t.iterations > 0 for t in timings), timings)
 
   def test_deepsparse_abort_is_one_line_not_a_crash(self):

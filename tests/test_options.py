@@ -13,7 +13,12 @@ from absl.testing import parameterized
 
 from tff_sparsify import config as config_lib
 from tff_sparsify import validation
-from tff_sparsify.binaries import train  # pylint: disable=unused-import  (defines the flags)
+# pylint: disable=unused-import  (importing a binary defines its flags)
+from tff_sparsify.binaries import benchmark_inference
+from tff_sparsify.binaries import export as export_binary
+from tff_sparsify.binaries import train
+# pylint: enable=unused-import
+from tff_sparsify.deploy import export_configs
 from tff_sparsify.learning import registry
 
 # A valid value other than the default for every field an algorithm's
@@ -77,7 +82,8 @@ def leaves(config, prefix=''):
 
 class OptionsTest(parameterized.TestCase):
 
-  @parameterized.parameters(config_lib.TrainConfig, config_lib.ExecutionConfig)
+  @parameterized.parameters(config_lib.TrainConfig, config_lib.ExecutionConfig,
+                            export_configs.ExportConfig, export_configs.TimingConfig)
   def test_each_field_is_a_flag_with_its_default_help_and_choices(self, config_class):
     for field in dataclasses.fields(config_class):
       flag = flags.FLAGS[field.name]

@@ -33,14 +33,8 @@ from tff_sparsify.deploy import input_layouts as layouts
 _ONNX = flags.DEFINE_list('onnx', None, 'ONNX model paths (comma separated).')
 _RUNTIMES = flags.DEFINE_multi_enum(
     'runtime', list(inference.RUNTIMES), list(inference.RUNTIMES), 'Runtimes to time.')
-flags.DEFINE_integer('batch_size', None, 'Batch size (default: the paper\'s).')
-flags.DEFINE_float('budget_seconds', configs.TimingConfig.budget_seconds,
-                   'Timed seconds per model, runtime and repeat.')
-flags.DEFINE_float('warmup_seconds', configs.TimingConfig.warmup_seconds,
-                   'Untimed warm-up seconds (before the first repeat).')
-flags.DEFINE_integer('repeats', configs.TimingConfig.repeats,
-                     'Times each model and runtime is timed, in turn; the median is reported.')
-flags.DEFINE_integer('num_threads', None, 'Threads (default: all cores).')
+# The timing options: one flag per field of `TimingConfig` (declared once, there).
+flag_utils.define_flags(configs.TimingConfig, module_name=__name__)
 _OUTPUT = flags.DEFINE_string('output', 'inference', 'Output path prefix (.json, .md).')
 
 

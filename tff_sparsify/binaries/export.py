@@ -38,34 +38,8 @@ _CHECKPOINT = flags.DEFINE_string(
 _OUTPUT_DIR = flags.DEFINE_string(
     'output_dir', None, 'Where to write; default {run_dir}/export, or '
     '{root_output_dir}/results/{experiment}/export_{N} for --checkpoint.')
-_OPSET = flags.DEFINE_integer('opset', configs.ExportConfig.opset, 'ONNX opset.')
-_INPUTS_AS_NCHW = flags.DEFINE_bool(
-    'inputs_as_nchw', False, 'Image models: channels-first ONNX input (no '
-    'input transpose in the graph; feed NCHW batches). Recorded in the ONNX '
-    'metadata, which binaries/benchmark_inference reads.')
-_COMPACT = flags.DEFINE_bool(
-    'compact', False, 'Export the physically smaller model of a channel-pruned '
-    'run (--sparsity_granularity=channel): pruned filters and units removed, '
-    'checked against the masked model to 1e-5.')
-_FORMATS = flags.DEFINE_list(
-    'formats', ['onnx'], 'Formats to write, among onnx,tflite; onnx is always '
-    'written (binaries/benchmark_inference times from it).')
-flags.DEFINE_integer(
-    'tflite_batch_size', None, 'With --formats=...,tflite: the fixed batch of the '
-    '.tflite files (TFLite\'s XNNPACK runs only static shapes); default: the '
-    'batch benchmark_inference times, 32 for 28x28 inputs, 128 otherwise.')
-_INT8 = flags.DEFINE_bool(
-    'int8', False, 'Also write the INT8 model of each format (ONNX: ONNX '
-    'Runtime\'s static QDQ; TFLite: full-integer), calibrated on training '
-    'examples of the run\'s dataset, and check its test accuracy.')
-_CALIBRATION_EXAMPLES = flags.DEFINE_integer(
-    'calibration_examples', configs.ExportConfig.calibration_examples,
-    'With --int8: training examples drawn (with the run\'s seed) to calibrate '
-    'the INT8 models.')
-_MAX_INT8_ACCURACY_DROP = flags.DEFINE_float(
-    'max_int8_accuracy_drop', configs.MAX_INT8_ACCURACY_DROP,
-    'With --int8: how far (a fraction, 0.01 = 1 point) an INT8 model\'s test '
-    'accuracy may fall below the Keras model\'s.')
+# The export options: one flag per field of `ExportConfig` (declared once, there).
+flag_utils.define_flags(configs.ExportConfig, module_name=__name__)
 
 
 def write_report(report, output_dir: str):
@@ -109,8 +83,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if bool(_RUN_DIR.value) == bool(_CHECKPOINT.value):
     flag_utils.fail(_RUN_DIR, 'give exactly one of --run_dir and --checkpoint')
-  export_config = flag_utils.config_from_flags(configs.ExportConfig,
-                                               formats=tuple(_FORMATS.value))
+  export_config = flag_utils.config_from_flags(
+      configs.ExportConfig, formats=tuple(flags.FLAGS['formats'].value))
   for holder in (_RUN_DIR, _CHECKPOINT):
     if holder.value and not os.path.exists(holder.value):
       flag_utils.fail(holder, 'does not exist')
@@ -128,7 +102,7 @@ def main(argv):
     try:
       export.check_inputs_as_nchw(model)
     except export.ExportError as e:
-      flag_utils.fail(_INPUTS_AS_NCHW, str(e))
+      flag_utils.fail_flag('inputs_as_nchw', str(e))
   calibration = test_set = None
   if export_config.int8:
     try:

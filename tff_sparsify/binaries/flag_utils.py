@@ -41,7 +41,7 @@ def _flag_kind(field):
   kinds = {str: flags.DEFINE_string, Optional[str]: flags.DEFINE_string,
            int: flags.DEFINE_integer, Optional[int]: flags.DEFINE_integer,
            float: flags.DEFINE_float, Optional[float]: flags.DEFINE_float,
-           bool: flags.DEFINE_bool, tuple[str, ...]: flags.DEFINE_list}
+           bool: flags.DEFINE_bool, tuple[str, ...]: flags.DEFINE_list, tuple: flags.DEFINE_list}
   if field.type not in kinds:
     raise TypeError(f'field {field.name} of type {field.type} has no flag kind')
   return kinds[field.type]

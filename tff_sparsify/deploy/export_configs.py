@@ -13,6 +13,7 @@ from typing import Optional
 
 from tff_sparsify import validation
 from tff_sparsify.validation import ConfigError
+from tff_sparsify.validation import option
 
 FORMATS = ('onnx', 'tflite')
 # The paper's inference batch sizes (Stripelis et al., Section 4).
@@ -51,14 +52,31 @@ class ExportConfig:
       only static shapes; `deploy/tflite.py`); None: the batch the
       inference tables time for the input shape (`default_batch_size`).
   """
-  formats: tuple = ('onnx',)
-  opset: int = DEFAULT_OPSET
-  inputs_as_nchw: bool = False
-  compact: bool = False
-  int8: bool = False
-  calibration_examples: int = 256
-  max_int8_accuracy_drop: Optional[float] = MAX_INT8_ACCURACY_DROP
-  tflite_batch_size: Optional[int] = None
+  formats: tuple = option(
+      ('onnx',), 'Formats to write, among onnx,tflite; onnx is always written '
+      '(binaries/benchmark_inference times from it).')
+  opset: int = option(DEFAULT_OPSET, 'ONNX opset.')
+  inputs_as_nchw: bool = option(
+      False, 'Image models: channels-first ONNX input (no input transpose in the graph; feed '
+      'NCHW batches). Recorded in the ONNX metadata, which binaries/benchmark_inference reads.')
+  compact: bool = option(
+      False, 'Export the physically smaller model of a channel-pruned run '
+      '(--sparsity_granularity=channel): pruned filters and units removed, checked against '
+      'the masked model to 1e-5.')
+  int8: bool = option(
+      False, "Also write the INT8 model of each format (ONNX: ONNX Runtime's static QDQ; "
+      "TFLite: full-integer), calibrated on training examples of the run's dataset, and check "
+      'its test accuracy.')
+  calibration_examples: int = option(
+      256, "With --int8: training examples drawn (with the run's seed) to calibrate the INT8 "
+      'models.')
+  max_int8_accuracy_drop: Optional[float] = option(
+      MAX_INT8_ACCURACY_DROP, "With --int8: how far (a fraction, 0.01 = 1 point) an INT8 "
+      "model's test accuracy may fall below the Keras model's.")
+  tflite_batch_size: Optional[int] = option(
+      None, "With --formats=...,tflite: the fixed batch of the .tflite files (TFLite's XNNPACK "
+      'runs only static shapes); default: the batch benchmark_inference times, 32 for 28x28 '
+      'inputs, 128 otherwise.')
 
   def __post_init__(self):
     if isinstance(self.formats, str):  # 'onnx,tflite', as the flag takes it.
@@ -96,11 +114,12 @@ class TimingConfig:
     repeats: how many times every case is timed, in turn.
     num_threads: threads per runtime; None: all cores.
   """
-  batch_size: Optional[int] = None
-  budget_seconds: float = 60.0
-  warmup_seconds: float = 10.0
-  repeats: int = 1
-  num_threads: Optional[int] = None
+  batch_size: Optional[int] = option(None, "Batch size (default: the paper's).")
+  budget_seconds: float = option(60.0, 'Timed seconds per model, runtime and repeat.')
+  warmup_seconds: float = option(10.0, 'Untimed warm-up seconds (before the first repeat).')
+  repeats: int = option(
+      1, 'Times each model and runtime is timed, in turn; the median is reported.')
+  num_threads: Optional[int] = option(None, 'Threads (default: all cores).')
 
   def __post_init__(self):
     if self.batch_size is not None and (not validation.is_int(self.batch_size)

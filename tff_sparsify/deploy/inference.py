@@ -116,11 +116,11 @@ def _tensorflow_runner(saved_model_dir: str):
   return lambda x: serve(**{name: tf.constant(x)})
 
 
-def _tflite_runner(tflite_path: str, num_threads: Optional[int]):
+def _tflite_runner(tflite_path: str, num_threads: Optional[int], runtime: str = 'tensorflow'):
   from tff_sparsify.deploy import tflite  # pylint: disable=g-import-not-at-top
   # All cores, as the other runtimes: TFLite's own default (None) runs one
   # thread (measured: half the speed on 2 cores).
-  return tflite.Model(tflite_path, num_threads=num_threads or os.cpu_count())
+  return tflite.Model(tflite_path, num_threads=num_threads or os.cpu_count(), runtime=runtime)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +153,10 @@ def register(runtime: Runtime):
 register(Runtime('deepsparse', 'onnx', _deepsparse_runner))
 register(Runtime('onnxruntime', 'onnx',
                  lambda path, batch_size, threads: _onnxruntime_runner(path, threads)))
-register(Runtime('tflite', 'tflite',
+register(Runtime('tflite', 'tflite',  # TF 2.14's bundled interpreter (2023).
                  lambda path, batch_size, threads: _tflite_runner(path, threads)))
+register(Runtime('litert', 'tflite',  # LiteRT 2 (ai-edge-litert), the maintained runtime.
+                 lambda path, batch_size, threads: _tflite_runner(path, threads, 'litert')))
 register(Runtime('tensorflow', 'saved_model',
                  lambda path, batch_size, threads: _tensorflow_runner(path)))
 RUNTIMES = tuple(_REGISTRY)

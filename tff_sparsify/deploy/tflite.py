@@ -9,9 +9,12 @@
   scale and zero point and dequantize the logits, so every runtime takes and
   returns the same floats.
 - `Optimize.EXPERIMENTAL_SPARSITY` (TFLite's sparse tensor encoding) is tried
-  for both and kept where it makes the file smaller.
+  for both and kept where it makes the file smaller and LiteRT 2 runs it
+  (`runs_on_litert`).
 
-The interpreter is `tf.lite.Interpreter`, which applies its default XNNPACK
+Two interpreters run the files (`Model(..., runtime=)`): TF 2.14's bundled
+`tf.lite.Interpreter` (2023) and LiteRT 2 (`ai-edge-litert`, the maintained
+runtime, `ai_edge_litert.interpreter.Interpreter`, same API). Each applies its default XNNPACK
 delegate to what XNNPACK supports, and only to tensors of static shape: a
 model converted with a dynamic batch (the Keras input's `None`) runs on
 TFLite's builtin kernels after `resize_tensor_input`. `convert(...,
@@ -84,7 +87,38 @@ def convert(model: tf.keras.Model, precision: str = 'float32',
       converter.inference_output_type = tf.int8
     converter.optimizations = optimizations
     found.append(Conversion(converter.convert(), sparse))
-  return min(found, key=lambda c: (len(c.flatbuffer), c.sparse_encoding))
+  # The sparse encoding only where LiteRT, the maintained runtime, runs it.
+  runnable = [c for c in found if not c.sparse_encoding or runs_on_litert(c.flatbuffer)]
+  return min(runnable, key=lambda c: (len(c.flatbuffer), c.sparse_encoding))
+
+
+def runs_on_litert(flatbuffer: bytes) -> bool:
+  """Whether LiteRT 2 prepares the model with its default delegates (XNNPACK).
+
+  Measured (`tests/test_export_formats.py`): LiteRT 2.3 fails to prepare an
+  INT8 fully connected layer whose weights carry TFLite's sparse encoding
+  ("failed to delegate FULLY_CONNECTED node"), which TF 2.14's interpreter
+  runs; such a file would not run on the device runtime, so `convert`
+  keeps the dense encoding then.
+  """
+  try:
+    interpreter = _interpreter_class('litert')(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+  except RuntimeError:
+    return False
+  return True
+
+
+INTERPRETERS = ('tensorflow', 'litert')
+
+
+def _interpreter_class(runtime: str):
+  if runtime == 'litert':
+    from ai_edge_litert import interpreter  # pylint: disable=g-import-not-at-top
+    return interpreter.Interpreter
+  if runtime != 'tensorflow':
+    raise ValueError(f'runtime must be one of {INTERPRETERS}, got {runtime!r}')
+  return tf.lite.Interpreter
 
 
 class Model:
@@ -95,10 +129,12 @@ class Model:
   last one padded with zeros; a dynamic-batch model is resized to the batch.
   """
 
-  def __init__(self, path_or_flatbuffer, *, num_threads: Optional[int] = None):
+  def __init__(self, path_or_flatbuffer, *, num_threads: Optional[int] = None,
+               runtime: str = 'tensorflow'):
+    """`runtime`: 'tensorflow' (TF's bundled interpreter) or 'litert' (LiteRT 2)."""
     kwargs = ({'model_content': path_or_flatbuffer} if isinstance(path_or_flatbuffer, bytes)
               else {'model_path': path_or_flatbuffer})
-    self._interpreter = tf.lite.Interpreter(**kwargs, num_threads=num_threads)
+    self._interpreter = _interpreter_class(runtime)(**kwargs, num_threads=num_threads)
     details = self._interpreter.get_input_details()[0]
     self.fixed_batch_size = (None if -1 in details['shape_signature']
                              else int(details['shape'][0]))
