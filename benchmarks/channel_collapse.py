@@ -20,6 +20,10 @@ import tempfile
 
 from absl import app
 from absl import flags
+import numpy as np
+# At import, not inside `app.run`'s main: TensorFlow imported there builds
+# Keras models wrongly (a Flatten layer sees eager mode; flag_utils.run_main).
+import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = dict(dataset='fashion_mnist', partition='iid', num_clients=10, clients_per_round=10,
@@ -37,8 +41,6 @@ _EPOCHS = flags.DEFINE_integer('client_epochs_per_round', 4, 'Local epochs per r
 
 
 def _kept_units(model_path: str) -> list[int]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   model = tf.keras.models.load_model(model_path, compile=False)
   kernels = [w.numpy() for w in model.trainable_weights if len(w.shape) == 2]
   return [int(np.sum(np.any(k != 0, axis=0))) for k in kernels[:-1]]

@@ -11,6 +11,9 @@ from tff_sparsify import validation
 from tff_sparsify.compression import codecs
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import registry
+from tff_sparsify.learning.algorithms import fedavg_momentum
+from tff_sparsify.learning.algorithms import fedprox
+from tff_sparsify.learning.algorithms import prunefl
 from tff_sparsify.simulation import execution
 
 
@@ -100,11 +103,11 @@ class AlgorithmsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_registry_maps_each_name_to_its_configuration(self):
     expected = dict(
-        fedavg=configs.FedAvgConfig, fedavg_momentum=configs.FedAvgMomentumConfig,
-        fedprox=configs.FedProxConfig, fedsparsify_global=configs.FedSparsifyConfig,
+        fedavg=configs.FedAvgConfig, fedavg_momentum=fedavg_momentum.FedAvgMomentumConfig,
+        fedprox=fedprox.FedProxConfig, fedsparsify_global=configs.FedSparsifyConfig,
         fedsparsify_local=configs.FedSparsifyConfig, random_pruning=configs.FedSparsifyConfig,
         oneshot_pruning=configs.FedSparsifyConfig, snip=configs.FedSparsifyConfig,
-        grasp=configs.FedSparsifyConfig, prunefl=configs.FedSparsifyConfig)
+        grasp=configs.FedSparsifyConfig, prunefl=prunefl.PruneFLConfig)
     self.assertEqual(registry.names(), tuple(expected))
     flags = dict(final_sparsity=0.6, total_rounds=4, initial_sparsity=0.1)
     made = {name: registry.config_from_flags(flags, name) for name in expected}

@@ -28,7 +28,9 @@ from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
 from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning.algorithms import fedsparsify_global
+from tff_sparsify.learning.algorithms import fedprox
 from tff_sparsify.learning.algorithms import fedsparsify_local
+from tff_sparsify.learning.algorithms import prunefl
 from tff_sparsify.simulation import execution
 
 LR = 0.1
@@ -236,9 +238,9 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
     """
     mask = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
     clients = linear_clients([4, 6, 2], seed=3)
-    config = configs.FedSparsifyConfig(
+    config = prunefl.PruneFLConfig(
         schedule=configs.ScheduleConfig.one_shot(0.5, 4, sparsify_start_round=0),
-        pruning_method='prunefl', readjust_every=2, readjust_ratio=0.5)
+        readjust_every=2, readjust_ratio=0.5)
     process = registry.build_process(
         linear_model_fn(), config, client_optimizer_fn=tff.learning.optimizers.build_sgdm(LR),
         initial_masks=[mask])
@@ -366,7 +368,7 @@ class LinearModelTest(tf.test.TestCase, parameterized.TestCase):
 
     results = {}
     for mu in (2.0, 1e-9):
-      config = configs.FedProxConfig(client_learning_rate=LR, proximal_strength=mu)
+      config = fedprox.FedProxConfig(client_learning_rate=LR, proximal_strength=mu)
       process = registry.get('fedprox').build(linear_model_fn(), config)
       (weights, _), = run_rounds(process, as_datasets(clients), 1)
       self.assertAllClose(weights.trainable[0], np_fed_prox(lambda w, mu=mu: mu * (w - W0)),
@@ -684,6 +686,10 @@ class MaskMergingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAlmostEqual(output.measurements['mask_agreement'], 5 / 6, places=6)
 
 
+PRUNEFL = dict(config_class=prunefl.PruneFLConfig,
+               schedule=configs.ScheduleConfig(0.5, 3, sparsify_start_round=0))
+
+
 class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(
@@ -692,11 +698,17 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
        'must be one of majority_vote, mean'),
       ('method', dict(pruning_method='gradient'), 'pruning_method',
        'must be one of magnitude, random, snip, grasp'),
-      ('readjust_every', dict(readjust_every=0), 'readjust_every', 'must be >= 1'),
-      ('readjust_ratio', dict(readjust_ratio=1.0), 'readjust_ratio', r'must be in \[0, 1\)'),
-      ('halving', dict(readjust_halving_rounds=0.5), 'readjust_halving_rounds', 'must be >= 1'),
-      ('reconfigurations', dict(initial_reconfigurations=0), 'initial_reconfigurations',
+      ('readjust_every', dict(readjust_every=0, **PRUNEFL), 'readjust_every', 'must be >= 1'),
+      ('readjust_ratio', dict(readjust_ratio=1.0, **PRUNEFL), 'readjust_ratio',
+       r'must be in \[0, 1\)'),
+      ('halving', dict(readjust_halving_rounds=0.5, **PRUNEFL), 'readjust_halving_rounds',
        'must be >= 1'),
+      ('reconfigurations', dict(initial_reconfigurations=0, **PRUNEFL),
+       'initial_reconfigurations', 'must be >= 1'),
+      ('prunefl_method', dict(pruning_method='magnitude', **PRUNEFL), 'pruning_method',
+       'must be one of prunefl'),
+      ('not_prunefl', dict(pruning_method='prunefl'), 'pruning_method',
+       'must be one of magnitude, random, snip, grasp'),
       ('snip_start', dict(pruning_method='grasp'), 'sparsify_start_round',
        'must be 0 for grasp: its mask is made before round 1'),
       ('local_snip', dict(mode='local', pruning_method='snip',
@@ -715,8 +727,9 @@ class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_configuration(self, overrides, field, regex):
     values = dict(schedule=configs.ScheduleConfig(0.5, 3))
     values.update(overrides)
+    config_class = values.pop('config_class', configs.FedSparsifyConfig)
     with self.assertRaisesRegex(validation.ConfigError, regex) as raised:
-      configs.FedSparsifyConfig(**values)
+      config_class(**values)
     self.assertEqual(raised.exception.field, field)
 
   def test_bad_builder_arguments(self):

@@ -21,6 +21,8 @@ from tff_sparsify import validation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import model_sources
 from tff_sparsify.learning import registry
+from tff_sparsify.learning.algorithms import fedprox
+from tff_sparsify.learning.algorithms import prunefl
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import sources
 from tff_sparsify.simulation import worker_processes as worker
@@ -36,7 +38,7 @@ PARTITIONS = data_sources.PARTITIONS
 EVALUATIONS = ('central', 'federated', 'both')
 NUM_CLASSES = data_sources.NUM_CLASSES
 QUANTIZATION_THRESHOLD = configs.QUANTIZATION_THRESHOLD
-FEDPROX_DEFAULT_STRENGTH = configs.FEDPROX_DEFAULT_STRENGTH
+FEDPROX_DEFAULT_STRENGTH = fedprox.FEDPROX_DEFAULT_STRENGTH
 ConfigError = validation.ConfigError
 
 # Fields that cannot change what a run computes: they may differ on resume.
@@ -198,17 +200,17 @@ class TrainConfig:
       ' on AVX-512), since CPU runtimes run channel counts in blocks.')
   # PruneFL (--algorithm=prunefl).
   readjust_every: int = option(
-      configs.PRUNEFL_READJUST_EVERY,
+      prunefl.READJUST_EVERY,
       "--algorithm=prunefl: rounds between readjustments of the mask (the paper's 50).")
   readjust_ratio: float = option(
-      configs.PRUNEFL_READJUST_RATIO,
+      prunefl.READJUST_RATIO,
       '--algorithm=prunefl: s of the readjustment ratio s x 0.5^(t / H), the fraction of kept '
       "weights swapped at round t (the paper's 0.3).")
   readjust_halving_rounds: int = option(
-      configs.PRUNEFL_READJUST_HALVING_ROUNDS,
+      prunefl.READJUST_HALVING_ROUNDS,
       "--algorithm=prunefl: H of the readjustment ratio (the paper's 1000).")
   initial_reconfigurations: int = option(
-      configs.PRUNEFL_INITIAL_RECONFIGURATIONS,
+      prunefl.INITIAL_RECONFIGURATIONS,
       "--algorithm=prunefl: reconfigurations of the initial pruning on one client (the paper's "
       '5).')
   # Message compression (arXiv 2310.14693) and quantization.

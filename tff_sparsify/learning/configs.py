@@ -10,8 +10,11 @@ names of `binaries/train.py`, so a `validation.ConfigError` names the flag.
 
   with 0 <= S_0 <= S_T < 1, T > t_0 >= 0, F >= 1, n > 0.
 - `CompressionConfig`: message pruning (arXiv 2310.14693) and quantization.
-- `FedAvgConfig`, `FedAvgMomentumConfig` (MFL), `FedProxConfig`,
-  `FedSparsifyConfig` (Global, Local, Random, one-shot).
+- `FedAvgConfig` (FedAvg, and the base of the others) and
+  `FedSparsifyConfig` (Global, Local, Random, one-shot, SNIP, GraSP: training
+  under masks). The configurations of one algorithm only live in its module
+  (`learning.algorithms`): `fedavg_momentum.FedAvgMomentumConfig` (MFL),
+  `fedprox.FedProxConfig`, `prunefl.PruneFLConfig`.
 """
 
 import dataclasses
@@ -29,8 +32,8 @@ from tff_sparsify.core.schedule_config import NEVER_PRUNE
 from tff_sparsify.core.schedule_config import ScheduleConfig
 
 MODES = ('global', 'local')
-PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp', 'prunefl')
-# A mask made before round 1 (`learning.saliency`, `learning.prunefl`).
+PRUNING_METHODS = ('magnitude', 'random', 'snip', 'grasp')  # PruneFL: `PruneFLConfig`.
+# A mask made before round 1 (`learning.saliency`, `learning.algorithms.prunefl`).
 AT_INITIALIZATION = ('snip', 'grasp', 'prunefl')
 _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 'snip'),
                      prunefl=('PruneFL', 'prunefl'),
@@ -38,18 +41,11 @@ _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
 SPARSITY_GRANULARITIES = ('weight', 'channel')
-MFL_DEFAULT_MOMENTUM = 0.75  # The paper's Appendix C.
-FEDPROX_DEFAULT_STRENGTH = 0.001
-# PruneFL as the FedSparsify paper ran it (line 82).
-PRUNEFL_READJUST_EVERY = 50
-PRUNEFL_READJUST_RATIO = 0.3
-PRUNEFL_READJUST_HALVING_ROUNDS = 1000
-PRUNEFL_INITIAL_RECONFIGURATIONS = 5
 
 
 
 
-def _check_optimizers(config):
+def check_optimizers(config):
   validation.check_positive_number('client_learning_rate', config.client_learning_rate)
   validation.check_positive_number('server_learning_rate', config.server_learning_rate)
   if not (validation.is_number(config.client_momentum) and 0 <= config.client_momentum < 1):
@@ -69,40 +65,10 @@ class FedAvgConfig:
   compression: CompressionConfig = CompressionConfig()
 
   def __post_init__(self):
-    _check_optimizers(self)
+    check_optimizers(self)
     if not isinstance(self.compression, CompressionConfig):
       raise validation.ConfigError('compression', self.compression,
                                    'must be a CompressionConfig')
-
-
-@dataclasses.dataclass(frozen=True)
-class FedAvgMomentumConfig(FedAvgConfig):
-  """MFL (Liu et al. 2020): FedAvg with momentum SGD at the clients."""
-  client_momentum: float = MFL_DEFAULT_MOMENTUM
-
-  def __post_init__(self):
-    super().__post_init__()
-    if self.client_momentum == 0:
-      raise validation.ConfigError('client_momentum', self.client_momentum,
-                                   'must be > 0 for --algorithm=fedavg_momentum')
-
-
-@dataclasses.dataclass(frozen=True)
-class FedProxConfig:
-  """FedProx (Li et al. 2020): FedAvg with the proximal term mu/2 ||w - w_t||^2.
-
-  Built as FedSparsify with S_T = 0 and the proximal term in the client
-  step: TFF 0.87's `build_weighted_fed_prox` adds mu (w_t - w) to the
-  gradient, the opposite sign (measured in `tests/test_fed_sparsify.py`).
-  """
-  client_learning_rate: float = 0.02
-  server_learning_rate: float = 1.0
-  client_momentum: float = 0.0
-  proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
-
-  def __post_init__(self):
-    _check_optimizers(self)
-    validation.check_positive_number('proximal_strength', self.proximal_strength)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,14 +101,8 @@ class FedSparsifyConfig(FedAvgConfig):
       exact counts), since CPU runtimes run channel counts in blocks. Global
       mode only: a majority vote of rounded masks need not be rounded.
     seed: seed of random pruning.
-    readjust_every: PruneFL ('prunefl'): rounds between readjustments of
-      the mask (the paper's 50).
-    readjust_ratio: PruneFL: s of the readjustment ratio s * 0.5^(t / H)
-      (the paper's 0.3), the fraction of kept weights swapped at round t.
-    readjust_halving_rounds: PruneFL: H (the paper's 1000).
-    initial_reconfigurations: PruneFL: reconfigurations of the initial
-      pruning on one client (the paper's 5).
   """
+  _PRUNING_METHODS = PRUNING_METHODS  # A subclass's own (`PruneFLConfig`).
   schedule: Optional[ScheduleConfig] = None
   mode: str = 'global'
   mask_aggregation: str = 'majority_vote'
@@ -151,25 +111,14 @@ class FedSparsifyConfig(FedAvgConfig):
   sparsity_granularity: str = 'weight'
   channel_multiple: int = 1
   seed: int = 0
-  readjust_every: int = PRUNEFL_READJUST_EVERY
-  readjust_ratio: float = PRUNEFL_READJUST_RATIO
-  readjust_halving_rounds: int = PRUNEFL_READJUST_HALVING_ROUNDS
-  initial_reconfigurations: int = PRUNEFL_INITIAL_RECONFIGURATIONS
 
   def __post_init__(self):
     super().__post_init__()
-    for name in ('readjust_every', 'readjust_halving_rounds'):
-      if not validation.is_int(getattr(self, name)) or getattr(self, name) < 1:
-        raise validation.ConfigError(name, getattr(self, name), 'must be >= 1')
-    validation.check_fraction('readjust_ratio', self.readjust_ratio)
-    if not validation.is_int(self.initial_reconfigurations) or self.initial_reconfigurations < 1:
-      raise validation.ConfigError('initial_reconfigurations', self.initial_reconfigurations,
-                                   'must be >= 1')
     if not isinstance(self.schedule, ScheduleConfig):
       raise validation.ConfigError('schedule', self.schedule, 'must be a ScheduleConfig')
     validation.check_choice('mode', self.mode, MODES)
     validation.check_choice('mask_aggregation', self.mask_aggregation, MASK_AGGREGATIONS)
-    validation.check_choice('pruning_method', self.pruning_method, PRUNING_METHODS)
+    validation.check_choice('pruning_method', self.pruning_method, self._PRUNING_METHODS)
     validation.check_choice('sparsity_placement', self.sparsity_placement, SPARSITY_PLACEMENTS)
     validation.check_choice('sparsity_granularity', self.sparsity_granularity,
                             SPARSITY_GRANULARITIES)

@@ -68,7 +68,7 @@ def uses_prunable_model(config) -> bool:
   Pruning algorithms, FedProx, and FedAvg with compression (built on the
   generic process, whose client work finds the masks in the wrappers).
   """
-  return isinstance(config, (configs.FedSparsifyConfig, configs.FedProxConfig)) or (
+  return isinstance(config, (configs.FedSparsifyConfig, fedprox.FedProxConfig)) or (
       isinstance(config, configs.FedAvgConfig) and config.compression.enabled)
 
 

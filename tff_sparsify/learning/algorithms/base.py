@@ -199,9 +199,13 @@ def compression(values) -> configs.CompressionConfig:
 
 
 def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitude',
-                            one_shot: bool = False):
-  """`from_flags` of an algorithm configured by `configs.FedSparsifyConfig`."""
+                            one_shot: bool = False, config_class=configs.FedSparsifyConfig):
+  """`from_flags` of an algorithm configured by `configs.FedSparsifyConfig` (or a subclass
+  of it: its own fields too are taken from the flags of their names)."""
   at_init = pruning_method in configs.AT_INITIALIZATION
+  fields = _FED_SPARSIFY_FIELDS + tuple(
+      f.name for f in dataclasses.fields(config_class)
+      if f.name not in {g.name for g in dataclasses.fields(configs.FedSparsifyConfig)})
 
   def from_flags(values):
     picked = pick(values, _SCHEDULE_FIELDS)
@@ -214,11 +218,10 @@ def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitu
       schedule = configs.ScheduleConfig.one_shot(
           schedule.final_sparsity, schedule.total_rounds,
           sparsify_start_round=schedule.sparsify_start_round)
-    return configs.FedSparsifyConfig(
+    return config_class(
         compression=compression(values), schedule=schedule,
         mode=mode, pruning_method=pruning_method,
-        **optimizers(values),
-        **pick(values, _FED_SPARSIFY_FIELDS))
+        **optimizers(values), **pick(values, fields))
   return from_flags
 
 

@@ -11,12 +11,29 @@ the model for pruning (`models.build_model_fn(..., prunable=True)`), as the
 client work finds its weights there. Its messages are not compressed.
 """
 
-from tff_sparsify import validation
+import dataclasses
+
 from tff_sparsify import _lazy
+from tff_sparsify import validation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning.algorithms import base
 
 fed_sparsify = _lazy.load('tff_sparsify.learning.fed_sparsify')
+
+FEDPROX_DEFAULT_STRENGTH = 0.001  # The paper's mu.
+
+
+@dataclasses.dataclass(frozen=True)
+class FedProxConfig:
+  """FedProx: FedAvg with the proximal term mu/2 ||w - w_t||^2 (no compression)."""
+  client_learning_rate: float = 0.02
+  server_learning_rate: float = 1.0
+  client_momentum: float = 0.0
+  proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
+
+  def __post_init__(self):
+    configs.check_optimizers(self)
+    validation.check_positive_number('proximal_strength', self.proximal_strength)
 
 
 class FedProxRules(base.Rules):
@@ -33,7 +50,7 @@ class FedProxRules(base.Rules):
     return gradients
 
 
-def build(model_fn, config: configs.FedProxConfig, **components):
+def build(model_fn, config: FedProxConfig, **components):
   never_prunes = configs.FedSparsifyConfig(
       schedule=configs.NEVER_PRUNE, client_learning_rate=config.client_learning_rate,
       server_learning_rate=config.server_learning_rate,
@@ -43,7 +60,7 @@ def build(model_fn, config: configs.FedProxConfig, **components):
       **components)
 
 
-def from_flags(values) -> configs.FedProxConfig:
+def from_flags(values) -> FedProxConfig:
   # FedProxConfig holds no compression: FedProx messages are not compressed.
   # (The quantizer and its threshold matter only with quantize_bits.)
   for name in ('client_message_prune_rate', 'server_message_prune_rate', 'quantize_bits'):
@@ -52,10 +69,10 @@ def from_flags(values) -> configs.FedProxConfig:
   if values.get('message_prune_target', 'model') != 'model':
     raise validation.ConfigError('message_prune_target', values['message_prune_target'],
                                  'must be model for --algorithm=fedprox')
-  return configs.FedProxConfig(**base.optimizers(values),
+  return FedProxConfig(**base.optimizers(values),
                                **base.pick(values, ('proximal_strength',)))
 
 
 ALGORITHMS = (base.Algorithm(
-    'fedprox', configs.FedProxConfig, build, from_flags, prunes=False,
+    'fedprox', FedProxConfig, build, from_flags, prunes=False,
     description='FedProx (proximal term, --proximal_strength)'),)

@@ -32,9 +32,12 @@ which we take for a slip), and magnitude pruning for the first
 reconfiguration (from a dense model there is nothing to regrow).
 """
 
+import dataclasses
+
 import numpy as np
 
 from tff_sparsify import _lazy
+from tff_sparsify import validation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning.algorithms import base
 
@@ -47,6 +50,40 @@ client_work = _lazy.load('tff_sparsify.learning.client_work')
 fed_sparsify = _lazy.load('tff_sparsify.learning.fed_sparsify')
 pruning = _lazy.load('tff_sparsify.learning.pruning')
 saliency = _lazy.load('tff_sparsify.learning.saliency')
+
+
+# As the FedSparsify paper ran PruneFL (line 82).
+READJUST_EVERY = 50
+READJUST_RATIO = 0.3
+READJUST_HALVING_ROUNDS = 1000
+INITIAL_RECONFIGURATIONS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneFLConfig(configs.FedSparsifyConfig):
+  """PruneFL's configuration: FedSparsify's (pruning at initialization) and its own.
+
+  Attributes:
+    readjust_every: rounds between readjustments of the mask (the paper's 50).
+    readjust_ratio: s of the readjustment ratio s * 0.5^(t / H) (the
+      paper's 0.3), the fraction of kept weights swapped at round t.
+    readjust_halving_rounds: H (the paper's 1000).
+    initial_reconfigurations: reconfigurations of the initial pruning on
+      one client (the paper's 5).
+  """
+  _PRUNING_METHODS = ('prunefl',)
+  pruning_method: str = 'prunefl'
+  readjust_every: int = READJUST_EVERY
+  readjust_ratio: float = READJUST_RATIO
+  readjust_halving_rounds: int = READJUST_HALVING_ROUNDS
+  initial_reconfigurations: int = INITIAL_RECONFIGURATIONS
+
+  def __post_init__(self):
+    super().__post_init__()
+    for name in ('readjust_every', 'readjust_halving_rounds', 'initial_reconfigurations'):
+      if not validation.is_int(getattr(self, name)) or getattr(self, name) < 1:
+        raise validation.ConfigError(name, getattr(self, name), 'must be >= 1')
+    validation.check_fraction('readjust_ratio', self.readjust_ratio)
 
 
 class PruneFLRules(base.Rules):
@@ -86,7 +123,7 @@ class PruneFLRules(base.Rules):
         lambda: list(server.current))
 
 
-def build(model_fn, config: configs.FedSparsifyConfig, *, initial_masks, **components):
+def build(model_fn, config: PruneFLConfig, *, initial_masks, **components):
   return fed_sparsify.build_weighted_fed_sparsify(
       model_fn, config, PruneFLRules(config), initial_masks=initial_masks, **components)
 
@@ -140,8 +177,8 @@ def initial_masks(model, loss_fn, x, y, *, sparsity: float,
 
 
 ALGORITHMS = (base.Algorithm(
-    'prunefl', configs.FedSparsifyConfig, build,
-    base.fed_sparsify_from_flags('global', 'prunefl'),
+    'prunefl', PruneFLConfig, build,
+    base.fed_sparsify_from_flags('global', 'prunefl', config_class=PruneFLConfig),
     prunes=True, accepts=base.is_fed_sparsify('global', 'prunefl'),
     initial_masks=initial_masks_of_run,
     description='PruneFL: initial pruning on one seeded client, readjusted every '
