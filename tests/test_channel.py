@@ -214,10 +214,15 @@ class ChannelFloorWarningTest(tf.test.TestCase):
     stream = io.StringIO()
     warning = training.ChannelFloorWarning(stream)
     zero = dict(finalizer=dict(channel_layers_at_floor=0, sparsity=0.3))
-    asyncio.run(warning.release(zero, 1))
+    # A loop of its own: `asyncio.run` would unset the thread's current loop,
+    # which the in-process runs of later tests (TFF's program) need.
+    loop = asyncio.new_event_loop()
+    self.addCleanup(loop.close)
+    loop.run_until_complete(warning.release(zero, 1))
     self.assertEqual(stream.getvalue(), '')
     for key in (2, 3):
-      asyncio.run(warning.release(dict(finalizer=dict(channel_layers_at_floor=2)), key))
+      loop.run_until_complete(
+          warning.release(dict(finalizer=dict(channel_layers_at_floor=2)), key))
     lines = stream.getvalue().splitlines()
     self.assertLen(lines, 1)
     self.assertStartsWith(lines[0], 'warning: round 2: 2 layer(s) kept only the floor')
