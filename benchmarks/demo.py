@@ -5,7 +5,8 @@ FashionMNIST (10 clients, 2 classes each), exports both final models
 (SavedModel, ONNX and TFLite, float32 and INT8), times every file on the
 runtimes present, and prints a short
 summary: accuracy, sparsity and bytes exchanged against FedAvg, file sizes,
-speed-ups, and where the outputs are. Everything goes through the binaries
+speed-ups, the file a device downloads (the smallest float32 and INT8 file,
+gzip'd where smaller) with its accuracy and speed, and where the outputs are. Everything goes through the binaries
 (`python -m binaries.train|export|benchmark_inference`), as a user runs them;
 a second `make demo` resumes or reuses what the first one wrote.
 
@@ -112,8 +113,45 @@ def main():
       if a:
         shown.append(f'{label} {a / b:.2f}x')
     print(f'  - {runtime}: ' + ', '.join(shown))
+  for precision in ('float32', 'int8'):
+    print(_download_line(precision, sparse, dense, speed))
   print(f'- outputs: {out}/results/<run>/ (metrics.csv, summary.json, final_model.keras, '
         f'export/), {timings}.md')
+
+
+def _download(run, precision):
+  """(file, bytes shipped, test accuracy, its runtime, its timing key): the smallest file
+  of `precision` a device downloads, each counted gzip'd where that is smaller."""
+  report = run['report']
+  onnx = run['onnx'] if precision == 'float32' else run['onnx_int8']
+  found = []
+  if precision == 'float32':
+    found.append(('model.onnx', min(report['onnx_bytes'], report['onnx_gzip_bytes']),
+                  report.get('onnx_test_accuracy'), 'onnxruntime', onnx))
+  for f in report['files']:
+    if f['precision'] == precision:
+      runtime = 'litert' if f['format'] == 'tflite' else 'onnxruntime'
+      found.append((os.path.basename(f['path']), min(f['bytes'], f['gzip_bytes']),
+                    f['test_accuracy'], runtime, onnx))
+  return min(found, key=lambda x: x[1])
+
+
+def _download_line(precision, sparse, dense, speed):
+  """One line: the download of each run at `precision`, its accuracy and speed, the ratios."""
+  parts = []
+  for label, run in (('FedSparsify', sparse), ('FedAvg', dense)):
+    name, size, accuracy, runtime, key = _download(run, precision)
+    rate = speed.get((key, runtime))
+    parts.append((label, name, size, accuracy, runtime, rate))
+  (_, _, s_size, _, s_runtime, s_rate), (_, _, d_size, _, d_runtime, d_rate) = parts
+  text = '; '.join(
+      f'{label} {name} {size:,} bytes, test accuracy {accuracy:.4f}, '
+      + (f'{rate:,.0f} items/s on {runtime}' if rate else f'{runtime} not timed here')
+      for label, name, size, accuracy, runtime, rate in parts)
+  ratio = f': {d_size / s_size:.1f}x smaller'
+  if s_rate and d_rate and s_runtime == d_runtime:
+    ratio += f', {s_rate / d_rate:.2f}x the speed'
+  return f'- the download, {precision} (smallest file, gzip\'d where smaller): {text}{ratio}'
 
 
 if __name__ == '__main__':
