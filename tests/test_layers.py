@@ -19,6 +19,8 @@ a layer violation planted: it must find both.
 
 import ast
 import os
+import subprocess
+import sys
 import textwrap
 
 import tensorflow as tf
@@ -141,6 +143,18 @@ class LayersTest(tf.test.TestCase):
         'pkg.compression.codec imports pkg.deploy.export',
         'pkg.core.math imports pkg.learning.process',
         'pkg.deploy.export imports pkg.learning.other'])
+
+  def test_the_configurations_and_the_registry_load_no_tensorflow(self):
+    """The binaries check flags before TensorFlow loads: the run's configuration, the
+    registry and all ten algorithm modules (TensorFlow named through `_lazy`) import none."""
+    code = ('import sys; import tff_sparsify.config; from tff_sparsify.learning import registry; '
+            'assert len(registry.names()) == 10, registry.names(); '
+            'loaded = sorted(m for m in sys.modules if m.split(".")[0] in '
+            '("tensorflow", "tensorflow_federated", "keras")); print(loaded)')
+    done = subprocess.run([sys.executable, '-c', code], cwd=fixtures.REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+    self.assertEqual(done.stdout.strip(), '[]')
 
   def test_no_function_is_longer_than_60_lines(self):
     """Lines of code of each function (its docstring aside), nested functions included."""

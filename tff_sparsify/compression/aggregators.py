@@ -118,14 +118,9 @@ def sparse_delta(value, prune_rate: float, bits: int, threshold: int):
     value = masks_lib.apply_masks(value, masks_lib.magnitude_masks(value, prune_rate))
   sent, sizes = [], []
   for i, t in enumerate(value):
-    quantized = wire.quantized_bits(t, bits, threshold)
-    if quantized:  # The kept positions, then their values, stochastically rounded
-      # with a seed of the value itself (as the client work does).
-      seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
-      t, size = wire.encode_tensor(t, sent=tf.not_equal(t, 0), send_positions=True,
-                                   bits=quantized, seed=seed)
-    else:
-      t, size = wire.encode_tensor(t)
+    # Stochastic rounding seeded by the value itself (as the client work does).
+    seed = tf.stack([tf.bitcast(tf.reduce_sum(t), tf.int32), tf.constant(i)])
+    t, size = wire.encode_nonzeros(t, wire.quantized_bits(t, bits, threshold), seed)
     sent.append(t)
     sizes.append(size)
   return sent, tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)

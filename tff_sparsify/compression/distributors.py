@@ -37,10 +37,8 @@ def encode_broadcast(trainable, compression: configs.CompressionConfig):
   """(the trainable tensors as the clients decode them, bytes of one model) (`wire`)."""
   received, sizes = [], []
   for t in trainable:
-    bits = wire.quantized_bits(t, compression.sparse_bits, compression.quantize_threshold)
-    # Quantized: the non-zero pattern as a mask message, then the values' levels.
-    value, size = (wire.encode_tensor(t, sent=tf.not_equal(t, 0), send_positions=True, bits=bits)
-                   if bits else wire.encode_tensor(t))
+    value, size = wire.encode_nonzeros(
+        t, wire.quantized_bits(t, compression.sparse_bits, compression.quantize_threshold))
     received.append(value)
     sizes.append(size)
   return received, tf.add_n(sizes)
@@ -69,7 +67,7 @@ def build_encoded_broadcast_process(
   def encode(weights):
     received, size = encode_broadcast(tuple(weights.trainable), compression)
     if statistics:
-      size += wire.encode_all([weights.non_trainable[i] for i in statistics])[1]
+      size += wire.lossless_bytes([weights.non_trainable[i] for i in statistics])
     return tff.learning.models.ModelWeights(
         tuple(received), tuple(weights.non_trainable)), size
 

@@ -66,11 +66,15 @@ def encode_tensor(values: tf.Tensor, *, sent: Optional[tf.Tensor] = None,
   return values, (tf.add_n(sizes) if sizes else tf.constant(0, tf.int64))
 
 
-def encode_all(tensors, **kwargs):
-  """(decoded tensors, total bytes) of `encode_tensor` over `tensors`, lossless by default."""
-  decoded, sizes = [], []
-  for t in tensors:
-    value, size = encode_tensor(t, **kwargs)
-    decoded.append(value)
-    sizes.append(size)
-  return decoded, (tf.add_n(sizes) if sizes else tf.constant(0, tf.int64))
+def encode_nonzeros(t: tf.Tensor, bits: int, seed=None):
+  """`t` with its non-zero positions as a mask message, then their `bits`-bit levels;
+  lossless (positions in the encoding's own header) where `bits` is 0."""
+  if not bits:
+    return encode_tensor(t)
+  return encode_tensor(t, sent=tf.not_equal(t, 0), send_positions=True, bits=bits, seed=seed)
+
+
+def lossless_bytes(tensors) -> tf.Tensor:
+  """The bytes of `tensors`, each sent whole and lossless (int64 tensor; 0 for none)."""
+  sizes = [encode_tensor(t)[1] for t in tensors]
+  return tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)

@@ -194,7 +194,7 @@ def _communication(initial_trainable, trained, mask_bits, bytes_uploaded):
 
 
 def _train(model, optimizer, rules, layout, initial_weights, data, reduce_loop):
-  """Local training from `initial_weights`: (reduced state, trainable variables, keep)."""
+  """Local training from `initial_weights`: (reduced state, the model's weights, keep)."""
   weights = tff.learning.models.ModelWeights.from_model(model)
   # The model as the client decoded it (the distributor encodes it).
   received = list(initial_weights.trainable)
@@ -222,7 +222,7 @@ def _train(model, optimizer, rules, layout, initial_weights, data, reduce_loop):
       state += (tuple(tf.zeros_like(trainable[i]) for i in squares_of),)
     return state
 
-  return reduce_loop(reduce_fn, data, initial_state), trainable, keep
+  return reduce_loop(reduce_fn, data, initial_state), weights, keep
 
 
 def _upload(rules, encoding: _UploadEncoding, client: base.ClientRound, keep, received):
@@ -267,14 +267,14 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
 
   @tf.function
   def client_update(initial_weights, data, should_prune, sparsity):
-    reduced, trainable, keep = _train(model, optimizer, rules, layout, initial_weights, data,
-                                      reduce_loop)
+    reduced, weights, keep = _train(model, optimizer, rules, layout, initial_weights, data,
+                                    reduce_loop)
     num_examples = reduced[0]
-    trained = [tf.identity(v) for v in trainable]
+    trained = [tf.identity(v) for v in weights.trainable]
     # How the moving statistics (BatchNormalization) moved in the forward passes.
     statistics_delta = [a - b for a, b in zip(
         layout.statistics_list(initial_weights.non_trainable),
-        layout.statistics_list(model_weights_non_trainable(model)))]
+        layout.statistics_list(weights.non_trainable))]
     client = base.ClientRound(
         layout=layout, trained=trained, global_masks=layout.mask_list(
             initial_weights.non_trainable),
@@ -283,7 +283,7 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
     trained, delta, sizes, message, client_masks = _upload(
         rules, encoding, client, keep, initial_weights.trainable)
     # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
-    sizes.append(wire.encode_all(statistics_delta)[1])
+    sizes.append(wire.lossless_bytes(statistics_delta))
     bytes_uploaded = tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
     (delta, statistics_delta), non_finite = zero_all_if_any_non_finite(
@@ -304,10 +304,6 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
             _communication(initial_weights.trainable, trained, mask_bits, bytes_uploaded))
 
   return client_update
-
-
-def model_weights_non_trainable(model):
-  return tff.learning.models.ModelWeights.from_model(model).non_trainable
 
 
 def build_masked_client_work(

@@ -71,8 +71,7 @@ def build_masked_finalizer(
     raise TypeError(
         'server_optimizer_fn must be a tff.learning.optimizers.Optimizer, got '
         f'{type(optimizer).__name__}')
-  update_type = _update_type(model_weights_type, layout, rules)
-  structured = bool(rules.message or layout.statistics)  # `_update_type`: a struct.
+  update_type, structured = _update_type(model_weights_type, layout, rules)
   # TFF's finalizer steps the server optimizer (and rejects a non-finite
   # update, keeping the old model and optimizer state); the pruning follows.
   optimizer_finalizer = tff.learning.templates.build_apply_optimizer_finalizer(
@@ -110,7 +109,8 @@ def build_masked_finalizer(
 
 
 def _update_type(model_weights_type, layout: layout_lib.PruningLayout, rules: base.Rules):
-  """The aggregated update: the model delta, or `OrderedDict(model_delta, <message>, <statistics>)`."""
+  """(the aggregated update's type, whether it is a struct): the model delta, or
+  `OrderedDict(model_delta, <message>, <statistics>)`."""
   trainable_type = model_weights_type.trainable
   parts = [('model_delta', trainable_type)]
   if rules.message:
@@ -119,8 +119,9 @@ def _update_type(model_weights_type, layout: layout_lib.PruningLayout, rules: ba
   if layout.statistics:
     parts.append((statistics_lib.STATISTICS, tff.StructWithPythonType(
         [model_weights_type.non_trainable[i] for i in layout.statistics], tuple)))
-  return (tff.StructWithPythonType(parts, collections.OrderedDict) if len(parts) > 1
-          else trainable_type)
+  if len(parts) == 1:
+    return trainable_type, False
+  return tff.StructWithPythonType(parts, collections.OrderedDict), True
 
 
 def _measurements(round_num, should_prune, sparsity, trainable, layout, update_non_finite,

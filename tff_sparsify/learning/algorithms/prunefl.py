@@ -100,7 +100,7 @@ class PruneFLRules(base.Rules):
     del client_masks
     should_prune = client.should_prune
     importance = tuple(tf.where(should_prune, s, tf.zeros_like(s)) for s in client.squares)
-    size = tf.where(should_prune, wire.encode_all(importance)[1], tf.constant(0, tf.int64))
+    size = tf.where(should_prune, wire.lossless_bytes(importance), tf.constant(0, tf.int64))
     return importance, size
 
   def dropped_message(self, message, non_finite):
