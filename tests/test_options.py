@@ -49,6 +49,11 @@ ALTERNATIVES = {
     'sparsify_start_round': (2, {}),
     'sparsify_frequency': (2, {}),
     'sparsify_exponent': (2.0, {}),
+    'clients_per_round': (5, {}),
+    'dp_clip_norm': (0.5, {}),
+    'dp_noise_multiplier': (1.0, dict(dp_clip_norm=0.5)),
+    'dp_delta': (1e-3, dict(dp_clip_norm=0.5)),
+    'dp_noise_seed': (3, dict(dp_clip_norm=0.5)),
 }
 # Fixed by the algorithm's name, not a flag.
 BY_NAME = frozenset({'mode', 'pruning_method'})
@@ -65,6 +70,9 @@ REFUSED = {
     ('random_pruning', 'channel_multiple'),
     *((name, field) for name in ('snip', 'grasp', 'prunefl')
       for field in ('sparsity_placement', 'sparsity_granularity', 'channel_multiple')),
+    # Differential privacy where the clients send something outside the noise.
+    *((name, field) for name in ('fedsparsify_local', 'snip', 'grasp', 'prunefl')
+      for field in ('dp_clip_norm', 'dp_noise_multiplier', 'dp_delta', 'dp_noise_seed')),
 }
 
 

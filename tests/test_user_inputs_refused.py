@@ -53,6 +53,9 @@ class RefusedInputsTest(tf.test.TestCase):
     tf.keras.Sequential([tf.keras.layers.InputLayer((6, 6, 2)),
                          tf.keras.layers.GlobalAveragePooling2D(),
                          tf.keras.layers.LayerNormalization()]).save(f'{root}/no_kernels.keras')
+    tf.keras.Sequential([tf.keras.layers.InputLayer((6, 6, 2)), tf.keras.layers.Flatten(),
+                         tf.keras.layers.Dense(4), tf.keras.layers.BatchNormalization(),
+                         tf.keras.layers.Dense(3)]).save(f'{root}/batch_norm.keras')
     with zipfile.ZipFile(f'{root}/keras3.keras', 'w') as archive:
       archive.writestr('metadata.json', json.dumps({'keras_version': '3.3.3'}))
       archive.writestr('config.json', '{}')
@@ -85,6 +88,15 @@ class RefusedInputsTest(tf.test.TestCase):
         'nothing prunable': ([f'--client_data=sqlite:{good}', f'--model={root}/no_kernels.keras',
                               '--algorithm=fedsparsify_global'], 'algorithm',
                              'prunes, but the model has no layer tfmot can prune'),
+        'dp with batch norm': ([f'--client_data=sqlite:{good}', f'--model={root}/batch_norm.keras',
+                                '--dp_clip_norm=1', '--clients_per_round=2'], 'dp_clip_norm',
+                               'moving statistics'),
+        'dp with local masks': ([f'--client_data=sqlite:{good}', dense, '--dp_clip_norm=1',
+                                 '--algorithm=fedsparsify_local'], 'dp_clip_norm',
+                                'masks are merged without noise'),
+        'noise without clip': ([f'--client_data=sqlite:{good}', dense,
+                                '--dp_noise_multiplier=1'], 'dp_noise_multiplier',
+                               r'needs --dp_clip_norm > 0'),
         'too many per round': ([f'--client_data=sqlite:{good}', dense, '--clients_per_round=3'],
                                'clients_per_round', 'must be at most the 2 clients'),
     }

@@ -245,6 +245,27 @@ class TrainConfig:
       'top-k, in a TFF aggregation factory that also quantizes with --quantizer=sparse and counts'
       " the upload's bytes).",
       choices=configs.MESSAGE_PRUNE_TARGETS)
+  # Client-level differential privacy (learning/dp_aggregation.py).
+  dp_clip_norm: float = option(
+      0.0,
+      "Differential privacy (DP-FedAvg): clip each client's model update to this L2 norm, add "
+      'Gaussian noise of --dp_noise_multiplier times it to the sum at the server, divide by '
+      '--clients_per_round (each client counts once); 0: off. For fedavg, fedavg_momentum, '
+      'fedprox and the server-side pruning algorithms (not fedsparsify_local, snip, grasp, '
+      'prunefl, nor a model with BatchNormalization). Epsilon is reported each round '
+      '(privacy/epsilon) and in summary.json.')
+  dp_noise_multiplier: float = option(
+      0.0,
+      'With --dp_clip_norm: noise standard deviation over the clip norm (0: clipping only, no '
+      'guarantee).')
+  dp_delta: float = option(
+      0.0,
+      'With --dp_clip_norm: the delta of the (epsilon, delta) guarantee reported; 0: 1 / the '
+      'number of clients.')
+  dp_noise_seed: Optional[int] = option(
+      None,
+      'With --dp_clip_norm: seed of the noise (default: drawn from the operating system and kept '
+      'in the checkpoints). Whoever knows it can remove the noise: for tests and reproductions.')
   # Outputs.
   root_output_dir: str = option(
       'output',

@@ -10,6 +10,8 @@ names of `binaries/train.py`, so a `validation.ConfigError` names the flag.
 
   with 0 <= S_0 <= S_T < 1, T > t_0 >= 0, F >= 1, n > 0.
 - `CompressionConfig`: message pruning (arXiv 2310.14693) and quantization.
+- `PrivacyConfig`: client-level differential privacy of the model updates
+  (clipping and Gaussian noise at the server, `learning.dp_aggregation`).
 - `FedAvgConfig` (FedAvg, and the base of the others) and
   `FedSparsifyConfig` (Global, Local, Random, one-shot, SNIP, GraSP: training
   under masks). The configurations of one algorithm only live in its module
@@ -45,6 +47,68 @@ SPARSITY_GRANULARITIES = ('weight', 'channel')
 
 
 
+@dataclasses.dataclass(frozen=True)
+class PrivacyConfig:
+  """Client-level differential privacy (McMahan et al. 2018, DP-FedAvg) of the updates.
+
+  Each client's model update is clipped to L2 norm `dp_clip_norm`, the
+  server sums the clipped updates, adds Gaussian noise of standard deviation
+  `dp_noise_multiplier * dp_clip_norm` and divides by `clients_per_round`
+  (TFF's `DifferentiallyPrivateFactory` with tensorflow-privacy's Gaussian
+  sum query, its noise seeded: `learning.dp_aggregation`). Clients count
+  equally, whatever their examples. Off while `dp_clip_norm` is 0.
+
+  Attributes:
+    dp_clip_norm: L2 norm each client's update is clipped to; 0: no DP.
+    dp_noise_multiplier: noise standard deviation over the clip norm, >= 0
+      (0: clipping only, no guarantee).
+    dp_delta: delta of the (epsilon, delta) guarantee reported; 0: 1 / the
+      number of clients.
+    dp_noise_seed: seed of the noise; None: drawn from the operating
+      system when the process is built (and kept in its state, so a
+      resumed run goes on with it). Whoever knows it can remove the noise.
+    clients_per_round: the clients sampled each round (the mean's
+      denominator).
+  """
+  dp_clip_norm: float = 0.0
+  dp_noise_multiplier: float = 0.0
+  dp_delta: float = 0.0
+  dp_noise_seed: Optional[int] = None
+  clients_per_round: int = 10
+
+  def __post_init__(self):
+    if not validation.is_number(self.dp_clip_norm) or self.dp_clip_norm < 0:
+      raise validation.ConfigError('dp_clip_norm', self.dp_clip_norm, 'must be >= 0 (0: no DP)')
+    if not validation.is_number(self.dp_noise_multiplier) or self.dp_noise_multiplier < 0:
+      raise validation.ConfigError('dp_noise_multiplier', self.dp_noise_multiplier,
+                                   'must be >= 0')
+    validation.check_fraction('dp_delta', self.dp_delta)
+    if self.dp_noise_seed is not None and not validation.is_int(self.dp_noise_seed):
+      raise validation.ConfigError('dp_noise_seed', self.dp_noise_seed, 'must be an integer')
+    validation.check_positive_int('clients_per_round', self.clients_per_round)
+    if not self.enabled:
+      for name in ('dp_noise_multiplier', 'dp_delta', 'dp_noise_seed'):
+        if getattr(self, name):
+          raise validation.ConfigError(name, getattr(self, name),
+                                       'needs --dp_clip_norm > 0 (differential privacy)')
+
+  @property
+  def enabled(self) -> bool:
+    return self.dp_clip_norm > 0
+
+
+def check_privacy(config):
+  """The privacy configuration, and the compression that would bypass its noise, refused."""
+  if not isinstance(config.privacy, PrivacyConfig):
+    raise validation.ConfigError('privacy', config.privacy, 'must be a PrivacyConfig')
+  if config.privacy.enabled and config.compression.aggregator_encodes_upload:
+    name, value = (('quantizer', 'tff') if config.compression.tff_bits
+                   else ('message_prune_target', 'delta'))
+    raise validation.ConfigError(
+        name, value, 'replaces the upload aggregator, which adds the noise of --dp_clip_norm: '
+        'use --quantizer=sparse or --message_prune_target=model with differential privacy')
+
+
 def check_optimizers(config):
   validation.check_positive_number('client_learning_rate', config.client_learning_rate)
   validation.check_positive_number('server_learning_rate', config.server_learning_rate)
@@ -63,12 +127,14 @@ class FedAvgConfig:
   server_learning_rate: float = 1.0
   client_momentum: float = 0.0
   compression: CompressionConfig = CompressionConfig()
+  privacy: PrivacyConfig = PrivacyConfig()
 
   def __post_init__(self):
     check_optimizers(self)
     if not isinstance(self.compression, CompressionConfig):
       raise validation.ConfigError('compression', self.compression,
                                    'must be a CompressionConfig')
+    check_privacy(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +219,22 @@ class FedSparsifyConfig(FedAvgConfig):
           'must be global for {} (--algorithm={})'.format(*_METHOD_NAMES[self.pruning_method]))
     if not validation.is_int(self.seed):
       raise validation.ConfigError('seed', self.seed, 'must be an integer')
+    self._check_privacy_with_pruning()
+
+  def _check_privacy_with_pruning(self):
+    """What the clients send outside the noised update, refused with differential privacy."""
+    if not self.privacy.enabled:
+      return
+    if self.mode == 'local':
+      raise validation.ConfigError(
+          'dp_clip_norm', self.privacy.dp_clip_norm,
+          "is not available with --algorithm=fedsparsify_local: the clients' masks are merged "
+          'without noise, outside the guarantee (fedsparsify_global prunes after the noise)')
+    if self.pruning_method in AT_INITIALIZATION:
+      raise validation.ConfigError(
+          'dp_clip_norm', self.privacy.dp_clip_norm,
+          'is not available with --algorithm={1}: {0} scores the initial model on one '
+          "client's data, outside the noised updates".format(*_METHOD_NAMES[self.pruning_method]))
 
   @property
   def prunes(self) -> bool:

@@ -28,12 +28,14 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import validation
 from tff_sparsify.compression import aggregators as compression_aggregators
 from tff_sparsify.compression import distributors
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import message_aggregation
 from tff_sparsify.learning import client_work as client_work_lib
 from tff_sparsify.learning import configs
+from tff_sparsify.learning import dp_aggregation
 from tff_sparsify.learning import finalizers
 from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning import statistics as statistics_lib
@@ -154,7 +156,7 @@ def build_weighted_fed_sparsify(
   if not isinstance(config, configs.FedSparsifyConfig):
     raise TypeError(f'config must be a FedSparsifyConfig, got {type(config).__name__}')
   base.check_rules(rules, config)
-  model_aggregator = _model_aggregator(config.compression, model_aggregator)
+  model_aggregator = _model_aggregator(config, model_aggregator)
   default_client, default_server = client_and_server_optimizers(config)
   client_optimizer_fn = client_optimizer_fn or default_client
   server_optimizer_fn = server_optimizer_fn or default_server
@@ -182,9 +184,16 @@ def build_weighted_fed_sparsify(
       initial_weights_fn, model_distributor, client_work, aggregator, finalizer)
 
 
-def _model_aggregator(compression, model_aggregator):
-  """The deltas' weighted aggregator: TFF's quantizing mean or top-k where compression says."""
-  if compression.tff_bits:
+def _model_aggregator(config, model_aggregator):
+  """The deltas' weighted aggregator: TFF's quantizing mean or top-k where compression says,
+  the clipped and noised mean with differential privacy (`dp_aggregation`)."""
+  compression = config.compression
+  if config.privacy.enabled:
+    if model_aggregator is not None:
+      raise ValueError('privacy.dp_clip_norm > 0 builds the model aggregator (clipping and '
+                       'noise); pass dp_clip_norm=0 with a model_aggregator')
+    model_aggregator = dp_aggregation.dp_mean_factory(config.privacy)
+  elif compression.tff_bits:
     if model_aggregator is not None:
       raise ValueError(
           'quantize_bits builds the model aggregator; pass quantize_bits=0 '
@@ -206,6 +215,11 @@ def _checked_layout(model_fn, config, aggregate_statistics: bool, initial_masks)
   layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
   if not aggregate_statistics:
     layout = dataclasses.replace(layout, statistics=())
+  if layout.statistics and config.privacy.enabled:
+    raise validation.ConfigError(
+        'dp_clip_norm', config.privacy.dp_clip_norm,
+        'is not available for a model with moving statistics (BatchNormalization): the '
+        "clients' statistics are averaged outside the noised update")
   if config.prunes:
     layout.check_pruning()
   layout.check_placement(config.sparsity_placement)

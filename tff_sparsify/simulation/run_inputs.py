@@ -97,6 +97,18 @@ def _labels_max(data: data_lib.RunData) -> int:
   return found
 
 
+def check_privacy(config, keras_model):
+  """With differential privacy, a model whose non-trainable variables the clients would send
+  outside the noise (BatchNormalization's moving statistics) refused; ConfigError."""
+  privacy = config.algorithm_config.privacy
+  moving = [v.name for v in keras_model.non_trainable_variables if v.dtype.is_floating]
+  if privacy.enabled and moving:
+    raise ConfigError(
+        'dp_clip_norm', privacy.dp_clip_norm,
+        f'is not available for a model with moving statistics (BatchNormalization; here '
+        f"{moving[0]}): the clients' statistics are averaged outside the noised update")
+
+
 def check_fit(config, data: data_lib.RunData, keras_model):
   """`keras_model` takes the data's input and has an output per label; ConfigError if not."""
   if config.clients_per_round > len(data.train.client_ids):
@@ -147,6 +159,7 @@ def prepare(config, builtin: Optional[data_lib.RunData] = None) -> RunInputs:
     x_dtype = model_sources.input_spec(keras_model)['x'].dtype
   except model_sources.ModelError as e:
     raise ConfigError('model', config.model, str(e)) from None
+  check_privacy(config, keras_model)
   data = builtin if builtin is not None else open_client_data(config, x_dtype)
   data, evaluation = resolve_evaluation(config, data)
   check_fit(config, data, keras_model)
@@ -166,6 +179,8 @@ def prepare_silos(config, builtin: Optional[data_lib.RunData] = None) -> RunInpu
     source = model_sources.load(config.model, config.dataset)
   except model_sources.ModelError as e:
     raise ConfigError('model', config.model, str(e)) from None
+  if config.algorithm_config.privacy.enabled:
+    check_privacy(config, source.keras_model_fn(config.seed))
   test = builtin.test if builtin is not None else None
   element_fn = builtin.element_fn if builtin is not None else data_lib.normalize
   data = data_lib.RunData(train=None, test=test, element_fn=element_fn, source='silos')

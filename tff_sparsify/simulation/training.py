@@ -46,6 +46,7 @@ from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify import signals
 from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.learning import privacy_accounting
 from tff_sparsify.learning import pruning
 from tff_sparsify.simulation import run_data as data_lib
 from tff_sparsify.simulation import run_record
@@ -108,10 +109,11 @@ class CumulativeReleaseManager(tff.program.ReleaseManager):
   resumed run goes on counting.
   """
 
-  def __init__(self, managers, csv_path: str):
+  def __init__(self, managers, csv_path: str, added: Optional[Callable[[int], dict]] = None):
     self._managers = list(managers)
     self._csv_path = csv_path
     self._totals = None
+    self._added = added  # round -> {name: metrics} added to the round's (the guarantee).
 
   def _totals_before(self, round_num: int) -> dict:
     totals = {}
@@ -139,6 +141,8 @@ class CumulativeReleaseManager(tff.program.ReleaseManager):
       value = collections.OrderedDict(value)
       value['cumulative'] = collections.OrderedDict(
           (name, self._totals[name]) for name in CUMULATIVE_METRICS if name in this_round)
+    if self._added is not None and int(key) > 0:  # Round 0 is the initial evaluation.
+      value = collections.OrderedDict(value, **self._added(int(key)))
     await asyncio.gather(*[m.release(value, key) for m in self._managers])
 
 
@@ -503,8 +507,7 @@ def run_federated_training(
   Returns:
     A `TrainingResult` with the final state and metrics.
   """
-  total_rounds = config.total_rounds
-  seed = config.seed
+  total_rounds, seed = config.total_rounds, config.seed
   dirs = run_record.output_dirs(config.root_output_dir, config.experiment)
   for d in dirs.all():
     os.makedirs(d, exist_ok=True)
@@ -532,7 +535,9 @@ def run_federated_training(
                                  federated_evaluation_fn)
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
-  metrics_managers = [_metrics_manager(dirs, progress)]
+  guarantee = privacy_guarantee(
+      config, len(federation.clients() if by_id else client_data.client_ids))
+  metrics_managers = [_metrics_manager(dirs, progress, guarantee)]
   try:
     state = tff.simulation.run_training_process(
         run_process, training_selection_fn=selection_fn, total_rounds=total_rounds,
@@ -546,7 +551,8 @@ def run_federated_training(
   finally:
     progress.close()
 
-  final_metrics = _write_final(process, state, keras_model, evaluation_fn, total_rounds, dirs)
+  final_metrics = _write_final(process, state, keras_model, evaluation_fn, total_rounds, dirs,
+                               guarantee)
   return TrainingResult(state=state, final_metrics=final_metrics, dirs=dirs)
 
 
@@ -566,8 +572,34 @@ def _evaluation_fn(process, keras_model, test_data, loss, metrics, federated_eva
   return evaluation_fn
 
 
-def _metrics_manager(dirs: run_record.OutputDirs, progress) -> CumulativeReleaseManager:
-  """metrics.csv, TensorBoard and the progress bar, with the running totals added."""
+def privacy_guarantee(config: config_lib.TrainConfig,
+                      num_clients: int) -> Optional[Callable[[int], dict]]:
+  """`round -> {'privacy': {epsilon, delta}}` of a differentially private run, else None.
+
+  Epsilon after that many rounds at the run's delta, for its sampling
+  (`learning.privacy_accounting`); without noise (clipping only), the delta
+  alone: there is no guarantee.
+  """
+  privacy = config.algorithm_config.privacy
+  if not privacy.enabled:
+    return None
+  delta = privacy_accounting.delta_of(privacy.dp_delta, num_clients)
+
+  def guarantee(round_num: int) -> dict:
+    found = collections.OrderedDict()
+    eps = privacy_accounting.epsilon(privacy.dp_noise_multiplier, num_clients,
+                                     config.clients_per_round, round_num, delta)
+    if eps is not None:
+      found['epsilon'] = eps
+    found['delta'] = delta
+    return collections.OrderedDict(privacy=found)
+  return guarantee
+
+
+def _metrics_manager(dirs: run_record.OutputDirs, progress,
+                     guarantee=None) -> CumulativeReleaseManager:
+  """metrics.csv, TensorBoard and the progress bar, with the running totals added
+  (and the privacy guarantee, `privacy_guarantee`)."""
   csv_path = os.path.join(dirs.results, 'metrics.csv')
   return CumulativeReleaseManager([
       _GuardedReleaseManager(tff.program.CSVFileReleaseManager(
@@ -576,13 +608,16 @@ def _metrics_manager(dirs: run_record.OutputDirs, progress) -> CumulativeRelease
       _GuardedReleaseManager(tff.program.TensorBoardReleaseManager(dirs.logdir),
                              f'TensorBoard events in {dirs.logdir}'),
       progress, ChannelFloorWarning(),
-  ], csv_path)
+  ], csv_path, guarantee)
 
 
 def _write_final(process, state, keras_model, evaluation_fn, total_rounds: int,
-                 dirs: run_record.OutputDirs) -> collections.OrderedDict:
+                 dirs: run_record.OutputDirs, guarantee=None) -> collections.OrderedDict:
   """The final metrics; the final model, weights and summary written (atomically)."""
   final_metrics = collections.OrderedDict(total_rounds=total_rounds)
+  if guarantee is not None:  # dp_epsilon null: clipping without noise, no guarantee.
+    privacy = guarantee(total_rounds)['privacy']
+    final_metrics.update(dp_epsilon=privacy.get('epsilon'), dp_delta=privacy['delta'])
   # The Keras model gets the final weights (the central evaluation assigns them too).
   process.get_model_weights(state).assign_weights_to(keras_model)
   if evaluation_fn is not None:

@@ -174,12 +174,14 @@ def pruned_when_scheduled(server: ServerRound, purge: Callable[[], list]) -> lis
 
 _OPTIMIZER_FIELDS = ('client_learning_rate', 'server_learning_rate')
 _COMPRESSION_FIELDS = tuple(f.name for f in dataclasses.fields(configs.CompressionConfig))
+_PRIVACY_FIELDS = tuple(f.name for f in dataclasses.fields(configs.PrivacyConfig))
 _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(configs.ScheduleConfig))
 # The rest of a FedSparsifyConfig, each a flag of the same name (read by the
 # algorithms that use it; every one settable and saved with the run).
 _FED_SPARSIFY_FIELDS = tuple(
     f.name for f in dataclasses.fields(configs.FedSparsifyConfig)
-    if f.name not in ('schedule', 'compression', 'mode', 'pruning_method', 'client_momentum',
+    if f.name not in ('schedule', 'compression', 'privacy', 'mode', 'pruning_method',
+                      'client_momentum',
                       *_OPTIMIZER_FIELDS))
 
 
@@ -196,6 +198,10 @@ def optimizers(values) -> dict:
 
 def compression(values) -> configs.CompressionConfig:
   return configs.CompressionConfig(**pick(values, _COMPRESSION_FIELDS))
+
+
+def privacy(values) -> configs.PrivacyConfig:
+  return configs.PrivacyConfig(**pick(values, _PRIVACY_FIELDS))
 
 
 def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitude',
@@ -219,7 +225,7 @@ def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitu
           schedule.final_sparsity, schedule.total_rounds,
           sparsify_start_round=schedule.sparsify_start_round)
     return config_class(
-        compression=compression(values), schedule=schedule,
+        compression=compression(values), privacy=privacy(values), schedule=schedule,
         mode=mode, pruning_method=pruning_method,
         **optimizers(values), **pick(values, fields))
   return from_flags

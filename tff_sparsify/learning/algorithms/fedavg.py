@@ -17,6 +17,7 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning.algorithms import base
 
 tff = _lazy.load('tensorflow_federated')
+dp_aggregation = _lazy.load('tff_sparsify.learning.dp_aggregation')
 fed_sparsify = _lazy.load('tff_sparsify.learning.fed_sparsify')
 layout_lib = _lazy.load('tff_sparsify.learning.pruning_layout')
 
@@ -38,13 +39,19 @@ def build(model_fn, config: configs.FedAvgConfig, **components):
     return fed_sparsify.build_weighted_fed_sparsify(
         model_fn, never_prunes, base.Rules(never_prunes), **components)
   client, server = fed_sparsify.client_and_server_optimizers(config)
+  if config.privacy.enabled:
+    if components.get('model_aggregator') is not None:
+      raise ValueError('privacy.dp_clip_norm > 0 builds the model aggregator (clipping and '
+                       'noise); pass dp_clip_norm=0 with a model_aggregator')
+    components = dict(components, model_aggregator=dp_aggregation.dp_mean_factory(config.privacy))
   return tff.learning.algorithms.build_weighted_fed_avg(
       model_fn, client_optimizer_fn=client, server_optimizer_fn=server, **components)
 
 
 def from_flags(config_class):
   def from_flag_values(values):
-    return config_class(compression=base.compression(values), **base.optimizers(values))
+    return config_class(compression=base.compression(values), privacy=base.privacy(values),
+                        **base.optimizers(values))
   return from_flag_values
 
 

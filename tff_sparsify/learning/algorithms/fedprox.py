@@ -30,9 +30,12 @@ class FedProxConfig:
   server_learning_rate: float = 1.0
   client_momentum: float = 0.0
   proximal_strength: float = FEDPROX_DEFAULT_STRENGTH
+  privacy: configs.PrivacyConfig = configs.PrivacyConfig()
 
   def __post_init__(self):
     configs.check_optimizers(self)
+    if not isinstance(self.privacy, configs.PrivacyConfig):
+      raise validation.ConfigError('privacy', self.privacy, 'must be a PrivacyConfig')
     validation.check_positive_number('proximal_strength', self.proximal_strength)
 
 
@@ -54,7 +57,7 @@ def build(model_fn, config: FedProxConfig, **components):
   never_prunes = configs.FedSparsifyConfig(
       schedule=configs.NEVER_PRUNE, client_learning_rate=config.client_learning_rate,
       server_learning_rate=config.server_learning_rate,
-      client_momentum=config.client_momentum)
+      client_momentum=config.client_momentum, privacy=config.privacy)
   return fed_sparsify.build_weighted_fed_sparsify(
       model_fn, never_prunes, FedProxRules(never_prunes, config.proximal_strength),
       **components)
@@ -69,7 +72,7 @@ def from_flags(values) -> FedProxConfig:
   if values.get('message_prune_target', 'model') != 'model':
     raise validation.ConfigError('message_prune_target', values['message_prune_target'],
                                  'must be model for --algorithm=fedprox')
-  return FedProxConfig(**base.optimizers(values),
+  return FedProxConfig(**base.optimizers(values), privacy=base.privacy(values),
                                **base.pick(values, ('proximal_strength',)))
 
 

@@ -1,0 +1,292 @@
+"""Client-level differential privacy (issue 38): noise, clipping, masks and the guarantee.
+
+Oracles: NumPy (the clients' SGD on a linear model, the clip, the unweighted
+mean), scipy's normal distribution for the noise, a hand computation of
+Renyi DP for epsilon, and dp_accounting called directly.
+"""
+
+import collections
+import csv
+import math
+import os
+import shutil
+
+from absl.testing import parameterized
+import dp_accounting
+import numpy as np
+from scipy import stats
+import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
+import tensorflow_federated as tff
+
+from binaries import train
+from tests import fixtures
+from tff_sparsify import validation
+from tff_sparsify.learning import configs
+from tff_sparsify.learning import dp_aggregation
+from tff_sparsify.learning import privacy_accounting
+from tff_sparsify.learning import pruning
+from tff_sparsify.learning import registry
+from tff_sparsify.simulation import execution
+
+LR = 0.1
+BATCH = 2
+SPEC = collections.OrderedDict(
+    x=tf.TensorSpec((None, 3), tf.float32), y=tf.TensorSpec((None, 2), tf.float32))
+W0 = np.array([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], np.float32)
+
+
+def linear_model_fn(wrap):
+  def model_fn():
+    keras_model = tf.keras.Sequential([tf.keras.layers.Dense(
+        2, use_bias=False, input_shape=(3,),
+        kernel_initializer=tf.keras.initializers.Constant(W0))])
+    if wrap:
+      keras_model = pruning.wrap_for_pruning(keras_model)
+    return tff.learning.models.from_keras_model(
+        keras_model, loss=tf.keras.losses.MeanSquaredError(), input_spec=SPEC)
+  return model_fn
+
+
+def clients_data(sizes, seed):
+  rng = np.random.default_rng(seed)
+  return [(rng.normal(size=(n, 3)).astype(np.float32), 3 * rng.normal(size=(n, 2)).astype(
+      np.float32)) for n in sizes]
+
+
+def datasets(clients):
+  return [tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(BATCH)
+          for x, y in clients]
+
+
+def np_delta(w, mask, x, y):
+  """A client's update: SGD on the mean squared error under `mask`, in float64."""
+  start_w = w.astype(np.float64)
+  w = start_w.copy()
+  for start in range(0, len(x), BATCH):
+    xb, yb = x[start:start + BATCH], y[start:start + BATCH]
+    w = (w - LR * 2.0 / yb.size * xb.T @ (xb @ w - yb) * mask) * mask
+  return w - start_w
+
+
+def np_dp_mean(deltas, clip, clients_per_round):
+  """The clipped updates' unweighted sum over the clients per round (no noise)."""
+  clipped = [d * min(1.0, clip / np.linalg.norm(d)) for d in deltas]
+  return np.sum(clipped, axis=0) / clients_per_round
+
+
+def np_purge(w, s):
+  k = int(np.floor(s * w.size + 0.5))
+  mask = np.ones(w.size)
+  mask[np.argsort(np.abs(w).ravel(), kind='stable')[:k]] = 0.0
+  return mask.reshape(w.shape)
+
+
+def privacy(clip, noise=0.0, seed=1, clients=3):
+  return configs.PrivacyConfig(dp_clip_norm=clip, dp_noise_multiplier=noise,
+                               dp_noise_seed=seed, clients_per_round=clients)
+
+
+class _InWorkerTest(tf.test.TestCase):
+  """Runs the computations on one local worker, started once for the class."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.enter_context(execution.local_cpp_execution_context())
+
+
+class NoiseTest(_InWorkerTest):
+  """The aggregator alone, on zero updates: what comes out is the noise."""
+
+  VALUE_TYPE = tff.types.to_type(collections.OrderedDict(
+      a=(np.float32, [4000]), b=(np.float32, [10, 5])))
+
+  def draws(self, config, rounds, clients=4):
+    process = dp_aggregation.dp_mean_factory(config).create(
+        self.VALUE_TYPE, tff.TensorType(np.float32))
+    zeros = collections.OrderedDict(a=np.zeros(4000, np.float32), b=np.zeros((10, 5), np.float32))
+    state, found = process.initialize(), []
+    for _ in range(rounds):
+      output = process.next(state, [zeros] * clients, [1.0, 2.0, 3.0, 9.0][:clients])
+      state = output.state
+      found.append(np.concatenate([output.result['a'], output.result['b'].ravel()]))
+    return np.stack(found)
+
+  def test_noise_is_gaussian_with_the_standard_deviation_z_c_over_m(self):
+    config = privacy(0.5, noise=1.5, seed=11, clients=4)
+    draws = self.draws(config, rounds=4)
+    expected = 1.5 * 0.5 / 4  # z * C on the sum, divided by the clients per round.
+    # 16,200 draws: the sample deviation's relative standard error is 0.6%.
+    self.assertAllClose(np.std(draws), expected, rtol=0.03)
+    self.assertLess(abs(np.mean(draws)), 4 * expected / math.sqrt(draws.size))
+    self.assertGreater(stats.kstest(draws.ravel() / expected, 'norm').pvalue, 1e-3)
+    # A fresh draw every round: rounds are uncorrelated (standard error 0.016).
+    correlations = np.corrcoef(draws)[np.triu_indices(len(draws), 1)]
+    self.assertLess(np.max(np.abs(correlations)), 0.07)
+    # The seed decides it: the same seed repeats the draws, another does not.
+    self.assertAllEqual(self.draws(config, rounds=2), draws[:2])
+    other = self.draws(privacy(0.5, noise=1.5, seed=12, clients=4), rounds=1)
+    self.assertGreater(np.max(np.abs(other[0] - draws[0])), expected)
+
+  def test_without_a_seed_two_processes_draw_different_noise(self):
+    config = configs.PrivacyConfig(dp_clip_norm=1.0, dp_noise_multiplier=1.0, clients_per_round=2)
+    first, second = (self.draws(config, rounds=1, clients=2) for _ in range(2))
+    self.assertGreater(np.max(np.abs(first - second)), 0.1)
+
+
+class ClippingTest(_InWorkerTest, parameterized.TestCase):
+  """The whole process, noise off: the unweighted mean of the clipped updates (NumPy)."""
+
+  def setUp(self):
+    super().setUp()
+    self.clients = clients_data((2, 4, 6), seed=3)
+    norms = [np.linalg.norm(np_delta(W0, np.ones_like(W0), x, y)) for x, y in self.clients]
+    # Clip between the norms: one update is kept whole, two are scaled down.
+    self.clip = float(np.sort(norms)[0] * 1.2)
+    self.assertEqual(sum(n > self.clip for n in norms), 2)
+
+  def test_fedavg_clips_each_update_and_counts_clients_equally(self):
+    config = configs.FedAvgConfig(client_learning_rate=LR, privacy=privacy(self.clip))
+    process = registry.build_process(linear_model_fn(wrap=False), config)
+    state = process.initialize()
+    w = W0.astype(np.float64)
+    for _ in range(2):
+      state = process.next(state, datasets(self.clients)).state
+      w = w + np_dp_mean([np_delta(w, 1.0, x, y) for x, y in self.clients], self.clip, 3)
+    self.assertAllClose(process.get_model_weights(state).trainable[0], w, atol=1e-5)
+
+  def test_global_pruning_clips_the_kept_coordinates_and_prunes_after_the_noise(self):
+    # Eq. 1 with T = 3, t_0 = 1, n = 1: s_1 = 0, s_2 = 0.25.
+    schedule = configs.ScheduleConfig(final_sparsity=0.5, total_rounds=3, sparsify_exponent=1.0)
+    config = configs.FedSparsifyConfig(client_learning_rate=LR, schedule=schedule,
+                                       privacy=privacy(self.clip))
+    process = registry.build_process(linear_model_fn(wrap=True), config)
+    state = process.initialize()
+    w, mask = W0.astype(np.float64), np.ones_like(W0, np.float64)
+    for round_num in (1, 2):
+      state = process.next(state, datasets(self.clients)).state
+      w = w + np_dp_mean([np_delta(w, mask, x, y) for x, y in self.clients], self.clip, 3)
+      mask = mask * np_purge(w * mask, 0.25 * (round_num - 1))
+      w = w * mask
+    self.assertAllClose(process.get_model_weights(state).trainable[0], w, atol=1e-5)
+
+  @parameterized.parameters('fedsparsify_global', 'random_pruning')
+  def test_pruned_weights_stay_exactly_zero_under_noise(self, name):
+    process, _ = fixtures.build_process(
+        name, linear_model_fn(wrap=True), client_learning_rate=LR, final_sparsity=0.5,
+        total_rounds=3, sparsify_exponent=1.0, clients_per_round=3, dp_clip_norm=self.clip,
+        dp_noise_multiplier=2.0, dp_noise_seed=2)
+    state = process.initialize()
+    for round_num in (1, 2, 3):
+      state = process.next(state, datasets(self.clients)).state
+      weights = process.get_model_weights(state)
+      kernel, mask = weights.trainable[0], weights.non_trainable[0]
+      self.assertAllEqual(kernel[mask == 0], np.zeros(np.sum(mask == 0)))  # Exactly.
+      self.assertTrue(np.all(kernel[mask == 1] != 0))
+      if round_num == 1:  # s_1 = 0: nothing pruned yet; the noise is what NumPy lacks.
+        quiet = W0 + np_dp_mean([np_delta(W0, 1.0, x, y) for x, y in self.clients], self.clip, 3)
+        self.assertGreater(np.max(np.abs(kernel - quiet)), 0.1 * self.clip)
+    self.assertEqual(np.sum(mask == 0), 3)
+
+
+class GuaranteeTest(tf.test.TestCase):
+
+  def test_all_clients_every_round_by_hand(self):
+    z, rounds, delta = 2.0, 10, 1e-5
+    found = privacy_accounting.epsilon(z, 5, 5, rounds, delta)
+    # Replace-one: one client moves the clipped sum by up to 2C, so the Gaussian
+    # mechanism's sigma over the sensitivity is z / 2, and T rounds compose to
+    # Renyi DP rho * alpha with rho = T / (2 sigma^2). To (epsilon, delta):
+    # Canonne, Kamath and Steinke 2020, Prop. 12, minimised over alpha by hand;
+    # and the classic rho + 2 sqrt(rho log(1/delta)), which is looser.
+    rho = rounds / (2 * (z / 2) ** 2)
+    alphas = np.linspace(1.001, 300, 300000)
+    hand = np.min(rho * alphas + np.log1p(-1 / alphas)
+                  - (np.log(delta) + np.log(alphas)) / (alphas - 1))
+    classic = rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    self.assertAllClose(found, hand, rtol=0.01)
+    self.assertLess(found, classic)
+
+  def test_sampled_rounds_equal_dp_accounting_and_sampling_amplifies(self):
+    found = privacy_accounting.epsilon(1.1, 100, 10, 200, 0.01)
+    accountant = dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp_accounting.SelfComposedDpEvent(
+        dp_accounting.SampledWithoutReplacementDpEvent(100, 10, dp_accounting.GaussianDpEvent(
+            0.55)), 200))
+    self.assertAllClose(found, accountant.get_epsilon(0.01))
+    self.assertLess(found, privacy_accounting.epsilon(1.1, 100, 100, 200, 0.01))
+    self.assertIsNone(privacy_accounting.epsilon(0.0, 100, 10, 200, 0.01))
+    self.assertEqual(privacy_accounting.delta_of(0.0, 40), 1 / 40)
+
+
+class ConfigurationTest(tf.test.TestCase):
+
+  def test_combinations_that_bypass_the_noise_are_refused_naming_the_flag(self):
+    on = privacy(1.0)
+    never = configs.ScheduleConfig(final_sparsity=0.5, total_rounds=2)
+    cases = [
+        (dict(mode='local'), 'dp_clip_norm', 'fedsparsify_local'),
+        (dict(pruning_method='snip', schedule=configs.ScheduleConfig.one_shot(
+            0.5, 2, sparsify_start_round=0)), 'dp_clip_norm', 'SNIP scores'),
+        (dict(compression=configs.CompressionConfig(quantize_bits=8)), 'quantizer', 'noise'),
+    ]
+    for options, field, reason in cases:
+      with self.subTest(field=field, reason=reason):
+        with self.assertRaisesRegex(validation.ConfigError, reason) as raised:
+          configs.FedSparsifyConfig(**dict(dict(schedule=never, privacy=on), **options))
+        self.assertEqual(raised.exception.field, field)
+    with self.assertRaisesRegex(validation.ConfigError, 'needs --dp_clip_norm > 0'):
+      configs.PrivacyConfig(dp_noise_multiplier=1.0)
+
+
+class TrainBinaryTest(tf.test.TestCase):
+  """Through the training binary, in process: the guarantee per round and exact resume."""
+
+  @classmethod
+  def tearDownClass(cls):
+    tf_config.disable_op_determinism()  # The training binary turned it on.
+    super().tearDownClass()
+
+  def run_train(self, out, rounds, **flags):
+    values = dict(dataset='fashion_mnist', data_dir=self.data_dir, partition='iid',
+                  num_clients=6, clients_per_round=3, client_epochs_per_round=1,
+                  client_batch_size=16, total_rounds=rounds, root_output_dir=out,
+                  experiment_name='e', progress=False, algorithm='fedavg',
+                  dp_clip_norm=0.5, dp_noise_multiplier=1.0)
+    values.update(flags)
+    code, _, err = fixtures.run_binary(train, [f'--{k}={v}' for k, v in values.items()])
+    self.assertEqual(code, 0, err)
+    return np.load(os.path.join(out, 'results', 'e', 'final_weights.npz'))
+
+  def test_epsilon_every_round_and_a_drawn_seed_resumes_exactly(self):
+    root = self.create_tempdir().full_path
+    self.data_dir = fixtures.write_fashion_mnist_like(os.path.join(root, 'data'))
+    first = os.path.join(root, 'first')
+    self.run_train(first, rounds=1)
+    copy = os.path.join(root, 'copy')
+    shutil.copytree(first, copy)
+    # Each resume builds its process anew (a new seed is drawn) but goes on
+    # with the seed in the checkpoint: both give the same weights. (FedAvg: a
+    # run that does not prune may be extended.)
+    a, b = self.run_train(first, rounds=3), self.run_train(copy, rounds=3)
+    for name in a.files:
+      self.assertAllEqual(a[name], b[name], name)
+    with open(os.path.join(first, 'results', 'e', 'metrics.csv')) as f:
+      rows = [r for r in csv.DictReader(f) if r['round_num'] != '0']
+    summary = fixtures.read_json(os.path.join(first, 'results', 'e', 'summary.json'))
+    for row in rows:
+      accountant = dp_accounting.rdp.RdpAccountant(
+          neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
+      accountant.compose(dp_accounting.SelfComposedDpEvent(
+          dp_accounting.SampledWithoutReplacementDpEvent(6, 3, dp_accounting.GaussianDpEvent(
+              0.5)), int(row['round_num'])))
+      self.assertAllClose(float(row['privacy/epsilon']), accountant.get_epsilon(1 / 6))
+    self.assertEqual([r['round_num'] for r in rows], ['1', '2', '3'])
+    self.assertEqual(summary['dp_epsilon'], float(rows[-1]['privacy/epsilon']))
+    self.assertAllClose(summary['dp_delta'], 1 / 6)
+
+
+if __name__ == '__main__':
+  tf.test.main()
