@@ -19,6 +19,7 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import _tff_internals as tffi
 from tff_sparsify import _tfmot_internals as tfmoti
+from tff_sparsify.learning import dp_aggregation
 
 
 def _keras_model():
@@ -31,12 +32,20 @@ class PinnedVersionsTest(tf.test.TestCase):
   def test_the_installed_versions_are_the_ones_the_internals_were_read_against(self):
     # A new version fails here first: read the internals module again, then re-pin.
     from importlib import metadata  # pylint: disable=g-import-not-at-top
-    for pinned in (tffi.PINNED, tfmoti.PINNED):
+    for pinned in (tffi.PINNED, tfmoti.PINNED, dp_aggregation.PINNED):
       for package, version in pinned.items():
         self.assertEqual(metadata.version(package), version, package)
 
 
 class TffInternalsTest(tf.test.TestCase):
+
+  def test_adaptive_clip_noise_params_split_the_total_noise(self):
+    # 1 / z^2 = 1 / z_value^2 + 1 / (2 sigma_count)^2, sigma_count = 0.05 m (by hand).
+    value_z, count_stddev = tffi.adaptive_clip_noise_params(1.0, 40)
+    self.assertAllClose(count_stddev, 2.0)
+    self.assertAllClose(value_z, (1 - 1 / 16) ** -0.5)
+    with self.assertRaisesRegex(ValueError, 'too low'):
+      tffi.adaptive_clip_noise_params(1.0, 10)
 
   def test_structure_round_trips_a_container(self):
     value = collections.OrderedDict(a=1, b=[2, 3])

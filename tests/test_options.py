@@ -54,6 +54,7 @@ ALTERNATIVES = {
     'dp_noise_multiplier': (1.0, dict(dp_clip_norm=0.5)),
     'dp_delta': (1e-3, dict(dp_clip_norm=0.5)),
     'dp_noise_seed': (3, dict(dp_clip_norm=0.5)),
+    'dp_target_quantile': (0.5, dict(dp_clip_norm=0.5)),
 }
 # Fixed by the algorithm's name, not a flag.
 BY_NAME = frozenset({'mode', 'pruning_method'})
@@ -72,7 +73,8 @@ REFUSED = {
       for field in ('sparsity_placement', 'sparsity_granularity', 'channel_multiple')),
     # Differential privacy where the clients send something outside the noise.
     *((name, field) for name in ('fedsparsify_local', 'snip', 'grasp', 'prunefl')
-      for field in ('dp_clip_norm', 'dp_noise_multiplier', 'dp_delta', 'dp_noise_seed')),
+      for field in ('dp_clip_norm', 'dp_noise_multiplier', 'dp_delta', 'dp_noise_seed',
+                    'dp_target_quantile')),
 }
 
 

@@ -7,6 +7,7 @@ Renyi DP for epsilon, and dp_accounting called directly.
 
 import collections
 import csv
+import dataclasses
 import math
 import os
 import shutil
@@ -129,10 +130,45 @@ class NoiseTest(_InWorkerTest):
     other = self.draws(privacy(0.5, noise=1.5, seed=12, clients=4), rounds=1)
     self.assertGreater(np.max(np.abs(other[0] - draws[0])), expected)
 
+  def test_adaptive_clipping_noise_is_seeded_and_raised_to_keep_the_total(self):
+    config = configs.PrivacyConfig(dp_clip_norm=0.5, dp_noise_multiplier=0.3,
+                                   dp_target_quantile=0.5, dp_noise_seed=4, clients_per_round=4)
+    draws = self.draws(config, rounds=2)
+    # The clipped count is noised at 0.05 m = 0.2 (sensitivity 0.5, so its
+    # multiplier is 0.4); the update's multiplier makes the total 0.3:
+    # 1/0.3^2 = 1/z_v^2 + 1/0.4^2 (by hand).
+    z_v = (0.3 ** -2 - 0.4 ** -2) ** -0.5
+    self.assertAllClose(np.std(draws[0]), z_v * 0.5 / 4, rtol=0.05)  # 4,050 draws.
+    self.assertAllEqual(self.draws(config, rounds=2), draws)
+    other = dataclasses.replace(config, dp_noise_seed=5)
+    self.assertGreater(np.max(np.abs(self.draws(other, rounds=1)[0] - draws[0])), 0.01)
+
   def test_without_a_seed_two_processes_draw_different_noise(self):
     config = configs.PrivacyConfig(dp_clip_norm=1.0, dp_noise_multiplier=1.0, clients_per_round=2)
     first, second = (self.draws(config, rounds=1, clients=2) for _ in range(2))
     self.assertGreater(np.max(np.abs(first - second)), 0.1)
+
+
+class AdaptiveClippingTest(_InWorkerTest):
+
+  def test_the_clip_moves_geometrically_towards_the_quantile(self):
+    # Noise 0: Andrew et al.'s update by hand, C <- C exp(-0.2 (b - q)), b the
+    # fraction of updates no longer than C; the mean of the updates clipped to C.
+    config = configs.PrivacyConfig(dp_clip_norm=1.0, dp_target_quantile=0.5, dp_noise_seed=1,
+                                   clients_per_round=4)
+    process = dp_aggregation.dp_mean_factory(config).create(
+        tff.TensorType(np.float32, [2]), tff.TensorType(np.float32))
+    values = [np.array([0.3, 0.4], np.float32) * k for k in (1, 4, 6, 8)]  # Norms .5 2 3 4.
+    norms = np.array([0.5, 2.0, 3.0, 4.0])
+    state, clip = process.initialize(), 1.0
+    for _ in range(4):
+      output = process.next(state, values, [1.0] * 4)
+      state = output.state
+      expected = np.sum([v * min(1.0, clip / n) for v, n in zip(values, norms)], axis=0) / 4
+      self.assertAllClose(output.result, expected, rtol=1e-5)
+      clip *= math.exp(-0.2 * (np.mean(norms <= clip) - 0.5))
+      self.assertAllClose(output.measurements['dp_query_metrics']['clip'], clip, rtol=1e-5)
+    self.assertGreater(clip, 1.0)
 
 
 class ClippingTest(_InWorkerTest, parameterized.TestCase):
@@ -239,6 +275,10 @@ class ConfigurationTest(tf.test.TestCase):
         self.assertEqual(raised.exception.field, field)
     with self.assertRaisesRegex(validation.ConfigError, 'needs --dp_clip_norm > 0'):
       configs.PrivacyConfig(dp_noise_multiplier=1.0)
+    with self.assertRaisesRegex(validation.ConfigError,
+                                r'dp_noise_multiplier=1.0: must be below 0.1 x --clients_per_round'):
+      configs.PrivacyConfig(dp_clip_norm=0.1, dp_noise_multiplier=1.0, dp_target_quantile=0.5,
+                            clients_per_round=10)
 
 
 class TrainBinaryTest(tf.test.TestCase):

@@ -47,9 +47,10 @@ CASES = collections.OrderedDict(
                       rounds=1, atol=1e-5),
     quantize_sparse=dict(algorithm='fedsparsify_global', quantize_bits=8,
                          quantizer='sparse', quantize_threshold=1000, rounds=1),
-    # Differential privacy: the clip at the clients, the seeded noise at the server.
-    dp=dict(algorithm='fedsparsify_global', dp_clip_norm=0.5, dp_noise_multiplier=1.0,
-            dp_noise_seed=5),
+    # Differential privacy: the clip at the clients, the seeded noise at the
+    # server; adaptive clipping also sums the clipped count.
+    dp=dict(algorithm='fedsparsify_global', dp_clip_norm=0.5, dp_noise_multiplier=0.4,
+            dp_target_quantile=0.5, dp_noise_seed=5),
 )
 
 

@@ -12,6 +12,8 @@ what:
   context-stack default; gRPC's connectivity polling state.
 - `learning/client_work.py`, `learning/pruning_layout.py`: the Keras model inside a
   `tff.learning.models.from_keras_model` model.
+- `learning/dp_aggregation.py`: `adaptive_clip_noise_params` of TFF's
+  differential-privacy aggregators (adaptive clipping's noise split).
 - `simulation/training.py`: the checkpoint directory and per-version path of
   `tff.program.FileProgramStateManager`.
 """
@@ -20,6 +22,7 @@ from typing import Any, Optional
 
 import tensorflow_federated as tff
 # pylint: disable=g-direct-tensorflow-import,unused-import
+from tensorflow_federated.python.aggregators import differential_privacy as _differential_privacy
 from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.impl.context_stack import context_base
@@ -37,6 +40,9 @@ PINNED = {'tensorflow-federated': '0.87.0', 'grpcio': '1.85.1'}
 Struct = structure.Struct
 iter_elements = structure.iter_elements
 from_container = structure.from_container
+# (value noise multiplier, clipped-count stddev) of `gaussian_adaptive` for a
+# total noise multiplier: what TFF's adaptive clipping uses, not exported.
+adaptive_clip_noise_params = _differential_privacy.adaptive_clip_noise_params
 
 # The async context one worker's sync context runs behind.
 AsyncContext = context_base.AsyncContext

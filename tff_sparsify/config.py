@@ -262,6 +262,13 @@ class TrainConfig:
       0.0,
       'With --dp_clip_norm: the delta of the (epsilon, delta) guarantee reported; 0: 1 / the '
       'number of clients.')
+  dp_target_quantile: float = option(
+      0.0,
+      "With --dp_clip_norm: 0 (a fixed clip) or in (0, 1): adaptive clipping (TFF's "
+      'gaussian_adaptive, Andrew et al. 2021), the clip starting at --dp_clip_norm and moving '
+      "each round towards this quantile of the clients' update norms (0.5: the median); "
+      '--dp_noise_multiplier is then the total over the update and the noised clipped count and '
+      'must be below 0.1 x --clients_per_round.')
   dp_noise_seed: Optional[int] = option(
       None,
       'With --dp_clip_norm: seed of the noise (default: drawn from the operating system and kept '

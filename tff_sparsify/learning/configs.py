@@ -59,7 +59,8 @@ class PrivacyConfig:
   equally, whatever their examples. Off while `dp_clip_norm` is 0.
 
   Attributes:
-    dp_clip_norm: L2 norm each client's update is clipped to; 0: no DP.
+    dp_clip_norm: L2 norm each client's update is clipped to (with
+      `dp_target_quantile`, the first round's); 0: no DP.
     dp_noise_multiplier: noise standard deviation over the clip norm, >= 0
       (0: clipping only, no guarantee).
     dp_delta: delta of the (epsilon, delta) guarantee reported; 0: 1 / the
@@ -67,6 +68,12 @@ class PrivacyConfig:
     dp_noise_seed: seed of the noise; None: drawn from the operating
       system when the process is built (and kept in its state, so a
       resumed run goes on with it). Whoever knows it can remove the noise.
+    dp_target_quantile: 0 (the clip is fixed) or in (0, 1): adaptive
+      clipping (Andrew et al. 2021, TFF's `gaussian_adaptive`), the clip
+      moving each round towards this quantile of the clients' update norms
+      (0.5: the median); the clipped count is noised with standard
+      deviation 0.05 x clients_per_round (TFF's default), so
+      dp_noise_multiplier must be below 0.1 x clients_per_round.
     clients_per_round: the clients sampled each round (the mean's
       denominator).
   """
@@ -74,6 +81,7 @@ class PrivacyConfig:
   dp_noise_multiplier: float = 0.0
   dp_delta: float = 0.0
   dp_noise_seed: Optional[int] = None
+  dp_target_quantile: float = 0.0
   clients_per_round: int = 10
 
   def __post_init__(self):
@@ -86,8 +94,17 @@ class PrivacyConfig:
     if self.dp_noise_seed is not None and not validation.is_int(self.dp_noise_seed):
       raise validation.ConfigError('dp_noise_seed', self.dp_noise_seed, 'must be an integer')
     validation.check_positive_int('clients_per_round', self.clients_per_round)
+    validation.check_fraction('dp_target_quantile', self.dp_target_quantile)
+    # TFF's adaptive clipping noises the clipped count at 0.05 m; the values'
+    # noise then makes up the total z only while z < 2 x 0.05 m.
+    if self.dp_target_quantile and self.dp_noise_multiplier >= 0.1 * self.clients_per_round:
+      raise validation.ConfigError(
+          'dp_noise_multiplier', self.dp_noise_multiplier,
+          'must be below 0.1 x --clients_per_round '
+          f'({0.1 * self.clients_per_round:g}) with --dp_target_quantile: adaptive clipping '
+          'noises the clipped count with standard deviation 0.05 x --clients_per_round')
     if not self.enabled:
-      for name in ('dp_noise_multiplier', 'dp_delta', 'dp_noise_seed'):
+      for name in ('dp_noise_multiplier', 'dp_delta', 'dp_noise_seed', 'dp_target_quantile'):
         if getattr(self, name):
           raise validation.ConfigError(name, getattr(self, name),
                                        'needs --dp_clip_norm > 0 (differential privacy)')

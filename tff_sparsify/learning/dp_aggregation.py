@@ -13,6 +13,11 @@ weights, and TensorFlow's op determinism (which our runs use) refuses it.
 seed held in the query's state (and so in the learning process's state and
 its checkpoints), split afresh every round.
 
+With `dp_target_quantile`, the clip adapts each round towards that
+quantile of the clients' update norms (Andrew et al. 2021, TFF's
+`gaussian_adaptive`): `SeededAdaptiveClipSumQuery`, both of its noises
+seeded the same way.
+
 The factory is unweighted (each client counts once, as in DP-FedAvg; its
 examples would otherwise weigh its update beyond the clip);
 `dp_mean_factory` wraps it for our weighted processes with TFF's
@@ -35,26 +40,43 @@ import tensorflow_federated as tff
 import tensorflow_privacy as tfp
 
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
+from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.learning import configs
 
 
+# `SeededAdaptiveClipSumQuery` sets two private members of tensorflow-privacy's
+# query (read against this version; `tests/test_internals.py` checks it).
+PINNED = {'tensorflow-privacy': '0.9.0'}
+ADAPTIVE_LEARNING_RATE = 0.2  # TFF's and Andrew et al.'s, geometric update.
+
+
 class SeededGaussianSumQuery(tfp.GaussianSumQuery):
-  """tensorflow-privacy's Gaussian sum query, its noise drawn from a seed in its state."""
+  """tensorflow-privacy's Gaussian sum query, its noise drawn from a seed in its state.
+
+  The state's seed is `[seed, stream]` at first (two queries of one run draw
+  from different streams), split each round into one seed per tensor and
+  the next round's (`next_seed`).
+  """
 
   _SeededState = collections.namedtuple('_SeededState', ['l2_norm_clip', 'stddev', 'seed'])
 
-  def __init__(self, l2_norm_clip: float, stddev: float, seed: int):
+  def __init__(self, l2_norm_clip: float, stddev: float, seed: int, stream: int = 0):
     super().__init__(l2_norm_clip, stddev)
-    self._seed = int(seed)
+    self._seed = (int(seed) % 2**63, int(stream))
 
-  def initial_global_state(self):
-    state = super().initial_global_state()
-    seed = tf.constant([self._seed % 2**63, self._seed // 2**63], tf.int64)
+  def make_global_state(self, l2_norm_clip, stddev, seed=None):
+    state = super().make_global_state(l2_norm_clip, stddev)
+    seed = tf.constant(self._seed, tf.int64) if seed is None else seed
     return self._SeededState(state.l2_norm_clip, state.stddev, seed)
+
+  @staticmethod
+  def seeds(seed, num_tensors: int):
+    """One seed per tensor, then the next round's."""
+    return tf.random.experimental.stateless_split(seed, num=num_tensors + 1)
 
   def get_noised_result(self, sample_state, global_state):
     flat = tf.nest.flatten(sample_state)
-    seeds = tf.random.experimental.stateless_split(global_state.seed, num=len(flat) + 1)
+    seeds = self.seeds(global_state.seed, len(flat))
     noised = [
         v + tf.cast(tf.random.stateless_normal(tf.shape(v), seed=seeds[i],
                                                stddev=global_state.stddev), v.dtype)
@@ -62,6 +84,51 @@ class SeededGaussianSumQuery(tfp.GaussianSumQuery):
     new_state = self._SeededState(global_state.l2_norm_clip, global_state.stddev, seeds[-1])
     return (tf.nest.pack_sequence_as(sample_state, noised), new_state,
             dp_accounting.GaussianDpEvent(global_state.stddev / global_state.l2_norm_clip))
+
+
+class _SeededQuantileEstimatorQuery(tfp.QuantileEstimatorQuery):
+  """The clip's quantile estimate, its noised count drawn from a seed (stream 1)."""
+
+  def __init__(self, *args, seed: int, **kwargs):
+    self._seed = seed
+    super().__init__(*args, **kwargs)
+
+  def _construct_below_estimate_query(self, below_estimate_stddev, expected_num_records):
+    # As tensorflow-privacy's (its extension point), the Gaussian query seeded.
+    return tfp.NormalizedQuery(
+        SeededGaussianSumQuery(0.5, below_estimate_stddev, self._seed, stream=1),
+        denominator=expected_num_records)
+
+
+class SeededAdaptiveClipSumQuery(tfp.QuantileAdaptiveClipSumQuery):
+  """tensorflow-privacy's adaptive clipping (Andrew et al. 2021), both noises seeded.
+
+  What `DifferentiallyPrivateFactory.gaussian_adaptive` builds (geometric
+  update), with the sum and the clipped count drawn from `seed` (streams 0
+  and 1). tensorflow-privacy 0.9 keeps its two inner queries in
+  `_sum_query` and `_quantile_estimator_query` and remakes the sum query's
+  state from the new clip with `make_global_state(clip, stddev)`, without
+  our seed: the next seed is put back here (tested: a seed repeats the
+  draws, `tests/test_privacy.py`).
+  """
+
+  def __init__(self, initial_l2_norm_clip: float, noise_multiplier: float,
+               target_unclipped_quantile: float, learning_rate: float,
+               clipped_count_stddev: float, expected_num_records: float, seed: int):
+    super().__init__(initial_l2_norm_clip, noise_multiplier, target_unclipped_quantile,
+                     learning_rate, clipped_count_stddev, expected_num_records,
+                     geometric_update=True)
+    self._sum_query = SeededGaussianSumQuery(
+        initial_l2_norm_clip, noise_multiplier * initial_l2_norm_clip, seed)
+    self._quantile_estimator_query = _SeededQuantileEstimatorQuery(
+        initial_l2_norm_clip, target_unclipped_quantile, learning_rate, clipped_count_stddev,
+        expected_num_records, geometric_update=True, seed=seed)
+
+  def get_noised_result(self, sample_state, global_state):
+    result, new_state, event = super().get_noised_result(sample_state, global_state)
+    seed = SeededGaussianSumQuery.seeds(
+        global_state.sum_state.seed, len(tf.nest.flatten(sample_state.sum_state)))[-1]
+    return result, new_state._replace(sum_state=new_state.sum_state._replace(seed=seed)), event
 
 
 def noise_seed(privacy: configs.PrivacyConfig) -> int:
@@ -72,12 +139,23 @@ def noise_seed(privacy: configs.PrivacyConfig) -> int:
 
 
 def dp_mean_factory(privacy: configs.PrivacyConfig) -> tff.aggregators.WeightedAggregationFactory:
-  """The clipped, noised, unweighted mean of `privacy`, as a weighted factory (weights dropped)."""
+  """The clipped, noised, unweighted mean of `privacy`, as a weighted factory (weights dropped).
+
+  Fixed clipping: `gaussian_fixed`'s query. Adaptive (`dp_target_quantile`):
+  `gaussian_adaptive`'s, from `dp_clip_norm` at TFF's learning rate 0.2
+  and clipped-count noise 0.05 m, the value noise raised by TFF's
+  `adaptive_clip_noise_params` so that the total noise multiplier is z.
+  """
   if not privacy.enabled:
     raise ValueError('privacy.dp_clip_norm must be > 0 for a differentially private mean')
-  clip = float(privacy.dp_clip_norm)
-  query = tfp.NormalizedQuery(
-      SeededGaussianSumQuery(clip, clip * float(privacy.dp_noise_multiplier),
-                             noise_seed(privacy)),
-      denominator=float(privacy.clients_per_round))
+  clip, z, m = (float(privacy.dp_clip_norm), float(privacy.dp_noise_multiplier),
+                float(privacy.clients_per_round))
+  if privacy.dp_target_quantile:
+    value_z, count_stddev = tffi.adaptive_clip_noise_params(z, m)
+    query = SeededAdaptiveClipSumQuery(
+        clip, value_z, float(privacy.dp_target_quantile), ADAPTIVE_LEARNING_RATE, count_stddev,
+        m, noise_seed(privacy))
+  else:
+    query = SeededGaussianSumQuery(clip, clip * z, noise_seed(privacy))
+  query = tfp.NormalizedQuery(query, denominator=m)
   return tff.aggregators.as_weighted_aggregator(tff.aggregators.DifferentiallyPrivateFactory(query))
