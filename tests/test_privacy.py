@@ -226,6 +226,63 @@ class ClippingTest(_InWorkerTest, parameterized.TestCase):
     self.assertEqual(np.sum(mask == 0), 3)
 
 
+class SecureAggregationTest(_InWorkerTest):
+  """The secure sum (TFF's intrinsics, replaced by their bodies in simulation) against plain sums."""
+
+  def setUp(self):
+    super().setUp()
+    self.clients = clients_data((2, 4, 6), seed=3)
+
+  def test_secure_weighted_mean_is_the_plain_mean_within_the_quantization_steps(self):
+    secure = configs.FedAvgConfig(client_learning_rate=LR, privacy=configs.PrivacyConfig(
+        secure_aggregation=True, clients_per_round=3))
+    process = registry.build_process(linear_model_fn(wrap=False), secure)
+    output = process.next(process.initialize(), datasets(self.clients))
+    found = process.get_model_weights(output.state).trainable[0]
+    # The plain weighted mean (TFF's FedAvg here, NumPy's by hand).
+    deltas = [np_delta(W0, 1.0, x, y) for x, y in self.clients]
+    weights = np.array([len(x) for x, _ in self.clients], np.float64)
+    values = np.sum([d * w for d, w in zip(deltas, weights)], axis=0)
+    # TFF rounds each weighted value to 32 bits within +-100 (its first
+    # bound) and each weight within [0, 2^20 - 1]: half a step each.
+    value_step, weight_step = 200 / (2**32 - 1), (2**20 - 1) / (2**32 - 1)
+    bound = (3 * value_step / 2) / weights.sum() + np.abs(values) * (
+        3 * weight_step / 2) / weights.sum() ** 2
+    self.assertLessEqual(np.max(np.abs(found - (W0 + values / weights.sum())) - bound), 1e-6)
+    aggregator = output.metrics['aggregator']
+    bits = 32 + 2  # A ring for the sum of 3 clients' 32-bit integers.
+    self.assertEqual(aggregator['mean_value']['bytes_uploaded'], 3 * math.ceil(6 * bits / 8))
+    self.assertEqual(aggregator['mean_weight']['bytes_uploaded'], 3 * math.ceil(bits / 8))
+
+  def test_with_dp_the_clipped_sum_is_secure_within_its_step_and_a_mask_shrinks_it(self):
+    clip = 0.5
+
+    def run(secure):
+      process, _ = fixtures.build_process(
+          'oneshot_pruning', linear_model_fn(wrap=True), client_learning_rate=LR,
+          final_sparsity=0.5, total_rounds=3, clients_per_round=3, dp_clip_norm=clip,
+          dp_noise_multiplier=1.0, dp_noise_seed=2, secure_aggregation=secure)
+      state, metrics = process.initialize(), []
+      for _ in range(2):
+        output = process.next(state, datasets(self.clients))
+        state = output.state
+        metrics.append(output.metrics)
+      return process.get_model_weights(state), metrics
+
+    (plain, _), (secure, metrics) = run(False), run(True)
+    # Two rounds, each coordinate of 3 clipped updates within +-clip rounded
+    # to 32 bits: half a step each, over m = 3, through 2 server steps.
+    step = 2 * clip / (2**32 - 1)
+    self.assertAllClose(secure.trainable[0], plain.trainable[0], atol=2 * 3 * (step / 2) / 3 + 1e-7)
+    self.assertAllEqual(secure.non_trainable[0], plain.non_trainable[0])
+    bits = 32 + 2
+    for round_metrics, kept in zip(metrics, (6, 3)):  # One-shot: half pruned after round 1.
+      self.assertEqual(round_metrics['aggregator']['dp']['bytes_uploaded'],
+                       3 * math.ceil(6 * bits / 8))
+      self.assertEqual(round_metrics['client_work']['communication'][
+          'secure_sum_bytes_known_mask'], 3 * math.ceil(kept * bits / 8))
+
+
 class GuaranteeTest(tf.test.TestCase):
 
   def test_all_clients_every_round_by_hand(self):
@@ -267,6 +324,8 @@ class ConfigurationTest(tf.test.TestCase):
         (dict(pruning_method='snip', schedule=configs.ScheduleConfig.one_shot(
             0.5, 2, sparsify_start_round=0)), 'dp_clip_norm', 'SNIP scores'),
         (dict(compression=configs.CompressionConfig(quantize_bits=8)), 'quantizer', 'noise'),
+        (dict(mode='local', privacy=configs.PrivacyConfig(secure_aggregation=True)),
+         'secure_aggregation', 'merged in the clear'),
     ]
     for options, field, reason in cases:
       with self.subTest(field=field, reason=reason):

@@ -51,6 +51,9 @@ CASES = collections.OrderedDict(
     # server; adaptive clipping also sums the clipped count.
     dp=dict(algorithm='fedsparsify_global', dp_clip_norm=0.5, dp_noise_multiplier=0.4,
             dp_target_quantile=0.5, dp_noise_seed=5),
+    # Secure aggregation: TFF's secure sums (replaced by their bodies) merged
+    # across workers, with the bound estimated from every client.
+    secure=dict(algorithm='fedsparsify_global', secure_aggregation=True),
 )
 
 

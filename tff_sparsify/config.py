@@ -269,6 +269,14 @@ class TrainConfig:
       "each round towards this quantile of the clients' update norms (0.5: the median); "
       '--dp_noise_multiplier is then the total over the update and the noised clipped count and '
       'must be below 0.1 x --clients_per_round.')
+  secure_aggregation: bool = option(
+      False,
+      "Sum the clients' updates with TFF's secure-sum intrinsics (each value a 32-bit integer "
+      'within bounds; with --dp_clip_norm, within +-dp_clip_norm before the noise) and count '
+      'the bytes of those messages; the secure-sum message a known mask would allow is counted '
+      'too (secure_sum_bytes_known_mask). In simulation the intrinsics are replaced by their '
+      'bodies, as TFF does: the arithmetic is secure aggregation\'s, the secrecy is not. Same '
+      'algorithms as --dp_clip_norm; not with --dp_target_quantile.')
   dp_noise_seed: Optional[int] = option(
       None,
       'With --dp_clip_norm: seed of the noise (default: drawn from the operating system and kept '

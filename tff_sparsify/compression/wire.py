@@ -25,6 +25,7 @@ A tensor goes as:
   all), where the receiver cannot know `sent`.
 """
 
+import math
 from typing import Optional
 
 import tensorflow as tf
@@ -78,3 +79,28 @@ def lossless_bytes(tensors) -> tf.Tensor:
   """The bytes of `tensors`, each sent whole and lossless (int64 tensor; 0 for none)."""
   sizes = [encode_tensor(t)[1] for t in tensors]
   return tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
+
+
+# TFF's secure sum of floats (`tff.aggregators.SecureSumFactory`, through
+# `secure_quantized_sum`): each value clipped to its bounds and rounded to a
+# 32-bit integer.
+SECURE_SUM_VALUE_BITS = 32
+
+
+def secure_sum_bits(clients: int) -> int:
+  """Bits per value of a secure-sum message among `clients`.
+
+  In the secure aggregation protocol (Bonawitz et al. 2017) each client
+  sends its integers masked in a ring that holds the sum of all the
+  clients' values: 32 bits, plus ceil(log2 clients) for the sum. The key
+  agreement and the secret shares of the protocol are not counted.
+  """
+  return SECURE_SUM_VALUE_BITS + max(0, math.ceil(math.log2(clients)))
+
+
+def secure_sum_bytes(num_values, clients: int):
+  """Bytes of one client's secure-sum message of `num_values` values (an int or int64 tensor)."""
+  bits = secure_sum_bits(clients)
+  if isinstance(num_values, int):
+    return (num_values * bits + 7) // 8
+  return (tf.cast(num_values, tf.int64) * bits + 7) // 8

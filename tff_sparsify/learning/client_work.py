@@ -140,15 +140,16 @@ class _UploadEncoding:
   by_aggregator: bool        # The aggregator encodes and counts the delta.
 
   @classmethod
-  def of(cls, compression):
+  def of(cls, compression, secure_aggregation: bool = False):
     # With message_prune_target='delta' the aggregator prunes, quantizes and
-    # counts the upload (`compression.aggregators.SparseDeltaMeanFactory`).
+    # counts the upload (`compression.aggregators.SparseDeltaMeanFactory`);
+    # with secure aggregation, the secure sum (`learning.secure_aggregation`).
     return cls(
         message_prune_rate=(0.0 if compression.delta_aggregator
                             else compression.client_message_prune_rate),
         sparse_bits=0 if compression.delta_aggregator else compression.sparse_bits,
         quantize_threshold=compression.quantize_threshold,
-        by_aggregator=compression.aggregator_encodes_upload)  # TFF's quantizer too.
+        by_aggregator=compression.aggregator_encodes_upload or secure_aggregation)
 
   def encode(self, trained, delta, keep, client_keep):
     """(delta as sent, bytes of the trained tensors as sent).
@@ -191,6 +192,20 @@ def _communication(initial_trainable, trained, mask_bits, bytes_uploaded):
       mask_bits_uploaded=mask_bits,
       transmission_mbits=tf.cast(32 * (downloaded + uploaded) + mask_bits, tf.float64) / 1e6,
       bytes_uploaded=bytes_uploaded)
+
+
+def _known_mask_bytes(keep, trained, privacy):
+  """Bytes of the secure-sum message of the values inside the global mask only.
+
+  The server broadcast the mask, so the clients could secure-sum the kept
+  coordinates alone (and the weight, in the weighted mean without DP).
+  Counted, not sent: the simulation sums every coordinate
+  (`learning.secure_aggregation`).
+  """
+  kept = tf.add_n([tf.constant(int(np.prod(t.shape)), tf.int64) if k is None
+                   else tf.reduce_sum(tf.cast(k, tf.int64)) for t, k in zip(trained, keep)])
+  weight = 0 if privacy.enabled else wire.secure_sum_bytes(1, privacy.clients_per_round)
+  return wire.secure_sum_bytes(kept, privacy.clients_per_round) + weight
 
 
 def _train(model, optimizer, rules, layout, initial_weights, data, reduce_loop):
@@ -255,7 +270,7 @@ def _upload(rules, encoding: _UploadEncoding, client: base.ClientRound, keep, re
 def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig, rules,
                          loop_implementation, aggregate_statistics: bool = True):
   """The per-client `tf.function`, as TFF's model delta client update."""
-  encoding = _UploadEncoding.of(config.compression)
+  encoding = _UploadEncoding.of(config.compression, config.privacy.secure_aggregation)
   model = model_fn()
   layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
   if not aggregate_statistics:
@@ -299,9 +314,12 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
     mask_bits = tf.constant(0 if client_masks is None else sum(
         int(np.prod(m.shape)) for m in client.global_masks), tf.int64)
     update = statistics_lib.with_statistics(update, statistics_delta)
+    communication = _communication(initial_weights.trainable, trained, mask_bits, bytes_uploaded)
+    if config.privacy.secure_aggregation:
+      communication['secure_sum_bytes_known_mask'] = _known_mask_bytes(keep, trained,
+                                                                        config.privacy)
     return (tff.learning.templates.ClientResult(update=update, update_weight=client_weight),
-            model.report_local_unfinalized_metrics(),
-            _communication(initial_weights.trainable, trained, mask_bits, bytes_uploaded))
+            model.report_local_unfinalized_metrics(), communication)
 
   return client_update
 

@@ -74,6 +74,11 @@ class PrivacyConfig:
       (0.5: the median); the clipped count is noised with standard
       deviation 0.05 x clients_per_round (TFF's default), so
       dp_noise_multiplier must be below 0.1 x clients_per_round.
+    secure_aggregation: the clients' updates are summed with TFF's
+      secure-sum intrinsics (`learning.secure_aggregation`): each value
+      quantized to a 32-bit integer within bounds, the bytes of those
+      messages measured. With `dp_clip_norm`, the clipped updates (bounds
+      +-dp_clip_norm) before the server's noise.
     clients_per_round: the clients sampled each round (the mean's
       denominator).
   """
@@ -82,6 +87,7 @@ class PrivacyConfig:
   dp_delta: float = 0.0
   dp_noise_seed: Optional[int] = None
   dp_target_quantile: float = 0.0
+  secure_aggregation: bool = False
   clients_per_round: int = 10
 
   def __post_init__(self):
@@ -103,6 +109,13 @@ class PrivacyConfig:
           'must be below 0.1 x --clients_per_round '
           f'({0.1 * self.clients_per_round:g}) with --dp_target_quantile: adaptive clipping '
           'noises the clipped count with standard deviation 0.05 x --clients_per_round')
+    if not isinstance(self.secure_aggregation, bool):
+      raise validation.ConfigError('secure_aggregation', self.secure_aggregation,
+                                   'must be true or false')
+    if self.secure_aggregation and self.dp_target_quantile:
+      raise validation.ConfigError(
+          'secure_aggregation', True, 'is not available with --dp_target_quantile (adaptive '
+          'clipping moves the bounds the secure sum quantizes within); use a fixed clip')
     if not self.enabled:
       for name in ('dp_noise_multiplier', 'dp_delta', 'dp_noise_seed', 'dp_target_quantile'):
         if getattr(self, name):
@@ -111,19 +124,31 @@ class PrivacyConfig:
 
   @property
   def enabled(self) -> bool:
+    """Differential privacy."""
     return self.dp_clip_norm > 0
+
+  @property
+  def active(self) -> bool:
+    """Differential privacy or secure aggregation: the model aggregator is ours."""
+    return self.enabled or self.secure_aggregation
+
+  @property
+  def flag(self) -> tuple:
+    """(flag, value) that turned it on, for an error message."""
+    return (('dp_clip_norm', self.dp_clip_norm) if self.enabled
+            else ('secure_aggregation', self.secure_aggregation))
 
 
 def check_privacy(config):
   """The privacy configuration, and the compression that would bypass its noise, refused."""
   if not isinstance(config.privacy, PrivacyConfig):
     raise validation.ConfigError('privacy', config.privacy, 'must be a PrivacyConfig')
-  if config.privacy.enabled and config.compression.aggregator_encodes_upload:
+  if config.privacy.active and config.compression.aggregator_encodes_upload:
     name, value = (('quantizer', 'tff') if config.compression.tff_bits
                    else ('message_prune_target', 'delta'))
     raise validation.ConfigError(
-        name, value, 'replaces the upload aggregator, which adds the noise of --dp_clip_norm: '
-        'use --quantizer=sparse or --message_prune_target=model with differential privacy')
+        name, value, f'replaces the upload aggregator of --{config.privacy.flag[0]} (its '
+        'clipping, noise or secure sum): use --quantizer=sparse or --message_prune_target=model')
 
 
 def check_optimizers(config):
@@ -240,18 +265,20 @@ class FedSparsifyConfig(FedAvgConfig):
 
   def _check_privacy_with_pruning(self):
     """What the clients send outside the noised update, refused with differential privacy."""
-    if not self.privacy.enabled:
+    if not self.privacy.active:
       return
     if self.mode == 'local':
       raise validation.ConfigError(
-          'dp_clip_norm', self.privacy.dp_clip_norm,
+          *self.privacy.flag,
           "is not available with --algorithm=fedsparsify_local: the clients' masks are merged "
-          'without noise, outside the guarantee (fedsparsify_global prunes after the noise)')
+          'in the clear, outside the noise and the secure sum (fedsparsify_global prunes at '
+          'the server)')
     if self.pruning_method in AT_INITIALIZATION:
       raise validation.ConfigError(
-          'dp_clip_norm', self.privacy.dp_clip_norm,
+          *self.privacy.flag,
           'is not available with --algorithm={1}: {0} scores the initial model on one '
-          "client's data, outside the noised updates".format(*_METHOD_NAMES[self.pruning_method]))
+          "client's data, outside the noise and the secure sum".format(
+              *_METHOD_NAMES[self.pruning_method]))
 
   @property
   def prunes(self) -> bool:

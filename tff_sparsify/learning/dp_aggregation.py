@@ -33,6 +33,7 @@ Masking is post-processing of the noised sum: the guarantee is unchanged.
 
 import collections
 import secrets
+from typing import Optional
 
 import dp_accounting
 import tensorflow as tf
@@ -42,6 +43,7 @@ import tensorflow_privacy as tfp
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.learning import configs
+from tff_sparsify.learning import secure_aggregation
 
 
 # `SeededAdaptiveClipSumQuery` sets two private members of tensorflow-privacy's
@@ -158,4 +160,19 @@ def dp_mean_factory(privacy: configs.PrivacyConfig) -> tff.aggregators.WeightedA
   else:
     query = SeededGaussianSumQuery(clip, clip * z, noise_seed(privacy))
   query = tfp.NormalizedQuery(query, denominator=m)
-  return tff.aggregators.as_weighted_aggregator(tff.aggregators.DifferentiallyPrivateFactory(query))
+  records = None  # TFF's default: a plain sum.
+  if privacy.secure_aggregation:
+    records = secure_aggregation.clipped_secure_sum_factory(clip, privacy.clients_per_round)
+  return tff.aggregators.as_weighted_aggregator(
+      tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory=records))
+
+
+def model_aggregator(
+    privacy: configs.PrivacyConfig) -> Optional[tff.aggregators.WeightedAggregationFactory]:
+  """The model aggregator `privacy` asks for: the DP mean (securely summed with
+  `secure_aggregation`), the secure weighted mean alone, or None (not ours)."""
+  if privacy.enabled:
+    return dp_mean_factory(privacy)
+  if privacy.secure_aggregation:
+    return secure_aggregation.secure_mean_factory(privacy.clients_per_round)
+  return None

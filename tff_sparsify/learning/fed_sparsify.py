@@ -188,11 +188,11 @@ def _model_aggregator(config, model_aggregator):
   """The deltas' weighted aggregator: TFF's quantizing mean or top-k where compression says,
   the clipped and noised mean with differential privacy (`dp_aggregation`)."""
   compression = config.compression
-  if config.privacy.enabled:
+  if config.privacy.active:
     if model_aggregator is not None:
-      raise ValueError('privacy.dp_clip_norm > 0 builds the model aggregator (clipping and '
-                       'noise); pass dp_clip_norm=0 with a model_aggregator')
-    model_aggregator = dp_aggregation.dp_mean_factory(config.privacy)
+      raise ValueError(f'privacy.{config.privacy.flag[0]} builds the model aggregator (clipping, '
+                       'noise, secure sum); pass neither with a model_aggregator')
+    model_aggregator = dp_aggregation.model_aggregator(config.privacy)
   elif compression.tff_bits:
     if model_aggregator is not None:
       raise ValueError(
@@ -215,11 +215,11 @@ def _checked_layout(model_fn, config, aggregate_statistics: bool, initial_masks)
   layout = layout_lib.layout_from_model_fn(model_fn, config.sparsity_granularity)
   if not aggregate_statistics:
     layout = dataclasses.replace(layout, statistics=())
-  if layout.statistics and config.privacy.enabled:
+  if layout.statistics and config.privacy.active:
     raise validation.ConfigError(
-        'dp_clip_norm', config.privacy.dp_clip_norm,
+        *config.privacy.flag,
         'is not available for a model with moving statistics (BatchNormalization): the '
-        "clients' statistics are averaged outside the noised update")
+        "clients' statistics are averaged outside the noise and the secure sum")
   if config.prunes:
     layout.check_pruning()
   layout.check_placement(config.sparsity_placement)

@@ -323,9 +323,29 @@ class DeadlineStub(tff.framework.RemoteExecutorStub):
 _compile_lock = threading.Lock()
 
 
+def insecure_in_simulation(comp):
+  """`comp` with TFF's secure-sum intrinsics replaced by their bodies, if it has any.
+
+  As TFF's own simulation contexts do (`tff.backends.test`): no TFF runtime
+  we run has a secure aggregation protocol, so `federated_secure_sum_bitwidth`
+  and its kin become the plain sums of the same integers. The values, their
+  quantization and their bit widths are the protocol's; the secrecy is not
+  (README, "Secure aggregation"). Computations without them are left as
+  they are.
+  """
+  if b'federated_secure_' not in tff.framework.ConcreteComputation.get_proto(
+      comp).SerializeToString():
+    return comp
+  # The replacement goes through the proto, which forgets the Python
+  # containers of the type (a learning process's output would come back as
+  # an OrderedDict): the original type is put back.
+  return tff.framework.ConcreteComputation.with_type(
+      tff.backends.test.replace_secure_intrinsics_with_bodies(comp), comp.type_signature)
+
+
 @functools.lru_cache(maxsize=64)
 def _native_compiled(comp):
-  return tff.backends.native.desugar_and_transform_to_native(comp)
+  return tff.backends.native.desugar_and_transform_to_native(insecure_in_simulation(comp))
 
 
 def _compile_native(comp):
@@ -618,7 +638,7 @@ async def _ordered_invoke(comp: tffi.MergeableCompForm, arg_list,
 @functools.lru_cache(maxsize=64)
 def _compile_to_mergeable(comp) -> tffi.MergeableCompForm:
   try:
-    return tffi.compile_to_mergeable_comp_form(comp)
+    return tffi.compile_to_mergeable_comp_form(insecure_in_simulation(comp))
   except ValueError as e:
     if 'aggregate dependent on another' not in str(e):
       raise

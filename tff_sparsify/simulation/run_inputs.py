@@ -102,11 +102,12 @@ def check_privacy(config, keras_model):
   outside the noise (BatchNormalization's moving statistics) refused; ConfigError."""
   privacy = config.algorithm_config.privacy
   moving = [v.name for v in keras_model.non_trainable_variables if v.dtype.is_floating]
-  if privacy.enabled and moving:
+  if privacy.active and moving:
     raise ConfigError(
-        'dp_clip_norm', privacy.dp_clip_norm,
+        *privacy.flag,
         f'is not available for a model with moving statistics (BatchNormalization; here '
-        f"{moving[0]}): the clients' statistics are averaged outside the noised update")
+        f"{moving[0]}): the clients' statistics are averaged outside the noise and the "
+        'secure sum')
 
 
 def check_fit(config, data: data_lib.RunData, keras_model):
@@ -179,7 +180,7 @@ def prepare_silos(config, builtin: Optional[data_lib.RunData] = None) -> RunInpu
     source = model_sources.load(config.model, config.dataset)
   except model_sources.ModelError as e:
     raise ConfigError('model', config.model, str(e)) from None
-  if config.algorithm_config.privacy.enabled:
+  if config.algorithm_config.privacy.active:
     check_privacy(config, source.keras_model_fn(config.seed))
   test = builtin.test if builtin is not None else None
   element_fn = builtin.element_fn if builtin is not None else data_lib.normalize

@@ -97,7 +97,8 @@ class ProgressReleaseManager(tff.program.ReleaseManager):
 # The per-round counts the loop adds up: every released metric whose name ends
 # so (the distributor's downloads; the client work's and, with TFF's
 # quantizer, the aggregator's uploads).
-CUMULATIVE_METRICS = ('bytes_downloaded', 'bytes_uploaded', 'transmission_mbits')
+CUMULATIVE_METRICS = ('bytes_downloaded', 'bytes_uploaded', 'transmission_mbits',
+                      'secure_sum_bytes_known_mask')
 
 
 class CumulativeReleaseManager(tff.program.ReleaseManager):

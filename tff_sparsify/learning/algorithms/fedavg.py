@@ -39,11 +39,12 @@ def build(model_fn, config: configs.FedAvgConfig, **components):
     return fed_sparsify.build_weighted_fed_sparsify(
         model_fn, never_prunes, base.Rules(never_prunes), **components)
   client, server = fed_sparsify.client_and_server_optimizers(config)
-  if config.privacy.enabled:
+  if config.privacy.active:
     if components.get('model_aggregator') is not None:
-      raise ValueError('privacy.dp_clip_norm > 0 builds the model aggregator (clipping and '
-                       'noise); pass dp_clip_norm=0 with a model_aggregator')
-    components = dict(components, model_aggregator=dp_aggregation.dp_mean_factory(config.privacy))
+      raise ValueError(f'privacy.{config.privacy.flag[0]} builds the model aggregator '
+                       '(clipping, noise, secure sum); pass neither with a model_aggregator')
+    components = dict(components, model_aggregator=dp_aggregation.model_aggregator(
+        config.privacy))
   return tff.learning.algorithms.build_weighted_fed_avg(
       model_fn, client_optimizer_fn=client, server_optimizer_fn=server, **components)
 
