@@ -93,7 +93,7 @@ class RefusedInputsTest(tf.test.TestCase):
                                'moving statistics'),
         'dp with local masks': ([f'--client_data=sqlite:{good}', dense, '--dp_clip_norm=1',
                                  '--algorithm=fedsparsify_local'], 'dp_clip_norm',
-                                'masks are merged without noise'),
+                                'masks are merged in the clear'),
         'noise without clip': ([f'--client_data=sqlite:{good}', dense,
                                 '--dp_noise_multiplier=1'], 'dp_noise_multiplier',
                                r'needs --dp_clip_norm > 0'),
