@@ -70,6 +70,14 @@ RUNS = {
     'fedprox_momentum': dict(algorithm='fedprox', client_momentum=0.5),
     'batch_norm_global': dict(algorithm='fedsparsify_global', model=BATCH_NORM_MODEL),
     'batch_norm_fedavg': dict(algorithm='fedavg', model=BATCH_NORM_MODEL),
+    # Issue 38: the seeded noise, fixed and adaptive clipping, the secure sum.
+    'dp_global': dict(algorithm='fedsparsify_global', dp_clip_norm=0.5,
+                      dp_noise_multiplier=0.5, dp_noise_seed=3),
+    'dp_adaptive_fedavg': dict(algorithm='fedavg', dp_clip_norm=0.5, dp_noise_multiplier=0.2,
+                               dp_target_quantile=0.5, dp_noise_seed=3),
+    'secure_dp_global': dict(algorithm='fedsparsify_global', dp_clip_norm=0.5,
+                             dp_noise_multiplier=0.5, dp_noise_seed=3, secure_aggregation=True),
+    'secure_fedavg': dict(algorithm='fedavg', secure_aggregation=True),
 }
 NOT_REPRODUCIBLE = frozenset({'quantize_tff'})
 
