@@ -14,8 +14,6 @@ accuracy:
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl import app
@@ -25,7 +23,7 @@ import numpy as np
 # Keras models wrongly (a Flatten layer sees eager mode; flag_utils.run_main).
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import runs
 COMMON = dict(dataset='fashion_mnist', partition='iid', num_clients=10, clients_per_round=10,
               total_rounds=15, seed=1990, progress=False, rounds_per_eval=15)
 RUNS = {
@@ -49,11 +47,7 @@ def _kept_units(model_path: str) -> list[int]:
 def run_one(name: str, out: str) -> dict:
   values = dict(COMMON, **RUNS[name], client_epochs_per_round=_EPOCHS.value,
                 root_output_dir=out, experiment_name=name)
-  command = [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in values.items()]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=3600,
-                        check=False)
-  if done.returncode != 0:
-    raise RuntimeError(f'{name}: exit {done.returncode}: {done.stderr[-2000:]}')
+  done = runs.train(values, name)
   results = os.path.join(out, 'results', name)
   with open(os.path.join(results, 'summary.json')) as f:
     summary = json.load(f)
@@ -85,11 +79,7 @@ def main(argv):
     lines.append(f'| {name} | {", ".join(map(str, found["kept_units"]))} | '
                  f'{found["nonzero_params"]} | {found["test_accuracy"]:.4f} | '
                  f'{found["warning"] or "-"} |')
-  text = '\n'.join(lines) + '\n'
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
-      f.write(text)
+  runs.write_report(lines, _OUTPUT.value)
 
 
 if __name__ == '__main__':

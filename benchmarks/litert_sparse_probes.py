@@ -31,6 +31,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf  # At import: not inside app.run's main (flag_utils.run_main).
 
+from benchmarks import runs
+
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Repeats of each timing, in turn.')
 _SECONDS = flags.DEFINE_float('seconds', 2.0, 'Timed seconds per model and repeat.')
 _THREADS = flags.DEFINE_integer('threads', 2, 'Interpreter threads.')
@@ -191,11 +193,7 @@ def main(argv):
            'timed in turn each repeat.', '']
   probe_xnnpack_sparse_inference(lines)
   probe_block_sparse_fc(lines)
-  text = '\n'.join(lines)
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
-      f.write(text)
+  runs.write_report(lines, _OUTPUT.value)
 
 
 if __name__ == '__main__':

@@ -22,13 +22,13 @@ again across sessions). The table is written when every run has finished:
 import itertools
 import json
 import os
-import subprocess
-import sys
 
 from absl import app
 from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import runs
+
+REPO = runs.REPO
 ALGORITHMS = {
     'fedavg': dict(algorithm='fedavg'),
     'global_0.9': dict(algorithm='fedsparsify_global', final_sparsity=0.9),
@@ -63,12 +63,8 @@ def run_one(algorithm: str, partition: str, noise: str) -> dict:
   name = f'{algorithm}_{partition}_z{noise}'
   summary_path = os.path.join(_RUNS_DIR.value, 'results', name, 'summary.json')
   if not os.path.exists(summary_path):
-    values = dict(flag_values(algorithm, partition, noise), root_output_dir=_RUNS_DIR.value,
-                  experiment_name=name)
-    command = [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in values.items()]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-      raise RuntimeError(f'{name}: exit {done.returncode}: {done.stderr[-2000:]}')
+    runs.train(dict(flag_values(algorithm, partition, noise), root_output_dir=_RUNS_DIR.value,
+                    experiment_name=name), name)
   with open(summary_path) as f:
     return json.load(f)
 
@@ -105,11 +101,7 @@ def main(argv):
       _PARTITIONS.value, _ALGORITHMS.value, _NOISE.value):
     found[algorithm, partition, z] = run_one(algorithm, partition, z)
     print(algorithm, partition, z, found[algorithm, partition, z], flush=True)
-  text = table(found)
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
-      f.write(text)
+  runs.write_report([table(found)], _OUTPUT.value)
 
 
 if __name__ == '__main__':

@@ -20,14 +20,12 @@ mask):
 
 import csv
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl import app
 from absl import flags
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import runs
 COMMON = dict(dataset='fashion_mnist', partition='iid', num_clients=10, clients_per_round=10,
               total_rounds=3, client_epochs_per_round=1, seed=1990, progress=False,
               rounds_per_eval=3, algorithm='fedsparsify_global')
@@ -40,10 +38,7 @@ def last_round(out: str, name: str, secure: bool, sparsity: str) -> dict:
   # S_0 = S_T: pruned to S_T after round 1, so the later rounds send at S_T.
   values = dict(COMMON, final_sparsity=sparsity, initial_sparsity=sparsity,
                 root_output_dir=out, experiment_name=name, secure_aggregation=secure)
-  command = [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in values.items()]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
-  if done.returncode != 0:
-    raise RuntimeError(f'{name}: exit {done.returncode}: {done.stderr[-2000:]}')
+  runs.train(values, name)
   with open(os.path.join(out, 'results', name, 'metrics.csv')) as f:
     rows = list(csv.DictReader(f))
   return rows[-1]
@@ -79,11 +74,7 @@ def main(argv):
           per_client(secure, 'secure_sum_bytes_known_mask'),
           per_client(plain, 'client_work/communication/bytes_uploaded'), dense))
       print(lines[-1], flush=True)
-  text = '\n'.join(lines) + '\n'
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
-      f.write(text)
+  runs.write_report(lines, _OUTPUT.value)
 
 
 if __name__ == '__main__':

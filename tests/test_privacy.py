@@ -22,31 +22,20 @@ import tensorflow_federated as tff
 
 from binaries import train
 from tests import fixtures
+from tests import test_fed_sparsify
 from tff_sparsify import validation
 from tff_sparsify.learning import configs
 from tff_sparsify.learning import dp_aggregation
 from tff_sparsify.learning import privacy_accounting
-from tff_sparsify.learning import pruning
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import execution
 
-LR = 0.1
-BATCH = 2
-SPEC = collections.OrderedDict(
-    x=tf.TensorSpec((None, 3), tf.float32), y=tf.TensorSpec((None, 2), tf.float32))
-W0 = np.array([[0.5, -0.3], [0.2, 0.8], [-0.6, 0.1]], np.float32)
-
-
-def linear_model_fn(wrap):
-  def model_fn():
-    keras_model = tf.keras.Sequential([tf.keras.layers.Dense(
-        2, use_bias=False, input_shape=(3,),
-        kernel_initializer=tf.keras.initializers.Constant(W0))])
-    if wrap:
-      keras_model = pruning.wrap_for_pruning(keras_model)
-    return tff.learning.models.from_keras_model(
-        keras_model, loss=tf.keras.losses.MeanSquaredError(), input_spec=SPEC)
-  return model_fn
+# The linear fixture of test_fed_sparsify (3 -> 2, no bias, kernel W0, MSE).
+LR = test_fed_sparsify.LR
+BATCH = test_fed_sparsify.BATCH
+W0 = test_fed_sparsify.W0
+linear_model_fn = test_fed_sparsify.linear_model_fn
+np_purge = test_fed_sparsify.np_purge
 
 
 def clients_data(sizes, seed):
@@ -74,13 +63,6 @@ def np_dp_mean(deltas, clip, clients_per_round):
   """The clipped updates' unweighted sum over the clients per round (no noise)."""
   clipped = [d * min(1.0, clip / np.linalg.norm(d)) for d in deltas]
   return np.sum(clipped, axis=0) / clients_per_round
-
-
-def np_purge(w, s):
-  k = int(np.floor(s * w.size + 0.5))
-  mask = np.ones(w.size)
-  mask[np.argsort(np.abs(w).ravel(), kind='stable')[:k]] = 0.0
-  return mask.reshape(w.shape)
 
 
 def privacy(clip, noise=0.0, seed=1, clients=3):
