@@ -121,6 +121,7 @@ class NoiseTest(_InWorkerTest):
     # 1/0.3^2 = 1/z_v^2 + 1/0.4^2 (by hand).
     z_v = (0.3 ** -2 - 0.4 ** -2) ** -0.5
     self.assertAllClose(np.std(draws[0]), z_v * 0.5 / 4, rtol=0.05)  # 4,050 draws.
+    self.assertLess(abs(np.corrcoef(draws)[0, 1]), 0.07)  # A fresh draw in round 2.
     self.assertAllEqual(self.draws(config, rounds=2), draws)
     other = dataclasses.replace(config, dp_noise_seed=5)
     self.assertGreater(np.max(np.abs(self.draws(other, rounds=1)[0] - draws[0])), 0.01)
