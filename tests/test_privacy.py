@@ -338,7 +338,7 @@ class TrainBinaryTest(tf.test.TestCase):
                   experiment_name='e', progress=False, algorithm='fedavg',
                   dp_clip_norm=0.5, dp_noise_multiplier=1.0)
     values.update(flags)
-    code, _, err = fixtures.run_binary(train, [f'--{k}={v}' for k, v in values.items()])
+    code, self.out, err = fixtures.run_binary(train, [f'--{k}={v}' for k, v in values.items()])
     self.assertEqual(code, 0, err)
     return np.load(os.path.join(out, 'results', 'e', 'final_weights.npz'))
 
@@ -368,6 +368,7 @@ class TrainBinaryTest(tf.test.TestCase):
     self.assertEqual([r['round_num'] for r in rows], ['1', '2'])
     self.assertEqual(summary['dp_epsilon'], float(rows[-1]['privacy/epsilon']))
     self.assertAllClose(summary['dp_delta'], 1 / 6)
+    self.assertIn(f'({summary["dp_epsilon"]:.3g}, 0.167)-DP', self.out)
 
 
 if __name__ == '__main__':

@@ -244,6 +244,9 @@ def _print_done(config, result):
   """The run's one closing line: rounds, evaluation, sparsity, where the outputs are."""
   m = result.final_metrics
   sparsity = f', sparsity {m["sparsity"]:.4f}' if 'sparsity' in m else ''
+  if 'dp_delta' in m:  # Differential privacy: the guarantee (none without noise).
+    sparsity += (f', ({m["dp_epsilon"]:.3g}, {m["dp_delta"]:.3g})-DP' if m['dp_epsilon'] is not None
+                 else ', clipped without noise: no DP guarantee')
   evaluated = ''.join(f', {name.replace("_", " ")} {value:.4f}' for name, value in m.items()
                       if name in ('test_loss', 'test_accuracy', 'federated_test_accuracy',
                                   'federated_test_accuracy_min'))
