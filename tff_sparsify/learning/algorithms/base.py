@@ -181,8 +181,7 @@ _SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(configs.ScheduleConf
 _FED_SPARSIFY_FIELDS = tuple(
     f.name for f in dataclasses.fields(configs.FedSparsifyConfig)
     if f.name not in ('schedule', 'compression', 'privacy', 'mode', 'pruning_method',
-                      'client_momentum',
-                      *_OPTIMIZER_FIELDS))
+                      'client_momentum', *_OPTIMIZER_FIELDS))
 
 
 def pick(values: Mapping[str, Any], names) -> dict:
