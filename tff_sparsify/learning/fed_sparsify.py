@@ -219,7 +219,8 @@ def _checked_layout(model_fn, config, aggregate_statistics: bool, initial_masks)
     raise validation.ConfigError(
         *config.privacy.flag,
         'is not available for a model with moving statistics (BatchNormalization): the '
-        "clients' statistics are averaged outside the noise and the secure sum")
+        "clients' statistics are averaged outside the noise and the secure sum; "
+        'LayerNormalization has none')
   if config.prunes:
     layout.check_pruning()
   layout.check_placement(config.sparsity_placement)

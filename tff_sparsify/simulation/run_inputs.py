@@ -107,7 +107,7 @@ def check_privacy(config, keras_model):
         *privacy.flag,
         f'is not available for a model with moving statistics (BatchNormalization; here '
         f"{moving[0]}): the clients' statistics are averaged outside the noise and the "
-        'secure sum')
+        'secure sum; LayerNormalization has none')
 
 
 def check_fit(config, data: data_lib.RunData, keras_model):
