@@ -57,7 +57,7 @@ class SeededGaussianSumQuery(tfp.GaussianSumQuery):
 
   The state's seed is `[seed, stream]` at first (two queries of one run draw
   from different streams), split each round into one seed per tensor and
-  the next round's (`next_seed`).
+  the next round's (`seeds`).
   """
 
   _SeededState = collections.namedtuple('_SeededState', ['l2_norm_clip', 'stddev', 'seed'])
