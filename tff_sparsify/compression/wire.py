@@ -100,7 +100,4 @@ def secure_sum_bits(clients: int) -> int:
 
 def secure_sum_bytes(num_values, clients: int):
   """Bytes of one client's secure-sum message of `num_values` values (an int or int64 tensor)."""
-  bits = secure_sum_bits(clients)
-  if isinstance(num_values, int):
-    return (num_values * bits + 7) // 8
-  return (tf.cast(num_values, tf.int64) * bits + 7) // 8
+  return (num_values * secure_sum_bits(clients) + 7) // 8
