@@ -329,13 +329,20 @@ class CompactTest(tf.test.TestCase):
     inputs = np.random.default_rng(3).random((5, 28, 28), np.float32)
     self.assertAllClose(small(inputs), model(inputs), atol=1e-5, rtol=0)
 
-  def test_a_channel_that_is_not_dead_is_caught(self):
+  def test_a_channel_that_is_not_dead_is_kept_or_caught(self):
     model, found = _channel_pruned_cnn()
     bn = model.layers[3]
     dead = np.flatnonzero(masks.channel_vector(found[0]).numpy() == 0)[0]
     beta = bn.beta.numpy()
-    beta[dead] = 0.5  # Dead conv channel, but the BatchNormalization outputs 0.5.
+    beta[dead] = 0.5  # Dead conv channel, but the BatchNormalization outputs 0.5: kept.
     bn.beta.assign(beta)
+    small, _ = compact.compact_model(model)
+    self.assertEqual([l.filters for l in small.layers if hasattr(l, 'filters')], [4, 4])
+    inputs = np.random.default_rng(3).random((5, 28, 28), np.float32)
+    self.assertAllClose(small(inputs), model(inputs), atol=1e-5, rtol=0)
+    model, _ = _channel_pruned_cnn()
+    # Dead channels of the second convolution, but sigmoid(0) = 0.5 reaches the Dense.
+    model.layers[4].activation = tf.keras.activations.sigmoid
     with self.assertRaisesRegex(compact.CompactError, 'differ from the masked model'):
       compact.compact_model(model)
 
@@ -346,10 +353,21 @@ class CompactTest(tf.test.TestCase):
     self.assertLess(report.total_params, report.masked_params)
     self.assertLessEqual(report.compact_max_abs_diff, 1e-5)
     self.assertTrue(os.path.isfile(report.onnx_path))
-    with self.assertRaisesRegex(export.ExportError, 'compact export takes a Sequential'):
-      inputs = tf.keras.Input((4,))
-      export.export_model(tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs)),
-                          self.create_tempdir().full_path, compact=True)
+
+    class Subclassed(tf.keras.Model):
+
+      def __init__(self):
+        super().__init__()
+        self.dense = tf.keras.layers.Dense(2)
+
+      def call(self, inputs):
+        return self.dense(inputs)
+
+    subclassed = Subclassed()
+    subclassed(np.zeros((1, 4), np.float32))
+    with self.assertRaisesRegex(export.ExportError,
+                                'compact export takes a Sequential or functional'):
+      export.export_model(subclassed, self.create_tempdir().full_path, compact=True)
 
 
 class ChannelBinaryTest(tf.test.TestCase):

@@ -19,6 +19,7 @@ import tensorflow_model_optimization as tfmot
 
 from tff_sparsify import _tff_internals as tffi
 from tff_sparsify import _tfmot_internals as tfmoti
+from tff_sparsify.core import channel_graph
 from tff_sparsify.learning import dp_aggregation
 
 
@@ -32,7 +33,7 @@ class PinnedVersionsTest(tf.test.TestCase):
   def test_the_installed_versions_are_the_ones_the_internals_were_read_against(self):
     # A new version fails here first: read the internals module again, then re-pin.
     from importlib import metadata  # pylint: disable=g-import-not-at-top
-    for pinned in (tffi.PINNED, tfmoti.PINNED, dp_aggregation.PINNED):
+    for pinned in (tffi.PINNED, tfmoti.PINNED, dp_aggregation.PINNED, channel_graph.PINNED):
       for package, version in pinned.items():
         self.assertEqual(metadata.version(package), version, package)
 
@@ -165,6 +166,24 @@ class TfmotInternalsTest(tf.test.TestCase):
     # Keras calls the replaced `call`.
     tfmoti.replace_call(wrapper, lambda inputs, **kwargs: tf.zeros((tf.shape(inputs)[0], 7)))
     self.assertEqual(wrapper(tf.ones((2, 3))).shape, (2, 7))
+
+
+
+class KerasInternalsTest(tf.test.TestCase):
+
+  def test_model_nodes_are_the_models_own_calls_in_order(self):
+    # A layer taken into a second model (as strip_pruning does) has a node in
+    # each; the second model's nodes are its own, inputs first.
+    inputs = tf.keras.Input((3,))
+    dense, relu = tf.keras.layers.Dense(2), tf.keras.layers.ReLU()
+    tf.keras.Model(inputs, relu(dense(inputs)))
+    again = tf.keras.Input((3,))
+    second = tf.keras.Model(again, relu(dense(again)))
+    self.assertLen(dense.inbound_nodes, 2)
+    nodes = channel_graph.model_nodes(second)
+    self.assertEqual([type(n.layer).__name__ for n in nodes], ['InputLayer', 'Dense', 'ReLU'])
+    self.assertIs(nodes[1].keras_inputs[0], again)
+    self.assertIs(nodes[2].outputs, second.outputs[0])
 
 
 if __name__ == '__main__':

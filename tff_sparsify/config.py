@@ -30,10 +30,12 @@ from tff_sparsify.simulation.sources import spec
 
 DATASETS = data_sources.DATASETS
 # `learning.models`: 'paper' is the paper's model of the dataset; 'small_cnn'
-# a small CNN of ours for FashionMNIST (pure Python here: no TensorFlow).
+# a small CNN and 'mobilenet' a MobileNetV2-style network of ours for
+# FashionMNIST (pure Python here: no TensorFlow).
 MODELS = model_sources.BUILTIN
 DEFAULT_FEATURES = spec.DEFAULT_FEATURES
-MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',)}
+MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',),
+                  'mobilenet': ('fashion_mnist',)}
 PARTITIONS = data_sources.PARTITIONS
 EVALUATIONS = ('central', 'federated', 'both')
 NUM_CLASSES = data_sources.NUM_CLASSES
@@ -71,7 +73,9 @@ class TrainConfig:
       'paper',
       "paper: the paper's model of --dataset (FashionMNIST: 2-layer fully connected; CIFAR-10: "
       '6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only (241,546 parameters, '
-      'see learning/models.py), not in the paper; PATH.keras: your saved Keras 2 model (its '
+      'see learning/models.py), not in the paper; mobilenet: a MobileNetV2-style network of '
+      'ours for FashionMNIST only (depthwise-separable residual blocks with '
+      'BatchNormalization, 50,330 parameters), not in the paper; PATH.keras: your saved Keras 2 model (its '
       'weights start the run, its compiled loss and metrics are used); package.module:function: a'
       ' function returning a new tf.keras.Model. Every layer tfmot can prune is pruned.')
   data_dir: Optional[str] = option(

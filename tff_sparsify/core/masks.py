@@ -199,19 +199,44 @@ def channel_floor(sparsity, channels):
   return tf.maximum(1, _floor_share(sparsity, channels))
 
 
-def _channel_scores(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-  """Per tensor, each channel's RMS over its layer's mean RMS of live channels; the
-  strongest channel of each tensor scores the largest float (never pruned)."""
-  scores = []
+def _relative_rms(weights: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+  """Per tensor, each channel's RMS over its tensor's mean RMS of live channels."""
+  found = []
   for w, norm in zip(weights, channel_norms(weights)):
     per_channel = tf.cast(tf.size(w) // tf.shape(w)[-1], tf.float32)
     rms = norm / tf.sqrt(per_channel)
     live = tf.cast(tf.math.count_nonzero(rms), tf.float32)
-    mean = tf.math.divide_no_nan(tf.reduce_sum(rms), live)
-    relative = tf.math.divide_no_nan(rms, mean)
-    strongest = tf.one_hot(tf.argmax(rms), tf.size(rms), on_value=True, off_value=False)
-    scores.append(tf.where(strongest, tf.float32.max, relative))
+    found.append(tf.math.divide_no_nan(rms, tf.math.divide_no_nan(tf.reduce_sum(rms), live)))
+  return found
+
+
+def _channel_scores(weights: Sequence[tf.Tensor], groups) -> list[tf.Tensor]:
+  """Per group, each channel's relative RMS (`_relative_rms`) averaged over the group's
+  tensors; the strongest channel of each group scores the largest float (never pruned)."""
+  relative = _relative_rms(weights)
+  scores = []
+  for group in groups:
+    score = tf.add_n([relative[i] for i in group]) / float(len(group))
+    strongest = tf.one_hot(tf.argmax(score), tf.size(score), on_value=True, off_value=False)
+    scores.append(tf.where(strongest, tf.float32.max, score))
   return scores
+
+
+def _groups(weights: Sequence[tf.Tensor], groups):
+  """`groups` checked (a partition of the tensors' indices, equal channel counts), or
+  one group per tensor."""
+  if groups is None:
+    return [(i,) for i in range(len(weights))]
+  groups = [tuple(g) for g in groups]
+  members = sorted(i for g in groups for i in g)
+  if members != list(range(len(weights))) or not all(groups):
+    raise ValueError(f'channel groups must partition the {len(weights)} tensors\' indices, '
+                     f'got {groups}')
+  for g in groups:
+    sizes = {int(weights[i].shape[-1]) for i in g}
+    if len(sizes) != 1:
+      raise ValueError(f'channel group {g} ties tensors of {sorted(sizes)} channels')
+  return groups
 
 
 def _keep_strongest(score: tf.Tensor, kept) -> tf.Tensor:
@@ -219,15 +244,16 @@ def _keep_strongest(score: tf.Tensor, kept) -> tf.Tensor:
 
 
 def channel_layers_at_floor(masks: Sequence[tf.Tensor], sparsity,
-                            frozen: Sequence[int] = ()) -> tf.Tensor:
-  """How many of the tensors not in `frozen` keep no more than the floor of their share,
-  floor(CHANNEL_FLOOR_SHARE (1 - sparsity) C) >= 1, where that is below what uniform
-  placement keeps: the global ranking squeezed them (a floor of 1 is only "never empty")."""
+                            frozen: Sequence[int] = (), groups=None) -> tf.Tensor:
+  """How many of the groups of tensors (`channel_masks`) with none in `frozen` keep no
+  more than the floor of their share, floor(CHANNEL_FLOOR_SHARE (1 - sparsity) C) >= 1,
+  where that is below what uniform placement keeps: the global ranking squeezed them
+  (a floor of 1 is only "never empty")."""
   hits = []
-  for i, mask in enumerate(masks):
-    if i in set(frozen):
+  for group in _groups(masks, groups):
+    if set(group) & set(frozen):
       continue
-    vector = channel_vector(mask)
+    vector = channel_vector(masks[group[0]])
     channels = tf.size(vector)
     kept = tf.cast(tf.reduce_sum(vector), tf.int32)
     floor = _floor_share(sparsity, channels)
@@ -239,7 +265,7 @@ def channel_layers_at_floor(masks: Sequence[tf.Tensor], sparsity,
 
 def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'global',
                   dtype=tf.float32, frozen: Sequence[int] = (),
-                  multiple: int = 1) -> list[tf.Tensor]:
+                  multiple: int = 1, groups=None) -> list[tf.Tensor]:
   """Masks pruning whole output channels: round(sparsity * C) of them, weakest first.
 
   The channel-granularity counterpart of `placed_magnitude_masks`: the unit
@@ -270,14 +296,22 @@ def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'glob
   Runtime runs 19/38/77 channels slower than 16/32/64
   (benchmarks/results/conv_frontier.md). The counts are then exact up to
   that rounding.
+
+  `groups` (a partition of the tensors' indices; default one group per
+  tensor) ties tensors whose channels are pruned together
+  (`core.channel_graph`: a residual addition's inputs): everything above
+  holds per group, a channel scoring the mean of its tensors' relative RMS,
+  and every tensor of a group gets the group's channels. A group with a
+  tensor in `frozen` keeps every channel.
   """
   if placement not in ('global', 'uniform'):
     raise ValueError("channel masks take placement 'global' or 'uniform', "
                      f'got {placement!r}')
   if not isinstance(multiple, int) or multiple < 1:
     raise ValueError(f'channel multiple must be an integer >= 1, got {multiple!r}')
-  scores = _channel_scores(weights)
-  pruned_of = [i for i in range(len(weights)) if i not in set(frozen)]
+  groups = _groups(weights, groups)
+  scores = _channel_scores(weights, groups)
+  pruned_of = [g for g, group in enumerate(groups) if not set(group) & set(frozen)]
   keep = [tf.ones_like(score) for score in scores]
   if placement == 'uniform':
     for i in pruned_of:
@@ -298,7 +332,11 @@ def channel_masks(weights: Sequence[tf.Tensor], sparsity, placement: str = 'glob
       channels = tf.size(scores[i])
       kept = round_channels(tf.reduce_sum(tf.cast(keep[i], tf.int32)), channels, multiple)
       keep[i] = _keep_strongest(scores[i], kept)
-  return [_expand_channels(k, w, dtype) for k, w in zip(keep, weights)]
+  found = [None] * len(weights)
+  for group, k in zip(groups, keep):
+    for i in group:
+      found[i] = _expand_channels(k, weights[i], dtype)
+  return found
 
 
 COMPUTE_FLOOR = 0.2

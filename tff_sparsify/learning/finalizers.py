@@ -137,7 +137,7 @@ def _measurements(round_num, should_prune, sparsity, trainable, layout, update_n
       update_non_finite=update_non_finite)
   if layout.granularity == 'channel' and masks:
     found['channel_layers_at_floor'] = masks_lib.channel_layers_at_floor(
-        masks, sparsity, layout.channel_frozen)
+        masks, sparsity, layout.channel_frozen, layout.channel_groups or None)
   return found
 
 

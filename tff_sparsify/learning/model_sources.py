@@ -1,7 +1,7 @@
 """The model a run trains: one of ours, a saved Keras file, or a user's function.
 
 `--model` takes
-- `paper` or `small_cnn`: ours (`learning.models`), for `--dataset`;
+- `paper`, `small_cnn` or `mobilenet`: ours (`learning.models`), for `--dataset`;
 - `PATH.keras`: a Keras 2 model saved with `model.save('PATH.keras')`; its
   weights are the initial weights, its compiled loss and metrics are used;
 - `package.module:function`: a callable with no arguments returning a new
@@ -25,7 +25,7 @@ import os
 import zipfile
 from typing import Callable, Optional
 
-BUILTIN = ('paper', 'small_cnn')
+BUILTIN = ('paper', 'small_cnn', 'mobilenet')
 KERAS_SUFFIX = '.keras'
 DEFAULT_LOSS_NOTE = ('the model has no compiled loss: training with sparse categorical '
                      'cross-entropy from logits, reporting sparse categorical accuracy')

@@ -12,7 +12,11 @@ kernels' masks are channel masks (`masks.channel_masks`), and the tensors
 that belong to a kernel's output channels (its layer's bias; the gamma and
 beta of a BatchNormalization that follows it) are masked with the kernel's
 channel vector (`channel_links`), so that a pruned channel outputs exactly
-zero and `deploy.compact` can remove it.
+zero and `deploy.compact` can remove it. In MobileNet-style networks the
+channels are followed through the model's graph (`core.channel_graph`): a
+DepthwiseConv2D's kernel and bias belong to the channels of the layer
+before it (`channel_depthwise_links`), and the kernels whose outputs a
+residual addition sums are pruned together (`channel_groups`).
 
 `statistics` are the model's other floating-point non-trainable variables:
 BatchNormalization's moving mean and variance, which Keras updates in the
@@ -29,6 +33,7 @@ import tensorflow_federated as tff
 from tff_sparsify import _compat  # pylint: disable=unused-import  (TF 2.14 fix)
 from tff_sparsify import _tff_internals as tffi
 from tff_sparsify import _tfmot_internals as tfmoti
+from tff_sparsify.core import channel_graph
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import pruning
 
@@ -52,6 +57,13 @@ class PruningLayout:
       never pruned: the model's output layer (its units are the outputs).
     channel_unlinked: names of BatchNormalization layers that follow no
       prunable kernel of their size (channel granularity refuses the model).
+    channel_groups: positions in `prunable` whose channels are pruned together
+      (a residual addition's inputs; `core.channel_graph`), a partition;
+      () means one group per kernel.
+    channel_depthwise_links: (index in `trainable`, position in `prunable`,
+      shape) of depthwise kernels (channels on axis -2) masked by that
+      kernel's channel vector: a DepthwiseConv2D after it.
+    channel_unsupported: why channel granularity cannot trace the model, or ''.
     statistics: indices in `non_trainable` of the floating-point variables
       that are not tfmot's (BatchNormalization's moving mean and variance):
       aggregated like the model update (`learning.statistics`).
@@ -66,6 +78,9 @@ class PruningLayout:
   channel_frozen: tuple[int, ...] = ()
   channel_unlinked: tuple[str, ...] = ()
   statistics: tuple[int, ...] = ()
+  channel_groups: tuple[tuple[int, ...], ...] = ()
+  channel_depthwise_links: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
+  channel_unsupported: str = ''
 
   def check_pruning(self):
     """ValueError for a model with nothing to prune."""
@@ -89,6 +104,9 @@ class PruningLayout:
     """ValueError for a model channel granularity cannot prune."""
     if self.granularity != 'channel':
       return
+    if self.channel_unsupported:
+      raise ValueError("sparsity_granularity='channel' cannot follow the model's channels: "
+                       f'{self.channel_unsupported}')
     if self.channel_unlinked:
       raise ValueError("sparsity_granularity='channel' needs every BatchNormalization to "
                        'follow a prunable layer with its number of channels; '
@@ -106,7 +124,8 @@ class PruningLayout:
     """
     if self.granularity == 'channel':
       return masks_lib.channel_masks(self.prunable_list(trainable), sparsity, placement,
-                                     frozen=self.channel_frozen, multiple=channel_multiple)
+                                     frozen=self.channel_frozen, multiple=channel_multiple,
+                                     groups=self.channel_groups or None)
     return masks_lib.placed_magnitude_masks(
         self.prunable_list(trainable), sparsity, placement, costs=self.costs)
 
@@ -114,7 +133,8 @@ class PruningLayout:
     """Per trainable tensor, its mask taken from `non_trainable`, or None.
 
     In channel granularity a linked tensor (bias, BatchNormalization gamma
-    and beta) gets its kernel's channel vector.
+    and beta) gets its kernel's channel vector, a depthwise kernel that
+    vector along its axis -2.
     """
     by_index = dict(zip(self.prunable, self.masks))
     found = [non_trainable[by_index[i]] if i in by_index else None
@@ -122,6 +142,9 @@ class PruningLayout:
     if self.granularity == 'channel':
       for index, position in self.channel_links:
         found[index] = masks_lib.channel_vector(non_trainable[self.masks[position]])
+      for index, position, shape in self.channel_depthwise_links:
+        vector = masks_lib.channel_vector(non_trainable[self.masks[position]])
+        found[index] = tf.broadcast_to(vector[:, tf.newaxis], shape)
     return found
 
   def mask_list(self, non_trainable) -> list:
@@ -150,15 +173,13 @@ def pruning_layout(model: tff.learning.models.VariableModel,
   layers = pruning.wrappers(keras_model)
   trainable = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
   non_trainable = {v.ref(): i for i, v in enumerate(model.non_trainable_variables)}
-  links, frozen, unlinked = _channel_structure(keras_model, trainable)
   return PruningLayout(
       num_trainable=len(model.trainable_variables),
       prunable=tuple(trainable[w.ref()] for w in pruning.prunable_weights(keras_model)),
       masks=tuple(non_trainable[m.ref()] for m in pruning.mask_variables(keras_model)),
       steps=tuple(non_trainable[tfmoti.pruning_step(layer).ref()] for layer in layers),
-      costs=_costs(keras_model), granularity=granularity, channel_links=links,
-      channel_frozen=frozen, channel_unlinked=unlinked,
-      statistics=_statistics(model, layers))
+      costs=_costs(keras_model), granularity=granularity,
+      statistics=_statistics(model, layers), **_channel_structure(keras_model, trainable))
 
 
 def _statistics(model, wrapper_layers) -> tuple[int, ...]:
@@ -171,41 +192,35 @@ def _statistics(model, wrapper_layers) -> tuple[int, ...]:
 
 
 def _channel_structure(keras_model, trainable_index):
-  """(channel_links, channel_frozen, channel_unlinked) of the model's top-level layers.
+  """Channel groups, links and frozen positions of the model (`core.channel_graph.trace`).
 
-  Walks the layers in order: a wrapper with one kernel links its layer's
-  bias to that kernel; a BatchNormalization links its gamma and beta to the
-  last such kernel if their channels agree (layers without weights, such as
-  pooling, dropout and activations, pass the channels through).
+  Returns a dict of `PruningLayout`'s channel fields. Kernels the graph walk
+  does not reach (inside a nested model) are groups of their own.
   """
   position = {w.ref(): p for p, w in enumerate(pruning.prunable_weights(keras_model))}
-  links, unlinked = [], []
-  last = None  # (position, channels) of the kernel whose channels flow here.
-  for layer in keras_model.layers:
-    kernels = []
+
+  def kernels_of(layer):
     if isinstance(layer, pruning.PruneLowMagnitude):  # tfmot wraps weightless layers too.
-      kernels = [w for w, _, _ in tfmoti.pruning_vars(layer)]
-      layer = layer.layer
-    if kernels:
-      last = None
-      if len(kernels) == 1:
-        last = (position[kernels[0].ref()], int(kernels[0].shape[-1]))
-        bias = getattr(layer, 'bias', None)
-        if bias is not None and bias.ref() in trainable_index:
-          links.append((trainable_index[bias.ref()], last[0]))
-    elif isinstance(layer, tf.keras.layers.BatchNormalization):
-      tensors = [v for v in (layer.gamma, layer.beta) if v is not None]
-      if last is None or any(int(v.shape[-1]) != last[1] for v in tensors):
-        unlinked.append(layer.name)
-        continue
-      links.extend((trainable_index[v.ref()], last[0]) for v in tensors
-                   if v.ref() in trainable_index)
-    elif layer.weights or isinstance(layer, tf.keras.layers.Flatten):
-      last = None  # Weights we do not know, or channels no longer on the last axis.
-  frozen = ()
-  if keras_model.layers and isinstance(keras_model.layers[-1], pruning.PruneLowMagnitude):
-    frozen = tuple(position[w.ref()] for w, _, _ in tfmoti.pruning_vars(keras_model.layers[-1]))
-  return tuple(links), frozen, tuple(unlinked)
+      return [w for w, _, _ in tfmoti.pruning_vars(layer)]
+    return []
+
+  graph = channel_graph.trace(
+      keras_model, kernels_of,
+      inner_of=lambda layer: layer.layer if isinstance(layer, pruning.PruneLowMagnitude)
+      else layer)
+  groups = [tuple(position[k.ref()] for k in group) for group in graph.groups]
+  reached = {p for group in groups for p in group}
+  groups += [(p,) for p in sorted(set(position.values()) - reached)]
+  leader = lambda g: groups[g][0]
+  links = tuple((trainable_index[v.ref()], leader(g)) for v, g in graph.links
+                if v.ref() in trainable_index)
+  depthwise = tuple((trainable_index[v.ref()], leader(g), tuple(int(d) for d in v.shape))
+                    for v, g in graph.depthwise_links if v.ref() in trainable_index)
+  frozen = tuple(sorted(p for g in graph.frozen for p in groups[g]))
+  return dict(channel_groups=tuple(groups), channel_links=links,
+              channel_depthwise_links=depthwise, channel_frozen=frozen,
+              channel_unlinked=tuple(graph.unlinked),
+              channel_unsupported=graph.unsupported)
 
 
 def _costs(keras_model) -> Optional[tuple[float, ...]]:
