@@ -1,0 +1,218 @@
+r"""Issue 37's channel targets, on each of several training seeds.
+
+For each model (`small_cnn`, `mobilenet`: ours, FashionMNIST) and each
+training seed: FedAvg and FedSparsify-Global at channel granularity
+(uniform placement, kept channels rounded to a multiple, exported
+`--compact`), both trained through the binaries on 10 IID clients, all every
+round. Then the two float32 exports of that seed are timed side by side on
+ONNX Runtime and LiteRT 2 (repeats in turn, medians), and the seed meets the
+target where the channel model is within 1 point of FedAvg's test accuracy
+and at least 3x its throughput on both runtimes. Every step resumes: a
+finished run is not retrained (an interrupted one resumes from its
+checkpoint, the training binary's own resume), an export newer than its model
+is not redone, a seed already timed is read back from the JSON file.
+
+  python -m benchmarks.channel_targets --models=small_cnn,mobilenet \
+    --seeds=1990,1991,1992 --repeats=3 --budget_seconds=3 --warmup_seconds=1
+
+Results: {output}.json (every timing) and {output}.md (default output:
+benchmarks/results/channel_targets).
+"""
+
+import collections
+import gzip
+import json
+import os
+import platform
+import subprocess
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+
+from absl import app  # pylint: disable=g-import-not-at-top
+from absl import flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, 'benchmarks', 'results')
+TRAIN_FLAGS = dict(dataset='fashion_mnist', partition='iid', num_clients=10,
+                   clients_per_round=10, client_epochs_per_round=1, client_batch_size=32,
+                   client_learning_rate=0.05, progress='false')
+# model -> (channel sparsity, channel multiple): the setting tried for the target.
+# small_cnn: conv_frontier's best (0.4, multiples of 16: 16/32/80 channels).
+SETTINGS = {'small_cnn': (0.4, 16), 'mobilenet': (0.5, 8)}
+RUNTIMES = ('onnxruntime', 'litert')
+TARGET_SPEEDUP = 3.0
+TARGET_ACCURACY_GAP = 0.01
+
+_MODELS = flags.DEFINE_list('models', list(SETTINGS), f'Among {", ".join(SETTINGS)}.')
+_SEEDS = flags.DEFINE_list('seeds', ['1990', '1991', '1992'], 'Training seeds.')
+_ROUNDS = flags.DEFINE_integer('rounds', 10, 'Federated rounds of every run.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Inference batch (Table 2\'s).')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Timings per file and runtime, in turn.')
+_BUDGET = flags.DEFINE_float('budget_seconds', 3.0, 'Timed seconds per file and runtime.')
+_WARMUP = flags.DEFINE_float('warmup_seconds', 1.0, 'Warm-up seconds (first repeat).')
+_WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'channel_targets'),
+                                'Where runs and exports go.')
+_SKIP_TIMING = flags.DEFINE_bool('skip_timing', False, 'Train and export only.')
+_OUTPUT = flags.DEFINE_string('output', os.path.join(RESULTS, 'channel_targets'),
+                              'Output prefix: {output}.json/.md.')
+
+
+def _binary(module: str, values: dict):
+  command = [sys.executable, '-m', f'binaries.{module}'] + [
+      f'--{k}={v}' for k, v in values.items()]
+  print('$', ' '.join(['python'] + command[1:]), flush=True)
+  done = subprocess.run(command, cwd=REPO, check=False)
+  if done.returncode:
+    sys.exit(f'channel_targets: {module} failed (exit {done.returncode}); its message is above')
+
+
+def _run(model: str, seed: str, channel: bool) -> str:
+  """Trains (or resumes) one run and exports it; returns its results directory."""
+  name = f'{model}_{seed}_' + ('channel' if channel else 'fedavg')
+  values = dict(TRAIN_FLAGS, model=model, seed=seed, total_rounds=_ROUNDS.value,
+                rounds_per_eval=_ROUNDS.value, root_output_dir=_WORK_DIR.value,
+                experiment_name=name)
+  if channel:
+    sparsity, multiple = SETTINGS[model]
+    values.update(algorithm='fedsparsify_global', final_sparsity=sparsity,
+                  sparsity_granularity='channel', sparsity_placement='uniform',
+                  channel_multiple=multiple)
+  else:
+    values.update(algorithm='fedavg')
+  results = os.path.join(_WORK_DIR.value, 'results', name)
+  final = os.path.join(results, 'final_model.keras')
+  if not os.path.exists(final):
+    _binary('train', values)
+  report = os.path.join(results, 'export', 'export_report.json')
+  if not os.path.exists(report) or os.path.getmtime(report) < os.path.getmtime(final):
+    _binary('export', dict(run_dir=results, formats='onnx,tflite',
+                           compact=str(channel).lower()))
+  return results
+
+
+def _download_bytes(path: str) -> int:
+  """The bytes a device downloads: the file, or gzip'd where that is smaller."""
+  with open(path, 'rb') as f:
+    data = f.read()
+  return min(len(data), len(gzip.compress(data, 9)))
+
+
+def _files(results: str) -> dict:
+  with open(os.path.join(results, 'export', 'export_report.json')) as f:
+    report = json.load(f)
+  return dict(onnx=report['onnx_path'], accuracy=report['keras_test_accuracy'],
+              params=report['total_params'], saved_model=report['saved_model_dir'],
+              onnx_download_bytes=_download_bytes(report['onnx_path']),
+              tflite_download_bytes=_download_bytes(
+                  os.path.splitext(report['onnx_path'])[0] + '.tflite'))
+
+
+def _time_pair(dense: dict, channel: dict) -> dict:
+  """Both runs' float32 files on each runtime, repeats in turn: runtime -> timings."""
+  # pylint: disable=g-import-not-at-top  (TensorFlow loads here, after training)
+  import numpy as np
+  from tff_sparsify.deploy import export_configs
+  from tff_sparsify.deploy import inference
+  # pylint: enable=g-import-not-at-top
+  batch = np.random.default_rng(0).random((_BATCH_SIZE.value, 28, 28), np.float32)
+  cases, keys = [], []
+  for runtime in RUNTIMES:
+    for which, files in (('fedavg', dense), ('channel', channel)):
+      cases.append((runtime, inference.build_runner(
+          runtime, onnx_path=files['onnx'], saved_model_dir=files['saved_model'],
+          batch_size=len(batch)), batch))
+      keys.append((runtime, which))
+  config = export_configs.TimingConfig(budget_seconds=_BUDGET.value,
+                                       warmup_seconds=_WARMUP.value, repeats=_REPEATS.value)
+  timings = inference.time_in_turn(cases, config)
+  found = collections.defaultdict(dict)
+  for (runtime, which), repeats in zip(keys, timings):
+    found[runtime][which] = [t.items_per_second for t in repeats]
+  return dict(found)
+
+
+def _median(values):
+  ordered = sorted(values)
+  return ordered[len(ordered) // 2]
+
+
+def _row(model, seed, entry):
+  dense, channel = entry['fedavg'], entry['channel']
+  gap = dense['accuracy'] - channel['accuracy']
+  speedups = {}
+  for runtime in RUNTIMES:
+    t = entry['timings'][runtime]
+    speedups[runtime] = _median(t['channel']) / _median(t['fedavg'])
+  met = gap <= TARGET_ACCURACY_GAP and all(s >= TARGET_SPEEDUP for s in speedups.values())
+  return collections.OrderedDict(
+      model=model, seed=seed, fedavg_accuracy=f'{dense["accuracy"]:.4f}',
+      channel_accuracy=f'{channel["accuracy"]:.4f}', points_below=f'{100 * gap:.2f}',
+      params=f'{dense["params"]:,} -> {channel["params"]:,}',
+      **{f'{r} speed-up (repeats)': f'{speedups[r]:.2f}x (' + ', '.join(
+          f'{c / d:.2f}' for c, d in zip(entry['timings'][r]['channel'],
+                                         entry['timings'][r]['fedavg'])) + ')'
+         for r in RUNTIMES},
+      download=f'{dense["tflite_download_bytes"]:,} -> {channel["tflite_download_bytes"]:,}',
+      target='met' if met else 'NOT met')
+
+
+def _write(done: dict):
+  from tff_sparsify import files  # pylint: disable=g-import-not-at-top
+  with open(_OUTPUT.value + '.json', 'w') as f:
+    json.dump(done, f, indent=1, sort_keys=True)
+  rows = [_row(*key.split('/'), entry) for key, entry in sorted(done.items())]
+  settings = '; '.join(f'{m}: channel sparsity {s}, multiples of {k}'
+                       for m, (s, k) in SETTINGS.items() if m in _MODELS.value)
+  lines = [
+      '# Channel granularity against FedAvg, per training seed (issue 37\'s targets)', '',
+      f'Command: `python -m benchmarks.channel_targets --models={",".join(_MODELS.value)} '
+      f'--seeds={",".join(_SEEDS.value)} --rounds={_ROUNDS.value} '
+      f'--repeats={_REPEATS.value} --budget_seconds={_BUDGET.value} '
+      f'--warmup_seconds={_WARMUP.value}`; {platform.machine()}, {os.cpu_count()} CPUs.', '',
+      'Training: FashionMNIST, 10 IID clients, all every round, '
+      f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.05; FedSparsify-Global at channel '
+      f'granularity, uniform placement ({settings}), exported `--compact`. Accuracy: the '
+      'Keras model on the 10,000 test images. Speed-up: float32 throughput of the channel '
+      'model over the FedAvg model of the same seed, batch '
+      f'{_BATCH_SIZE.value}, medians of {_REPEATS.value} repeats taken in turn (each '
+      'repeat\'s ratio in brackets). Download: the `.tflite` file a device fetches, gzip\'d '
+      'where smaller, FedAvg -> channel. Target: within 1 point of FedAvg and at least '
+      f'{TARGET_SPEEDUP:g}x on both runtimes.', '',
+      *files.markdown_table(list(rows[0]), rows, str), '']
+  for model in _MODELS.value:
+    mine = [r for r in rows if r['model'] == model]
+    if mine:
+      lines.append(f'- {model}: target met on {sum(r["target"] == "met" for r in mine)} of '
+                   f'{len(mine)} seeds.')
+  with open(_OUTPUT.value + '.md', 'w') as f:
+    f.write('\n'.join(lines) + '\n')
+  print('\n'.join(lines), flush=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  unknown = [m for m in _MODELS.value if m not in SETTINGS]
+  if unknown:
+    raise app.UsageError(f'--models: unknown {unknown}; allowed: {", ".join(SETTINGS)}')
+  if _ROUNDS.value < 2:
+    raise app.UsageError(f'--rounds must be >= 2, got {_ROUNDS.value}')
+  done = {}
+  if os.path.exists(_OUTPUT.value + '.json'):
+    with open(_OUTPUT.value + '.json') as f:
+      done = json.load(f)
+  for seed in _SEEDS.value:
+    for model in _MODELS.value:
+      key = f'{model}/{seed}'
+      dense, channel = _files(_run(model, seed, False)), _files(_run(model, seed, True))
+      if _SKIP_TIMING.value or key in done:
+        continue
+      from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
+      execution.drop_import_time_default_context()
+      done[key] = dict(fedavg=dense, channel=channel, timings=_time_pair(dense, channel))
+      _write(done)
+
+
+if __name__ == '__main__':
+  app.run(main)
