@@ -41,6 +41,7 @@ import collections
 import csv
 import os
 import platform
+from typing import Optional
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
@@ -173,6 +174,18 @@ def _calibration(dataset: str, examples: int = 256):
             f'{examples} uniform random inputs (no {dataset} training set here)')
 
 
+def download_bytes(report, precision: str, runtime: str) -> Optional[int]:
+  """The bytes of the file `runtime` runs at `precision`, gzip'd where that is smaller: what
+  a device downloads (TFLite's sparse encoding where it made the file smaller)."""
+  model_format = inference.model_format(runtime)
+  if (model_format, precision) == ('onnx', 'float32'):
+    return min(report.onnx_bytes, report.onnx_gzip_bytes)
+  for f in report.files:
+    if (f.format, f.precision) == (model_format, precision):
+      return min(f.bytes, f.gzip_bytes)
+  return None
+
+
 def main(argv):
   execution.drop_import_time_default_context()
   if len(argv) > 1:
@@ -239,6 +252,7 @@ def main(argv):
               layout=layout, placement=placement, sparsity=float(s), precision=precision,
               runtime=runtime, params=report.total_params, nonzero_params=report.nonzero_params,
               gzip_mb=gzip_bytes / 1e6,
+              download_bytes=download_bytes(report, precision, runtime),
               kernel_sparsities=' '.join(f'{layer.sparsity:.4f}' for layer in report.layers))
           timed.append((prefix, found_accuracy, run,
                         onnx_batch if inference.takes_onnx(runtime) else batch))
