@@ -88,6 +88,39 @@ class ExportTest(tf.test.TestCase):
       export.check_onnx(model, altered(fill_zeros))
     export.check_onnx(model, report.onnx_path)  # The file as exported passes.
 
+  def test_a_batch_norm_folded_into_its_convolution_keeps_the_zeros(self):
+    # tf2onnx folds a BatchNormalization after a convolution into its kernel,
+    # scaling each output channel: the zeros are matched through that scaling.
+    tf.keras.utils.set_random_seed(8)
+    inputs = tf.keras.Input((6, 6, 2))
+    conv = tf.keras.layers.Conv2D(4, 3, use_bias=False)
+    bn = tf.keras.layers.BatchNormalization()
+    outputs = tf.keras.layers.Dense(3)(tf.keras.layers.Flatten()(bn(conv(inputs))))
+    model = tf.keras.Model(inputs, outputs)
+    kernel = conv.kernel.numpy()
+    kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.6)] = 0.0
+    conv.kernel.assign(kernel)
+    rng = np.random.default_rng(0)
+    bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4),
+                    rng.uniform(0.5, 2, 4)])
+    report = export.export_model(model, self.create_tempdir().full_path)
+    import onnx  # pylint: disable=g-import-not-at-top
+    ops = {node.op_type for node in onnx.load(report.onnx_path).graph.node}
+    self.assertNotIn('BatchNormalization', ops)  # Folded.
+    found = {layer.name: layer for layer in report.layers}[conv.name]
+    self.assertEqual(found.keras_zeros, int(np.sum(kernel == 0)))  # NumPy's count.
+    self.assertEqual(found.onnx_zeros, found.keras_zeros)
+    # By hand: the ONNX layout (out, in, h, w) of the kernel times a factor per channel.
+    scale = np.array([0.5, -2.0, 0.0, 3.0], np.float32)
+    onnx_like = np.transpose(kernel * scale, (3, 2, 0, 1))
+    zeros = int(np.sum(kernel == 0))
+    self.assertEqual(export._scaled_zeros(kernel, onnx_like), zeros)  # pylint: disable=protected-access
+    filled = np.where(onnx_like == 0, np.float32(1e-9), onnx_like)
+    self.assertEqual(export._scaled_zeros(kernel, filled), 0)  # pylint: disable=protected-access
+    nudged = onnx_like.copy()
+    nudged[0, 0][np.nonzero(nudged[0, 0])[0][0], np.nonzero(nudged[0, 0])[1][0]] += 1e-4
+    self.assertIsNone(export._scaled_zeros(kernel, nudged))  # pylint: disable=protected-access
+
   def test_load_run_model_round_trip_and_errors(self):
     run = self.create_tempdir().full_path
     model = tfmot.sparsity.keras.strip_pruning(small_pruned_model())

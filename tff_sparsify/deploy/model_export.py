@@ -23,6 +23,7 @@ of the Keras model's.
 import contextlib
 import dataclasses
 import gzip
+import itertools
 import os
 from typing import Optional
 
@@ -156,14 +157,40 @@ def _match_initializers(kernels, onnx_model) -> list:
     # that a kernel whose zeros became tiny values is found (and reported).
     key = np.sort(kernel.ravel())
     onnx_zeros = None
-    for array in by_size.get(kernel.size, []):
-      if array.dtype == kernel.dtype and np.allclose(
-          np.sort(array.ravel()), key, rtol=0, atol=KERNEL_MATCH_ATOL):
+    candidates = [a for a in by_size.get(kernel.size, []) if a.dtype == kernel.dtype]
+    for array in candidates:
+      if np.allclose(np.sort(array.ravel()), key, rtol=0, atol=KERNEL_MATCH_ATOL):
         onnx_zeros = int(np.sum(array == 0))
         break
+    else:  # A BatchNormalization folded into the kernel scales each output channel.
+      for array in candidates:
+        onnx_zeros = _scaled_zeros(kernel, array)
+        if onnx_zeros is not None:
+          break
     layers.append(LayerSparsity(name, tuple(kernel.shape), int(kernel.size),
                                 int(np.sum(kernel == 0)), onnx_zeros))
   return layers
+
+
+def _scaled_zeros(kernel: np.ndarray, array: np.ndarray):
+  """Where `array`, in some order of its axes, is `kernel` times one factor per output
+  channel (tf2onnx folds a BatchNormalization that follows a convolution into its
+  kernel): how many of `kernel`'s zeros are exact zeros there; else None."""
+  if array.ndim != kernel.ndim:
+    return None
+  for order in itertools.permutations(range(array.ndim)):
+    if tuple(array.shape[i] for i in order) != kernel.shape:
+      continue
+    candidate = np.transpose(array, order).reshape(-1, kernel.shape[-1])
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    ratio = np.divide(candidate, flat, out=np.zeros_like(candidate), where=flat != 0)
+    scale = np.array([np.median(ratio[flat[:, c] != 0, c]) if np.any(flat[:, c] != 0) else 0.0
+                      for c in range(flat.shape[-1])], dtype=np.float64)
+    # Float32 products: relative error about 1e-7; an altered value is further off.
+    tolerance = 1e-7 * (1.0 + float(np.abs(candidate).max(initial=0.0)))
+    if np.allclose(candidate, flat * scale, rtol=1e-5, atol=tolerance):
+      return int(np.sum((candidate == 0) & (flat == 0)))
+  return None
 
 
 def _random_check(model: tf.keras.Model, check_batch_size: int, seed: int):
