@@ -54,6 +54,8 @@ _WARMUP = flags.DEFINE_float('warmup_seconds', 1.0, 'Warm-up seconds (first repe
 _WORK_DIR = flags.DEFINE_string('work_dir', os.path.join(REPO, 'output', 'channel_targets'),
                                 'Where runs and exports go.')
 _SKIP_TIMING = flags.DEFINE_bool('skip_timing', False, 'Train and export only.')
+_SKIP_TRAINING = flags.DEFINE_bool('skip_training', False, 'Time only the seeds whose runs '
+                                   'are trained and exported (e.g. while others train).')
 _OUTPUT = flags.DEFINE_string('output', os.path.join(RESULTS, 'channel_targets'),
                               'Output prefix: {output}.json/.md.')
 
@@ -205,7 +207,15 @@ def main(argv):
   for seed in _SEEDS.value:
     for model in _MODELS.value:
       key = f'{model}/{seed}'
-      dense, channel = _files(_run(model, seed, False)), _files(_run(model, seed, True))
+      if _SKIP_TRAINING.value:
+        runs = [os.path.join(_WORK_DIR.value, 'results', f'{model}_{seed}_{which}')
+                for which in ('fedavg', 'channel')]
+        if not all(os.path.exists(os.path.join(r, 'export', 'export_report.json'))
+                   for r in runs):
+          continue
+        dense, channel = _files(runs[0]), _files(runs[1])
+      else:
+        dense, channel = _files(_run(model, seed, False)), _files(_run(model, seed, True))
       if _SKIP_TIMING.value or key in done:
         continue
       from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
