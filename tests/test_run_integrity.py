@@ -98,6 +98,8 @@ class TrainBadFlagsTest(_BinaryCase):
        r'--total_rounds=2: must be > sparsify_start_round=2'),
       ('frequency', dict(algorithm='random_pruning', sparsify_frequency=0),
        r'--sparsify_frequency=0: must be >= 1'),
+      ('end_round', dict(algorithm='fedsparsify_global', sparsify_end_round=3),
+       r'--sparsify_end_round=3: must be in \(sparsify_start_round=1, total_rounds=2\]'),
       ('exponent', dict(algorithm='fedsparsify_global', sparsify_exponent=0),
        r'--sparsify_exponent=0.0: must be > 0'),
       ('client_rate', dict(client_message_prune_rate=1.0),
@@ -135,7 +137,7 @@ class TrainBadFlagsTest(_BinaryCase):
       ('data_dir_empty', dict(data_dir=''), r"--data_dir='': is not a directory"),
       # Not one of the choices.
       ('dataset', dict(dataset='mnist'), r'flag --dataset=mnist: value should be one of'),
-      ('model', dict(model='resnet'), r"--model='resnet': must be one of paper, small_cnn, a saved Keras model PATH.keras or package.module:function"),
+      ('model', dict(model='resnet'), r"--model='resnet': must be one of paper, small_cnn, mobilenet, a saved Keras model PATH.keras or package.module:function"),
       ('model_dataset', dict(dataset='cifar10', model='small_cnn'),
        r"--model='small_cnn': is a model for fashion_mnist only; --dataset=cifar10 takes --model=paper"),
       ('partition', dict(partition='shards2'), r'flag --partition=shards2: value should be one of'),

@@ -75,6 +75,21 @@ class FedSparsifyScheduleTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual([t for t in range(21) if _python(sched, t)[0]], [5, 10, 15, 20])
     self.assertEqual(sched.sparsity(7), sched.sparsity(5))
 
+  def test_tuning_rounds_after_sparsify_end_round(self):
+    from tff_sparsify import config as config_lib  # pylint: disable=g-import-not-at-top
+    config = config_lib.TrainConfig(algorithm='fedsparsify_global', total_rounds=10,
+                                    final_sparsity=0.8, sparsify_end_round=4)
+    schedule = schedules.FedSparsifySchedule(config.algorithm_config.schedule)
+    # Eq. 1 with T = 4, t_0 = 1, n = 3, by hand; then S_T for the tuning rounds 5-10.
+    want = [0.8 - 0.8 * (1 - (t - 1) / 3) ** 3 for t in (1, 2, 3)] + [0.8] * 7
+    self.assertAllClose([schedule.sparsity(t) for t in range(1, 11)], want)
+    with self.assertRaisesRegex(validation.ConfigError,
+                                'sparsify_end_round=4: is for pruning algorithms, not '
+                                '--algorithm=fedavg'):
+      config_lib.TrainConfig(algorithm='fedavg', total_rounds=10, sparsify_end_round=4)
+    with self.assertRaisesRegex(validation.ConfigError, 'sparsify_end_round=1: must be in'):
+      config_lib.TrainConfig(algorithm='fedsparsify_global', sparsify_end_round=1)
+
   def test_one_shot(self):
     sched = _schedule(0.9, 10, initial_sparsity=0.9)
     self.assertEqual(sched.sparsity(0), 0.0)

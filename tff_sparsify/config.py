@@ -175,6 +175,11 @@ class TrainConfig:
   sparsify_exponent: float = option(
       3.0,
       'n: exponent of the schedule (Eq. 1).')
+  sparsify_end_round: Optional[int] = option(
+      None,
+      'T of the schedule (Eq. 1): the round at which s_t reaches S_T (default: '
+      '--total_rounds); the rounds after it tune the pruned model with its mask fixed. '
+      'Pruning algorithms only.')
   mask_aggregation: str = option(
       'majority_vote',
       'How --algorithm=fedsparsify_local merges client masks: majority vote (Eq. 2) or plain '
@@ -342,6 +347,15 @@ class TrainConfig:
                         'must be a non-empty name without "/"')
     if not self.root_output_dir:
       raise ConfigError('root_output_dir', self.root_output_dir, 'must not be empty')
+    if self.sparsify_end_round is not None:
+      if not registry.get(self.algorithm).prunes:
+        raise ConfigError('sparsify_end_round', self.sparsify_end_round,
+                          f'is for pruning algorithms, not --algorithm={self.algorithm}')
+      if not _is_int(self.sparsify_end_round) or not (
+          self.sparsify_start_round < self.sparsify_end_round <= self.total_rounds):
+        raise ConfigError('sparsify_end_round', self.sparsify_end_round,
+                          f'must be in (sparsify_start_round={self.sparsify_start_round}, '
+                          f'total_rounds={self.total_rounds}]')
     # The algorithm's own options, checked by its configuration (one place).
     object.__setattr__(self, '_algorithm_config',
                        registry.config_from_flags(self.as_dict()))

@@ -214,6 +214,8 @@ def fed_sparsify_from_flags(mode: str = 'global', pruning_method: str = 'magnitu
 
   def from_flags(values):
     picked = pick(values, _SCHEDULE_FIELDS)
+    if values.get('sparsify_end_round') is not None:  # Eq. 1's T; later rounds tune.
+      picked['total_rounds'] = values['sparsify_end_round']
     if (one_shot or at_init) and 'final_sparsity' in picked:  # --initial_sparsity unused.
       picked['initial_sparsity'] = picked['final_sparsity']
     if at_init:  # Pruned before round 1: --sparsify_start_round plays no part.
