@@ -15,6 +15,9 @@ is not redone, a seed already timed is read back from the JSON file.
   python -m benchmarks.channel_targets --models=small_cnn,mobilenet \
     --seeds=1990,1991,1992 --repeats=3 --budget_seconds=3 --warmup_seconds=1
 
+The settings (`SETTINGS`) name their runs (`run_name`); the JSON file keeps
+each seed's timing under `{model}/{seed}/{channel run}`.
+
 Results: {output}.json (every timing) and {output}.md (default output:
 benchmarks/results/channel_targets).
 """
@@ -37,20 +40,23 @@ RESULTS = os.path.join(REPO, 'benchmarks', 'results')
 TRAIN_FLAGS = dict(dataset='fashion_mnist', partition='iid', num_clients=10,
                    clients_per_round=10, client_epochs_per_round=1, client_batch_size=32,
                    client_learning_rate=0.05, progress='false')
-# model -> (channel sparsity, channel multiple): the setting tried for the target.
+# model -> the channel setting tried for the target: sparsity, kept channels'
+# multiple, rounds (FedAvg trains as many), and the round at which pruning
+# ends (None: the last round; later rounds tune at the final mask).
 # small_cnn: conv_frontier's best (0.4, multiples of 16: 16/32/80 channels).
-# mobilenet: random-init timing of its compact exports, training paused (2
-# cores, batch 32, medians of 3): 0.5 / multiples of 8 ran 2.20x (ORT) and
-# 2.50x (LiteRT) the dense model, 0.5 / 16 2.88x and 2.75x, 0.6 / 16 3.35x
-# and 3.47x, 0.6 / 8 4.30x and 4.27x (BUILD_NOTES, "MobileNet-style model").
-SETTINGS = {'small_cnn': (0.4, 16), 'mobilenet': (0.6, 8)}
+# mobilenet: `benchmarks.compact_speed` (random-init compact exports, training
+# paused): 0.5 / multiples of 8 ran 2.20x (ORT) and 2.50x (LiteRT) the dense
+# model, 0.6 / 8 4.30x and 4.27x. Trained 10 rounds, 0.6 / 8 ended 4.2 points
+# below FedAvg (seed 1990, 0.8233 against 0.8655; BUILD_NOTES), so it gets 10
+# tuning rounds after the 10 that prune.
+SETTINGS = {'small_cnn': dict(sparsity=0.4, multiple=16, rounds=10, end_round=None),
+            'mobilenet': dict(sparsity=0.6, multiple=8, rounds=20, end_round=10)}
 RUNTIMES = ('onnxruntime', 'litert')
 TARGET_SPEEDUP = 3.0
 TARGET_ACCURACY_GAP = 0.01
 
 _MODELS = flags.DEFINE_list('models', list(SETTINGS), f'Among {", ".join(SETTINGS)}.')
 _SEEDS = flags.DEFINE_list('seeds', ['1990', '1991', '1992'], 'Training seeds.')
-_ROUNDS = flags.DEFINE_integer('rounds', 10, 'Federated rounds of every run.')
 _BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Inference batch (Table 2\'s).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timings per file and runtime, in turn.')
 _BUDGET = flags.DEFINE_float('budget_seconds', 3.0, 'Timed seconds per file and runtime.')
@@ -73,17 +79,27 @@ def _binary(module: str, values: dict):
     sys.exit(f'channel_targets: {module} failed (exit {done.returncode}); its message is above')
 
 
+def run_name(model: str, seed: str, channel: bool) -> str:
+  """`{model}_{seed}_fedavg|channel`, with `_r{rounds}` unless 10 rounds and `_e{end}`."""
+  setting = SETTINGS[model]
+  suffix = '' if setting['rounds'] == 10 else f'_r{setting["rounds"]}'
+  if channel and setting['end_round'] is not None:
+    suffix += f'_e{setting["end_round"]}'
+  return f'{model}_{seed}_' + ('channel' if channel else 'fedavg') + suffix
+
+
 def _run(model: str, seed: str, channel: bool) -> str:
   """Trains (or resumes) one run and exports it; returns its results directory."""
-  name = f'{model}_{seed}_' + ('channel' if channel else 'fedavg')
-  values = dict(TRAIN_FLAGS, model=model, seed=seed, total_rounds=_ROUNDS.value,
-                rounds_per_eval=_ROUNDS.value, root_output_dir=_WORK_DIR.value,
+  name, setting = run_name(model, seed, channel), SETTINGS[model]
+  values = dict(TRAIN_FLAGS, model=model, seed=seed, total_rounds=setting['rounds'],
+                rounds_per_eval=setting['rounds'], root_output_dir=_WORK_DIR.value,
                 experiment_name=name)
   if channel:
-    sparsity, multiple = SETTINGS[model]
-    values.update(algorithm='fedsparsify_global', final_sparsity=sparsity,
+    values.update(algorithm='fedsparsify_global', final_sparsity=setting['sparsity'],
                   sparsity_granularity='channel', sparsity_placement='uniform',
-                  channel_multiple=multiple)
+                  channel_multiple=setting['multiple'])
+    if setting['end_round'] is not None:
+      values['sparsify_end_round'] = setting['end_round']
   else:
     values.update(algorithm='fedavg')
   results = os.path.join(_WORK_DIR.value, 'results', name)
@@ -167,18 +183,23 @@ def _write(done: dict):
   from tff_sparsify import files  # pylint: disable=g-import-not-at-top
   with open(_OUTPUT.value + '.json', 'w') as f:
     json.dump(done, f, indent=1, sort_keys=True)
-  rows = [_row(*key.split('/'), entry) for key, entry in sorted(done.items())]
-  settings = '; '.join(f'{m}: channel sparsity {s}, multiples of {k}'
-                       for m, (s, k) in SETTINGS.items() if m in _MODELS.value)
+  rows = [_row(*key.split('/')[:2], entry) for key, entry in sorted(done.items())
+          if key.split('/')[0] in _MODELS.value]
+  settings = '; '.join(
+      f'{m}: channel sparsity {s["sparsity"]}, multiples of {s["multiple"]}, '
+      f'{s["rounds"]} rounds' + (f', pruning until round {s["end_round"]}' if s['end_round']
+                                 else '')
+      for m, s in SETTINGS.items() if m in _MODELS.value)
   lines = [
       '# Channel granularity against FedAvg, per training seed (issue 37\'s targets)', '',
       f'Command: `python -m benchmarks.channel_targets --models={",".join(_MODELS.value)} '
-      f'--seeds={",".join(_SEEDS.value)} --rounds={_ROUNDS.value} '
+      f'--seeds={",".join(_SEEDS.value)} '
       f'--repeats={_REPEATS.value} --budget_seconds={_BUDGET.value} '
       f'--warmup_seconds={_WARMUP.value}`; {platform.machine()}, {os.cpu_count()} CPUs.', '',
       'Training: FashionMNIST, 10 IID clients, all every round, '
-      f'{_ROUNDS.value} rounds x 1 epoch, batch 32, SGD 0.05; FedSparsify-Global at channel '
-      f'granularity, uniform placement ({settings}), exported `--compact`. Accuracy: the '
+      '1 epoch per round, batch 32, SGD 0.05; FedAvg for as many rounds as the channel run; '
+      f'FedSparsify-Global at channel granularity, uniform placement ({settings}), exported '
+      '`--compact`. Accuracy: the '
       'Keras model on the 10,000 test images. Speed-up: float32 throughput of the channel '
       'model over the FedAvg model of the same seed, batch '
       f'{_BATCH_SIZE.value}, medians of {_REPEATS.value} repeats taken in turn (each '
@@ -202,18 +223,16 @@ def main(argv):
   unknown = [m for m in _MODELS.value if m not in SETTINGS]
   if unknown:
     raise app.UsageError(f'--models: unknown {unknown}; allowed: {", ".join(SETTINGS)}')
-  if _ROUNDS.value < 2:
-    raise app.UsageError(f'--rounds must be >= 2, got {_ROUNDS.value}')
   done = {}
   if os.path.exists(_OUTPUT.value + '.json'):
     with open(_OUTPUT.value + '.json') as f:
       done = json.load(f)
   for seed in _SEEDS.value:
     for model in _MODELS.value:
-      key = f'{model}/{seed}'
+      key = f'{model}/{seed}/{run_name(model, seed, True)}'
       if _SKIP_TRAINING.value:
-        runs = [os.path.join(_WORK_DIR.value, 'results', f'{model}_{seed}_{which}')
-                for which in ('fedavg', 'channel')]
+        runs = [os.path.join(_WORK_DIR.value, 'results', run_name(model, seed, channel))
+                for channel in (False, True)]
         if not all(os.path.exists(os.path.join(r, 'export', 'export_report.json'))
                    for r in runs):
           continue
@@ -224,7 +243,8 @@ def main(argv):
         continue
       from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
       execution.drop_import_time_default_context()
-      done[key] = dict(fedavg=dense, channel=channel, timings=_time_pair(dense, channel))
+      done[key] = dict(fedavg=dense, channel=channel, timings=_time_pair(dense, channel),
+                       setting=SETTINGS[model])
       _write(done)
 
 
