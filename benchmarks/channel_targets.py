@@ -27,13 +27,13 @@ import gzip
 import json
 import os
 import platform
-import subprocess
-import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from benchmarks import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
@@ -70,15 +70,6 @@ _OUTPUT = flags.DEFINE_string('output', os.path.join(RESULTS, 'channel_targets')
                               'Output prefix: {output}.json/.md.')
 
 
-def _binary(module: str, values: dict):
-  command = [sys.executable, '-m', f'binaries.{module}'] + [
-      f'--{k}={v}' for k, v in values.items()]
-  print('$', ' '.join(['python'] + command[1:]), flush=True)
-  done = subprocess.run(command, cwd=REPO, check=False)
-  if done.returncode:
-    sys.exit(f'channel_targets: {module} failed (exit {done.returncode}); its message is above')
-
-
 def run_name(model: str, seed: str, channel: bool) -> str:
   """`{model}_{seed}_fedavg|channel`, with `_r{rounds}` unless 10 rounds and `_e{end}`."""
   setting = SETTINGS[model]
@@ -105,11 +96,11 @@ def _run(model: str, seed: str, channel: bool) -> str:
   results = os.path.join(_WORK_DIR.value, 'results', name)
   final = os.path.join(results, 'final_model.keras')
   if not os.path.exists(final):
-    _binary('train', values)
+    runs.run_binary('train', values, 'channel_targets')
   report = os.path.join(results, 'export', 'export_report.json')
   if not os.path.exists(report) or os.path.getmtime(report) < os.path.getmtime(final):
-    _binary('export', dict(run_dir=results, formats='onnx,tflite',
-                           compact=str(channel).lower()))
+    runs.run_binary('export', dict(run_dir=results, formats='onnx,tflite',
+                                   compact=str(channel).lower()), 'channel_targets')
   return results
 
 

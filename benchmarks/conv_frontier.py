@@ -28,7 +28,6 @@ import csv
 import json
 import os
 import platform
-import subprocess
 import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
@@ -36,6 +35,8 @@ os.environ.setdefault('NM_DISABLE_ANALYTICS', '1')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+
+from benchmarks import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
@@ -83,15 +84,6 @@ _OUTPUT = flags.DEFINE_string('output', os.path.join(RESULTS, 'conv_frontier'),
                               'Output prefix: {output}.csv/.md/.png.')
 
 
-def _binary(module: str, values: dict):
-  command = [sys.executable, '-m', f'binaries.{module}'] + [
-      f'--{k}={v}' for k, v in values.items()]
-  print('$', ' '.join(['python'] + command[1:]), flush=True)
-  done = subprocess.run(command, cwd=REPO, check=False)
-  if done.returncode:
-    sys.exit(f'conv_frontier: {module} failed (exit {done.returncode}); its message is above')
-
-
 def _train_and_export(name: str) -> str:
   """Trains (or resumes) run `name` and exports it; returns its results directory."""
   granularity, sparsity, extra = RUNS[name]
@@ -106,7 +98,7 @@ def _train_and_export(name: str) -> str:
   results = os.path.join(_WORK_DIR.value, 'results', name)
   model = os.path.join(results, 'final_model.keras')
   if not os.path.exists(model):
-    _binary('train', values)
+    runs.run_binary('train', values, 'conv_frontier')
   else:  # Finished: reused only if it is the run asked for (the binary's own check).
     from tff_sparsify import config as config_lib  # pylint: disable=g-import-not-at-top
     wanted = config_lib.TrainConfig(**{k: (v == 'true' if v in ('true', 'false') else v)
@@ -114,15 +106,16 @@ def _train_and_export(name: str) -> str:
     saved = config_lib.load_dict(os.path.join(results, 'config.json'))
     found = config_lib.differences(saved, wanted)
     if not found and saved['total_rounds'] != wanted.total_rounds:
-      _binary('train', values)  # A baseline given more rounds trains on.
+      runs.run_binary('train', values, 'conv_frontier')  # A baseline given more rounds trains on.
     elif found:
       sys.exit(f'conv_frontier: run {name} in {_WORK_DIR.value} was trained with other '
                'flags (' + ', '.join(f'--{k}: {a} there, {b} now' for k, a, b in found) +
                '); use another --work_dir')
   report = os.path.join(results, 'export', 'export_report.json')
   if not os.path.exists(report) or os.path.getmtime(report) < os.path.getmtime(model):
-    _binary('export', dict(run_dir=results, formats='onnx,tflite', int8='true',
-                           compact=str(granularity == 'channel').lower()))
+    runs.run_binary('export', dict(run_dir=results, formats='onnx,tflite', int8='true',
+                                   compact=str(granularity == 'channel').lower()),
+                    'conv_frontier')
   return results
 
 

@@ -17,6 +17,17 @@ def train(values: dict, name: str) -> subprocess.CompletedProcess:
   return done
 
 
+def run_binary(module: str, values: dict, who: str):
+  """Runs `binaries.{module}` with `--KEY=VALUE` flags, its output shown as it comes; on
+  failure, exits naming `who` (the binary printed its one-line reason above)."""
+  command = [sys.executable, '-m', f'binaries.{module}'] + [
+      f'--{k}={v}' for k, v in values.items()]
+  print('$', ' '.join(['python'] + command[1:]), flush=True)
+  done = subprocess.run(command, cwd=REPO, check=False)
+  if done.returncode:
+    sys.exit(f'{who}: {module} failed (exit {done.returncode}); its message is above')
+
+
 def write_report(lines: list, path: Optional[str]):
   """Prints the Markdown `lines` and writes them to `path` if given."""
   text = '\n'.join(lines).rstrip('\n') + '\n'
