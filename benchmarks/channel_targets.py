@@ -114,7 +114,9 @@ def _download_bytes(path: str) -> int:
 def _files(results: str) -> dict:
   with open(os.path.join(results, 'export', 'export_report.json')) as f:
     report = json.load(f)
-  return dict(onnx=report['onnx_path'], accuracy=report['keras_test_accuracy'],
+  with open(os.path.join(results, 'summary.json')) as f:
+    accuracy = json.load(f)['test_accuracy']  # The final Keras model's, on the test set.
+  return dict(onnx=report['onnx_path'], accuracy=accuracy,
               params=report['total_params'], saved_model=report['saved_model_dir'],
               onnx_download_bytes=_download_bytes(report['onnx_path']),
               tflite_download_bytes=_download_bytes(
