@@ -137,7 +137,8 @@ def _smaller_and_faster(channel, dense, speed):
   _, d_size, d_accuracy, _, _ = _download(dense, 'float32')
   ratios = {r: speed[(channel['onnx'], r)] / speed[(dense['onnx'], r)] for r in MAINTAINED
             if speed.get((channel['onnx'], r)) and speed.get((dense['onnx'], r))}
-  faster = [r for r, x in ratios.items() if x > 1.0 and d_size > c_size]
+  # One timing each: a ratio within 10% of 1 is not called faster.
+  faster = [r for r, x in ratios.items() if x > 1.1 and d_size > c_size]
   lines = [
       f'- channel pruning ({RUNS["fedsparsify_channel_050"]["final_sparsity"]} of the units, '
       '--compact), float32: '
@@ -147,7 +148,8 @@ def _smaller_and_faster(channel, dense, speed):
       f'{d_accuracy:.4f}; speed against FedAvg\'s float32 model: ' + (', '.join(
           f'{r} {x:.2f}x' for r, x in ratios.items()) or 'not timed here')]
   if faster:
-    lines.append(f'- smaller and faster than FedAvg\'s model on a maintained runtime: yes '
+    lines.append(f'- smaller and faster (over 1.1x, one timing) than FedAvg\'s model on a '
+                 'maintained runtime: yes '
                  f'({", ".join(faster)}), at {100 * (d_accuracy - c_accuracy):.2f} points of '
                  'test accuracy')
   else:
