@@ -44,9 +44,9 @@ TRAIN_FLAGS = dict(dataset='fashion_mnist', partition='iid', num_clients=10,
 # multiple, rounds (FedAvg trains as many), and the round at which pruning
 # ends (None: the last round; later rounds tune at the final mask).
 # small_cnn: conv_frontier's best (0.4, multiples of 16: 16/32/80 channels).
-# mobilenet: `benchmarks.compact_speed` (random-init compact exports, training
-# paused): 0.5 / multiples of 8 ran 2.20x (ORT) and 2.50x (LiteRT) the dense
-# model, 0.6 / 8 4.30x and 4.27x. Trained 10 rounds, 0.6 / 8 ended 4.2 points
+# mobilenet: `benchmarks.compact_speed` (results/compact_speed_mobilenet.md):
+# 0.5 / multiples of 8 ran 2.08x (ORT) and 2.18x (LiteRT) the dense model,
+# 0.6 / 8 3.31x and 3.52x. Trained 10 rounds, 0.6 / 8 ended 4.2 points
 # below FedAvg (seed 1990, 0.8233 against 0.8655; BUILD_NOTES), so it gets 10
 # tuning rounds after the 10 that prune.
 SETTINGS = {'small_cnn': dict(sparsity=0.4, multiple=16, rounds=10, end_round=None),

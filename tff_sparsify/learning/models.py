@@ -105,9 +105,8 @@ def fashion_mnist_small_cnn(seed: int = 0) -> tf.keras.Model:
 
 def _batch_norm():
   # Momentum 0.9, not Keras' 0.99: a client's round is a few hundred steps, and
-  # with 0.99 the moving statistics lag the weights so far that the model
-  # evaluated 0.10 after one epoch over 6,000 images (0.69 with 0.9;
-  # BUILD_NOTES, "MobileNet-style model").
+  # with 0.99 the moving statistics lagged the weights so far that a first
+  # version evaluated at chance level (BUILD_NOTES, "MobileNet-style model").
   return tf.keras.layers.BatchNormalization(momentum=0.9)
 
 
