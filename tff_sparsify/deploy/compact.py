@@ -84,8 +84,7 @@ def _call(layer, inputs):
 def _compact_edge(edge, tensors, keeps, group_keep, graph):
   """(new output tensors, their kept channels) of one layer call."""
   layer = edge.layer
-  kernel_layer = isinstance(layer, (L.Conv2D, L.Dense)) and type(layer) in (L.Conv2D, L.Dense)
-  if kernel_layer and getattr(layer, 'groups', 1) == 1:
+  if type(layer) in (L.Conv2D, L.Dense) and getattr(layer, 'groups', 1) == 1:
     out_group = graph.group_of.get(edge.outputs[0])
     out = None if out_group is None else group_keep[out_group]
     kernel = _take(_take(layer.kernel.numpy(), keeps[0], -2), out, -1)
