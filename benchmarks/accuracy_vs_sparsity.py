@@ -33,6 +33,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from benchmarks import runs  # pylint: disable=g-import-not-at-top
 from tff_sparsify import files  # pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -90,7 +91,7 @@ def _run(config, rounds, epochs):
   os.makedirs(_WORK_DIR.value, exist_ok=True)
   print(f'[{time.strftime("%H:%M:%S")}] {config}: {" ".join(command[1:])}', flush=True)
   with open(log, 'a') as f:
-    subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
+    runs.call(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
 def _read(config, rounds, epochs):

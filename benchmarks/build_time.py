@@ -11,9 +11,10 @@ Prints one line per variant (first and second build, in seconds).
 """
 
 import os
-import subprocess
 import sys
 import time
+
+from benchmarks import runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,8 +43,8 @@ def main():
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
     if implementation == 'python':
       env['PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION'] = 'python'
-    result = subprocess.run([sys.executable, '-m', 'benchmarks.build_time', '--child'],
-                            cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    result = runs.call([sys.executable, '-m', 'benchmarks.build_time', '--child'],
+                       cwd=REPO, env=env, capture_output=True, text=True, check=True)
     print([l for l in result.stdout.splitlines() if l.startswith('protobuf')][-1])
 
 

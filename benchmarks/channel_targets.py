@@ -224,12 +224,12 @@ def main(argv):
     for model in _MODELS.value:
       key = f'{model}/{seed}/{run_name(model, seed, True)}'
       if _SKIP_TRAINING.value:
-        runs = [os.path.join(_WORK_DIR.value, 'results', run_name(model, seed, channel))
-                for channel in (False, True)]
+        run_dirs = [os.path.join(_WORK_DIR.value, 'results', run_name(model, seed, channel))
+                    for channel in (False, True)]
         if not all(os.path.exists(os.path.join(r, 'export', 'export_report.json'))
-                   for r in runs):
+                   for r in run_dirs):
           continue
-        dense, channel = _files(runs[0]), _files(runs[1])
+        dense, channel = _files(run_dirs[0]), _files(run_dirs[1])
       else:
         dense, channel = _files(_run(model, seed, False)), _files(_run(model, seed, True))
       if _SKIP_TIMING.value or key in done:

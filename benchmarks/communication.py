@@ -52,6 +52,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 # At module level: TF imported inside an absl main builds Keras models in v1
 # mode (BUILD_NOTES.md), which load_checkpoint_model cannot use.
+from benchmarks import runs  # pylint: disable=g-import-not-at-top
 from tff_sparsify import files  # pylint: disable=g-import-not-at-top
 from tff_sparsify.compression import codecs  # pylint: disable=g-import-not-at-top
 from tff_sparsify.simulation import run_reader  # pylint: disable=g-import-not-at-top
@@ -145,7 +146,7 @@ def _run(key):
   os.makedirs(_WORK_DIR.value, exist_ok=True)
   print(f'[{time.strftime("%H:%M:%S")}] {key}: {" ".join(command[1:])}', flush=True)
   with open(os.path.join(_WORK_DIR.value, _experiment(key) + '.log'), 'a') as f:
-    subprocess.run(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
+    runs.call(command, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, check=True)
 
 
 def _read(key):

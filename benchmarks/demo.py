@@ -20,10 +20,9 @@ import argparse
 import csv
 import json
 import os
-import subprocess
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchmarks import runs
+
 TRAIN_FLAGS = dict(dataset='fashion_mnist', partition='non_iid', classes_per_client=2,
                    num_clients=10, clients_per_round=10, client_epochs_per_round=1,
                    client_batch_size=32, client_learning_rate=0.02, seed=1990,
@@ -38,14 +37,6 @@ RUNS = {'fedsparsify_global_090': dict(algorithm='fedsparsify_global', final_spa
             algorithm='fedsparsify_global', final_sparsity=0.5, sparsity_granularity='channel',
             sparsity_placement='uniform', channel_multiple=16)}
 MAINTAINED = ('onnxruntime', 'litert')
-
-
-def _run(module, flags):
-  command = [sys.executable, '-m', f'binaries.{module}'] + [f'--{k}={v}' for k, v in flags.items()]
-  print('$', ' '.join(['python'] + command[1:]), flush=True)
-  done = subprocess.run(command, cwd=REPO, check=False)
-  if done.returncode:
-    sys.exit(f'demo: {module} failed (exit {done.returncode}); its message is above')
 
 
 def _last_row(path):
@@ -65,11 +56,11 @@ def main():
   out = os.path.abspath(args.output_dir)
   found = {}
   for name, flags in RUNS.items():
-    _run('train', dict(TRAIN_FLAGS, **flags, total_rounds=args.rounds, root_output_dir=out,
-                       experiment_name=name))
+    runs.run_binary('train', dict(TRAIN_FLAGS, **flags, total_rounds=args.rounds,
+                                  root_output_dir=out, experiment_name=name), 'demo')
     results = os.path.join(out, 'results', name)
-    _run('export', dict(run_dir=results, formats='onnx,tflite', int8=True,
-                        compact='sparsity_granularity' in flags))
+    runs.run_binary('export', dict(run_dir=results, formats='onnx,tflite', int8=True,
+                                   compact='sparsity_granularity' in flags), 'demo')
     with open(os.path.join(results, 'summary.json')) as f:
       summary = json.load(f)
     with open(os.path.join(results, 'export', 'export_report.json')) as f:
@@ -80,9 +71,9 @@ def main():
                        onnx_int8=os.path.join(results, 'export', 'model_int8.onnx'))
   timings = os.path.join(out, 'timings')
   paths = [r[key] for key in ('onnx', 'onnx_int8') for r in found.values()]
-  _run('benchmark_inference', dict(onnx=','.join(paths),
-                                   budget_seconds=args.budget_seconds, warmup_seconds=1,
-                                   output=timings))
+  runs.run_binary('benchmark_inference', dict(onnx=','.join(paths),
+                                              budget_seconds=args.budget_seconds,
+                                              warmup_seconds=1, output=timings), 'demo')
   with open(timings + '.json') as f:
     rows = json.load(f)
   speed = {(r['model'], r['runtime']): r['items_per_second'] for r in rows if not r['unavailable']}

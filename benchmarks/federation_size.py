@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -30,6 +29,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import flags  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from benchmarks import runs
 from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
 
@@ -126,9 +126,9 @@ def main(argv):
     _file(size)  # Written outside the measured child.
     passed = [f'--{name}={flags.FLAGS[name].value}' for name in (
         'examples_per_client', 'clients_per_round', 'rounds', 'warmup_rounds', 'work_dir')]
-    result = subprocess.run([sys.executable, '-m', 'benchmarks.federation_size',
-                             f'--child={size}', *passed], capture_output=True, text=True,
-                            check=True, timeout=3600)
+    result = runs.call([sys.executable, '-m', 'benchmarks.federation_size',
+                        f'--child={size}', *passed], capture_output=True, text=True,
+                       check=True, timeout=3600)
     rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
     print(rows[-1], flush=True)
   base = rows[0]

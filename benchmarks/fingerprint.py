@@ -20,11 +20,13 @@ import concurrent.futures
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 import numpy as np
+
+from benchmarks import runs
+from tff_sparsify import signals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = dict(
@@ -108,8 +110,7 @@ def run_one(name: str, out: str) -> str:
   flags = dict(COMMON, **RUNS[name], root_output_dir=out, experiment_name=name)
   command = [sys.executable, '-m', 'binaries.train'] + [
       f'--{k}={v}'.replace('{out}', out) for k, v in flags.items()]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                        timeout=900, check=False)
+  done = runs.call(command, cwd=REPO, capture_output=True, text=True, timeout=900)
   if done.returncode != 0:
     raise RuntimeError(f'{name}: exit {done.returncode}: {done.stderr[-2000:]}')
   return weights_hash(os.path.join(out, 'results', name, 'final_weights.npz'))
@@ -132,8 +133,14 @@ def main():
   with tempfile.TemporaryDirectory() as out:
     if any(RUNS[n].get('model') == BATCH_NORM_MODEL for n in names):
       write_batch_norm_model(BATCH_NORM_MODEL.format(out=out))
+    signals.handle_termination_signals()
     with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
-      hashes = dict(zip(names, pool.map(lambda n: run_one(n, out), names)))
+      try:
+        hashes = dict(zip(names, pool.map(lambda n: run_one(n, out), names)))
+      except BaseException:  # A failed run or a signal: the other runs end too.
+        pool.shutdown(wait=False, cancel_futures=True)
+        runs.end_all()
+        raise
   for name, value in hashes.items():
     print(f'{name:30s} {value}')
   if args.output:

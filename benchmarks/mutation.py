@@ -23,6 +23,8 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import runs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results', 'mutation.md')
 
@@ -140,7 +142,7 @@ def run_one(tree: str, mutation: Mutation) -> tuple[str, float]:
       f.write(original.replace(mutation.old, mutation.new))
     start = time.monotonic()
     try:
-      result = subprocess.run(
+      result = runs.call(
           [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider',
            *mutation.tests], cwd=tree, capture_output=True, text=True,
           timeout=_TIMEOUT.value)

@@ -34,7 +34,9 @@ from absl import app
 from absl import flags
 
 from benchmarks import paper_grid as grid
+from benchmarks import runs
 from benchmarks.paper_grid import PLANS, REPO, Run, read_rows
+from tff_sparsify import signals
 
 _PLAN = flags.DEFINE_list('plan', ['required'], f'Plans to train, in order: {list(PLANS)}.')
 _ONLY = flags.DEFINE_list('only', None,
@@ -60,12 +62,27 @@ def _command(run: Run, work_dir: str) -> list[str]:
   return [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in argv.items()]
 
 
-def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
-  """Trains the unfinished `runs`, `parallel` at a time; each resumes if interrupted."""
-  todo = [r for r in runs if read_rows(work_dir, r) is None]
+def train(plan: list[Run], work_dir: str, parallel: int, deadline=None):
+  """Trains the unfinished runs of `plan`, `parallel` at a time; each resumes if
+  interrupted. A termination signal ends the runs under way (they resume)."""
+  todo = [r for r in plan if read_rows(work_dir, r) is None]
   os.makedirs(work_dir, exist_ok=True)
   running = {}
   failed = []
+  signals.handle_termination_signals()
+  try:
+    _train_loop(todo, work_dir, parallel, deadline, running, failed)
+  except BaseException:
+    for process, log in running.values():
+      runs.end(process)
+      log.close()
+    raise
+  if failed:
+    print(f'failed (see their logs in {work_dir}): {", ".join(failed)}', flush=True)
+
+
+def _train_loop(todo, work_dir, parallel, deadline, running, failed):
+  """`train`'s loop: starts runs as slots free up, records those that end."""
   while todo or running:
     while todo and len(running) < parallel and (deadline is None or time.time() < deadline):
       run = todo.pop(0)
@@ -87,8 +104,6 @@ def train(runs: list[Run], work_dir: str, parallel: int, deadline=None):
               flush=True)
         if process.returncode:
           failed.append(run.name)
-  if failed:
-    print(f'failed (see their logs in {work_dir}): {", ".join(failed)}', flush=True)
 
 
 def main(argv):

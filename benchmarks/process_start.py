@@ -27,6 +27,7 @@ import time
 
 from absl import flags
 
+from benchmarks import runs
 from tff_sparsify import files
 from tff_sparsify.binaries import flag_utils
 
@@ -49,9 +50,8 @@ def _cases(work):
 
 def _time(argv, env, code):
   start = time.perf_counter()
-  result = subprocess.run([sys.executable, '-m', 'binaries.train', *argv], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=600, check=False)
+  result = runs.call([sys.executable, '-m', 'binaries.train', *argv], env=env,
+                     stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
   seconds = time.perf_counter() - start
   if result.returncode != code:
     raise RuntimeError(f'{argv}: exit {result.returncode}, expected {code}: '

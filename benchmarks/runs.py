@@ -3,15 +3,77 @@
 import os
 import subprocess
 import sys
+import threading
 from typing import Optional
 
+from tff_sparsify import signals
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# How long a child has, after SIGTERM, to end (write its checkpoint) before SIGKILL.
+END_GRACE_SECONDS = 60
+
+
+_LIVE = set()  # The children `call` started that still run, from any thread.
+_LIVE_LOCK = threading.Lock()
+
+
+def end(process: subprocess.Popen):
+  """Ends `process` if it still runs: SIGTERM, then SIGKILL after END_GRACE_SECONDS."""
+  if process.poll() is not None:
+    return
+  process.terminate()
+  try:
+    process.wait(END_GRACE_SECONDS)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.wait()
+
+
+def call(command: list, *, check: bool = False, capture_output: bool = False,
+         timeout: Optional[float] = None, **kwargs) -> subprocess.CompletedProcess:
+  """`subprocess.run`, except that the child ends with this benchmark.
+
+  `subprocess.run` kills its child only on an exception; a SIGTERM or SIGHUP
+  to the benchmark would end the benchmark alone and leave its training run
+  going. Here termination signals become exceptions in the main thread
+  (`signals.handle_termination_signals`) and the child is sent SIGTERM, then
+  SIGKILL after END_GRACE_SECONDS; on `timeout` it is ended the same way.
+  Called from other threads, the children are ended by `end_all` (which the
+  main thread runs in a `finally`).
+  """
+  if threading.current_thread() is threading.main_thread():
+    signals.handle_termination_signals()
+  if capture_output:
+    kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  with subprocess.Popen(command, **kwargs) as process:
+    with _LIVE_LOCK:
+      _LIVE.add(process)
+    try:
+      stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:  # The timeout, or a signal turned into an exception.
+      end(process)
+      raise
+    finally:
+      with _LIVE_LOCK:
+        _LIVE.discard(process)
+  done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+  if check:
+    done.check_returncode()
+  return done
+
+
+def end_all():
+  """Ends every child `call` started that still runs (threads' children included)."""
+  with _LIVE_LOCK:
+    live = list(_LIVE)
+  for process in live:
+    end(process)
 
 
 def train(values: dict, name: str) -> subprocess.CompletedProcess:
   """Runs `binaries.train` with `--KEY=VALUE` flags, as a user would; RuntimeError on failure."""
   command = [sys.executable, '-m', 'binaries.train'] + [f'--{k}={v}' for k, v in values.items()]
-  done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+  done = call(command, cwd=REPO, capture_output=True, text=True)
   if done.returncode != 0:
     raise RuntimeError(f'{name}: exit {done.returncode}: {done.stderr[-2000:]}')
   return done
@@ -23,7 +85,7 @@ def run_binary(module: str, values: dict, who: str):
   command = [sys.executable, '-m', f'binaries.{module}'] + [
       f'--{k}={v}' for k, v in values.items()]
   print('$', ' '.join(['python'] + command[1:]), flush=True)
-  done = subprocess.run(command, cwd=REPO, check=False)
+  done = call(command, cwd=REPO)
   if done.returncode:
     sys.exit(f'{who}: {module} failed (exit {done.returncode}); its message is above')
 
