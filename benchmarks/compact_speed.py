@@ -25,7 +25,6 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
 from benchmarks import runs
 from tff_sparsify.deploy import export_configs
@@ -54,16 +53,9 @@ _OUTPUT = flags.DEFINE_string('output', None, 'Output prefix (default: '
 def _export(layout, sparsity: float, multiple: int):
   """The model with channels pruned at `sparsity`, exported (compact unless dense)."""
   keras_model = models.create_keras_model('fashion_mnist', 0, prunable=True, model=_MODEL.value)
-  trainable, non_trainable = keras_model.trainable_variables, keras_model.non_trainable_variables
   if sparsity > 0:
-    found = layout.placed_masks([v.read_value() for v in trainable], sparsity, 'uniform',
-                                channel_multiple=multiple)
-    for i, mask in zip(layout.masks, found):
-      non_trainable[i].assign(mask)
-    for v, mask in zip(trainable, layout.masks_by_trainable(
-        [v.read_value() for v in non_trainable])):
-      if mask is not None:
-        v.assign(tf.where(tf.not_equal(mask, 0), v, tf.zeros_like(v)))
+    layout.prune_variables(keras_model.trainable_variables, keras_model.non_trainable_variables,
+                           sparsity, 'uniform', channel_multiple=multiple)
   return model_export.export_model(
       keras_model, os.path.join(_WORK_DIR.value, f'{_MODEL.value}_{sparsity}_{multiple}'),
       formats=('onnx', 'tflite'), compact=sparsity > 0)

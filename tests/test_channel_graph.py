@@ -136,15 +136,9 @@ class GroupedMasksTest(tf.test.TestCase):
 
 def _prune_by_layout(keras_model, layout, sparsity, multiple=1):
   """Channel masks of `layout` set into the wrapped model, as the server sets them."""
-  trainable = keras_model.trainable_variables
-  non_trainable = keras_model.non_trainable_variables
-  found = layout.placed_masks([v.read_value() for v in trainable], sparsity, 'global',
-                              channel_multiple=multiple)
-  for i, m in zip(layout.masks, found):
-    non_trainable[i].assign(m)
-  for v, m in zip(trainable, layout.masks_by_trainable([v.read_value() for v in non_trainable])):
-    if m is not None:
-      v.assign(tf.where(tf.not_equal(m, 0), v, tf.zeros_like(v)))
+  found = layout.prune_variables(keras_model.trainable_variables,
+                                 keras_model.non_trainable_variables, sparsity, 'global',
+                                 channel_multiple=multiple)
   return [int(masks.channel_vector(m).numpy().sum()) for m in found]
 
 

@@ -147,6 +147,25 @@ class PruningLayout:
         found[index] = tf.broadcast_to(vector[:, tf.newaxis], shape)
     return found
 
+  def prune_variables(self, trainable, non_trainable, sparsity, placement: str,
+                      channel_multiple: int = 1) -> list:
+    """Prunes the variables of a model in place, as the server's mask step does.
+
+    The masks of `placed_masks` at `sparsity` are assigned to
+    `non_trainable`'s mask variables and the `trainable` variables (with
+    their linked tensors) are masked by them. For benchmarks and tests that
+    prune a model outside a federated run. Returns the masks.
+    """
+    found = self.placed_masks([v.read_value() for v in trainable], sparsity, placement,
+                              channel_multiple=channel_multiple)
+    for i, mask in zip(self.masks, found):
+      non_trainable[i].assign(mask)
+    masked = masks_lib.apply_masks([v.read_value() for v in trainable],
+                                   self.masks_by_trainable([v.read_value() for v in non_trainable]))
+    for variable, value in zip(trainable, masked):
+      variable.assign(value)
+    return found
+
   def mask_list(self, non_trainable) -> list:
     return [non_trainable[i] for i in self.masks]
 
