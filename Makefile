@@ -42,16 +42,19 @@ data:
 	  echo "or pass --data_dir=DIR holding the four IDX .gz files to binaries/train.py"; \
 	fi
 
-# Tests that start processes, workers or namespaces and time them run alone,
-# after the rest has run on both cores (pytest-xdist, one class per worker).
+# Tests that start processes, workers or namespaces and time them run after
+# the rest has run on both cores (pytest-xdist, one class per worker), two
+# classes at a time: they wait on their processes more than they compute
+# (alone, they kept 1.2 cores busy on average: BUILD_NOTES "Measurements").
 # In this order: test_train's in-process runs turn on TF's op determinism,
-# which TFF's unseeded quantizer in test_scale_out refuses.
+# which TFF's unseeded quantizer in test_scale_out refuses (loadscope hands
+# out classes in this order, and a worker runs them in the order it got them).
 SERIAL_TESTS := tests/test_execution.py tests/test_faults.py tests/test_scale_out.py \
 	tests/test_scale_out_faults.py tests/test_train.py
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 tests $(addprefix --ignore=,$(SERIAL_TESTS))
-	$(PY) -m pytest -q --durations=15 $(SERIAL_TESTS)
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15 $(SERIAL_TESTS)
 
 demo: setup
 	$(PY) -m benchmarks.demo --output_dir=$(OUTPUT)/demo --rounds=20
