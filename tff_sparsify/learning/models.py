@@ -106,7 +106,8 @@ def fashion_mnist_small_cnn(seed: int = 0) -> tf.keras.Model:
 def _batch_norm():
   # Momentum 0.9, not Keras' 0.99: a client's round is a few hundred steps, and
   # with 0.99 the moving statistics lagged the weights so far that a first
-  # version evaluated at chance level (BUILD_NOTES, "MobileNet-style model").
+  # version evaluated at chance level (BUILD_NOTES, "Channel pruning of
+  # MobileNet-style networks").
   return tf.keras.layers.BatchNormalization(momentum=0.9)
 
 
