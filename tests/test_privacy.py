@@ -15,6 +15,8 @@ import shutil
 from absl.testing import parameterized
 import dp_accounting
 import numpy as np
+from dp_accounting.rdp import rdp_privacy_accountant
+from scipy import special
 from scipy import stats
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=g-direct-tensorflow-import
@@ -295,6 +297,60 @@ class GuaranteeTest(tf.test.TestCase):
     self.assertLess(found, privacy_accounting.epsilon(1.1, 100, 100, 200, 0.01))
     self.assertIsNone(privacy_accounting.epsilon(0.0, 100, 10, 200, 0.01))
     self.assertEqual(privacy_accounting.delta_of(0.0, 40), 1 / 40)
+
+
+def exact_skellam_rdp(alpha, shift, variance):
+  """D_alpha(Sk + shift || Sk) for Skellam noise of that variance, summed over the support.
+
+  Each Poisson's mean is variance / 2, so the pmf at k is
+  e^{-variance} I_|k|(variance) (scipy's exponentially scaled Bessel function).
+  """
+  k = np.arange(-int(40 * math.sqrt(variance)) - 100, int(40 * math.sqrt(variance)) + 100)
+  with np.errstate(divide='ignore'):
+    log_p = np.log(special.ive(np.abs(k - shift), variance))
+    log_q = np.log(special.ive(np.abs(k), variance))
+  terms = alpha * log_p + (1 - alpha) * log_q
+  return special.logsumexp(terms[np.isfinite(terms)]) / (alpha - 1)
+
+
+class DistributedGuaranteeTest(tf.test.TestCase):
+  """The hand-written Skellam and sampling accounting (dp_accounting has neither)."""
+
+  def test_skellam_bound_holds_over_the_exact_divergence_and_meets_the_gaussian(self):
+    for variance in (2.0, 10.0, 100.0, 1e4):
+      for shifts in ([1], [3], [1, 2, -1]):
+        for alpha in (2, 5, 20):
+          exact = sum(exact_skellam_rdp(alpha, s, variance) for s in shifts)
+          l1, l2 = float(np.sum(np.abs(shifts))), float(np.linalg.norm(shifts))
+          bound = privacy_accounting.skellam_rdp(alpha, l1, l2, variance)
+          self.assertLessEqual(exact, bound * (1 + 1e-9), (variance, shifts, alpha))
+          if variance >= 1e4:  # Large noise: the Gaussian's alpha l2^2 / (2 var).
+            self.assertAllClose(bound, alpha * l2**2 / (2 * variance), rtol=1e-3)
+            self.assertAllClose(exact, bound, rtol=1e-3)
+
+  def test_sampling_without_replacement_equals_dp_accounting_on_a_gaussian(self):
+    q, sigma = 0.1, 0.7
+    orders = list(range(2, 301))
+    ours = privacy_accounting.subsampled_rdp(q, [a / (2 * sigma**2) for a in orders], orders)
+    # dp_accounting's (Gaussian only; above order 256 it is Theorem 9 as written).
+    theirs = rdp_privacy_accountant._compute_rdp_sample_wor_gaussian(q, sigma, orders)  # pylint: disable=protected-access
+    self.assertAllClose(ours, theirs, rtol=1e-9)
+    self.assertTrue(np.all(ours <= np.array(orders) / (2 * sigma**2)))  # Sampling amplifies.
+    with self.assertRaisesRegex(ValueError, 'orders must be 2, 3'):
+      privacy_accounting.subsampled_rdp(q, [1.0], [3])
+
+  def test_large_skellam_noise_has_the_gaussians_epsilon(self):
+    # 100 rounds of 10 of 100 clients, L2 bound 1,000 (scaled units), each
+    # client's noise 1,000 / sqrt(10): the sum's deviation over the clip is 1,
+    # as DP-FedAvg at z = 1 (our accountant: z / 2 for replace-one).
+    rounds = [dict(clients=10, l2=1000.0, l1=1000.0 * 31, local_stddev=1000 / math.sqrt(10))]
+    found = privacy_accounting.skellam_epsilon(rounds * 100, 100, 0.01)
+    self.assertAllClose(found, privacy_accounting.epsilon(1.0, 100, 10, 100, 0.01), rtol=1e-4)
+    # Less noise (a coarse integer grid) costs more than the Gaussian.
+    coarse = [dict(clients=10, l2=10.0, l1=10.0 * 31, local_stddev=10 / math.sqrt(10))]
+    self.assertGreater(privacy_accounting.skellam_epsilon(coarse * 100, 100, 0.01), found * 1.05)
+    self.assertIsNone(privacy_accounting.skellam_epsilon(
+        [dict(clients=10, l2=1.0, l1=1.0, local_stddev=0.0)], 100, 0.01))
 
 
 class ConfigurationTest(tf.test.TestCase):
