@@ -55,6 +55,7 @@ ALTERNATIVES = {
     'dp_delta': (1e-3, dict(dp_clip_norm=0.5)),
     'dp_noise_seed': (3, dict(dp_clip_norm=0.5)),
     'dp_target_quantile': (0.5, dict(dp_clip_norm=0.5)),
+    'dp_mechanism': ('distributed_skellam', dict(dp_clip_norm=0.5, dp_noise_multiplier=1.0)),
     'secure_aggregation': (True, {}),
 }
 # Fixed by the algorithm's name, not a flag.
@@ -75,7 +76,7 @@ REFUSED = {
     # Differential privacy where the clients send something outside the noise.
     *((name, field) for name in ('fedsparsify_local', 'snip', 'grasp', 'prunefl')
       for field in ('dp_clip_norm', 'dp_noise_multiplier', 'dp_delta', 'dp_noise_seed',
-                    'dp_target_quantile', 'secure_aggregation')),
+                    'dp_target_quantile', 'dp_mechanism', 'secure_aggregation')),
 }
 
 

@@ -134,6 +134,49 @@ class NoiseTest(_InWorkerTest):
     self.assertGreater(np.max(np.abs(first - second)), 0.1)
 
 
+class DistributedNoiseTest(_InWorkerTest):
+  """Distributed DP (TFF's distributed Skellam) on zero updates: the clients' noise, summed."""
+
+  def test_the_sum_of_the_clients_noise_is_z_c_and_the_parameters_are_tffs(self):
+    config = configs.PrivacyConfig(dp_clip_norm=0.5, dp_noise_multiplier=1.5,
+                                   dp_mechanism='distributed_skellam', clients_per_round=4)
+
+    def draws(rounds):
+      process = dp_aggregation.distributed_mean_factory(config).create(
+          NoiseTest.VALUE_TYPE, tff.TensorType(np.float32))
+      zeros = collections.OrderedDict(a=np.zeros(4000, np.float32),
+                                      b=np.zeros((10, 5), np.float32))
+      state, found = process.initialize(), []
+      for _ in range(rounds):
+        output = process.next(state, [zeros] * 4, [1.0, 2.0, 3.0, 9.0])
+        state = output.state
+        found.append(np.concatenate([output.result['a'], output.result['b'].ravel()]))
+      return np.stack(found), output.measurements['mean_value']
+
+    found, measured = draws(rounds=3)
+    # Each client adds Skellam noise of deviation z C / sqrt(m) (scaled, rotated);
+    # the sum's is z C, and the mean divides by the m clients counted.
+    expected = 1.5 * 0.5 / 4
+    # 12,150 draws: the deviation's relative standard error is 0.6% (rounding
+    # to the integer grid adds 1e-5 of it: the scale is about 1.8e5).
+    self.assertAllClose(np.std(found), expected, rtol=0.03)
+    self.assertLess(abs(np.mean(found)), 4 * expected / math.sqrt(found.size))
+    self.assertGreater(stats.kstest(found.ravel() / expected, 'norm').pvalue, 1e-3)
+    correlations = np.corrcoef(found)[np.triu_indices(len(found), 1)]
+    self.assertLess(np.max(np.abs(correlations)), 0.07)
+    # The parameters the guarantee is computed from are those TFF used.
+    parameters = dp_aggregation.distributed_parameters(config, 4050)
+    self.assertEqual(measured['padded_dim'], 4096)
+    self.assertEqual(measured['actual_num_clients'], 4)
+    self.assertAllClose(measured['scaled_inflated_l2'], parameters['l2'], rtol=1e-6)
+    self.assertAllClose(measured['scaled_local_stddev'], parameters['local_stddev'], rtol=1e-6)
+    self.assertAllClose(measured['scale_factor'], parameters['scale'], rtol=1e-6)
+    self.assertAllClose(parameters['local_stddev'] / parameters['scale'],
+                        1.5 * 0.5 / math.sqrt(4))
+    # No seed: the clients draw from their clocks, so another run differs.
+    self.assertGreater(np.max(np.abs(draws(rounds=1)[0][0] - found[0])), expected)
+
+
 class AdaptiveClippingTest(_InWorkerTest):
 
   def test_the_clip_moves_geometrically_towards_the_quantile(self):
@@ -192,12 +235,14 @@ class ClippingTest(_InWorkerTest, parameterized.TestCase):
       w = w * mask
     self.assertAllClose(process.get_model_weights(state).trainable[0], w, atol=1e-5)
 
-  @parameterized.parameters('fedsparsify_global', 'random_pruning')
-  def test_pruned_weights_stay_exactly_zero_under_noise(self, name):
+  @parameterized.parameters(('fedsparsify_global', 'gaussian'), ('random_pruning', 'gaussian'),
+                            ('fedsparsify_global', 'distributed_skellam'))
+  def test_pruned_weights_stay_exactly_zero_under_noise(self, name, mechanism):
+    seed = dict(dp_noise_seed=2) if mechanism == 'gaussian' else {}
     process, _ = fixtures.build_process(
         name, linear_model_fn(wrap=True), client_learning_rate=LR, final_sparsity=0.5,
         total_rounds=3, sparsify_exponent=1.0, clients_per_round=3, dp_clip_norm=self.clip,
-        dp_noise_multiplier=2.0, dp_noise_seed=2)
+        dp_noise_multiplier=2.0, dp_mechanism=mechanism, **seed)
     state = process.initialize()
     for round_num in (1, 2, 3):
       state = process.next(state, datasets(self.clients)).state
@@ -306,10 +351,10 @@ def exact_skellam_rdp(alpha, shift, variance):
   e^{-variance} I_|k|(variance) (scipy's exponentially scaled Bessel function).
   """
   k = np.arange(-int(40 * math.sqrt(variance)) - 100, int(40 * math.sqrt(variance)) + 100)
-  with np.errstate(divide='ignore'):
+  with np.errstate(divide='ignore', invalid='ignore'):
     log_p = np.log(special.ive(np.abs(k - shift), variance))
     log_q = np.log(special.ive(np.abs(k), variance))
-  terms = alpha * log_p + (1 - alpha) * log_q
+    terms = alpha * log_p + (1 - alpha) * log_q  # -inf (underflow) in the far tails.
   return special.logsumexp(terms[np.isfinite(terms)]) / (alpha - 1)
 
 
@@ -373,6 +418,21 @@ class ConfigurationTest(tf.test.TestCase):
         self.assertEqual(raised.exception.field, field)
     with self.assertRaisesRegex(validation.ConfigError, 'needs --dp_clip_norm > 0'):
       configs.PrivacyConfig(dp_noise_multiplier=1.0)
+    distributed = dict(dp_clip_norm=1.0, dp_noise_multiplier=1.0,
+                       dp_mechanism='distributed_skellam', clients_per_round=20)
+    for overrides, field, reason in [
+        (dict(dp_noise_seed=3), 'dp_noise_seed', 'from their own clocks'),
+        (dict(dp_target_quantile=0.5), 'dp_target_quantile', 'fixed clip'),
+        (dict(secure_aggregation=True), 'secure_aggregation', 'is implied by'),
+        (dict(dp_noise_multiplier=0.0), 'dp_mechanism', 'needs --dp_noise_multiplier > 0'),
+        (dict(dp_clip_norm=0.0, dp_noise_multiplier=0.0), 'dp_mechanism',
+         'needs --dp_clip_norm > 0'),
+        (dict(dp_mechanism='local'), 'dp_mechanism', 'must be one of gaussian, distributed'),
+    ]:
+      with self.subTest(field=field, reason=reason):
+        with self.assertRaisesRegex(validation.ConfigError, reason) as raised:
+          configs.PrivacyConfig(**dict(distributed, **overrides))
+        self.assertEqual(raised.exception.field, field)
     with self.assertRaisesRegex(validation.ConfigError,
                                 r'dp_noise_multiplier=1.0: must be below 0.1 x --clients_per_round'):
       configs.PrivacyConfig(dp_clip_norm=0.1, dp_noise_multiplier=1.0, dp_target_quantile=0.5,
@@ -425,6 +485,34 @@ class TrainBinaryTest(tf.test.TestCase):
     self.assertEqual(summary['dp_epsilon'], float(rows[-1]['privacy/epsilon']))
     self.assertAllClose(summary['dp_delta'], 1 / 6)
     self.assertIn(f'({summary["dp_epsilon"]:.3g}, 0.167)-DP', self.out)
+
+  def test_distributed_skellam_on_two_workers_accounts_what_tff_measured(self):
+    root = self.create_tempdir().full_path
+    self.data_dir = fixtures.write_fashion_mnist_like(os.path.join(root, 'data'))
+    out = os.path.join(root, 'ddp')
+    weights = self.run_train(out, rounds=2, dp_mechanism='distributed_skellam',
+                             num_local_workers=2)
+    with open(os.path.join(out, 'results', 'e', 'metrics.csv')) as f:
+      rows = [r for r in csv.DictReader(f) if r['round_num'] != '0']
+    self.assertEqual([r['round_num'] for r in rows], ['1', '2'])
+    for row in rows:
+      # Accounted from the aggregator's own measurements (every round the same).
+      l2 = float(row['aggregator/mean_value/scaled_inflated_l2'])
+      padded = int(row['aggregator/mean_value/padded_dim'])
+      measured = dict(clients=int(row['aggregator/mean_value/actual_num_clients']), l2=l2,
+                      l1=math.ceil(l2 * min(math.sqrt(padded), l2)),
+                      local_stddev=float(row['aggregator/mean_value/scaled_local_stddev']))
+      self.assertEqual(measured['clients'], 3)
+      self.assertAllClose(float(row['privacy/epsilon']), privacy_accounting.skellam_epsilon(
+          [measured] * int(row['round_num']), 6, 1 / 6), rtol=1e-5)
+      # Each client sends its padded update as 20-bit integers (by hand).
+      self.assertEqual(int(row['client_work/communication/bytes_uploaded']),
+                       3 * padded * 20 // 8)
+    summary = fixtures.read_json(os.path.join(out, 'results', 'e', 'summary.json'))
+    # The update: every trainable value, padded to a power of two.
+    self.assertEqual(padded, 2 ** math.ceil(math.log2(summary['total_params'])))
+    self.assertTrue(all(np.all(np.isfinite(weights[k])) for k in weights.files))
+    self.assertEqual(summary['dp_epsilon'], float(rows[-1]['privacy/epsilon']))
 
 
 if __name__ == '__main__':

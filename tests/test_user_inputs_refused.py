@@ -97,6 +97,10 @@ class RefusedInputsTest(tf.test.TestCase):
         'noise without clip': ([f'--client_data=sqlite:{good}', dense,
                                 '--dp_noise_multiplier=1'], 'dp_noise_multiplier',
                                r'needs --dp_clip_norm > 0'),
+        'distributed dp seeded': ([f'--client_data=sqlite:{good}', dense, '--dp_clip_norm=1',
+                                   '--dp_noise_multiplier=1', '--dp_noise_seed=3',
+                                   '--dp_mechanism=distributed_skellam'], 'dp_noise_seed',
+                                  'the clients draw their noise from their own clocks'),
         'too many per round': ([f'--client_data=sqlite:{good}', dense, '--clients_per_round=3'],
                                'clients_per_round', 'must be at most the 2 clients'),
     }

@@ -1,6 +1,6 @@
-"""Every non-public API of TensorFlow Federated (and of gRPC under it) that this package uses.
+"""Every non-public API of TensorFlow Federated (and of gRPC and protobuf under it) that this package uses.
 
-Pinned against tensorflow-federated 0.87.0 and grpcio 1.85.1. Nothing else in
+Pinned against tensorflow-federated 0.87.0, grpcio 1.85.1 and protobuf 4.25.5. Nothing else in
 the package imports `tensorflow_federated.python` or touches a private member
 of TFF or gRPC; `tests/test_internals.py` pins each behaviour relied on, so
 that when the stack moves, this file and that test say what broke. Who uses
@@ -13,16 +13,25 @@ what:
 - `learning/client_work.py`, `learning/pruning_layout.py`: the Keras model inside a
   `tff.learning.models.from_keras_model` model.
 - `learning/dp_aggregation.py`: `adaptive_clip_noise_params` of TFF's
-  differential-privacy aggregators (adaptive clipping's noise split).
+  differential-privacy aggregators (adaptive clipping's noise split); the
+  distributed-DP factory itself (`tff.learning.ddp_secure_aggregator`
+  fixes its clip) and its scale heuristic, rounding-norm inflation and
+  clip-probability helper (the parameters the guarantee is computed from).
 - `simulation/training.py`: the checkpoint directory and per-version path of
   `tff.program.FileProgramStateManager`.
+- `learning/dp_aggregation.py`: protobuf's (upb's) switch for messages
+  nested deeper than 100 levels (`allow_deep_protos`), which TFF's
+  distributed-DP aggregator needs.
 """
 
 from typing import Any, Optional
 
+from google._upb import _message as _upb_message
 import tensorflow_federated as tff
 # pylint: disable=g-direct-tensorflow-import,unused-import
 from tensorflow_federated.python.aggregators import differential_privacy as _differential_privacy
+from tensorflow_federated.python.aggregators import discretization as _discretization
+from tensorflow_federated.python.aggregators import distributed_dp as _distributed_dp
 from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.impl.context_stack import context_base
@@ -34,7 +43,7 @@ from tensorflow_federated.python.core.impl.types import type_analysis
 from tensorflow_federated.python.core.impl.types import type_conversions
 # pylint: enable=g-direct-tensorflow-import,unused-import
 
-PINNED = {'tensorflow-federated': '0.87.0', 'grpcio': '1.85.1'}
+PINNED = {'tensorflow-federated': '0.87.0', 'grpcio': '1.85.1', 'protobuf': '4.25.5'}
 
 # TFF's nested values (`Struct`, `iter_elements`, `from_container`).
 Struct = structure.Struct
@@ -43,6 +52,14 @@ from_container = structure.from_container
 # (value noise multiplier, clipped-count stddev) of `gaussian_adaptive` for a
 # total noise multiplier: what TFF's adaptive clipping uses, not exported.
 adaptive_clip_noise_params = _differential_privacy.adaptive_clip_noise_params
+# Distributed DP: the factory `tff.learning.ddp_secure_aggregator` builds (not
+# exported: the public function fixes an adaptive clip from 0.1), and
+# `_build_aggregation_factory`'s parameters (eager TF).
+DistributedDpSumFactory = _distributed_dp.DistributedDpSumFactory
+ddp_clip_prob_to_num_stddevs = _distributed_dp._clip_prob_to_num_stddevs  # pylint: disable=protected-access
+ddp_heuristic_scale_factor = _distributed_dp._heuristic_scale_factor  # pylint: disable=protected-access
+DDP_MAX_SCALE_FACTOR = _distributed_dp.MAX_SCALE_FACTOR
+inflated_l2_norm_bound = _discretization.inflated_l2_norm_bound
 
 # The async context one worker's sync context runs behind.
 AsyncContext = context_base.AsyncContext
@@ -102,3 +119,18 @@ def channel_polling(channel) -> bool:
   """Whether gRPC's connectivity polling thread of `channel` still runs."""
   state = getattr(channel, '_connectivity_state', None)
   return bool(getattr(state, 'polling', False))
+
+
+def allow_deep_protos():
+  """Lets protobuf parse messages nested deeper than its limit of 100, from now on.
+
+  TFF builds a computation's proto from its building blocks by parsing each
+  part; TFF's distributed-DP aggregator (rotation, discretization, two
+  modular clips, the secure sum) inside a mean, a learning process, the
+  dataset composition and the replacement of its secure intrinsics by their
+  bodies nests deeper than that, and upb refuses it ("Error parsing
+  message") at several of those steps. upb's `SetAllowOversizeProtos(True)`
+  lifts its depth limit (and its size limit) for the whole process: called
+  only when that aggregator is built.
+  """
+  _upb_message.SetAllowOversizeProtos(True)

@@ -278,6 +278,16 @@ class TrainConfig:
       "each round towards this quantile of the clients' update norms (0.5: the median); "
       '--dp_noise_multiplier is then the total over the update and the noised clipped count and '
       'must be below 0.1 x --clients_per_round.')
+  dp_mechanism: str = option(
+      'gaussian',
+      'With --dp_clip_norm: gaussian (central DP: the server adds the noise to the clipped sum) '
+      "or distributed_skellam (distributed DP, TFF's DistributedDpSumFactory as "
+      'tff.learning.ddp_secure_aggregator builds it, fixed clip: each client rotates, scales and '
+      'rounds its clipped update to integers and adds its share of Skellam noise, and the '
+      'server sees only their 20-bit secure sum; needs --dp_noise_multiplier > 0; the noise '
+      'has no seed, so a resumed run does not repeat it). Epsilon accounts the Skellam '
+      'mechanism (Agarwal et al. 2021) on the scaled integers.',
+      choices=configs.DP_MECHANISMS)
   secure_aggregation: bool = option(
       False,
       "Sum the clients' updates with TFF's secure-sum intrinsics (each value a 32-bit integer "

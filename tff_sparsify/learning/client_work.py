@@ -67,6 +67,7 @@ from tff_sparsify import _tff_internals as tffi
 from tff_sparsify.compression import wire
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import configs
+from tff_sparsify.learning import dp_aggregation
 from tff_sparsify.learning import pruning_layout as layout_lib
 from tff_sparsify.learning.algorithms import base
 from tff_sparsify.learning import pruning
@@ -270,7 +271,8 @@ def _upload(rules, encoding: _UploadEncoding, client: base.ClientRound, keep, re
 def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig, rules,
                          loop_implementation, aggregate_statistics: bool = True):
   """The per-client `tf.function`, as TFF's model delta client update."""
-  encoding = _UploadEncoding.of(config.compression, config.privacy.secure_aggregation)
+  encoding = _UploadEncoding.of(
+      config.compression, config.privacy.secure_aggregation or config.privacy.distributed)
   model = model_fn()
   layout = layout_lib.pruning_layout(model, config.sparsity_granularity)
   if not aggregate_statistics:
@@ -299,6 +301,9 @@ def _build_client_update(model_fn, optimizer, config: configs.FedSparsifyConfig,
         rules, encoding, client, keep, initial_weights.trainable)
     # The statistics go up dense and unquantized (`statistics.StatisticsMeanFactory`).
     sizes.append(wire.lossless_bytes(statistics_delta))
+    if config.privacy.distributed:  # The whole update, rotated, as 20-bit integers.
+      sizes.append(tf.constant(dp_aggregation.distributed_bytes(
+          sum(int(np.prod(t.shape)) for t in trained)), tf.int64))
     bytes_uploaded = tf.add_n(sizes) if sizes else tf.constant(0, tf.int64)
 
     (delta, statistics_delta), non_finite = zero_all_if_any_non_finite(

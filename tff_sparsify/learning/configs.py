@@ -43,8 +43,10 @@ _METHOD_NAMES = dict(random=('random pruning', 'random_pruning'), snip=('SNIP', 
 MASK_AGGREGATIONS = ('majority_vote', 'mean')
 SPARSITY_PLACEMENTS = ('global', 'uniform', 'compute')
 SPARSITY_GRANULARITIES = ('weight', 'channel')
-
-
+DP_MECHANISMS = ('gaussian', 'distributed_skellam')
+# The distributed mechanism's secure sum: integers modulo 2^20 (TFF's default
+# in `tff.learning.ddp_secure_aggregator`).
+DDP_BITS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +76,14 @@ class PrivacyConfig:
       (0.5: the median); the clipped count is noised with standard
       deviation 0.05 x clients_per_round (TFF's default), so
       dp_noise_multiplier must be below 0.1 x clients_per_round.
+    dp_mechanism: 'gaussian' (central DP: the server adds the noise to the
+      clipped sum, above) or 'distributed_skellam' (distributed DP, TFF's
+      `DistributedDpSumFactory` as `tff.learning.ddp_secure_aggregator`
+      builds it, with a fixed clip: each client clips its update to
+      dp_clip_norm, rotates it (randomized Hadamard), scales and rounds it
+      to integers, adds its share of Skellam noise and the server sees only
+      the 20-bit secure sum, noised; the clients draw the noise from their
+      clocks, so it has no seed and a resumed run does not repeat it).
     secure_aggregation: the clients' updates are summed with TFF's
       secure-sum intrinsics (`learning.secure_aggregation`): each value
       quantized to a 32-bit integer within bounds, the bytes of those
@@ -87,6 +97,7 @@ class PrivacyConfig:
   dp_delta: float = 0.0
   dp_noise_seed: Optional[int] = None
   dp_target_quantile: float = 0.0
+  dp_mechanism: str = 'gaussian'
   secure_aggregation: bool = False
   clients_per_round: int = 10
 
@@ -116,16 +127,52 @@ class PrivacyConfig:
       raise validation.ConfigError(
           'secure_aggregation', True, 'is not available with --dp_target_quantile (adaptive '
           'clipping moves the bounds the secure sum quantizes within); use a fixed clip')
+    if self.dp_mechanism not in DP_MECHANISMS:
+      raise validation.ConfigError('dp_mechanism', self.dp_mechanism,
+                                   f'must be one of {", ".join(DP_MECHANISMS)}')
     if not self.enabled:
       for name in ('dp_noise_multiplier', 'dp_delta', 'dp_noise_seed', 'dp_target_quantile'):
         if getattr(self, name):
           raise validation.ConfigError(name, getattr(self, name),
                                        'needs --dp_clip_norm > 0 (differential privacy)')
+    if self.distributed:
+      self._check_distributed()
+
+  def _check_distributed(self):
+    name = ('dp_mechanism', self.dp_mechanism)
+    if not self.enabled:
+      raise validation.ConfigError(*name, 'needs --dp_clip_norm > 0 (the clip each client '
+                                   'applies before its noise)')
+    if not self.dp_noise_multiplier:
+      raise validation.ConfigError(*name, 'needs --dp_noise_multiplier > 0 (the Skellam '
+                                   'noise the clients add)')
+    if self.dp_noise_seed is not None:
+      raise validation.ConfigError(
+          'dp_noise_seed', self.dp_noise_seed, 'is not available with '
+          '--dp_mechanism=distributed_skellam: the clients draw their noise from their own '
+          'clocks, and a seed the server knew would let it remove the noise')
+    if self.dp_target_quantile:
+      raise validation.ConfigError(
+          'dp_target_quantile', self.dp_target_quantile, 'is not available with '
+          '--dp_mechanism=distributed_skellam yet (the guarantee is computed for a fixed clip)')
+    if self.secure_aggregation:
+      raise validation.ConfigError(
+          'secure_aggregation', True, 'is implied by --dp_mechanism=distributed_skellam (its '
+          'own secure sum of 20-bit integers); drop --secure_aggregation')
+    if self.clients_per_round > 2**DDP_BITS:
+      raise validation.ConfigError(
+          'clients_per_round', self.clients_per_round,
+          f'must be at most 2^{DDP_BITS} with --dp_mechanism=distributed_skellam')
 
   @property
   def enabled(self) -> bool:
     """Differential privacy."""
     return self.dp_clip_norm > 0
+
+  @property
+  def distributed(self) -> bool:
+    """Distributed DP: the clients noise their updates, the server sees a secure sum."""
+    return self.dp_mechanism == 'distributed_skellam'
 
   @property
   def active(self) -> bool:

@@ -32,6 +32,7 @@ Masking is post-processing of the noised sum: the guarantee is unchanged.
 """
 
 import collections
+import math
 import secrets
 from typing import Optional
 
@@ -167,10 +168,80 @@ def dp_mean_factory(privacy: configs.PrivacyConfig) -> tff.aggregators.WeightedA
       tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory=records))
 
 
+# TFF's `DistributedDpSumFactory` defaults, as `ddp_secure_aggregator` leaves them.
+DDP_MODCLIP_PROB = 1e-4  # Probability that a client's value wraps modulo 2^bits.
+DDP_BETA = 0.0  # Unconditional randomized rounding.
+_ROUNDING_LEEWAY = 1e-5  # TFF's, added to the inflated L2 bound before scaling.
+
+
+def distributed_parameters(privacy: configs.PrivacyConfig, dim: int) -> dict:
+  """The distributed mechanism's parameters for updates of `dim` values, as TFF computes them.
+
+  What `DistributedDpSumFactory._build_aggregation_factory` derives (TFF
+  0.87, fixed clip C, noise multiplier z, m clients per round): the update
+  padded to a power of two, each client's noise z C / sqrt(m), the scale
+  from TFF's heuristic (capped), the L2 bound after rounding inflated as
+  TFF does, and the L1 bound min(sqrt(d), L2) L2 (integers). Returns
+  `clients`, `l2`, `l1`, `local_stddev` (scaled units, what
+  `privacy_accounting.skellam_epsilon` takes), `scale` and `padded_dim`.
+  Tested against the aggregator's own measurements (`tests/test_privacy.py`).
+  """
+  clip, z, m = (float(privacy.dp_clip_norm), float(privacy.dp_noise_multiplier),
+                int(privacy.clients_per_round))
+  padded = 2 ** math.ceil(math.log2(max(1, dim)))
+  local_stddev = z * clip / math.sqrt(m)
+  scale = min(float(tffi.ddp_heuristic_scale_factor(
+      local_stddev, clip, configs.DDP_BITS, m, padded,
+      tffi.ddp_clip_prob_to_num_stddevs(DDP_MODCLIP_PROB)).numpy()), tffi.DDP_MAX_SCALE_FACTOR)
+  inflated = float(tffi.inflated_l2_norm_bound(clip, 1.0 / scale, DDP_BETA, padded).numpy())
+  l2 = (inflated + _ROUNDING_LEEWAY) * scale
+  return dict(clients=m, l2=l2, l1=math.ceil(l2 * min(math.sqrt(padded), l2)),
+              local_stddev=local_stddev * scale, scale=scale, padded_dim=padded)
+
+
+def distributed_bytes(num_values: int) -> int:
+  """Bytes of one client's distributed-DP message: its update padded to a power of two
+  (the Hadamard rotation's length), each value an integer modulo 2^DDP_BITS."""
+  return math.ceil(2 ** math.ceil(math.log2(max(1, num_values))) * configs.DDP_BITS / 8)
+
+
+def distributed_mean_factory(
+    privacy: configs.PrivacyConfig) -> tff.aggregators.WeightedAggregationFactory:
+  """Distributed DP's mean: what `tff.learning.ddp_secure_aggregator` builds, fixed clip.
+
+  TFF's `DistributedDpSumFactory` (distributed Skellam, randomized
+  Hadamard rotation, 20-bit modular secure sum) divided by the clients'
+  secure-summed count (`UnweightedMeanFactory`), without TFF's adaptive
+  zeroing (our processes drop non-finite updates already) and with the
+  clip fixed at `dp_clip_norm`; as a weighted factory (weights dropped).
+  """
+  if not privacy.distributed:
+    raise ValueError("privacy.dp_mechanism must be 'distributed_skellam'")
+  # Its computations nest deeper than protobuf parses by default; from now on
+  # this process parses deeper (and larger) messages (BUILD_NOTES, "Privacy").
+  tffi.allow_deep_protos()
+  values = tffi.DistributedDpSumFactory(
+      noise_multiplier=float(privacy.dp_noise_multiplier),
+      expected_clients_per_round=int(privacy.clients_per_round), bits=configs.DDP_BITS,
+      l2_clip=float(privacy.dp_clip_norm), modclip_prob=DDP_MODCLIP_PROB, beta=DDP_BETA,
+      mechanism='distributed_skellam', rotation_type='hd', auto_l2_clip=False)
+  count = secure_aggregation.MeasuredSecureSumFactory(
+      tff.aggregators.SecureSumFactory(upper_bound_threshold=1, lower_bound_threshold=0),
+      privacy.clients_per_round)
+  # The values' message is counted by the client work (`distributed_bytes`): a
+  # measuring factory around `values` nests the computation past protobuf's
+  # parsing depth when TFF builds it (upb's limit of 100, "Error parsing message").
+  return tff.aggregators.as_weighted_aggregator(tff.aggregators.UnweightedMeanFactory(
+      value_sum_factory=values, count_sum_factory=count))
+
+
 def model_aggregator(
     privacy: configs.PrivacyConfig) -> Optional[tff.aggregators.WeightedAggregationFactory]:
   """The model aggregator `privacy` asks for: the DP mean (securely summed with
-  `secure_aggregation`), the secure weighted mean alone, or None (not ours)."""
+  `secure_aggregation`; distributed DP's, noised by the clients), the secure
+  weighted mean alone, or None (not ours)."""
+  if privacy.distributed:
+    return distributed_mean_factory(privacy)
   if privacy.enabled:
     return dp_mean_factory(privacy)
   if privacy.secure_aggregation:

@@ -46,6 +46,7 @@ from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify import signals
 from tff_sparsify.core import masks as masks_lib
+from tff_sparsify.learning import dp_aggregation
 from tff_sparsify.learning import privacy_accounting
 from tff_sparsify.learning import pruning
 from tff_sparsify.simulation import run_data as data_lib
@@ -537,7 +538,8 @@ def run_federated_training(
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
   guarantee = privacy_guarantee(
-      config, len(federation.clients() if by_id else client_data.client_ids))
+      config, len(federation.clients() if by_id else client_data.client_ids),
+      update_size=int(sum(np.size(w) for w in keras_model.trainable_weights)))
   metrics_managers = [_metrics_manager(dirs, progress, guarantee)]
   try:
     state = tff.simulation.run_training_process(
@@ -573,23 +575,32 @@ def _evaluation_fn(process, keras_model, test_data, loss, metrics, federated_eva
   return evaluation_fn
 
 
-def privacy_guarantee(config: config_lib.TrainConfig,
-                      num_clients: int) -> Optional[Callable[[int], dict]]:
+def privacy_guarantee(config: config_lib.TrainConfig, num_clients: int,
+                      update_size: int = 0) -> Optional[Callable[[int], dict]]:
   """`round -> {'privacy': {epsilon, delta}}` of a differentially private run, else None.
 
   Epsilon after that many rounds at the run's delta, for its sampling
   (`learning.privacy_accounting`); without noise (clipping only), the delta
-  alone: there is no guarantee.
+  alone: there is no guarantee. Distributed DP accounts the Skellam
+  mechanism on the integers the clients send, from the parameters TFF
+  derives for updates of `update_size` values (`dp_aggregation.distributed_parameters`;
+  every round the same: the clip is fixed), assuming every sampled client
+  adds its noise.
   """
   privacy = config.algorithm_config.privacy
   if not privacy.enabled:
     return None
   delta = privacy_accounting.delta_of(privacy.dp_delta, num_clients)
+  if privacy.distributed:
+    per_round = dp_aggregation.distributed_parameters(privacy, update_size)
 
   def guarantee(round_num: int) -> dict:
     found = collections.OrderedDict()
-    eps = privacy_accounting.epsilon(privacy.dp_noise_multiplier, num_clients,
-                                     config.clients_per_round, round_num, delta)
+    if privacy.distributed:
+      eps = privacy_accounting.skellam_epsilon([per_round] * round_num, num_clients, delta)
+    else:
+      eps = privacy_accounting.epsilon(privacy.dp_noise_multiplier, num_clients,
+                                       config.clients_per_round, round_num, delta)
     if eps is not None:
       found['epsilon'] = eps
     found['delta'] = delta

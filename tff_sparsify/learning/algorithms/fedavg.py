@@ -2,9 +2,9 @@
 
 `tff.learning.algorithms.build_weighted_fed_avg` with SGD at the clients
 (and `client_momentum`, `fedavg_momentum`) and at the server. With
-compression (message pruning, quantization), or for a model with moving
-statistics (BatchNormalization, which TFF's FedAvg never aggregates:
-`learning.statistics`), the generic process of `learning.fed_sparsify` with
+compression (message pruning, quantization) or distributed DP, or for a
+model with moving statistics (BatchNormalization, which TFF's FedAvg never
+aggregates: `learning.statistics`), the generic process of `learning.fed_sparsify` with
 the base rules (masks never change) and S_T = 0, which equals TFF's FedAvg
 on the trainable weights (tested), so that its bytes are measured and its
 statistics aggregated.
@@ -32,7 +32,8 @@ def build(model_fn, config: configs.FedAvgConfig, **components):
     **components: TFF's optional keyword-only components
       (`model_aggregator`, `loop_implementation`, ...).
   """
-  if config.compression.enabled or layout_lib.layout_from_model_fn(model_fn).statistics:
+  if (config.compression.enabled or config.privacy.distributed
+      or layout_lib.layout_from_model_fn(model_fn).statistics):
     never_prunes = configs.FedSparsifyConfig(
         schedule=configs.NEVER_PRUNE,
         **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
