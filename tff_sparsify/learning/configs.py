@@ -154,7 +154,9 @@ class PrivacyConfig:
     if self.dp_target_quantile:
       raise validation.ConfigError(
           'dp_target_quantile', self.dp_target_quantile, 'is not available with '
-          '--dp_mechanism=distributed_skellam yet (the guarantee is computed for a fixed clip)')
+          "--dp_mechanism=distributed_skellam (TFF's adaptive clip there noises the clipped "
+          'count with an unseeded draw, which the run\'s op determinism refuses; the clip is '
+          'fixed)')
     if self.secure_aggregation:
       raise validation.ConfigError(
           'secure_aggregation', True, 'is implied by --dp_mechanism=distributed_skellam (its '
