@@ -422,7 +422,7 @@ class ConfigurationTest(tf.test.TestCase):
                        dp_mechanism='distributed_skellam', clients_per_round=20)
     for overrides, field, reason in [
         (dict(dp_noise_seed=3), 'dp_noise_seed', 'from their own clocks'),
-        (dict(dp_target_quantile=0.5), 'dp_target_quantile', 'fixed clip'),
+        (dict(dp_target_quantile=0.5), 'dp_target_quantile', 'unseeded draw'),
         (dict(secure_aggregation=True), 'secure_aggregation', 'is implied by'),
         (dict(dp_noise_multiplier=0.0), 'dp_mechanism', 'needs --dp_noise_multiplier > 0'),
         (dict(dp_clip_norm=0.0, dp_noise_multiplier=0.0), 'dp_mechanism',
