@@ -17,6 +17,10 @@ resumes from its checkpoints (the benchmark can be stopped and started
 again across sessions). The table is written when every run has finished:
 
   python -m benchmarks.privacy --output=benchmarks/results/privacy.md
+
+`--seed` trains another seed (runs named `..._s{seed}`; 1990's keep their
+names) and `--mechanism=distributed_skellam` the distributed mechanism
+(`..._ddp`; z = 0 clips only, the same run as the Gaussian's).
 """
 
 import itertools
@@ -47,20 +51,32 @@ _NOISE = flags.DEFINE_list('noise', ['0', '0.3', '0.7', '1.0'], 'Noise multiplie
 _CLIP = flags.DEFINE_float('clip', 0.2, "L2 clip of each client's update.")
 _ALGORITHMS = flags.DEFINE_list('algorithms', list(ALGORITHMS), 'Of ' + ', '.join(ALGORITHMS))
 _PARTITIONS = flags.DEFINE_list('partitions', list(PARTITIONS), 'Of ' + ', '.join(PARTITIONS))
+_SEED = flags.DEFINE_integer('seed', 1990, 'Training seed (client sampling, shuffling, model).')
+_MECHANISM = flags.DEFINE_enum('mechanism', 'gaussian', ['gaussian', 'distributed_skellam'],
+                               'gaussian: central DP, its noise seeded (1); distributed_skellam: '
+                               "the clients' Skellam noise under a secure sum (no seed).")
+
+
+def distributed(noise: str) -> bool:
+  return _MECHANISM.value == 'distributed_skellam' and float(noise) > 0
 
 
 def flag_values(algorithm: str, partition: str, noise: str) -> dict:
+  mechanism = (dict(dp_mechanism='distributed_skellam') if distributed(noise)
+               else dict(dp_noise_seed=1))
   return dict(
       dataset='fashion_mnist', num_clients=_NUM_CLIENTS.value,
       clients_per_round=_CLIENTS_PER_ROUND.value, total_rounds=_ROUNDS.value,
-      client_epochs_per_round=1, seed=1990, progress=False, rounds_per_eval=_ROUNDS.value,
-      rounds_per_checkpoint=10, dp_clip_norm=_CLIP.value, dp_noise_multiplier=float(noise),
-      dp_noise_seed=1, **ALGORITHMS[algorithm], **PARTITIONS[partition])
+      client_epochs_per_round=1, seed=_SEED.value, progress=False,
+      rounds_per_eval=_ROUNDS.value, rounds_per_checkpoint=10, dp_clip_norm=_CLIP.value,
+      dp_noise_multiplier=float(noise), **mechanism, **ALGORITHMS[algorithm],
+      **PARTITIONS[partition])
 
 
 def run_one(algorithm: str, partition: str, noise: str) -> dict:
   """The run's summary.json, training (or resuming) it first if it has none."""
-  name = f'{algorithm}_{partition}_z{noise}'
+  name = (f'{algorithm}_{partition}_z{noise}' + ('' if _SEED.value == 1990 else f'_s{_SEED.value}')
+          + ('_ddp' if distributed(noise) else ''))
   summary_path = os.path.join(_RUNS_DIR.value, 'results', name, 'summary.json')
   if not os.path.exists(summary_path):
     runs.train(dict(flag_values(algorithm, partition, noise), root_output_dir=_RUNS_DIR.value,
@@ -79,7 +95,10 @@ def table(found: dict) -> str:
           ' '.join(f'--{k}={v}' for k, v in flag_values(
               _ALGORITHMS.value[0], _PARTITIONS.value[0], noises[0]).items()
                    if k not in ('algorithm', 'final_sparsity', 'partition', 'classes_per_client',
-                                'dirichlet_alpha', 'dp_noise_multiplier'))),
+                                'dirichlet_alpha', 'dp_noise_multiplier', 'dp_mechanism',
+                                'dp_noise_seed'))) + (
+          ', `--dp_mechanism=distributed_skellam`' if _MECHANISM.value != 'gaussian'
+          else ', `--dp_noise_seed=1`') + ' where z > 0',
       '', 'Test accuracy at the end (epsilon at delta = 1/clients; noise 0 clips only and has '
       'no guarantee).', '',
       '| partition | algorithm | ' + ' | '.join(f'z = {z}' for z in noises) + ' |',
