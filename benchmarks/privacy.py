@@ -90,7 +90,7 @@ def table(found: dict) -> str:
   lines = [
       '# Differential privacy with sparsity (FashionMNIST)', '',
       '`python -m benchmarks.privacy` with `--rounds={} --num_clients={} --clients_per_round={} '
-      '--clip={}`; common training flags: `{}`.'.format(
+      '--clip={}`; common training flags: `{}`'.format(
           _ROUNDS.value, _NUM_CLIENTS.value, _CLIENTS_PER_ROUND.value, _CLIP.value,
           ' '.join(f'--{k}={v}' for k, v in flag_values(
               _ALGORITHMS.value[0], _PARTITIONS.value[0], noises[0]).items()
@@ -98,7 +98,7 @@ def table(found: dict) -> str:
                                 'dirichlet_alpha', 'dp_noise_multiplier', 'dp_mechanism',
                                 'dp_noise_seed'))) + (
           ', `--dp_mechanism=distributed_skellam`' if _MECHANISM.value != 'gaussian'
-          else ', `--dp_noise_seed=1`') + ' where z > 0',
+          else ', `--dp_noise_seed=1`') + ' where z > 0.',
       '', 'Test accuracy at the end (epsilon at delta = 1/clients; noise 0 clips only and has '
       'no guarantee).', '',
       '| partition | algorithm | ' + ' | '.join(f'z = {z}' for z in noises) + ' |',
