@@ -97,8 +97,8 @@ def table(found: dict) -> str:
                    if k not in ('algorithm', 'final_sparsity', 'partition', 'classes_per_client',
                                 'dirichlet_alpha', 'dp_noise_multiplier', 'dp_mechanism',
                                 'dp_noise_seed'))) + (
-          ', `--dp_mechanism=distributed_skellam`' if _MECHANISM.value != 'gaussian'
-          else ', `--dp_noise_seed=1`') + ' where z > 0.',
+          ', `--dp_mechanism=distributed_skellam` where z > 0.'
+          if _MECHANISM.value != 'gaussian' else ', `--dp_noise_seed=1`.'),
       '', 'Test accuracy at the end (epsilon at delta = 1/clients; noise 0 clips only and has '
       'no guarantee).', '',
       '| partition | algorithm | ' + ' | '.join(f'z = {z}' for z in noises) + ' |',
