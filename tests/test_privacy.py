@@ -313,6 +313,27 @@ class SecureAggregationTest(_InWorkerTest):
           'secure_sum_bytes_known_mask'], 3 * math.ceil(kept * bits / 8))
 
 
+  def test_with_adaptive_clipping_the_secure_sum_follows_the_plain_run(self):
+    # The same seed's noise and clip path, summed securely within +-1024 C:
+    # two rounds, each coordinate within half a 32-bit step of the plain sum.
+    def run(secure):
+      config = configs.FedAvgConfig(client_learning_rate=LR, privacy=configs.PrivacyConfig(
+          dp_clip_norm=0.5, dp_noise_multiplier=0.1, dp_target_quantile=0.5, dp_noise_seed=4,
+          secure_aggregation=secure, clients_per_round=3))
+      process = registry.build_process(linear_model_fn(wrap=False), config)
+      state = process.initialize()
+      for _ in range(2):
+        output = process.next(state, datasets(self.clients))
+        state = output.state
+      return process.get_model_weights(state).trainable[0], output.metrics['aggregator']
+
+    (plain, _), (secure, measured) = run(False), run(True)
+    step = 2 * 1024 * 0.5 / (2**32 - 1)
+    self.assertAllClose(secure, plain, atol=2 * step + 1e-6)
+    self.assertGreater(np.max(np.abs(plain - W0)), 1e-3)  # It trained.
+    self.assertEqual(measured['dp']['secure_sum']['secure_upper_clipped_count'], 0)
+
+
 class GuaranteeTest(tf.test.TestCase):
 
   def test_all_clients_every_round_by_hand(self):

@@ -295,7 +295,8 @@ class TrainConfig:
       'the bytes of those messages; the secure-sum message a known mask would allow is counted '
       'too (secure_sum_bytes_known_mask). In simulation the intrinsics are replaced by their '
       'bodies, as TFF does: the arithmetic is secure aggregation\'s, the secrecy is not. Same '
-      'algorithms as --dp_clip_norm; not with --dp_target_quantile.')
+      'algorithms as --dp_clip_norm; with --dp_target_quantile the bounds are +-1024 x '
+      '--dp_clip_norm (the clip moves; a value beyond is clipped and counted).')
   dp_noise_seed: Optional[int] = option(
       None,
       'With --dp_clip_norm: seed of the noise (default: drawn from the operating system and kept '

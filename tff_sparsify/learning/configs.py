@@ -47,6 +47,12 @@ DP_MECHANISMS = ('gaussian', 'distributed_skellam')
 # The distributed mechanism's secure sum: integers modulo 2^20 (TFF's default
 # in `tff.learning.ddp_secure_aggregator`).
 DDP_BITS = 20
+# Central DP's secure sum with adaptive clipping: the bounds are fixed at this
+# multiple of the first clip, and at least +-1 for the clipped-count records
+# (the clip moves each round; a coordinate beyond is clipped and counted,
+# `secure_upper_clipped_count`), so each value's 32-bit step is 2^11 / 2^32
+# of the first clip.
+ADAPTIVE_SECURE_BOUND = 1024.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +94,8 @@ class PrivacyConfig:
       secure-sum intrinsics (`learning.secure_aggregation`): each value
       quantized to a 32-bit integer within bounds, the bytes of those
       messages measured. With `dp_clip_norm`, the clipped updates (bounds
-      +-dp_clip_norm) before the server's noise.
+      +-dp_clip_norm; with `dp_target_quantile`, whose clip moves,
+      +-ADAPTIVE_SECURE_BOUND x dp_clip_norm) before the server's noise.
     clients_per_round: the clients sampled each round (the mean's
       denominator).
   """
@@ -123,10 +130,6 @@ class PrivacyConfig:
     if not isinstance(self.secure_aggregation, bool):
       raise validation.ConfigError('secure_aggregation', self.secure_aggregation,
                                    'must be true or false')
-    if self.secure_aggregation and self.dp_target_quantile:
-      raise validation.ConfigError(
-          'secure_aggregation', True, 'is not available with --dp_target_quantile (adaptive '
-          'clipping moves the bounds the secure sum quantizes within); use a fixed clip')
     if self.dp_mechanism not in DP_MECHANISMS:
       raise validation.ConfigError('dp_mechanism', self.dp_mechanism,
                                    f'must be one of {", ".join(DP_MECHANISMS)}')

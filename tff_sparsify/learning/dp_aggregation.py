@@ -163,7 +163,11 @@ def dp_mean_factory(privacy: configs.PrivacyConfig) -> tff.aggregators.WeightedA
   query = tfp.NormalizedQuery(query, denominator=m)
   records = None  # TFF's default: a plain sum.
   if privacy.secure_aggregation:
-    records = secure_aggregation.clipped_secure_sum_factory(clip, privacy.clients_per_round)
+    bound = clip
+    if privacy.dp_target_quantile:  # The clip moves, the bounds stay; the clipped-count
+      # query's records (+-0.5 each) go through the same secure sum.
+      bound = max(clip * configs.ADAPTIVE_SECURE_BOUND, 1.0)
+    records = secure_aggregation.clipped_secure_sum_factory(bound, privacy.clients_per_round)
   return tff.aggregators.as_weighted_aggregator(
       tff.aggregators.DifferentiallyPrivateFactory(query, record_aggregation_factory=records))
 

@@ -13,7 +13,10 @@ mapped back):
 - with differential privacy (`learning.dp_aggregation`): the clipped
   updates' secure sum within +-dp_clip_norm (an L2 clip bounds every
   coordinate), as `DifferentiallyPrivateFactory`'s record aggregation,
-  before the server's noise. Rounding to 32 bits moves a clipped update by
+  before the server's noise; with adaptive clipping, whose clip moves,
+  within +-1024 x the first clip (`configs.ADAPTIVE_SECURE_BOUND`: fixed
+  bounds, not estimated from the clients' values, which would leak them
+  outside the noise). Rounding to 32 bits moves a clipped update by
   at most sqrt(n) C / 2^32 in L2 (8.0e-8 C for the paper's n = 118,282):
   the sensitivity grows by that, which the accounting ignores.
 
