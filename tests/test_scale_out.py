@@ -49,9 +49,10 @@ CASES = collections.OrderedDict(
     quantize_sparse=dict(algorithm='fedsparsify_global', quantize_bits=8,
                          quantizer='sparse', quantize_threshold=1000, rounds=1),
     # Differential privacy: the clip at the clients, the seeded noise at the
-    # server; adaptive clipping also sums the clipped count.
+    # server; adaptive clipping also sums the clipped count, here securely
+    # (fixed bounds of +-1024 x the first clip).
     dp=dict(algorithm='fedsparsify_global', dp_clip_norm=0.5, dp_noise_multiplier=0.4,
-            dp_target_quantile=0.5, dp_noise_seed=5),
+            dp_target_quantile=0.5, dp_noise_seed=5, secure_aggregation=True),
     # Secure aggregation: TFF's secure sums (replaced by their bodies) merged
     # across workers, with the bound estimated from every client.
     secure=dict(algorithm='fedsparsify_global', secure_aggregation=True),
