@@ -538,8 +538,7 @@ def run_federated_training(
   state_manager = CheckpointManager(dirs.checkpoints, keep_total=3, keep_first=False)
   progress = ProgressReleaseManager(total_rounds, disable=not config.progress)
   guarantee = privacy_guarantee(
-      config, len(federation.clients() if by_id else client_data.client_ids),
-      update_size=int(sum(np.size(w) for w in keras_model.trainable_weights)))
+      config, len(federation.clients() if by_id else client_data.client_ids), keras_model)
   metrics_managers = [_metrics_manager(dirs, progress, guarantee)]
   try:
     state = tff.simulation.run_training_process(
@@ -576,23 +575,25 @@ def _evaluation_fn(process, keras_model, test_data, loss, metrics, federated_eva
 
 
 def privacy_guarantee(config: config_lib.TrainConfig, num_clients: int,
-                      update_size: int = 0) -> Optional[Callable[[int], dict]]:
+                      keras_model: Optional[tf.keras.Model] = None
+                      ) -> Optional[Callable[[int], dict]]:
   """`round -> {'privacy': {epsilon, delta}}` of a differentially private run, else None.
 
   Epsilon after that many rounds at the run's delta, for its sampling
   (`learning.privacy_accounting`); without noise (clipping only), the delta
   alone: there is no guarantee. Distributed DP accounts the Skellam
   mechanism on the integers the clients send, from the parameters TFF
-  derives for updates of `update_size` values (`dp_aggregation.distributed_parameters`;
-  every round the same: the clip is fixed), assuming every sampled client
-  adds its noise.
+  derives for updates of `keras_model`'s trainable values
+  (`dp_aggregation.distributed_parameters`; every round the same: the clip
+  is fixed), assuming every sampled client adds its noise.
   """
   privacy = config.algorithm_config.privacy
   if not privacy.enabled:
     return None
   delta = privacy_accounting.delta_of(privacy.dp_delta, num_clients)
   if privacy.distributed:
-    per_round = dp_aggregation.distributed_parameters(privacy, update_size)
+    per_round = dp_aggregation.distributed_parameters(
+        privacy, int(sum(np.size(w) for w in keras_model.trainable_weights)))
 
   def guarantee(round_num: int) -> dict:
     found = collections.OrderedDict()
