@@ -18,6 +18,10 @@ quantile of the clients' update norms (Andrew et al. 2021, TFF's
 `gaussian_adaptive`): `SeededAdaptiveClipSumQuery`, both of its noises
 seeded the same way.
 
+`distributed_mean_factory` is distributed DP instead (`dp_mechanism=
+'distributed_skellam'`): TFF's `DistributedDpSumFactory`, the clients adding
+Skellam noise to their rotated, rounded updates under a secure sum.
+
 The factory is unweighted (each client counts once, as in DP-FedAvg; its
 examples would otherwise weigh its update beyond the clip);
 `dp_mean_factory` wraps it for our weighted processes with TFF's
@@ -232,9 +236,8 @@ def distributed_mean_factory(
   count = secure_aggregation.MeasuredSecureSumFactory(
       tff.aggregators.SecureSumFactory(upper_bound_threshold=1, lower_bound_threshold=0),
       privacy.clients_per_round)
-  # The values' message is counted by the client work (`distributed_bytes`): a
-  # measuring factory around `values` nests the computation past protobuf's
-  # parsing depth when TFF builds it (upb's limit of 100, "Error parsing message").
+  # The values' message is counted by the client work, which holds the update
+  # (`distributed_bytes`; BUILD_NOTES, "Privacy").
   return tff.aggregators.as_weighted_aggregator(tff.aggregators.UnweightedMeanFactory(
       value_sum_factory=values, count_sum_factory=count))
 
