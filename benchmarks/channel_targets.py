@@ -164,7 +164,8 @@ def _row(model, seed, entry):
     speedups[runtime] = _median(t['channel']) / _median(t['fedavg'])
   met = gap <= TARGET_ACCURACY_GAP and all(s >= TARGET_SPEEDUP for s in speedups.values())
   return collections.OrderedDict(
-      model=model, setting=_setting_text(entry['setting']), seed=seed, fedavg_accuracy=f'{dense["accuracy"]:.4f}',
+      model=model, setting=_setting_text(entry['setting']), seed=seed,
+      fedavg_accuracy=f'{dense["accuracy"]:.4f}',
       channel_accuracy=f'{channel["accuracy"]:.4f}', points_below=f'{100 * gap:.2f}',
       params=f'{dense["params"]:,} -> {channel["params"]:,}',
       **{f'{r} speed-up (repeats)': f'{speedups[r]:.2f}x (' + ', '.join(

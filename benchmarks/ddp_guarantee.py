@@ -64,7 +64,7 @@ def main(argv):
                                     dp_mechanism='distributed_skellam', clients_per_round=m)
     parameters = dp_aggregation.distributed_parameters(privacy, dim)
     central = privacy_accounting.epsilon(float(z), n, m, rounds, delta)
-    distributed = privacy_accounting.skellam_epsilon([parameters] * rounds, n, delta)
+    distributed = privacy_accounting.skellam_epsilon(parameters, rounds, n, delta)
     lines.append(f'| {z} | {central:.4g} | {distributed:.4g} | {parameters["scale"]:.4g} | '
                  f'{wire.secure_sum_bytes(dim, m):,} | {dp_aggregation.distributed_bytes(dim):,} |')
   text = '\n'.join(lines) + '\n'

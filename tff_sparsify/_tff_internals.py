@@ -1,7 +1,7 @@
-"""Every non-public API of TensorFlow Federated (and of gRPC and protobuf under it) that this package uses.
+"""Every non-public API of TFF (and of gRPC and protobuf under it) that this package uses.
 
-Pinned against tensorflow-federated 0.87.0, grpcio 1.85.1 and protobuf 4.25.5. Nothing else in
-the package imports `tensorflow_federated.python` or touches a private member
+Pinned against tensorflow-federated 0.87.0, grpcio 1.85.1 and protobuf
+4.25.5. Nothing else in the package imports `tensorflow_federated.python` or touches a private member
 of TFF or gRPC; `tests/test_internals.py` pins each behaviour relied on, so
 that when the stack moves, this file and that test say what broke. Who uses
 what:
@@ -16,12 +16,11 @@ what:
   differential-privacy aggregators (adaptive clipping's noise split); the
   distributed-DP factory itself (`tff.learning.ddp_secure_aggregator`
   fixes its clip) and its scale heuristic, rounding-norm inflation and
-  clip-probability helper (the parameters the guarantee is computed from).
+  clip-probability helper (the parameters the guarantee is computed from);
+  protobuf's (upb's) switch for messages nested deeper than 100 levels
+  (`allow_deep_protos`), which that aggregator needs.
 - `simulation/training.py`: the checkpoint directory and per-version path of
   `tff.program.FileProgramStateManager`.
-- `learning/dp_aggregation.py`: protobuf's (upb's) switch for messages
-  nested deeper than 100 levels (`allow_deep_protos`), which TFF's
-  distributed-DP aggregator needs.
 """
 
 from typing import Any, Optional

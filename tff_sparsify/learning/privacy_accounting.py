@@ -27,7 +27,6 @@ conversion to (epsilon, delta) is dp_accounting's `compute_epsilon`.
 Pure Python (dp_accounting, NumPy, SciPy): no TensorFlow.
 """
 
-import collections
 import math
 from typing import Optional, Sequence
 
@@ -85,17 +84,17 @@ def subsampled_rdp(q: float, rdp: Sequence[float], orders: Sequence[int] = ORDER
 
   Wang, Balle and Kasiviswanathan 2019, Theorem 9 (replace-one neighbours,
   q = m / n), for a mechanism whose Renyi DP at order j is `rdp[j - 2]`
-  (j in `orders`, consecutive integers from 2) and is unbounded at infinity (as the Gaussian's and the
-  Skellam's): at order a, (1 / (a - 1)) log(1 + q^2 C(a, 2)
+  (j in `orders`, consecutive integers from 2) and is unbounded at
+  infinity (as the Gaussian's and the Skellam's): at order a, (1 / (a - 1)) log(1 + q^2 C(a, 2)
   min(4 (e^rdp(2) - 1), 2 e^rdp(2)) + sum_{j=3}^a 2 q^j C(a, j)
   e^{(j - 1) rdp(j)}), and never more than rdp(a) (a sample holds the
   replaced record or it does not).
   """
   rdp = np.asarray(rdp, np.float64)
-  if q >= 1:
-    return rdp.copy()
   if list(orders) != list(range(2, len(orders) + 2)) or len(rdp) != len(orders):
     raise ValueError('orders must be 2, 3, ..., with one Renyi DP value each')
+  if q >= 1:
+    return rdp.copy()
   j = np.asarray(orders, np.float64)
   # log of 2 q^j e^{(j - 1) rdp(j)} for j >= 3; j = 2 has its own term.
   tail = math.log(2) + (j - 1) * rdp + j * math.log(q)
@@ -109,26 +108,25 @@ def subsampled_rdp(q: float, rdp: Sequence[float], orders: Sequence[int] = ORDER
   return np.minimum(found, rdp)
 
 
-def skellam_epsilon(rounds: Sequence[dict], num_clients: int, delta: float) -> Optional[float]:
-  """Epsilon at `delta` of distributed-Skellam rounds, each m of `num_clients` clients sampled.
+def skellam_epsilon(parameters: dict, rounds: int, num_clients: int,
+                    delta: float) -> Optional[float]:
+  """Epsilon at `delta` after `rounds` distributed-Skellam rounds, each m of `num_clients` sampled.
 
-  Each round is a dict: `clients` (m, the clients that summed), `l2` (one
-  client's scaled L2 bound), `l1` (its L1 bound), `local_stddev` (the
-  Skellam noise each client adds, scaled units). Under replace-one, one
-  client's contribution moves the integer sum by up to 2 `l2` (L2) and
-  2 `l1` (L1); the m clients' noises sum to one Skellam of variance
-  m `local_stddev`^2. None when no round has noise.
+  `parameters` (every round the same: the clip is fixed): `clients` (m,
+  the clients that sum), `l2` (one client's scaled L2 bound), `l1` (its L1
+  bound), `local_stddev` (the Skellam noise each client adds, scaled
+  units). Under replace-one, one client's contribution moves the integer
+  sum by up to 2 `l2` (L2) and 2 `l1` (L1); the m clients' noises sum to
+  one Skellam of variance m `local_stddev`^2. Rounds compose by adding
+  their Renyi DP. None without noise.
   """
-  if not rounds:
+  if rounds == 0:
     return 0.0
-  total = np.zeros(len(ORDERS))
-  kinds = collections.Counter(
-      (r['clients'], float(r['l1']), float(r['l2']), float(r['local_stddev'])) for r in rounds)
-  for (clients, l1, l2, local_stddev), count in kinds.items():
-    variance = clients * local_stddev**2
-    if variance <= 0:
-      return None
-    total += count * subsampled_rdp(
-        clients / num_clients, [skellam_rdp(a, 2 * l1, 2 * l2, variance) for a in ORDERS])
-  found, _ = dp_accounting.rdp.compute_epsilon(ORDERS, total, delta)
+  variance = parameters['clients'] * parameters['local_stddev']**2
+  if variance <= 0:
+    return None
+  per_round = subsampled_rdp(
+      parameters['clients'] / num_clients,
+      [skellam_rdp(a, 2 * parameters['l1'], 2 * parameters['l2'], variance) for a in ORDERS])
+  found, _ = dp_accounting.rdp.compute_epsilon(ORDERS, rounds * per_round, delta)
   return None if math.isinf(found) else float(found)

@@ -47,6 +47,7 @@ from tff_sparsify import files
 from tff_sparsify import signals
 from tff_sparsify.core import masks as masks_lib
 from tff_sparsify.learning import dp_aggregation
+from tff_sparsify.learning import models
 from tff_sparsify.learning import privacy_accounting
 from tff_sparsify.learning import pruning
 from tff_sparsify.simulation import run_data as data_lib
@@ -575,8 +576,7 @@ def _evaluation_fn(process, keras_model, test_data, loss, metrics, federated_eva
 
 
 def privacy_guarantee(config: config_lib.TrainConfig, num_clients: int,
-                      keras_model: Optional[tf.keras.Model] = None
-                      ) -> Optional[Callable[[int], dict]]:
+                      keras_model: tf.keras.Model) -> Optional[Callable[[int], dict]]:
   """`round -> {'privacy': {epsilon, delta}}` of a differentially private run, else None.
 
   Epsilon after that many rounds at the run's delta, for its sampling
@@ -593,12 +593,12 @@ def privacy_guarantee(config: config_lib.TrainConfig, num_clients: int,
   delta = privacy_accounting.delta_of(privacy.dp_delta, num_clients)
   if privacy.distributed:
     per_round = dp_aggregation.distributed_parameters(
-        privacy, int(sum(np.size(w) for w in keras_model.trainable_weights)))
+        privacy, models.num_trainable_parameters(keras_model))
 
   def guarantee(round_num: int) -> dict:
     found = collections.OrderedDict()
     if privacy.distributed:
-      eps = privacy_accounting.skellam_epsilon([per_round] * round_num, num_clients, delta)
+      eps = privacy_accounting.skellam_epsilon(per_round, round_num, num_clients, delta)
     else:
       eps = privacy_accounting.epsilon(privacy.dp_noise_multiplier, num_clients,
                                        config.clients_per_round, round_num, delta)
