@@ -250,6 +250,8 @@ def main(argv):
       done[key] = dict(fedavg=dense, channel=channel, timings=_time_pair(dense, channel),
                        setting=SETTINGS[model])
       _write(done)
+  if done:
+    _write(done)  # The table of every model asked for, whether or not one was timed now.
 
 
 if __name__ == '__main__':
