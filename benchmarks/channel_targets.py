@@ -255,7 +255,7 @@ def main(argv):
       done[key] = dict(fedavg=dense, channel=channel, timings=_time_pair(dense, channel),
                        setting=SETTINGS[model])
       _write(done)
-  if done:
+  if any(key.split('/')[0] in _MODELS.value for key in done):
     _write(done)  # The table of every model asked for, whether or not one was timed now.
 
 
