@@ -70,12 +70,8 @@ def _train(model: tf.keras.Model, data) -> list:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    settings = [(float(a), int(b)) for a, b in (s.split(':') for s in _SETTINGS.value)]
-  except ValueError as e:
-    raise app.UsageError(f'--settings: want sparsity:multiple pairs, got '
-                         f'{_SETTINGS.value}') from e
   execution.drop_import_time_default_context()
+  settings = runs.channel_settings(_SETTINGS.value)
   layout = pruning_layout.layout_from_model_fn(  # Before any model: it builds in a graph.
       models.build_model_fn('fashion_mnist', model=_MODEL.value, prunable=True), 'channel')
   centralized = data_sources.load_centralized('fashion_mnist')

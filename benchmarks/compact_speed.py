@@ -64,13 +64,8 @@ def _export(layout, sparsity: float, multiple: int):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  try:
-    settings = [(0.0, 1)] + [(float(a), int(b)) for a, b in
-                             (s.split(':') for s in _SETTINGS.value)]
-  except ValueError as e:
-    raise app.UsageError(f'--settings: want sparsity:multiple pairs, got '
-                         f'{_SETTINGS.value}') from e
   execution.drop_import_time_default_context()
+  settings = [(0.0, 1)] + runs.channel_settings(_SETTINGS.value)
   layout = pruning_layout.layout_from_model_fn(
       models.build_model_fn('fashion_mnist', model=_MODEL.value, prunable=True), 'channel')
   batch = np.random.default_rng(0).random((_BATCH_SIZE.value, 28, 28), np.float32)

@@ -97,3 +97,12 @@ def write_report(lines: list, path: Optional[str]):
   if path:
     with open(path, 'w') as f:
       f.write(text)
+
+
+def channel_settings(values: list) -> list:
+  """`--settings`' 'sparsity:multiple' pairs as (float, int); app.UsageError if malformed."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  try:
+    return [(float(a), int(b)) for a, b in (s.split(':') for s in values)]
+  except ValueError as e:
+    raise app.UsageError(f'--settings: want sparsity:multiple pairs, got {values}') from e
