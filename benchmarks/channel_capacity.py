@@ -38,7 +38,7 @@ from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
 # pylint: enable=g-import-not-at-top
 
-_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet'],
+_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet', 'mobilenet_x2'],
                            'Our FashionMNIST model.')
 _SETTINGS = flags.DEFINE_list('settings', ['0.6:16'], 'channel sparsity:multiple pairs.')
 _EPOCHS = flags.DEFINE_integer('epochs', 10, 'Epochs over the 60,000 training images.')

@@ -36,7 +36,7 @@ from tff_sparsify.simulation import execution
 # pylint: enable=g-import-not-at-top
 
 RUNTIMES = ('onnxruntime', 'litert')
-_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet'],
+_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet', 'mobilenet_x2'],
                            'Our FashionMNIST model.')
 _SETTINGS = flags.DEFINE_list('settings', ['0.5:8', '0.5:16', '0.6:8', '0.6:16'],
                               'channel sparsity:multiple pairs.')

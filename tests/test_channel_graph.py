@@ -181,6 +181,22 @@ class MobileNetCompactTest(tf.test.TestCase):
     self.assertEqual([l.filters for l in small.layers if type(l) is L.Conv2D],
                      [s, e1, o1, e2, o1, e3, o3, e4, o3, h])
 
+  def test_wide_mobilenet_keeps_the_hand_counts(self):
+    # channel_targets' setting for mobilenet_x2: uniform 0.53, multiples of 16.
+    # By hand, 0.47 of (32, 128, 48, 192, 48, 192, 96, 384, 96, 384) channels is
+    # (15.0, 60.2, 22.6, 90.2, 22.6, 90.2, 45.1, 180.5, 45.1, 180.5), to the
+    # nearest multiple of 16 (at least 16):
+    want = [16, 64, 16, 96, 16, 96, 48, 176, 48, 176]
+    layout = layout_lib.layout_from_model_fn(
+        models.build_model_fn('fashion_mnist', model='mobilenet_x2', prunable=True), 'channel')
+    model = models.create_keras_model('fashion_mnist', prunable=True, model='mobilenet_x2')
+    found = layout.prune_variables(model.trainable_variables, model.non_trainable_variables,
+                                   0.53, 'uniform', channel_multiple=16)
+    self.assertEqual([int(masks.channel_vector(m).numpy().sum()) for m in found][:10], want)
+    small, diff = compact.compact_model(tfmot.sparsity.keras.strip_pruning(model))
+    self.assertLessEqual(diff, 1e-5)
+    self.assertEqual([l.filters for l in small.layers if type(l) is L.Conv2D], want)
+
 
 class MobileNetProcessTest(tf.test.TestCase):
 

@@ -10,14 +10,20 @@ class ModelsTest(tf.test.TestCase, parameterized.TestCase):
 
   # small_cnn, by hand: 3x3 convolutions 1->32, 32->64, 64->128 with biases
   # (320 + 18,496 + 73,856), Dense 1,152 -> 128 (147,584) and 128 -> 10 (1,290).
+  # mobilenet_x2, by hand (kernels, then BatchNormalization's gamma and beta):
+  # stem 288 + 64; blocks (in, expansion, out) (32, 128, 48) 4,096 + 256 +
+  # 1,152 + 256 + 6,144 + 96 = 12,000, (48, 192, 48) 21,024, (48, 192, 96)
+  # 30,336, (96, 384, 96) 78,912; head 36,864 + 768; Dense 384 -> 10 3,850.
   @parameterized.parameters(('fashion_mnist', 'paper', 118_282), ('cifar10', 'paper', 1_609_930),
-                            ('fashion_mnist', 'small_cnn', 241_546))
+                            ('fashion_mnist', 'small_cnn', 241_546),
+                            ('fashion_mnist', 'mobilenet', 50_330),
+                            ('fashion_mnist', 'mobilenet_x2', 184_106))
   def test_trainable_parameter_count(self, dataset, model, expected):
     self.assertEqual(
         models.num_trainable_parameters(models.create_model(dataset, model=model)), expected)
 
   @parameterized.parameters(('fashion_mnist', 'paper'), ('cifar10', 'paper'),
-                            ('fashion_mnist', 'small_cnn'))
+                            ('fashion_mnist', 'small_cnn'), ('fashion_mnist', 'mobilenet_x2'))
   def test_outputs_ten_logits_and_seeded_init(self, dataset, model):
     a = models.create_model(dataset, seed=4, model=model)
     b = models.create_model(dataset, seed=4, model=model)

@@ -137,7 +137,7 @@ class TrainBadFlagsTest(_BinaryCase):
       ('data_dir_empty', dict(data_dir=''), r"--data_dir='': is not a directory"),
       # Not one of the choices.
       ('dataset', dict(dataset='mnist'), r'flag --dataset=mnist: value should be one of'),
-      ('model', dict(model='resnet'), r"--model='resnet': must be one of paper, small_cnn, mobilenet, a saved Keras model PATH.keras or package.module:function"),
+      ('model', dict(model='resnet'), r"--model='resnet': must be one of paper, small_cnn, mobilenet, mobilenet_x2, a saved Keras model PATH.keras or package.module:function"),
       ('model_dataset', dict(dataset='cifar10', model='small_cnn'),
        r"--model='small_cnn': is a model for fashion_mnist only; --dataset=cifar10 takes --model=paper"),
       ('partition', dict(partition='shards2'), r'flag --partition=shards2: value should be one of'),

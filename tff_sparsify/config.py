@@ -35,7 +35,7 @@ DATASETS = data_sources.DATASETS
 MODELS = model_sources.BUILTIN
 DEFAULT_FEATURES = spec.DEFAULT_FEATURES
 MODEL_DATASETS = {'paper': DATASETS, 'small_cnn': ('fashion_mnist',),
-                  'mobilenet': ('fashion_mnist',)}
+                  'mobilenet': ('fashion_mnist',), 'mobilenet_x2': ('fashion_mnist',)}
 PARTITIONS = data_sources.PARTITIONS
 EVALUATIONS = ('central', 'federated', 'both')
 NUM_CLASSES = data_sources.NUM_CLASSES

@@ -25,7 +25,7 @@ import os
 import zipfile
 from typing import Callable, Optional
 
-BUILTIN = ('paper', 'small_cnn', 'mobilenet')
+BUILTIN = ('paper', 'small_cnn', 'mobilenet', 'mobilenet_x2')
 KERAS_SUFFIX = '.keras'
 DEFAULT_LOSS_NOTE = ('the model has no compiled loss: training with sparse categorical '
                      'cross-entropy from logits, reporting sparse categorical accuracy')
