@@ -50,8 +50,9 @@ TRAIN_FLAGS = dict(dataset='fashion_mnist', partition='iid', num_clients=10,
 # in the table, still more than a point below FedAvg (BUILD_NOTES, "Channel
 # pruning of MobileNet-style networks"). `tag` tells its runs from the
 # earlier 0.6 / 8 ones. mobilenet_x2 (its channels doubled): 0.53 of the
-# channels, the least whose random-init compact export ran 3.8x / 4.0x
-# (`compact_speed_mobilenet_x2.md`; 0.5 ran 2.97x on ONNX Runtime).
+# channels, the least of 0.5 / 0.53 / 0.55 whose random-init compact export
+# ran over 3x on both runtimes (3.83x / 4.04x; 0.5: 2.97x on ONNX Runtime;
+# `compact_speed_mobilenet_x2.md`).
 # The JSON keeps every setting's rows (`setting`).
 SETTINGS = {'small_cnn': dict(sparsity=0.5, multiple=16, rounds=15, end_round=10),
             'mobilenet': dict(sparsity=0.6, multiple=16, rounds=30, end_round=10, tag='m16'),
