@@ -75,7 +75,8 @@ class TrainConfig:
       '6-layer CNN); small_cnn: a 3-block CNN of ours for FashionMNIST only (241,546 parameters, '
       'see learning/models.py), not in the paper; mobilenet: a MobileNetV2-style network of '
       'ours for FashionMNIST only (depthwise-separable residual blocks with '
-      'BatchNormalization, 50,330 parameters), not in the paper; PATH.keras: your saved Keras 2 model (its '
+      'BatchNormalization, 50,330 parameters), not in the paper; mobilenet_x2: the same with '
+      'every layer\'s channels doubled (184,106 parameters); PATH.keras: your saved Keras 2 model (its '
       'weights start the run, its compiled loss and metrics are used); package.module:function: a'
       ' function returning a new tf.keras.Model. Every layer tfmot can prune is pruned.')
   data_dir: Optional[str] = option(

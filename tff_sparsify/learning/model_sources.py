@@ -1,7 +1,7 @@
 """The model a run trains: one of ours, a saved Keras file, or a user's function.
 
 `--model` takes
-- `paper`, `small_cnn` or `mobilenet`: ours (`learning.models`), for `--dataset`;
+- `paper`, `small_cnn`, `mobilenet` or `mobilenet_x2`: ours (`learning.models`), for `--dataset`;
 - `PATH.keras`: a Keras 2 model saved with `model.save('PATH.keras')`; its
   weights are the initial weights, its compiled loss and metrics are used;
 - `package.module:function`: a callable with no arguments returning a new
