@@ -38,7 +38,11 @@ from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
 # pylint: enable=g-import-not-at-top
 
-_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet', 'mobilenet_x2'],
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
+_MODEL = flags.DEFINE_enum('model', 'mobilenet', [m for m in models.MODELS if m != 'paper'],
                            'Our FashionMNIST model.')
 _SETTINGS = flags.DEFINE_list('settings', ['0.6:16'], 'channel sparsity:multiple pairs.')
 _EPOCHS = flags.DEFINE_integer('epochs', 10, 'Epochs over the 60,000 training images.')
@@ -70,7 +74,6 @@ def _train(model: tf.keras.Model, data) -> list:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  execution.drop_import_time_default_context()
   settings = runs.channel_settings(_SETTINGS.value)
   layout = pruning_layout.layout_from_model_fn(  # Before any model: it builds in a graph.
       models.build_model_fn('fashion_mnist', model=_MODEL.value, prunable=True), 'channel')

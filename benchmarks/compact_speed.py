@@ -35,8 +35,12 @@ from tff_sparsify.learning import pruning_layout
 from tff_sparsify.simulation import execution
 # pylint: enable=g-import-not-at-top
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 RUNTIMES = ('onnxruntime', 'litert')
-_MODEL = flags.DEFINE_enum('model', 'mobilenet', ['small_cnn', 'mobilenet', 'mobilenet_x2'],
+_MODEL = flags.DEFINE_enum('model', 'mobilenet', [m for m in models.MODELS if m != 'paper'],
                            'Our FashionMNIST model.')
 _SETTINGS = flags.DEFINE_list('settings', ['0.5:8', '0.5:16', '0.6:8', '0.6:16'],
                               'channel sparsity:multiple pairs.')
@@ -64,7 +68,6 @@ def _export(layout, sparsity: float, multiple: int):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  execution.drop_import_time_default_context()
   settings = [(0.0, 1)] + runs.channel_settings(_SETTINGS.value)
   layout = pruning_layout.layout_from_model_fn(
       models.build_model_fn('fashion_mnist', model=_MODEL.value, prunable=True), 'channel')
