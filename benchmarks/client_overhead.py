@@ -49,6 +49,10 @@ from tff_sparsify.learning.algorithms import fedsparsify_global
 from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 _REPEATS = flags.DEFINE_integer('repeats', 9, 'Timed repeats per variant.')
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'FashionMNIST IDX dir.')
 _OUTPUT = flags.DEFINE_string(

@@ -57,6 +57,11 @@ from tff_sparsify import files  # pylint: disable=g-import-not-at-top
 from tff_sparsify.compression import codecs  # pylint: disable=g-import-not-at-top
 from tff_sparsify.simulation import run_reader  # pylint: disable=g-import-not-at-top
 from tff_sparsify.learning import models  # pylint: disable=g-import-not-at-top
+from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
+
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')

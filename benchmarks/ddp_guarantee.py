@@ -35,6 +35,11 @@ from tff_sparsify.learning import configs
 from tff_sparsify.learning import dp_aggregation
 from tff_sparsify.learning import models
 from tff_sparsify.learning import privacy_accounting
+from tff_sparsify.simulation import execution  # pylint: disable=g-import-not-at-top
+
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Markdown file for the table (default: print).')
 _NOISE = flags.DEFINE_list('noise', ['0.3', '0.7', '1.0', '2.0'], 'Noise multipliers.')

@@ -39,6 +39,10 @@ from benchmarks.inference_models import SEED
 from tff_sparsify.learning import models
 from tff_sparsify.simulation import execution
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (quant_format, activation_type, per_channel).
 VARIANTS = collections.OrderedDict([

@@ -68,6 +68,10 @@ from benchmarks.inference_models import accuracy_check
 from benchmarks.inference_models import load_test_set
 from benchmarks.inference_models import pruned_model
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'benchmarks', 'results')
 # The paper's Table 1: DeepSparse throughput over dense, CIFAR-10 CNN.

@@ -41,6 +41,10 @@ from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Timed rounds per variant.')
 _WARMUP_ROUNDS = flags.DEFINE_integer('warmup_rounds', 1, 'Untimed rounds.')
 _NUM_CLIENTS = flags.DEFINE_integer('num_clients', 10, 'Clients (all train).')

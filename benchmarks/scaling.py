@@ -48,6 +48,10 @@ from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
 from tff_sparsify.simulation import training
 
+# Before absl parses the flags: a flag it refuses exits at once, and TFF's
+# import-time context would then print a traceback at shutdown.
+execution.drop_import_time_default_context()
+
 _WORKERS = flags.DEFINE_list('workers', ['1', '2', '4'], 'Worker counts.')
 _ENVIRONMENTS = flags.DEFINE_list(
     'environments', ['100x10', '10x10'],
