@@ -119,7 +119,9 @@ def _measure(spec, centralized, counts):
         states[key] = processes[key].initialize()
     for round_num in range(_WARMUP_ROUNDS.value + _ROUNDS.value):
       clients = {m: select[m](round_num + 1) for m in modes}
-      for key in keys:
+      # Reversed every other round, so that no key always runs first (or
+      # right after the same other key) and position effects cancel out.
+      for key in (keys if round_num % 2 == 0 else keys[::-1]):
         mode, n = key
         worker_pool = pools[n]
         before = worker_pool.bytes_sent, worker_pool.bytes_received
@@ -145,8 +147,21 @@ def _measure(spec, centralized, counts):
         ratio_to_1=median / base, seconds=seconds[(mode, n)],
         mb_sent_per_round=out / 1e6, model_mb=model_bytes / 1e6,
         sent_per_worker_over_model=out / n / model_bytes,
-        mb_received_per_round=statistics.median(received[(mode, n)]) / 1e6))
+        mb_received_per_round=statistics.median(received[(mode, n)]) / 1e6,
+        **_paired_to_datasets(seconds, mode, n)))
   return rows
+
+
+def _paired_to_datasets(seconds, mode, n):
+  """Round-by-round ratio of this mode's seconds to `datasets`' (same round)."""
+  if mode == 'datasets' or ('datasets', n) not in seconds:
+    return {}
+  ratios = sorted(a / b for a, b in zip(seconds[(mode, n)], seconds[('datasets', n)]))
+  quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+  return dict(paired_ratio_to_datasets=statistics.median(ratios),
+              paired_ratio_q1=quartiles[0], paired_ratio_q3=quartiles[-1],
+              rounds_faster_than_datasets=sum(r < 1 for r in ratios),
+              paired_rounds=len(ratios))
 
 
 def _markdown(rows, meta):
@@ -154,13 +169,15 @@ def _markdown(rows, meta):
       f'# Seconds per round on local workers ({meta["algorithm"]}, FashionMNIST FC)',
       '',
       f'{meta["cpus"]} CPUs, {meta["rounds"]} timed rounds per count after '
-      f'{meta["warmup_rounds"]} warm-up, counts interleaved round by round. '
+      f'{meta["warmup_rounds"]} warm-up, counts and modes interleaved round by round '
+      '(order reversed every other round). '
       'Command: `python -m benchmarks.scaling ' + meta['args'] + '`.',
       '',
   ]
   lines += files.markdown_table(
       ['clients (total x per round)', 'data', 'workers', 's/round (median)', 'min-max',
-       'ratio to 1 worker', 'MB out / round', 'out per worker / model', 'MB back / round'],
+       'ratio to 1 worker', 'MB out / round', 'out per worker / model', 'MB back / round',
+       'vs datasets, same round (median, IQR, faster)'],
       [{'clients (total x per round)': r['environment'], 'data': r['mode'],
         'workers': r['workers'],
         's/round (median)': f'{r["median_s"]:.2f}',
@@ -168,12 +185,20 @@ def _markdown(rows, meta):
         'ratio to 1 worker': f'{r["ratio_to_1"]:.2f}x',
         'MB out / round': f'{r["mb_sent_per_round"]:.2f}',
         'out per worker / model': f'{r["sent_per_worker_over_model"]:.2f}x',
-        'MB back / round': f'{r["mb_received_per_round"]:.2f}'} for r in rows])
+        'MB back / round': f'{r["mb_received_per_round"]:.2f}',
+        'vs datasets, same round (median, IQR, faster)': (
+            f'{r["paired_ratio_to_datasets"]:.2f}x ({r["paired_ratio_q1"]:.2f}-'
+            f'{r["paired_ratio_q3"]:.2f}), {r["rounds_faster_than_datasets"]}/'
+            f'{r["paired_rounds"]}' if 'paired_ratio_to_datasets' in r else '-')}
+       for r in rows])
   lines += ['', f'The broadcast model: {rows[0]["model_mb"]:.3f} MB (float32 trainable '
             'weights). `datasets`: examples sent from the coordinator; `ids`: read at the '
             f'workers. Partial aggregates merged at the {meta["merge_at"].replace("_", " ")} '
             '(with `coordinator`, on a local worker of the coordinator, as runs on silos do; '
-            'its bytes are not counted).']
+            'its bytes are not counted). Last column: per round, `ids` seconds over '
+            '`datasets` seconds on as many workers in that same round (the keys run in '
+            'turn, reversed every other round); median, interquartile range, and in how '
+            'many rounds `ids` was faster.']
   return '\n'.join(lines) + '\n'
 
 
