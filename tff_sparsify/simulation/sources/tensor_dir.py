@@ -91,14 +91,16 @@ def client_dataset(root: str, client_id, split_name, selected: dict, features: d
   x_dtype = tf.dtypes.as_dtype(selected['x']['dtype'])
   y_dtype = tf.dtypes.as_dtype(selected['y']['dtype'])
   directory = tf.where(tf.equal(split_name, TEST), root + '/' + TEST + '/', root + '/')
-  records = tf.data.TFRecordDataset(tf.strings.join([directory, client_id, SUFFIX]))
-
-  def to_xy(pair):
-    x = tf.ensure_shape(tf.io.parse_tensor(pair[0], x_dtype), [None] + selected['x']['shape'])
-    y = tf.ensure_shape(tf.io.parse_tensor(pair[1], y_dtype), [None])
-    return collections.OrderedDict(x=x, y=tf.cast(y, tf.int32))
-
-  return records.batch(2).map(to_xy).unbatch()
+  # The two tensors are read when the computation runs, and the dataset
+  # slices them: a lazy `TFRecordDataset(...).map(parse).unbatch()` holds no
+  # less in memory (a client is one record) and made rounds on the workers
+  # 1.07x-1.29x slower than the same examples sent as constants
+  # (BUILD_NOTES, "Data at the silo").
+  pair = tf.data.TFRecordDataset(
+      tf.strings.join([directory, client_id, SUFFIX])).batch(2).get_single_element()
+  x = tf.ensure_shape(tf.io.parse_tensor(pair[0], x_dtype), [None] + selected['x']['shape'])
+  y = tf.ensure_shape(tf.io.parse_tensor(pair[1], y_dtype), [None])
+  return tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=tf.cast(y, tf.int32)))
 
 
 def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
