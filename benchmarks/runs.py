@@ -99,6 +99,23 @@ def write_report(lines: list, path: Optional[str]):
       f.write(text)
 
 
+def flag_args(names) -> str:
+  """`--name=value` of each absl flag in `names`, as parsed: the command a result came from."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  return ' '.join(f'--{n}={flags.FLAGS[n].serialize().split("=", 1)[1]}' for n in names)
+
+
+def write_results(prefix: str, payload: dict, markdown: str):
+  """`payload` to `prefix`.json and `markdown` to `prefix`.md; prints the Markdown."""
+  import json  # pylint: disable=g-import-not-at-top
+  os.makedirs(os.path.dirname(prefix) or '.', exist_ok=True)
+  with open(prefix + '.json', 'w') as f:
+    json.dump(payload, f, indent=2)
+  with open(prefix + '.md', 'w') as f:
+    f.write(markdown)
+  print(markdown)
+
+
 def channel_settings(values: list) -> list:
   """`--settings`' 'sparsity:multiple' pairs as (float, int); app.UsageError if malformed."""
   from absl import app  # pylint: disable=g-import-not-at-top

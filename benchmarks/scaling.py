@@ -25,7 +25,6 @@ Results: benchmarks/results/scaling.{json,md}. On 2 cores the workers share
 the same two cores, so this measures the coordination overhead, not speed-up.
 """
 
-import json
 import os
 import platform
 import statistics
@@ -40,6 +39,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_sparsify import config as config_lib
+from benchmarks import runs
 from tff_sparsify import files
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import client_ids
@@ -214,15 +214,9 @@ def main(argv):
   meta = dict(algorithm=_ALGORITHM.value, cpus=os.cpu_count(), merge_at=_MERGE_AT.value,
               machine=platform.processor() or platform.machine(),
               rounds=_ROUNDS.value, warmup_rounds=_WARMUP_ROUNDS.value,
-              args=' '.join(f'--{f}={flags.FLAGS[f].serialize().split("=", 1)[1]}'
-                            for f in ('workers', 'environments', 'rounds',
-                                      'warmup_rounds', 'algorithm', 'modes', 'merge_at')))
-  os.makedirs(os.path.dirname(_OUTPUT.value) or '.', exist_ok=True)
-  with open(_OUTPUT.value + '.json', 'w') as f:
-    json.dump(dict(meta=meta, rows=rows), f, indent=2)
-  with open(_OUTPUT.value + '.md', 'w') as f:
-    f.write(_markdown(rows, meta))
-  print(_markdown(rows, meta))
+              args=runs.flag_args(('workers', 'environments', 'rounds', 'warmup_rounds',
+                                   'algorithm', 'modes', 'merge_at')))
+  runs.write_results(_OUTPUT.value, dict(meta=meta, rows=rows), _markdown(rows, meta))
 
 
 if __name__ == '__main__':

@@ -114,6 +114,34 @@ class TffInternalsTest(tf.test.TestCase):
                                            y=tf.TensorSpec((None,), tf.int32)))
     self.assertIs(tffi.keras_model_of(model), keras_model)
 
+  def test_local_evaluation_returns_the_unfinalized_metrics_by_hand(self):
+    keras_model = _keras_model()
+    keras_model.set_weights([np.array([[1., 0.], [0., 1.], [1., 1.]], np.float32),
+                             np.zeros(2, np.float32)])
+
+    def model_fn():
+      model = _keras_model()
+      return tff.learning.models.from_keras_model(
+          model, loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+          input_spec=collections.OrderedDict(x=tf.TensorSpec((None, 3)),
+                                             y=tf.TensorSpec((None,), tf.int32)),
+          metrics=[tf.keras.metrics.SparseCategoricalAccuracy()])
+
+    with tf.Graph().as_default():
+      batch_type = tff.types.tensorflow_to_type(model_fn().input_spec)
+    local = tffi.local_evaluation(
+        model_fn, tff.learning.models.weights_type_from_model(model_fn), batch_type)
+    x = np.array([[2., 0., 0.], [0., 2., 0.], [1., 0., 0.]], np.float32)
+    y = np.array([0, 0, 1], np.int32)  # Logits argmax: 0, 1, 0: one right.
+    batches = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(x=x, y=y)).batch(2)
+    with execution.local_cpp_execution_context():
+      found = local(tff.learning.models.ModelWeights.from_model(keras_model), batches)
+    self.assertEqual(int(found['num_examples']), 3)
+    # Keras' accuracy keeps [total, count]; the model adds example and batch counts.
+    self.assertAllClose(found['local_outputs']['sparse_categorical_accuracy'], [1., 3.])
+    self.assertEqual(int(found['local_outputs']['num_examples'][0]), 3)
+    self.assertEqual(int(found['local_outputs']['num_batches'][0]), 2)
+
   def test_checkpoint_paths_are_the_versions_tff_writes(self):
     root = self.create_tempdir().full_path
     manager = tff.program.FileProgramStateManager(root)

@@ -19,6 +19,8 @@ what:
   clip-probability helper (the parameters the guarantee is computed from);
   protobuf's (upb's) switch for messages nested deeper than 100 levels
   (`allow_deep_protos`), which that aggregator needs.
+- `simulation/evaluation.py`: `build_fed_eval`'s client computation (each
+  client's unfinalized metrics, returned per client in one call).
 - `simulation/training.py`: the checkpoint directory and per-version path of
   `tff.program.FileProgramStateManager`.
 """
@@ -40,6 +42,7 @@ from tensorflow_federated.python.core.impl.executors import cardinalities_utils
 from tensorflow_federated.python.core.impl.executors import executors_errors
 from tensorflow_federated.python.core.impl.types import type_analysis
 from tensorflow_federated.python.core.impl.types import type_conversions
+from tensorflow_federated.python.learning.algorithms import fed_eval as _fed_eval
 # pylint: enable=g-direct-tensorflow-import,unused-import
 
 PINNED = {'tensorflow-federated': '0.87.0', 'grpcio': '1.85.1', 'protobuf': '4.25.5'}
@@ -82,6 +85,17 @@ def repackage_partitioned_values(results, result_type_spec):
   """TFF's `_repackage_partitioned_values`: per-worker results of `after_merge` joined."""
   return _mergeable._repackage_partitioned_values(  # pylint: disable=protected-access
       results, result_type_spec=result_type_spec)
+
+
+def local_evaluation(model_fn, model_weights_type, batch_type) -> tff.Computation:
+  """`build_fed_eval`'s client computation: `(weights, batches) -> <local_outputs, num_examples>`.
+
+  `local_outputs` are the model's unfinalized metrics on the batches, what
+  `build_fed_eval` sums over clients (`SumThenFinalizeFactory`) before
+  finalizing them.
+  """
+  return _fed_eval._build_local_evaluation(  # pylint: disable=protected-access
+      model_fn, model_weights_type, batch_type, tff.learning.LoopImplementation.DATASET_REDUCE)
 
 
 def compile_in(context: MergeableCompExecutionContext, comp) -> MergeableCompForm:

@@ -97,7 +97,7 @@ class TrainConfig:
   evaluation: Optional[str] = option(
       None,
       "central: the global model on the test set (--dataset's, or the clients' test splits of "
-      "--client_data pooled); federated: TFF's build_fed_eval on each client's test examples, the"
+      "--client_data pooled); federated: build_fed_eval's client computation on each client's test examples (one call), the"
       ' weighted mean and the spread across clients (min, median, max); both. Default: central '
       'for --dataset, federated for --client_data with test examples.',
       choices=EVALUATIONS)
