@@ -8,6 +8,11 @@ coordinator, TFF's default) for the weights of a round.
 import collections
 import json
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -100,6 +105,57 @@ class ManifestTest(tf.test.TestCase):
     ):
       with self.assertRaisesRegex(silo.ManifestError, f'^w: .*{message}'):
         silo.parse_manifest(raw, 'w')
+
+
+class StaleDirectoryTest(tf.test.TestCase):
+  """A worker killed with SIGKILL leaves its directory; the next `prepare` removes it, only it."""
+
+  def test_only_dead_workers_directories_of_this_user_are_removed(self):
+    path = 'sqlite:' + writer.write(_clients(), f'sqlite:{self.create_tempdir().full_path}/d')
+    tmp = self.create_tempdir().full_path
+    env = dict(os.environ, TMPDIR=tmp)
+    # A worker's `prepare` in a process of its own, killed with SIGKILL.
+    code = ('import sys, time; from tff_sparsify.simulation import silo; '
+            f'print(silo.prepare({path!r}), flush=True); time.sleep(120)')
+    killed = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, env=env)
+    alive = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, env=env)
+    try:
+      killed_dir = killed.stdout.readline().decode().strip()
+      alive_dir = alive.stdout.readline().decode().strip()
+      killed.send_signal(signal.SIGKILL)
+      killed.wait(10)
+      self.assertTrue(os.path.isdir(killed_dir))
+      # Not a worker's: no lock file, another user's, a link.
+      no_lock = os.path.join(tmp, silo.PREFIX + 'nolock')
+      os.mkdir(no_lock)
+      others = os.path.join(tmp, silo.PREFIX + 'others')
+      os.mkdir(others)
+      open(os.path.join(others, silo.LOCK_FILE), 'w').close()
+      if os.geteuid() == 0:
+        os.chown(others, 65534, 65534)
+      link = os.path.join(tmp, silo.PREFIX + 'link')
+      os.symlink(killed_dir, link)
+      with mock.patch.dict(os.environ, TMPDIR=tmp), mock.patch.object(tempfile, 'tempdir', None):
+        mine = silo.prepare(path)
+      try:
+        self.assertFalse(os.path.exists(killed_dir))
+        self.assertTrue(os.path.isfile(os.path.join(alive_dir, silo.MANIFEST_FILE)))
+        self.assertTrue(os.path.isdir(no_lock))
+        self.assertTrue(os.path.islink(link))
+        if os.geteuid() == 0:
+          self.assertTrue(os.path.isdir(others))
+        # This process's own directory is held too.
+        self.assertEqual(silo.remove_stale(tmp), [] if os.geteuid() == 0 else [others])
+        self.assertTrue(os.path.isdir(mine))
+      finally:
+        silo.remove(mine)
+      self.assertFalse(os.path.exists(mine))
+    finally:
+      for proc in (killed, alive):
+        proc.kill()
+        proc.wait(10)
+    # Its worker gone, the survivor's directory goes at the next sweep.
+    self.assertEqual(silo.remove_stale(tmp), [alive_dir])
 
 
 class FederationTest(tf.test.TestCase):

@@ -19,7 +19,6 @@ nothing reaches it but this relay. It serves until SIGINT or SIGTERM.
 """
 
 import os
-import shutil
 import sys
 
 from absl import flags
@@ -110,7 +109,7 @@ def main(argv):
     sys.exit(_serve(tls, silo_dir))
   finally:
     if silo_dir:
-      shutil.rmtree(silo_dir, ignore_errors=True)
+      silo.remove(silo_dir)
 
 
 def _make_credentials():

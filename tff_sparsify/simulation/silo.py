@@ -9,7 +9,10 @@ holding
   each client's id and number of examples; no example;
 - `data`, a symbolic link to PATH.
 
-and starts `worker_binary` with that directory as its working directory. The
+and starts `worker_binary` with that directory as its working directory
+(removed by `remove` when the worker ends; one left by a worker killed
+with SIGKILL is removed by the next `prepare` of the same user: a live
+worker holds an exclusive `flock` on the directory's `lock` file). The
 coordinator's computations read these two names relative to it
 (`client_ids.py`): one computation serves every worker, each worker reads
 its own data, and what the coordinator sends per client is an id, a count
@@ -22,9 +25,11 @@ Pure Python (no TensorFlow: the launcher must stay single-threaded until
 child process.
 """
 
+import fcntl
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,9 @@ from tff_sparsify.simulation.sources import spec as spec_lib
 
 MANIFEST_FILE = 'silo.json'
 DATA_LINK = 'data'
+LOCK_FILE = 'lock'
+PREFIX = 'tff_sparsify_silo_'
+_LOCKS = {}  # directory -> the descriptor holding its lock, while this process serves it.
 MANIFEST_VERSION = 1
 # A manifest is a few dozen bytes per client: 64 MiB is over a million clients.
 MAX_MANIFEST_BYTES = 64 << 20
@@ -91,20 +99,74 @@ def build_manifest(client_data: str) -> dict:
 
 
 def prepare(client_data: str) -> str:
-  """A new private directory with `silo.json` and the `data` link; the caller removes it."""
+  """A new private directory with `silo.json` and the `data` link; `remove` removes it.
+
+  Removes first the directories of this user's workers that died without
+  removing theirs (SIGKILL): those whose lock no process holds.
+  """
   manifest = build_manifest(client_data)
   _, path = sources.parse(client_data)
-  directory = tempfile.mkdtemp(prefix='tff_sparsify_silo_')  # Mode 0700.
+  remove_stale(tempfile.gettempdir())
+  directory = tempfile.mkdtemp(prefix=PREFIX)  # Mode 0700.
   try:
+    # Locked before it has its name: a `lock` file is never seen unlocked
+    # while its worker lives.
+    fd = os.open(os.path.join(directory, LOCK_FILE + '.new'),
+                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    _LOCKS[directory] = fd
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(os.path.join(directory, LOCK_FILE + '.new'), os.path.join(directory, LOCK_FILE))
     os.symlink(os.path.abspath(path), os.path.join(directory, DATA_LINK))
     fd = os.open(os.path.join(directory, MANIFEST_FILE),
                  os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, 'w') as f:
       json.dump(manifest, f, sort_keys=True)
   except BaseException:
-    shutil.rmtree(directory, ignore_errors=True)
+    remove(directory)
     raise
   return directory
+
+
+def remove(directory: str):
+  """Removes a directory `prepare` made and releases its lock."""
+  shutil.rmtree(directory, ignore_errors=True)
+  fd = _LOCKS.pop(directory, None)
+  if fd is not None:
+    os.close(fd)
+
+
+def remove_stale(parent: str) -> list[str]:
+  """Removes this user's worker directories in `parent` whose lock is free; their paths.
+
+  Only real directories named `PREFIX*`, owned by this effective user,
+  with a `lock` file no process holds (its worker is gone). Anything else
+  (another user's, a link, a directory without a lock) is left alone.
+  """
+  removed = []
+  try:
+    names = os.listdir(parent)
+  except OSError:
+    return removed
+  for name in names:
+    path = os.path.join(parent, name)
+    if not name.startswith(PREFIX) or path in _LOCKS:
+      continue
+    try:
+      info = os.lstat(path)
+      if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        continue
+      fd = os.open(os.path.join(path, LOCK_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+      continue
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      os.close(fd)  # Held: its worker lives.
+      continue
+    shutil.rmtree(path, ignore_errors=True)
+    os.close(fd)
+    removed.append(path)
+  return removed
 
 
 def parse_manifest(raw: bytes, where: str) -> dict:

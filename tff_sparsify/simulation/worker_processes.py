@@ -679,8 +679,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     with contextlib.suppress(OSError):
       os.unlink(args.unix_socket)
     if silo_dir:
-      import shutil  # pylint: disable=g-import-not-at-top
-      shutil.rmtree(silo_dir, ignore_errors=True)
+      silo.remove(silo_dir)
 
 
 if __name__ == '__main__':
