@@ -126,6 +126,35 @@ class WriterTest(tf.test.TestCase):
       writer.check_clients({'train': {'../x': (np.zeros((1, 2)), np.zeros(1, np.int64))}}, 'in')
 
 
+class LabelScanTest(tf.test.TestCase):
+  """The coordinator's check that every label fits the model reads every client and the test set."""
+
+  def test_largest_label_of_all_clients_and_the_test_split_equals_numpy(self):
+    from tff_sparsify.simulation import run_data  # pylint: disable=g-import-not-at-top
+    from tff_sparsify.simulation import run_inputs  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(1)
+    clients = {'train': collections.OrderedDict(), 'test': collections.OrderedDict()}
+    for i in range(30):
+      clients['train'][f'c{i:02d}'] = (rng.normal(size=(3, 2)).astype(np.float32),
+                                      rng.integers(0, 4, 3))
+    clients['train']['c17'][1][2] = 6  # Not in the first client, nor the last.
+    for kind in ('sqlite', 'tfrecord_dir'):
+      path = writer.write(clients, f'{kind}:{self.create_tempdir().full_path}/d')
+      module = sqlite_source if kind == 'sqlite' else tfrecord_dir
+      splits = module.open_splits(path, FEATURES)
+
+      def largest(test_labels, splits=splits):
+        test = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
+            x=np.zeros((2, 2), np.float32), y=np.array(test_labels, np.int64)))
+        return run_inputs._labels_max(run_data.RunData(  # pylint: disable=protected-access
+            train=splits['train'], test=test, element_fn=lambda e: e, source=path))
+
+      expected = max(int(y.max()) for _, y in clients['train'].values())
+      self.assertEqual(expected, 6)
+      self.assertEqual(largest([0, 0]), expected, kind)
+      self.assertEqual(largest([0, 9]), 9, kind)  # A label of the test split only.
+
+
 class WrittenFashionMnistTest(tf.test.TestCase):
   """FashionMNIST written by tff-sparsify-data trains exactly as the built-in path."""
 

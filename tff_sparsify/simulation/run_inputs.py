@@ -87,14 +87,16 @@ def _labels_max(data: data_lib.RunData) -> int:
   """The largest label of the training clients and the test set."""
   if data.labels_max is not None:  # Known from NumPy arrays: no pass over tf.data.
     return data.labels_max
-  datasets = [data.train.create_tf_dataset_for_client(c) for c in data.train.client_ids]
+  # One pass over all clients (TFF's `create_tf_dataset_from_all_clients`:
+  # the ids are a dataset, flat-mapped), not a dataset per client from
+  # Python (`benchmarks/label_scan.py`).
+  def labels(dataset):
+    return dataset.map(lambda e: tf.reshape(tf.cast(e['y'], tf.int64), [-1]))
+
+  found = labels(data.train.create_tf_dataset_from_all_clients())
   if data.test is not None:
-    datasets.append(data.test)
-  found = -1
-  for dataset in datasets:
-    found = max(found, int(dataset.map(lambda e: tf.cast(e['y'], tf.int64)).reduce(
-        tf.constant(-1, tf.int64), tf.maximum)))
-  return found
+    found = found.concatenate(labels(data.test))
+  return int(found.unbatch().reduce(tf.constant(-1, tf.int64), tf.maximum))
 
 
 def check_privacy(config, keras_model):
