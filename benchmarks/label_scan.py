@@ -6,8 +6,8 @@ made one dataset per client from Python (`before`, kept here); it now
 reads all clients in one dataset (TFF's `create_tf_dataset_from_all_clients`).
 `--sizes` clients of `--examples_per_client` FashionMNIST training
 examples each, in a SQLite file written by `tff-sparsify-data`'s writer;
-`before` is run on the sizes up to `--before_up_to` only (it is linear:
-44 ms a client).
+`before` is run on the sizes up to `--before_up_to` only (it took
+42-43 ms a client in `results/label_scan.md`).
 
   python -m benchmarks.label_scan
 
