@@ -15,6 +15,7 @@ import tensorflow_federated as tff
 
 from tests import fixtures
 from tff_sparsify.simulation.sources import sqlite as sqlite_source
+from tff_sparsify.simulation.sources import tensor_dir
 from tff_sparsify.simulation.sources import tfrecord_dir
 from tff_sparsify.simulation.sources import spec as spec_lib
 from tff_sparsify.simulation.sources import writer
@@ -138,9 +139,9 @@ class LabelScanTest(tf.test.TestCase):
       clients['train'][f'c{i:02d}'] = (rng.normal(size=(3, 2)).astype(np.float32),
                                       rng.integers(0, 4, 3))
     clients['train']['c17'][1][2] = 6  # Not in the first client, nor the last.
-    for kind in ('sqlite', 'tfrecord_dir'):
+    modules = dict(sqlite=sqlite_source, tfrecord_dir=tfrecord_dir, tensor_dir=tensor_dir)
+    for kind, module in modules.items():
       path = writer.write(clients, f'{kind}:{self.create_tempdir().full_path}/d')
-      module = sqlite_source if kind == 'sqlite' else tfrecord_dir
       splits = module.open_splits(path, FEATURES)
 
       def largest(test_labels, splits=splits):

@@ -109,8 +109,15 @@ def open_splits(path: str, features: dict[str, str]) -> collections.OrderedDict:
   selected = spec_lib.select(stored_spec(path), features, path)
   found = collections.OrderedDict()
   for split, clients in client_counts(path).items():
+    if not clients:  # TFF's FilePerUserClientData takes no empty split.
+      continue
+
     def dataset_fn(file_path, split=split):
-      client_id = file_path.split('/')[-1][:-len(SUFFIX)]
+      # A str from `create_tf_dataset_for_client`, a string tensor from the
+      # serializable path (`dataset_computation`, all clients at once).
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      name = tf.strings.split(file_path, '/')[-1]
+      client_id = tf.strings.substr(name, 0, tf.strings.length(name) - len(SUFFIX))
       return client_dataset(path, client_id, split, selected, features)
     found[split] = tff.simulation.datasets.FilePerUserClientData(
         {c: _file(path, split, c) for c in clients}, dataset_fn)
