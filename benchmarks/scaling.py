@@ -25,6 +25,7 @@ Results: benchmarks/results/scaling.{json,md}. On 2 cores the workers share
 the same two cores, so this measures the coordination overhead, not speed-up.
 """
 
+import collections
 import os
 import platform
 import statistics
@@ -35,18 +36,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from tff_sparsify import config as config_lib
 from benchmarks import runs
+from tff_sparsify import config as config_lib
 from tff_sparsify import files
 from tff_sparsify.learning import registry
 from tff_sparsify.simulation import client_ids
 from tff_sparsify.simulation import run_data as data
 from tff_sparsify.simulation import data_sources
 from tff_sparsify.simulation import execution
+from tff_sparsify.simulation import sources
 from tff_sparsify.simulation import training
+from tff_sparsify.simulation.sources import writer
 
 # Before absl parses the flags: a flag it refuses exits at once, and TFF's
 # import-time context would then print a traceback at shutdown.
@@ -67,6 +71,10 @@ _MERGE_AT = flags.DEFINE_enum(
     'silos, --workers) or the first worker (local workers). Its bytes are not counted.')
 _MODES = flags.DEFINE_list('modes', ['datasets', 'ids'], 'How the clients\' data reach '
                            'the workers: datasets (sent) or ids (read at the worker).')
+_CLIENT_FORMAT = flags.DEFINE_enum(
+    'client_format', 'tensor_dir', ['tensor_dir', 'sqlite', 'tfrecord_dir'],
+    'How the workers read the clients with `ids`: tensor_dir (what the binaries write for the '
+    'built-in data), or a user\'s format (the writer\'s SQLite file or TFRecord directory).')
 _OUTPUT = flags.DEFINE_string(
     'output', os.path.join(os.path.dirname(__file__), 'results', 'scaling'),
     'Output path prefix (.json and .md are appended).')
@@ -88,13 +96,24 @@ def _environment(spec: str, centralized):
   return config, federated.train, shards, process, model_bytes
 
 
+def _write_clients(shards, centralized, path) -> str:
+  """The built-in clients where the workers read them, in `--client_format`."""
+  if _CLIENT_FORMAT.value == 'tensor_dir':
+    return client_ids.write_builtin(shards, centralized.train_images, centralized.train_labels,
+                                    path)
+  clients = {sources.TRAIN: collections.OrderedDict(
+      (data_sources.client_id(i), (centralized.train_images[s],
+                                   centralized.train_labels[s].astype(np.int64)))
+      for i, s in enumerate(shards))}
+  return f'{_CLIENT_FORMAT.value}:' + writer.write(clients, f'{_CLIENT_FORMAT.value}:{path}')
+
+
 def _measure(spec, centralized, counts):
   config, train, shards, process, model_bytes = _environment(spec, centralized)
   modes = list(_MODES.value)
   with tempfile.TemporaryDirectory() as tmp, execution.worker_pool_context(
-      num_local_workers=max(counts) + 1, client_data=client_ids.write_builtin(
-          shards, centralized.train_images, centralized.train_labels,
-          os.path.join(tmp, 'clients'))) as pool:
+      num_local_workers=max(counts) + 1,
+      client_data=_write_clients(shards, centralized, os.path.join(tmp, 'clients'))) as pool:
     federation = client_ids.discover(pool, shared=True)
     computation = client_ids.build_dataset_computation(
         federation, dict(x='x', y='y'), lambda d, seed: data.preprocess_client_dataset(
@@ -215,7 +234,7 @@ def main(argv):
               machine=platform.processor() or platform.machine(),
               rounds=_ROUNDS.value, warmup_rounds=_WARMUP_ROUNDS.value,
               args=runs.flag_args(('workers', 'environments', 'rounds', 'warmup_rounds',
-                                   'algorithm', 'modes', 'merge_at')))
+                                   'algorithm', 'modes', 'merge_at', 'client_format')))
   runs.write_results(_OUTPUT.value, dict(meta=meta, rows=rows), _markdown(rows, meta))
 
 
