@@ -41,10 +41,6 @@ from tff_sparsify.simulation.sources import spec as spec_lib
 ARG_SPEC = collections.OrderedDict(
     id=tf.TensorSpec([], tf.string), split=tf.TensorSpec([], tf.string),
     examples=tf.TensorSpec([], tf.int64), seed=tf.TensorSpec([], tf.int64))
-# Clients of up to this many examples are read whole when their dataset is
-# made (`sqlite`, `tfrecord_dir`): as many as the training shuffle buffer
-# holds anyway (`run_data.preprocess_client_dataset`).
-READ_WHOLE_EXAMPLES = 10_000
 
 
 class FederationError(ValueError):
@@ -202,9 +198,6 @@ def build_dataset_computation(
   """
   module = sources.module(federation.format)
   selected = spec_lib.select(federation.element_spec, features, 'the workers\' client data')
-  # Examples of one shape can be batched whole; `tensor_dir` reads whole already.
-  read_whole = federation.format != 'tensor_dir' and all(
-      None not in f['shape'] for f in selected.values())
 
   @tff.tensorflow.computation(ARG_SPEC)
   def client_dataset(arg):
@@ -212,16 +205,6 @@ def build_dataset_computation(
       tf.random.set_seed(graph_seed)
     dataset = module.client_dataset(silo.DATA_LINK, arg['id'], arg['split'], selected, features)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(arg['examples']))
-    if read_whole:
-      # A client of up to READ_WHOLE_EXAMPLES examples is read when the
-      # computation runs and sliced (what `tensor_dir` does): the lazy
-      # pipeline made rounds slower than the same examples sent
-      # (BUILD_NOTES, "Data at the silo"); a larger one streams.
-      dataset = tf.cond(
-          arg['examples'] <= READ_WHOLE_EXAMPLES,
-          lambda d=dataset: tf.data.Dataset.from_tensor_slices(
-              d.batch(arg['examples']).get_single_element()),
-          lambda d=dataset: d)
     if held_out_fraction > 0:
       dataset = evaluation.keep_part(dataset, held_out_fraction, held_out)
     return preprocess_fn(dataset, arg['seed'])
