@@ -125,13 +125,14 @@ class StaleDirectoryTest(tf.test.TestCase):
       killed.send_signal(signal.SIGKILL)
       killed.wait(10)
       self.assertTrue(os.path.isdir(killed_dir))
-      # Not a worker's: no lock file, another user's, a link.
+      # Not a worker's: no lock file, a link, and (as root, who can give
+      # it away) another user's with a free lock.
       no_lock = os.path.join(tmp, silo.PREFIX + 'nolock')
       os.mkdir(no_lock)
       others = os.path.join(tmp, silo.PREFIX + 'others')
-      os.mkdir(others)
-      open(os.path.join(others, silo.LOCK_FILE), 'w').close()
       if os.geteuid() == 0:
+        os.mkdir(others)
+        open(os.path.join(others, silo.LOCK_FILE), 'w').close()
         os.chown(others, 65534, 65534)
       link = os.path.join(tmp, silo.PREFIX + 'link')
       os.symlink(killed_dir, link)
@@ -142,10 +143,9 @@ class StaleDirectoryTest(tf.test.TestCase):
         self.assertTrue(os.path.isfile(os.path.join(alive_dir, silo.MANIFEST_FILE)))
         self.assertTrue(os.path.isdir(no_lock))
         self.assertTrue(os.path.islink(link))
-        if os.geteuid() == 0:
-          self.assertTrue(os.path.isdir(others))
+        self.assertEqual(os.path.isdir(others), os.geteuid() == 0)
         # This process's own directory is held too.
-        self.assertEqual(silo.remove_stale(tmp), [] if os.geteuid() == 0 else [others])
+        self.assertEqual(silo.remove_stale(tmp), [])
         self.assertTrue(os.path.isdir(mine))
       finally:
         silo.remove(mine)

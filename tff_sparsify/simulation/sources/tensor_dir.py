@@ -93,9 +93,9 @@ def client_dataset(root: str, client_id, split_name, selected: dict, features: d
   directory = tf.where(tf.equal(split_name, TEST), root + '/' + TEST + '/', root + '/')
   # The two tensors are read when the computation runs, and the dataset
   # slices them: a lazy `TFRecordDataset(...).map(parse).unbatch()` holds no
-  # less in memory (a client is one record) and made rounds on the workers
-  # 1.07x-1.29x slower than the same examples sent as constants
-  # (BUILD_NOTES, "Data at the silo").
+  # less in memory (a client is one record) and made rounds by id slower
+  # than rounds with the examples sent (`benchmarks/results/
+  # scaling_paired_lazy_read.md` against `scaling_paired.md`).
   pair = tf.data.TFRecordDataset(
       tf.strings.join([directory, client_id, SUFFIX])).batch(2).get_single_element()
   x = tf.ensure_shape(tf.io.parse_tensor(pair[0], x_dtype), [None] + selected['x']['shape'])
